@@ -1,0 +1,26 @@
+#include "update_dbus.h"
+#include "update_engine.h"
+
+#include "mbl/dbus/bus.h"
+
+namespace {
+struct Service {
+    mbl::update::UpdateEngine engine;
+    std::unique_ptr<mbl::update::UpdateBus> bus;
+};
+} // namespace
+
+int main(int argc, char** argv)
+{
+    const mbl::dbus::DaemonInfo info{"mbl-update", "org.mbl.Update1", "update.json",
+                                     "Signed update bundles, A/B slots, bootloader trial and commit, anti-rollback."};
+    return mbl::dbus::runDaemon(argc, argv, info, [](mbl::dbus::DaemonContext& ctx) -> mbl::Expected<std::shared_ptr<void>> {
+        auto engine = mbl::update::UpdateEngine::open(ctx.paths, ctx.config);
+        if (!engine) {
+            return mbl::unexpected(engine.error());
+        }
+        auto svc = std::make_shared<Service>(Service{std::move(engine).value(), nullptr});
+        svc->bus = std::make_unique<mbl::update::UpdateBus>(ctx.connection, svc->engine);
+        return std::shared_ptr<void>(svc);
+    });
+}

@@ -1,0 +1,60 @@
+#include "mbl/error.h"
+#include "mbl/error_names.h"
+#include "mbl/expected.h"
+
+#include <catch2/catch.hpp>
+
+#include <cerrno>
+
+using namespace mbl;
+
+TEST_CASE("every error code has an org.mbl.Error name that maps back to it")
+{
+    for (ErrorCode c : {ErrorCode::InvalidArgument, ErrorCode::NotFound, ErrorCode::AlreadyExists, ErrorCode::Busy,
+                        ErrorCode::SignatureInvalid, ErrorCode::Incompatible, ErrorCode::Downgrade,
+                        ErrorCode::NotProvisioned, ErrorCode::Io, ErrorCode::NoSpace, ErrorCode::Timeout,
+                        ErrorCode::Cancelled, ErrorCode::Failed, ErrorCode::NotSupported, ErrorCode::AccessDenied}) {
+        const std::string name = errorName(c);
+        CHECK(name.rfind("org.mbl.Error.", 0) == 0);
+        CHECK(errorCodeFromName(name) == c);
+    }
+    CHECK(errorName(ErrorCode::SignatureInvalid) == errors::kSignatureInvalid);
+    CHECK(errorName(ErrorCode::Downgrade) == errors::kDowngrade);
+    CHECK(errorCodeFromName("org.example.Unknown") == ErrorCode::Failed);
+}
+
+TEST_CASE("errno values map to the named errors a user can act on")
+{
+    CHECK(errnoError("write x", ENOSPC).code == ErrorCode::NoSpace);
+    CHECK(errnoError("open x", ENOENT).code == ErrorCode::NotFound);
+    CHECK(errnoError("open x", EACCES).code == ErrorCode::AccessDenied);
+    CHECK(errnoError("read x", EIO).code == ErrorCode::Io);
+    CHECK(errnoError("open x", ENOENT).message.find("open x") != std::string::npos);
+}
+
+namespace {
+Expected<int> half(int v)
+{
+    if (v % 2 != 0) {
+        return unexpected(ErrorCode::InvalidArgument, "odd value " + std::to_string(v));
+    }
+    return v / 2;
+}
+} // namespace
+
+TEST_CASE("Expected carries either a value or an error")
+{
+    auto ok = half(4);
+    REQUIRE(ok);
+    CHECK(*ok == 2);
+    auto bad = half(3);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().code == ErrorCode::InvalidArgument);
+    CHECK(bad.error().describe() == "InvalidArgument: odd value 3");
+
+    Status s;
+    CHECK(s.ok());
+    Status f = unexpected(ErrorCode::Busy, "an install is running");
+    REQUIRE_FALSE(f);
+    CHECK(f.error().name() == "org.mbl.Error.Busy");
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the build, the tests and the demo need on Debian 12, and creates
+# the service users and test users. Idempotent; needs root.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential meson ninja-build pkg-config
+  libsdbus-c++-dev libsdbus-c++-bin libsystemd-dev
+  libcurl4-openssl-dev libssl-dev openssl nlohmann-json3-dev libarchive-dev catch2
+  dbus util-linux
+  runc umoci skopeo
+  nginx-light curl python3
+  libubootenv-tool grub-common
+  zstd gzip tar
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (it installs packages and creates users)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Service users as on a device (sysusers.d in the shipped image), the admin group,
+# and two users for the policy tests: one in mbl-admin, one with no privilege.
+getent group mbl-admin >/dev/null || groupadd --system mbl-admin
+for u in mbl-identity mbl-cloud mbl-coordinator mbl-test-user; do
+  id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
+done
+id mbl-test-admin >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin -G mbl-admin mbl-test-admin
+id -nG mbl-test-admin | grep -qw mbl-admin || usermod -aG mbl-admin mbl-test-admin
