@@ -58,3 +58,14 @@ TEST_CASE("Expected carries either a value or an error")
     REQUIRE_FALSE(f);
     CHECK(f.error().name() == "org.mbl.Error.Busy");
 }
+
+#include "mbl/crypto.h"
+
+TEST_CASE("SHA-256 through EVP matches the known digest, streamed or whole")
+{
+    CHECK(mbl::crypto::sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    mbl::crypto::Sha256 h;
+    h.update("a", 1);
+    h.update("bc", 2);
+    CHECK(h.finishHex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
