@@ -110,8 +110,10 @@ Expected<std::unique_ptr<Identity>> Identity::open(const Paths& paths, const Con
         }
     }
     std::lock_guard<std::mutex> lock(id->mu_);
-    if (auto st = id->loadKey(true); !st) {
-        id->keyError_ = st.error().message;
+    if (auto key = id->obtainKey(true)) {
+        id->key_ = std::move(key).value();
+    } else {
+        id->keyError_ = key.error().message;
         log::error("the device key is unusable, the service stays in the error state and makes no new identity: " +
                    id->keyError_);
     }
@@ -131,10 +133,10 @@ std::string Identity::keyPath() const
     return p ? *p : std::string();
 }
 
-// Called with mu_ held (or before the object is shared).
-Status Identity::loadKey(bool allowCreate)
+// Touches no member state, so it runs without mu_: key generation and fsyncs
+// never hold up the bus thread's reads.
+Expected<DeviceKey> Identity::obtainKey(bool allowCreate) const
 {
-    key_.reset();
     const std::string path = keyPath();
     if (allowCreate && !path.empty() && !fs::exists(path)) {
         auto key = DeviceKey::generate(keyType_);
@@ -164,12 +166,7 @@ Status Identity::loadKey(bool allowCreate)
         }
         log::notice("made a new " + key->typeName() + " device key at " + path);
     }
-    auto key = DeviceKey::load(keyUri_);
-    if (!key) {
-        return unexpected(key.error());
-    }
-    key_ = std::move(key).value();
-    return {};
+    return DeviceKey::load(keyUri_);
 }
 
 Status Identity::loadStored()
@@ -410,16 +407,20 @@ Status Identity::factoryReset()
     if (auto st = finishReset(); !st) {
         return st;
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    stored_ = Stored{};
-    stateError_.clear();
-    keyError_.clear();
     if (keyPath().empty()) {
         log::notice("factory reset: the key behind " + keyUri_ + " is not a file and stays; certificate and "
                     "provisioning were removed");
     }
-    if (auto st = loadKey(true); !st) {
-        keyError_ = st.error().message;
+    auto key = obtainKey(true);
+    std::lock_guard<std::mutex> lock(mu_);
+    stored_ = Stored{};
+    stateError_.clear();
+    keyError_.clear();
+    key_.reset();
+    if (key) {
+        key_ = std::move(key).value();
+    } else {
+        keyError_ = key.error().message;
         recomputeLocked();
         return unexpected(ErrorCode::Failed, "factory reset removed the old identity but could not make a new key: " +
                                                  keyError_);

@@ -78,7 +78,7 @@ private:
     };
 
     Identity() = default;
-    Status loadKey(bool allowCreate);
+    Expected<DeviceKey> obtainKey(bool allowCreate) const;
     Status loadStored();
     Status writeStored(const Stored& next) const;
     Status finishReset();

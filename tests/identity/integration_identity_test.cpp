@@ -264,6 +264,25 @@ TEST_CASE("openssl round trip: CSR signed by a CA made with openssl installs, an
     CHECK(f.client->State() == "ok");
 }
 
+TEST_CASE("with key_type ed25519 the daemon signs with pure Ed25519 and its CSR verifies")
+{
+    Fixture f;
+    f.configure({{"key_type", "ed25519"}});
+    f.start();
+    auto text = sh({"openssl", "pkey", "-in", f.keyFile(), "-noout", "-text"});
+    CHECK(contains(text.out, "ED25519"));
+    const std::string csr = f.client->CreateCertificateRequest({});
+    CHECK(sh({"openssl", "req", "-in", f.put("ed.csr", csr), "-verify", "-noout"}).status.success());
+    const std::string challenge = "ed25519 challenge";
+    auto sig = f.client->Sign(std::vector<uint8_t>(challenge.begin(), challenge.end()));
+    CHECK(sig.size() == 64);
+    REQUIRE(sh({"openssl", "pkey", "-in", f.keyFile(), "-pubout", "-out", f.file("pub.pem")}).status.success());
+    auto verify = sh({"openssl", "pkeyutl", "-verify", "-pubin", "-inkey", f.file("pub.pem"), "-rawin", "-in",
+                      f.put("challenge", challenge), "-sigfile", f.put("sig", std::string(sig.begin(), sig.end()))});
+    INFO(verify.out << verify.err);
+    CHECK(verify.status.success());
+}
+
 TEST_CASE("GetTlsCredentials hands the key as a sealed memfd and the chain; the key never lands in a file")
 {
     Fixture f;
