@@ -95,6 +95,15 @@ public:
     Expected<std::map<std::string, std::string>> read() override
     {
         auto r = run({c_.fwPrintenv, "-c", c_.path});
+        if (r && !r->status.success() && !c_.defaults.empty() &&
+            r->err.find("Cannot read environment") != std::string::npos) {
+            // A blank environment (fresh board): what fw_setenv -f would start from.
+            auto d = fs::readFile(c_.defaults);
+            if (!d) {
+                return unexpected(d.error());
+            }
+            return parseLines(*d);
+        }
         if (!r || !r->status.success()) {
             return unexpected(toolFailed("fw_printenv", r).error());
         }
