@@ -9,6 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
 #include <cstdlib>
 #include <ctime>
 #include <dirent.h>
@@ -63,6 +66,144 @@ std::string join(const std::vector<std::string>& v)
     }
     return out;
 }
+
+constexpr std::size_t kRingBuffers = 4;
+constexpr std::size_t kRingBufferSize = 512u << 10;
+
+// Writes a stream to an fd from a writer thread through a ring of fixed buffers.
+class SlotWriter {
+public:
+    SlotWriter(int fd, std::size_t count, std::size_t size) : fd_(fd), size_(size)
+    {
+        for (std::size_t i = 0; i < count; ++i) {
+            bufs_.emplace_back(size);
+            free_.push_back(i);
+        }
+        cur_ = take();
+        thread_ = std::thread([this] { loop(); });
+    }
+    ~SlotWriter() { (void)finish(); }
+    SlotWriter(const SlotWriter&) = delete;
+    SlotWriter& operator=(const SlotWriter&) = delete;
+
+    Status append(const void* data, std::size_t len)
+    {
+        const char* p = static_cast<const char*>(data);
+        while (len > 0) {
+            const std::size_t n = std::min(len, size_ - fill_);
+            std::memcpy(bufs_[cur_].data() + fill_, p, n);
+            fill_ += n;
+            p += n;
+            len -= n;
+            if (fill_ == size_) {
+                if (auto st = flushCurrent(); !st) {
+                    return st;
+                }
+            }
+        }
+        return {};
+    }
+
+    Status finish()
+    {
+        if (!thread_.joinable()) {
+            return result();
+        }
+        if (fill_ > 0) {
+            (void)flushCurrent();
+        }
+        {
+            std::lock_guard<std::mutex> l(m_);
+            closed_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+        return result();
+    }
+
+private:
+    std::size_t take()
+    {
+        std::unique_lock<std::mutex> l(m_);
+        cv_.wait(l, [&] { return !free_.empty() || failed_; });
+        if (free_.empty()) {
+            return kNone;
+        }
+        std::size_t i = free_.back();
+        free_.pop_back();
+        return i;
+    }
+    Status flushCurrent()
+    {
+        {
+            std::lock_guard<std::mutex> l(m_);
+            if (failed_) {
+                return unexpected(error_);
+            }
+            queue_.emplace_back(cur_, fill_);
+        }
+        cv_.notify_all();
+        fill_ = 0;
+        cur_ = take();
+        if (cur_ == kNone) {
+            return result();
+        }
+        return {};
+    }
+    void loop()
+    {
+        for (;;) {
+            std::pair<std::size_t, std::size_t> job;
+            {
+                std::unique_lock<std::mutex> l(m_);
+                cv_.wait(l, [&] { return !queue_.empty() || closed_; });
+                if (queue_.empty()) {
+                    return;
+                }
+                job = queue_.front();
+                queue_.pop_front();
+            }
+            Status st = failed() ? Status{} : fs::writeAll(fd_, bufs_[job.first].data(), job.second);
+            {
+                std::lock_guard<std::mutex> l(m_);
+                if (!st && !failed_) {
+                    failed_ = true;
+                    error_ = st.error();
+                }
+                free_.push_back(job.first);
+            }
+            cv_.notify_all();
+        }
+    }
+    bool failed()
+    {
+        std::lock_guard<std::mutex> l(m_);
+        return failed_;
+    }
+    Status result()
+    {
+        std::lock_guard<std::mutex> l(m_);
+        if (failed_) {
+            return unexpected(error_);
+        }
+        return {};
+    }
+
+    static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+    int fd_;
+    std::size_t size_;
+    std::vector<std::vector<char>> bufs_;
+    std::vector<std::size_t> free_;
+    std::deque<std::pair<std::size_t, std::size_t>> queue_;
+    std::size_t cur_ = 0;
+    std::size_t fill_ = 0;
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool closed_ = false;
+    bool failed_ = false;
+    Error error_;
+    std::thread thread_;
+};
 
 } // namespace
 
@@ -786,16 +927,20 @@ Status UpdateEngine::writeRootfs(bundle::Reader& r, const bundle::Payload& p, co
     crypto::Sha256 hash;
     std::uint64_t written = 0;
     bool paused = false;
+    // Hashing (this thread) and writing (a writer thread) overlap through a small
+    // ring of fixed buffers: memory stays bounded, throughput nears the slower of the two.
+    SlotWriter writer(out.get(), kRingBuffers, kRingBufferSize);
     for (;;) {
         auto c = r.read();
         if (!c) {
+            (void)writer.finish();
             return unexpected(c.error());
         }
         if (c->size == 0) {
             break;
         }
         hash.update(c->data, c->size);
-        if (auto s = fs::writeAll(out.get(), c->data, c->size); !s) {
+        if (auto s = writer.append(c->data, c->size); !s) {
             return unexpected(s.error().code, "write slot " + target.name + " (" + target.device +
                                                   "): " + s.error().message);
         }
@@ -805,6 +950,10 @@ Status UpdateEngine::writeRootfs(bundle::Reader& r, const bundle::Payload& p, co
             paused = true;
             pausePoint("rootfs-half");
         }
+    }
+    if (auto s = writer.finish(); !s) {
+        return unexpected(s.error().code, "write slot " + target.name + " (" + target.device + "): " +
+                                              s.error().message);
     }
     if (hash.finishHex() != p.sha256 || written != p.size) {
         return unexpected(ErrorCode::SignatureInvalid, "payload '" + p.name +
