@@ -56,6 +56,7 @@ int main(int argc, char** argv)
     std::vector<mbl::ctl::Command> cmds;
     mbl::ctl::registerStatusCommands(cmds);
     mbl::ctl::registerIdentityCommands(cmds);
+    mbl::ctl::registerUpdateCommands(cmds);
 
     std::string root;
     bool json = false;
