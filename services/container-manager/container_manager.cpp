@@ -99,6 +99,9 @@ struct ContainerManager::App {
     bool inTransaction = false;
     bool suppressRestart = false;
     bool exitedWhileAway = false;
+    // The runtime's delete of an exited container is queued: starts and stops wait for it.
+    bool deleting = false;
+    std::vector<std::function<void()>> afterDelete;
     std::vector<Done> startWaiters;
     std::vector<Done> stopWaiters;
     std::vector<std::function<void(bool, std::string)>> healthWaiters;
@@ -442,6 +445,16 @@ void ContainerManager::startApp(App& a, Done done)
         done({});
         return;
     }
+    if (a.deleting) {
+        a.afterDelete.push_back([this, name, done] {
+            if (App* x = find(name)) {
+                startApp(*x, done);
+            } else {
+                done(unexpected(ErrorCode::NotFound, "app '" + name + "' was removed"));
+            }
+        });
+        return;
+    }
     a.startWaiters.push_back(std::move(done));
     if (a.starting) {
         return;
@@ -570,16 +583,14 @@ void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
     appendLine(logPath(name), "[mbl " + nowStamp() + "] " + how);
     log::info("app " + name + " " + how);
     const bool failed = !a->stopping && (code != 0 || oom);
-    if (a->health == "starting") {
+    const bool wasStarting = a->health == "starting";
+    if (wasStarting || failed) {
         a->health = "unhealthy";
-        notifyHealth(*a, false, how);
-    } else if (!a->stopping) {
-        a->health = failed ? "unhealthy" : "unknown";
     } else {
         a->health = "unknown";
     }
-    changed(*a, {"Pid", "ExitCode", "Health", "OomKilled"});
-    setState(*a, a->stopping ? "stopped" : (failed ? "failed" : "exited"));
+    // The delete is queued first: whatever the callbacks below start waits for it.
+    a->deleting = true;
     Runtime rt = runtime_;
     EventLoop* loop = &loop_;
     auto alive = alive_;
@@ -591,6 +602,11 @@ void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
             }
         });
     });
+    changed(*a, {"Pid", "ExitCode", "Health", "OomKilled"});
+    setState(*a, a->stopping ? "stopped" : (failed ? "failed" : "exited"));
+    if (wasStarting) {
+        notifyHealth(*a, false, how);
+    }
 }
 
 void ContainerManager::onDeleted(const std::string& name)
@@ -598,6 +614,14 @@ void ContainerManager::onDeleted(const std::string& name)
     App* a = find(name);
     if (a == nullptr) {
         return;
+    }
+    a->deleting = false;
+    if (!a->afterDelete.empty()) {
+        auto pending = std::move(a->afterDelete);
+        a->afterDelete.clear();
+        for (auto& fn : pending) {
+            fn();
+        }
     }
     if (a->stopping) {
         a->stopping = false;
@@ -714,6 +738,16 @@ void ContainerManager::stopApp(App& a, Done done)
     if (a.starting) {
         // Let the start finish, then stop what it started.
         a.startWaiters.push_back([this, name, done](Status) {
+            if (App* x = find(name)) {
+                stopApp(*x, done);
+            } else {
+                done({});
+            }
+        });
+        return;
+    }
+    if (a.deleting && !a.stopping) {
+        a.afterDelete.push_back([this, name, done] {
             if (App* x = find(name)) {
                 stopApp(*x, done);
             } else {

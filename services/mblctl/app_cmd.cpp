@@ -26,7 +26,7 @@ const char kIface[] = "org.mbl.ContainerManager1";
 
 const char kUsage[] =
     "usage: mblctl app list\n"
-    "       mblctl app install FILE [--name NAME] [--version V] [--options JSON] [--no-wait]\n"
+    "       mblctl app install FILE [--name NAME] [--app-version V] [--options JSON] [--no-wait]\n"
     "       mblctl app start|stop|restart NAME\n"
     "       mblctl app remove NAME [--data]\n"
     "       mblctl app logs NAME [--lines N]\n";
@@ -67,7 +67,7 @@ int install(Context& ctx, const std::vector<std::string>& args)
         auto next = [&]() -> std::string { return i + 1 < args.size() ? args[++i] : std::string(); };
         if (a == "--name") {
             options["name"] = next();
-        } else if (a == "--version") {
+        } else if (a == "--app-version") {
             options["version"] = next();
         } else if (a == "--options") {
             try {

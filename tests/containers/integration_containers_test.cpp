@@ -266,6 +266,9 @@ TEST_CASE("an update to a crashing version rolls back, the old version keeps ser
     INFO(r3.message);
     CHECK_FALSE(r3.success);
     CHECK(contains(r3.message, "health"));
+    if (r3.success) {
+        FAIL(f.stack.log("container-manager") + "\n" + cm.logs("web"));
+    }
     CHECK(cm.prop("web", "Version").get<std::string>() == "1");
     CHECK(cm.state("web") == "running");
 
@@ -279,9 +282,11 @@ TEST_CASE("an update to a crashing version rolls back, the old version keeps ser
     auto at = log.find("serving-v4");
     auto hist = log.substr(0, at);
     CHECK(contains(hist, "v1\nv1\n"));
-    // Only the current version is kept on disk.
-    auto versions = mbl::run({"ls", f.stack.root() + "/var/lib/mbl/apps/web/versions"});
-    CHECK(str::trim(versions->out) == "4");
+    // Only the current version is kept on disk (the old one goes in the background).
+    CHECK(CmClient::waitFor([&] {
+        auto versions = mbl::run({"ls", f.stack.root() + "/var/lib/mbl/apps/web/versions"});
+        return str::trim(versions->out) == "4";
+    }, std::chrono::seconds(10)));
 }
 
 TEST_CASE("kill -9 of the manager while apps run: the restarted manager re-adopts them and still learns of their exits")
@@ -376,7 +381,7 @@ TEST_CASE("mblctl app drives the manager: install, list, logs, stop, start, rest
     Fixture f;
     const std::string archive = f.image("cli", "echo from-the-app; exec sleep 1000");
     const std::string mblctl = test::buildRoot() + "/services/mblctl/mblctl";
-    auto inst = f.stack.runTool({mblctl, "app", "install", archive, "--name", "cli", "--version", "7"});
+    auto inst = f.stack.runTool({mblctl, "app", "install", archive, "--name", "cli", "--app-version", "7"});
     INFO(inst.out << inst.err);
     REQUIRE(inst.status.code == 0);
     CmClient cm;
