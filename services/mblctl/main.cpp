@@ -57,6 +57,7 @@ int main(int argc, char** argv)
     mbl::ctl::registerStatusCommands(cmds);
     mbl::ctl::registerIdentityCommands(cmds);
     mbl::ctl::registerUpdateCommands(cmds);
+    mbl::ctl::registerAppCommands(cmds);
 
     std::string root;
     bool json = false;
