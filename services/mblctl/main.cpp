@@ -55,6 +55,7 @@ int main(int argc, char** argv)
 {
     std::vector<mbl::ctl::Command> cmds;
     mbl::ctl::registerStatusCommands(cmds);
+    mbl::ctl::registerCloudCommands(cmds);
 
     std::string root;
     bool json = false;
