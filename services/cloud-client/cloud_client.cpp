@@ -689,7 +689,7 @@ Expected<Fd> CloudClient::download(const std::string& actionId, const std::strin
     }
     json a = json::parse(artifactJson, nullptr, false);
     if (!a.is_object() || !a.contains("url") || !a["url"].is_string() || !a.contains("size") ||
-        !a["size"].is_number_unsigned() || !a.contains("sha256") || !a["sha256"].is_string() ||
+        !a["size"].is_number_integer() || a["size"].get<std::int64_t>() < 0 || !a.contains("sha256") || !a["sha256"].is_string() ||
         a["sha256"].get<std::string>().size() != 64) {
         return unexpected(ErrorCode::InvalidArgument,
                           "artifact must be a JSON object with url, size and sha256 (as in the deployment's "

@@ -196,7 +196,8 @@ bool CloudEnv::waitUntil(const std::function<bool()>& pred, std::chrono::millise
 std::vector<json> CloudEnv::requests(const std::string& pathContains)
 {
     std::vector<json> out;
-    for (const auto& r : cloud.state()["requests"]) {
+    const json st = cloud.state();
+    for (const auto& r : st["requests"]) {
         if (r["path"].get<std::string>().find(pathContains) != std::string::npos) {
             out.push_back(r);
         }

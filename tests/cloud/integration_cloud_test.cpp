@@ -118,7 +118,7 @@ TEST_CASE("a device registers over mutual TLS and appears on the server with its
 TEST_CASE("polls reuse one keep-alive TLS connection")
 {
     CloudEnv env;
-    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() >= 4; }, 30s));
+    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() >= 6; }, 30s));
     // nginx logs the connection serial of every request: all polls came over one connection.
     auto log = fs::readFile(env.cloud.dir() + "/nginx/logs/access.log");
     REQUIRE(log);
@@ -235,8 +235,8 @@ TEST_CASE("attributes over the server's limits are refused with InvalidArgument 
 
 TEST_CASE("a deployment is announced, downloaded through the fd and closed with success")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     const std::string sha = makeArtifact(env, "fw.bundle", 3 * 1024 * 1024 + 17);
     const std::string id = deploy(env, {"fw.bundle"});
     auto dep = sig.waitFor("DeploymentRequested");
@@ -277,8 +277,8 @@ TEST_CASE("a deployment is announced, downloaded through the fd and closed with 
 
 TEST_CASE("a download interrupted twice resumes with Range and ends with the right hash")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     const std::string sha = makeArtifact(env, "big.bin", 4 * 1024 * 1024);
     const std::string id = deploy(env, {"big.bin"});
     auto dep = sig.waitFor("DeploymentRequested");
@@ -300,10 +300,10 @@ TEST_CASE("a download interrupted twice resumes with Range and ends with the rig
 
 TEST_CASE("a download that is too slow is aborted and retried")
 {
-    SignalRecorder sig;
     CloudEnvOptions o;
     o.config = {{"download", {{"low_speed_limit", 50000}, {"low_speed_time_sec", 1}, {"max_retries", 2}}}};
     CloudEnv env(o);
+    SignalRecorder sig;
     makeArtifact(env, "slow.bin", 512 * 1024);
     const std::string id = deploy(env, {"slow.bin"});
     auto dep = sig.waitFor("DeploymentRequested");
@@ -321,8 +321,8 @@ TEST_CASE("a download that is too slow is aborted and retried")
 
 TEST_CASE("a hash mismatch ends the stream short, and the action closes with failure")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "bad.bin", 100000);
     const std::string id = deploy(env, {"bad.bin"});
     auto dep = sig.waitFor("DeploymentRequested");
@@ -341,8 +341,8 @@ TEST_CASE("a hash mismatch ends the stream short, and the action closes with fai
 
 TEST_CASE("cancel before the download is accepted")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "a.bin", 1000);
     const std::string id = deploy(env, {"a.bin"});
     REQUIRE(sig.waitFor("DeploymentRequested"));
@@ -357,8 +357,8 @@ TEST_CASE("cancel before the download is accepted")
 
 TEST_CASE("cancel during the download is accepted and aborts the download")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "c.bin", 2 * 1024 * 1024);
     const std::string id = deploy(env, {"c.bin"});
     auto dep = sig.waitFor("DeploymentRequested");
@@ -378,8 +378,8 @@ TEST_CASE("cancel during the download is accepted and aborts the download")
 
 TEST_CASE("cancel during the install is rejected and the action goes on to success")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "i.bin", 1000);
     const std::string id = deploy(env, {"i.bin"});
     REQUIRE(sig.waitFor("DeploymentRequested"));
@@ -396,8 +396,8 @@ TEST_CASE("cancel during the install is rejected and the action goes on to succe
 
 TEST_CASE("a download-only action is reported downloaded and not installed")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "d.bin", 5000);
     const std::string id = deploy(env, {"d.bin"}, {{"update", "skip"}, {"download", "forced"}});
     auto dep = sig.waitFor("DeploymentRequested");
@@ -413,8 +413,8 @@ TEST_CASE("a download-only action is reported downloaded and not installed")
 
 TEST_CASE("an unavailable maintenance window allows the download but not the install until it opens")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "m.bin", 5000);
     const std::string id = deploy(env, {"m.bin"}, {{"maintenanceWindow", "unavailable"}, {"update", "forced"}});
     auto dep = sig.waitFor("DeploymentRequested");
@@ -465,8 +465,8 @@ TEST_CASE("429 and 503 answers back off with jitter, honour Retry-After, and cau
 
 TEST_CASE("feedback for a closed action gets 410 and ends that action's queue, others are delivered")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "x.bin", 100);
     const std::string id = deploy(env, {"x.bin"});
     REQUIRE(sig.waitFor("DeploymentRequested"));
@@ -491,8 +491,8 @@ TEST_CASE("feedback for a closed action gets 410 and ends that action's queue, o
 
 TEST_CASE("feedback given while the server is unreachable is delivered in order after reconnecting")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "q.bin", 100);
     const std::string id = deploy(env, {"q.bin"});
     REQUIRE(sig.waitFor("DeploymentRequested"));
@@ -517,8 +517,8 @@ TEST_CASE("feedback given while the server is unreachable is delivered in order 
 
 TEST_CASE("queued feedback survives a restart of the cloud client")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "r.bin", 100);
     const std::string id = deploy(env, {"r.bin"});
     REQUIRE(sig.waitFor("DeploymentRequested"));
@@ -573,8 +573,8 @@ TEST_CASE("bad server documents are refused with a clear error and the client ke
 
 TEST_CASE("an http:// link or a link to another host is refused and no credentials are sent there")
 {
-    SignalRecorder sig;
     CloudEnv env;
+    SignalRecorder sig;
     makeArtifact(env, "l.bin", 100);
     env.cloud.admin("POST", "/admin/config", {{"link_base", "http://localhost:1"}});
     deploy(env, {"l.bin"});
