@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <dirent.h>
+#include <fcntl.h>
 #include <iostream>
 #include <netinet/in.h>
 #include <poll.h>

@@ -184,6 +184,7 @@ void CloudClient::stop()
     {
         std::lock_guard<std::mutex> lk(mu_);
         stop_ = true;
+        stopping_ = true;
         jobs = downloads_;
         for (auto& j : jobs) {
             j->cancel = true;
@@ -310,6 +311,7 @@ Status CloudClient::connect()
     }
     auto shared = std::make_shared<const TlsSettings>(tls);
     session_ = std::make_unique<HttpSession>(std::move(tls), *origin);
+    session_->setAbortFlag(&stopping_);
     bool urlChanged = false;
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -370,9 +372,7 @@ milliseconds CloudClient::cycle()
     }
     auto r = session_->request("GET", base, "", hdrs, settings_.maxBodyBytes);
     if (!r) {
-        if (session_->lastCurlCode() == CURLE_OK) {
-            return serverTrouble(r.error().message, nullptr); // refused answer (too large, bad redirect)
-        }
+        // Transport failure, or an answer we refused (too large, redirect loop, bad redirect target).
         return serverTrouble(r.error().message, nullptr);
     }
     if (r->status == 401 || r->status == 403) {
@@ -745,6 +745,7 @@ Expected<Fd> CloudClient::download(const std::string& actionId, const std::strin
 void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
 {
     HttpSession session(*job->tls, job->origin);
+    session.setAbortFlag(&job->cancel);
     crypto::Sha256 hash;
     std::uint64_t received = 0; // bytes hashed (and written, except the held-back last byte)
     std::uint64_t skip = 0;     // bytes to drop when a server ignores Range

@@ -150,6 +150,7 @@ private:
     mutable std::mutex mu_;
     std::condition_variable cv_;
     bool stop_ = false;
+    std::atomic<bool> stopping_{false}; // aborts the worker's transfer on stop()
     bool wake_ = false;
     Snapshot snap_;
     std::map<std::string, std::map<std::string, std::string>> appAttributes_;

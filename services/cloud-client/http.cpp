@@ -78,6 +78,12 @@ std::size_t onHeader(char* p, std::size_t sz, std::size_t n, void* ud)
     return len;
 }
 
+int onProgress(void* ud, curl_off_t, curl_off_t, curl_off_t, curl_off_t)
+{
+    const auto* flag = static_cast<const std::atomic<bool>*>(ud);
+    return flag != nullptr && flag->load() ? 1 : 0;
+}
+
 } // namespace
 
 HttpSession::HttpSession(TlsSettings settings, Origin server)
@@ -124,6 +130,11 @@ Status HttpSession::configure(const std::string& method, const std::string& url,
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, settings_.lowSpeedTimeSec);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "mbl-cloud-client/1");
     curl_easy_setopt(c, CURLOPT_VERBOSE, settings_.verbose ? 1L : 0L);
+    if (abort_ != nullptr) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, onProgress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, abort_);
+    }
     // The CA bundle replaces the system store: only the provisioned CA is trusted.
     curl_blob ca{const_cast<char*>(settings_.caPem.data()), settings_.caPem.size(), CURL_BLOB_NOCOPY};
     if (curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca) != CURLE_OK) {
@@ -230,7 +241,7 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
                               "the server's answer to " + method + " " + current + " is larger than " +
                                   std::to_string(maxBody) + " bytes; refused");
         }
-        if (t.aborted) {
+        if (t.aborted || rc == CURLE_ABORTED_BY_CALLBACK) {
             return unexpected(ErrorCode::Cancelled, "transfer aborted by the reader");
         }
         if (rc != CURLE_OK) {

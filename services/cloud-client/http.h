@@ -11,6 +11,7 @@
 #include "mbl/curl.h"
 #include "mbl/expected.h"
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -65,6 +66,10 @@ public:
     using Sink = std::function<bool(long status, const char*, std::size_t)>;
     Expected<HttpResponse> stream(const std::string& url, std::uint64_t rangeFrom, const Sink& sink);
 
+    // A flag that, once true, aborts the running transfer within about a second
+    // (shutdown, cancel). Must outlive the session.
+    void setAbortFlag(const std::atomic<bool>* flag) { abort_ = flag; }
+
     // Last transport error code (CURLE_OK if the last call reached the server).
     CURLcode lastCurlCode() const { return lastCode_; }
     // New TCP/TLS connections opened so far (for tests and the benchmark).
@@ -85,6 +90,7 @@ private:
     char errbuf_[CURL_ERROR_SIZE] = {};
     CURLcode lastCode_ = CURLE_OK;
     long connects_ = 0;
+    const std::atomic<bool>* abort_ = nullptr;
 };
 
 } // namespace mbl::cloud
