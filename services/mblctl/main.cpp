@@ -58,6 +58,7 @@ int main(int argc, char** argv)
     mbl::ctl::registerIdentityCommands(cmds);
     mbl::ctl::registerUpdateCommands(cmds);
     mbl::ctl::registerAppCommands(cmds);
+    mbl::ctl::registerCloudCommands(cmds);
 
     std::string root;
     bool json = false;

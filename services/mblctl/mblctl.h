@@ -33,6 +33,7 @@ void registerStatusCommands(std::vector<Command>& out);
 void registerIdentityCommands(std::vector<Command>& out);
 void registerUpdateCommands(std::vector<Command>& out);
 void registerAppCommands(std::vector<Command>& out);
+void registerCloudCommands(std::vector<Command>& out);
 
 // Renders a D-Bus variant as text for tables (strings bare, containers compact).
 std::string variantToText(const sdbus::Variant& v);
