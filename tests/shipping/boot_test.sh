@@ -126,7 +126,18 @@ if [ -z "$guest" ]; then
 fi
 g() { nsenter -t "$guest" -a "$@"; }
 
-state=$(timeout 180 nsenter -t "$guest" -a systemctl is-system-running --wait 2>/dev/null || true)
+# Wait for nspawn's inner child to become systemd, then for the boot to end.
+for _ in $(seq 1 100); do
+  case "$(readlink "/proc/$guest/exe" 2>/dev/null)" in */systemd) break ;; esac
+  sleep 0.1
+done
+state=
+deadline=$(( $(date +%s) + 180 ))
+while [ "$(date +%s)" -lt $deadline ] && kill -0 "$nspawn_pid" 2>/dev/null; do
+  state=$(timeout 60 nsenter -t "$guest" -a systemctl is-system-running --wait 2>/dev/null || true)
+  case "$state" in running|degraded|maintenance|stopping) break ;; esac
+  sleep 0.5
+done
 echo "guest (init pid $guest) is $state after $(( $(date +%s) - t1 )) s"
 check "the guest boots to running (is: $state)" test "$state" = running
 if [ "$state" != running ]; then g systemctl --failed --no-pager || true; fi
