@@ -12,9 +12,10 @@
 #   MBL_BUNDLE_VERSION = "1.4.0"
 #   MBL_BUNDLE_SECURITY_VERSION = "3"              # anti-rollback floor the bundle raises the device to
 #   MBL_BUNDLE_COMPATIBLE = "acme-gateway-v1"      # device class in /etc/mbl/update.json "compatible"
-#   MBL_BUNDLE_APPS = "web=${TOPDIR}/apps/web.oci.tar"   # optional NAME=OCI-ARCHIVE list
+#   MBL_BUNDLE_APPS = "web=${TOPDIR}/apps/web.oci.tar"   # optional NAME[@VERSION]=OCI-ARCHIVE list
+#   MBL_BUNDLE_CONFIG = "${TOPDIR}/device-config.json"   # optional signed device configuration payload
 #
-# The bundle lands in DEPLOY_DIR_IMAGE as <MBL_BUNDLE_NAME>.mblb. The signing
+# The bundle lands in DEPLOY_DIR_IMAGE as <MBL_BUNDLE_NAME>.bundle. The signing
 # key never enters the build's sstate: the task is not cached
 # (do_mbl_bundle[nostamp]) and only reads the key path at run time.
 
@@ -27,6 +28,7 @@ MBL_BUNDLE_VERSION ??= "${PV}"
 MBL_BUNDLE_SECURITY_VERSION ??= "0"
 MBL_BUNDLE_COMPATIBLE ??= "${MACHINE}"
 MBL_BUNDLE_APPS ??= ""
+MBL_BUNDLE_CONFIG ??= ""
 MBL_BUNDLE_NAME ??= "${PN}-${MACHINE}-${MBL_BUNDLE_VERSION}"
 
 # Nothing to package: the output is a deploy artefact.
@@ -65,7 +67,7 @@ python do_mbl_bundle () {
     if not os.path.exists(rootfs):
         bb.fatal('no %s image of %s in %s: add "%s" to its IMAGE_FSTYPES' % (fstype, image, deploy, fstype))
 
-    out = os.path.join(d.getVar('B'), d.getVar('MBL_BUNDLE_NAME') + '.mblb')
+    out = os.path.join(d.getVar('B'), d.getVar('MBL_BUNDLE_NAME') + '.bundle')
     cmd = [os.path.join(d.getVar('STAGING_BINDIR_NATIVE'), 'mbl-bundle'), 'create',
            '--key', d.getVar('MBL_BUNDLE_KEY'),
            '--cert', d.getVar('MBL_BUNDLE_CERT'),
@@ -75,9 +77,11 @@ python do_mbl_bundle () {
            '--rootfs', rootfs]
     if d.getVar('MBL_BUNDLE_CHAIN'):
         cmd += ['--chain', d.getVar('MBL_BUNDLE_CHAIN')]
+    if d.getVar('MBL_BUNDLE_CONFIG'):
+        cmd += ['--config', d.getVar('MBL_BUNDLE_CONFIG')]
     for app in (d.getVar('MBL_BUNDLE_APPS') or '').split():
         if '=' not in app:
-            bb.fatal('MBL_BUNDLE_APPS: "%s" is not NAME=OCI-ARCHIVE' % app)
+            bb.fatal('MBL_BUNDLE_APPS: "%s" is not NAME[@VERSION]=OCI-ARCHIVE' % app)
         cmd += ['--app', app]
     cmd += ['-o', out]
     bb.note('running ' + ' '.join(cmd))

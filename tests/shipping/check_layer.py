@@ -236,12 +236,14 @@ def main():
         fail("classes/mbl-bundle.bbclass is missing")
     else:
         used = set(re.findall(r"'(--[a-z-]+)'", open(cls).read()))
-        tool = os.path.join(build, "services", "update", "mbl-bundle") if build else None
-        if tool and os.path.isfile(tool):
-            r = subprocess.run([tool, "create", "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tools = [t for t in glob.glob(os.path.join(build, "**", "mbl-bundle"), recursive=True)
+                 if os.path.isfile(t) and os.access(t, os.X_OK)] if build else []
+        tool = tools[0] if tools else None
+        if tool:
+            r = subprocess.run([tool, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for opt in sorted(used):
                 if opt not in r.stdout:
-                    fail("mbl-bundle.bbclass passes %s, which `mbl-bundle create --help` does not list" % opt)
+                    fail("mbl-bundle.bbclass passes %s, which `mbl-bundle --help` does not list" % opt)
             ok("mbl-bundle.bbclass uses options %s, all known to mbl-bundle" % sorted(used))
         else:
             print("note: mbl-bundle is not built in this tree; the class's options %s are not cross-checked" % sorted(used))

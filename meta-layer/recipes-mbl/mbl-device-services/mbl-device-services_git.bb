@@ -89,6 +89,7 @@ FILES:${PN} += " \
     ${nonarch_libdir}/tmpfiles.d \
     ${datadir}/dbus-1/system.d \
     ${datadir}/dbus-1/system-services \
+    ${datadir}/dbus-1/interfaces \
     ${sysconfdir}/mbl \
 "
 RDEPENDS:${PN} += "dbus ${PN}-mblctl"
