@@ -147,6 +147,18 @@ for u in "${UNITS[@]}"; do
   check "$u.service is active (is: $s)" test "$s" = active
   [ "$s" = active ] || g journalctl -b -u "$u.service" --no-pager -n 30 || true
 done
+# Each daemon runs as its service user, with its state folder private to it.
+declare -A USER_OF=([mbl-device-identity]=mbl-identity [mbl-update]=root [mbl-container-manager]=root
+                    [mbl-cloud-client]=mbl-cloud [mbl-coordinator]=mbl-coordinator)
+declare -A STATE_OF=([mbl-device-identity]=identity [mbl-update]=update [mbl-container-manager]=apps
+                     [mbl-cloud-client]=cloud [mbl-coordinator]=coordinator)
+for u in "${UNITS[@]}"; do
+  pid=$(g systemctl show -P MainPID "$u.service" 2>/dev/null || echo 0)
+  who=$(g stat -c %U "/proc/$pid" 2>/dev/null || true)   # owner of /proc/PID: its effective user
+  check "$u runs as ${USER_OF[$u]} (is: ${who:-no process})" test "$who" = "${USER_OF[$u]}"
+  st=$(g stat -c '%U %a' "/var/lib/mbl/${STATE_OF[$u]}" 2>/dev/null || true)
+  check "/var/lib/mbl/${STATE_OF[$u]} is '${USER_OF[$u]} 700' (is: $st)" test "$st" = "${USER_OF[$u]} 700"
+done
 check "mbl-reboot.path is active" test "$(g systemctl is-active mbl-reboot.path || true)" = active
 
 for u in "${UNITS[@]}"; do
@@ -170,6 +182,14 @@ deny=$(g setpriv --reuid=65534 --regid=65534 --clear-groups \
         busctl --system call org.mbl.ContainerManager1 /org/mbl/ContainerManager1 org.mbl.ContainerManager1 \
         RemoveApp s web 2>&1 || true)
 check "an unprivileged caller of ContainerManager1.RemoveApp gets Access denied ($deny)" grep -qi "access denied" <<<"$deny"
+
+# A member of the sysusers.d group mbl-admin passes the policy: whatever
+# Commit answers, it is not Access denied.
+g useradd --system --no-create-home --shell /usr/sbin/nologin -G mbl-admin mbl-test-admin
+adm=$(g setpriv --reuid=mbl-test-admin --regid=mbl-test-admin --init-groups \
+        busctl --system call org.mbl.Update1 /org/mbl/Update1 org.mbl.Update1 Commit 2>&1 || true)
+check "a member of mbl-admin may call Update1.Commit (answer: ${adm:-success})" \
+  bash -c '! grep -qi "access denied" <<<"$1"' _ "$adm"
 
 # D-Bus activation: a call to a stopped service starts its unit.
 g systemctl stop mbl-device-identity.service
