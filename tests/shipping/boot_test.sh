@@ -12,7 +12,8 @@
 # it: not root, no systemd-nspawn/debootstrap/nsenter, no network to the
 # Debian archive on the first run. Env: MBL_BUILD_ROOT (meson sets it),
 # MBL_BOOT_CACHE (rootfs cache, default /var/cache/mbl-boot-test),
-# MBL_BOOT_KEEP=1 keeps the guest's folder for inspection.
+# MBL_BOOT_KEEP=1 keeps the guest's folder for inspection, MBL_BOOT_OVERLAY=DIR
+# is copied over the installed tree before the boot.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -61,6 +62,10 @@ mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
 meson install -C "$BUILD" --destdir "$root" --no-rebuild --quiet >"$work/install.log" 2>&1 ||
   { cat "$work/install.log"; echo "FAIL: meson install --destdir"; exit 1; }
+
+# MBL_BOOT_OVERLAY=DIR: copied over the installed tree, e.g. to try a daemon
+# built elsewhere (DIR/usr/local/libexec/mbl/mbl-update) under the real units.
+if [ -n "${MBL_BOOT_OVERLAY:-}" ]; then cp -a "$MBL_BOOT_OVERLAY/." "$root/"; fi
 
 opts=$(meson introspect "$BUILD" --buildoptions)
 opt() { python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]==sys.argv[1]))' "$1" <<<"$opts"; }
@@ -215,6 +220,15 @@ done
 nrc=0; if [ $rebooted = 1 ]; then wait "$nspawn_pid" || nrc=$?; nspawn_pid=; fi
 # systemd-nspawn exits with 133 when the guest asked for a reboot.
 check "the coordinator's reboot request reboots the machine (nspawn exit $nrc)" test "$nrc" = 133
+
+# The shutdown that reboot caused stopped every daemon cleanly: each one
+# stops before the bus goes away (After=dbus.service), so none lost its bus
+# and failed.
+if [ $rebooted = 1 ] && [ -d "$root/var/log/journal" ]; then
+  failed=$(journalctl -D "$root/var/log/journal" --no-pager -o cat 2>/dev/null |
+           grep -E '^mbl-[a-z-]+\.service: (Failed with result|Main process exited, code=(exited|killed|dumped), status=[1-9])' || true)
+  check "every MBL daemon stopped cleanly at shutdown${failed:+ ($failed)}" test -z "$failed"
+fi
 
 echo "boot test took $(( $(date +%s) - t0 )) s"
 if [ $failures -ne 0 ]; then

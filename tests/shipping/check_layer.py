@@ -183,8 +183,7 @@ def main():
             fail("mbl-device-services does not inherit %s" % c)
     sysdir = os.path.join(source, "services", "systemd")
     shipped = {re.sub(r"\.in$", "", f) for f in os.listdir(sysdir) if re.match(r"mbl-[\w-]+\.(service|path)(\.in)?$", f)}
-    # mbl-reboot.service is started by its path unit only, never enabled.
-    wanted = {u for u in shipped if u != "mbl-reboot.service"}
+    wanted = shipped
     enabled = set(v.get("SYSTEMD_SERVICE:${PN}", "").split())
     if enabled != wanted:
         fail("SYSTEMD_SERVICE %s differs from the units services/systemd ships %s" % (sorted(enabled), sorted(wanted)))
