@@ -16,8 +16,8 @@
 #   MBL_BUNDLE_CONFIG = "${TOPDIR}/device-config.json"   # optional signed device configuration payload
 #
 # The bundle lands in DEPLOY_DIR_IMAGE as <MBL_BUNDLE_NAME>.bundle. The signing
-# key never enters the build's sstate: the task is not cached
-# (do_mbl_bundle[nostamp]) and only reads the key path at run time.
+# key never enters the build's sstate: do_mbl_bundle is not cached (nostamp)
+# and reads the key only while it runs; only the signed bundle is deployed.
 
 MBL_BUNDLE_IMAGE ??= ""
 MBL_BUNDLE_IMAGE_FSTYPE ??= "ext4"
@@ -31,17 +31,14 @@ MBL_BUNDLE_APPS ??= ""
 MBL_BUNDLE_CONFIG ??= ""
 MBL_BUNDLE_NAME ??= "${PN}-${MACHINE}-${MBL_BUNDLE_VERSION}"
 
-# Nothing to package: the output is a deploy artefact.
+# Nothing to build or package: the output is a deploy artefact. mbl-bundle
+# comes from the native recipe through the recipe sysroot.
 inherit nopackages deploy
-deltask do_fetch
-deltask do_unpack
-deltask do_patch
-deltask do_configure
-deltask do_compile
-deltask do_install
-deltask do_populate_sysroot
+DEPENDS += "mbl-device-services-native"
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+do_install[noexec] = "1"
 
-do_mbl_bundle[depends] += "mbl-device-services-native:do_populate_sysroot"
 do_mbl_bundle[depends] += "${@'%s:do_image_complete' % d.getVar('MBL_BUNDLE_IMAGE') if d.getVar('MBL_BUNDLE_IMAGE') else ''}"
 do_mbl_bundle[nostamp] = "1"
 do_mbl_bundle[dirs] = "${B}"
@@ -90,12 +87,11 @@ python do_mbl_bundle () {
     except subprocess.CalledProcessError as e:
         bb.fatal('mbl-bundle create failed:\n' + e.stdout)
 
-    os.makedirs(d.getVar('DEPLOYDIR'), exist_ok=True)
-    os.replace(out, os.path.join(d.getVar('DEPLOYDIR'), os.path.basename(out)))
 }
-addtask mbl_bundle before do_deploy
+addtask mbl_bundle after do_prepare_recipe_sysroot before do_deploy
 
+# deploy.bbclass empties DEPLOYDIR before do_deploy: copy the bundle there now.
 do_deploy () {
-    :
+    install -m 0644 ${B}/${MBL_BUNDLE_NAME}.bundle ${DEPLOYDIR}/
 }
 addtask deploy after do_mbl_bundle before do_build
