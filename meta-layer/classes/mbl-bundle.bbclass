@@ -31,10 +31,19 @@ MBL_BUNDLE_APPS ??= ""
 MBL_BUNDLE_CONFIG ??= ""
 MBL_BUNDLE_NAME ??= "${PN}-${MACHINE}-${MBL_BUNDLE_VERSION}"
 
-# Nothing to build or package: the output is a deploy artefact. mbl-bundle
-# comes from the native recipe through the recipe sysroot.
+# Where mbl-bundle comes from. By default the native recipe
+# (mbl-device-services-native) through the recipe sysroot. That build needs a
+# native libsystemd, which OE-core does not provide (see the layer README): until
+# the project can build its tools alone, point MBL_BUNDLE_TOOL at an mbl-bundle
+# built on the build host from the same checkout and clear the dependency:
+#   MBL_BUNDLE_TOOL = "/opt/mbl/bin/mbl-bundle"
+#   MBL_BUNDLE_TOOL_DEPENDS = ""
+MBL_BUNDLE_TOOL ??= "${STAGING_BINDIR_NATIVE}/mbl-bundle"
+MBL_BUNDLE_TOOL_DEPENDS ??= "mbl-device-services-native"
+
+# Nothing to build or package: the output is a deploy artefact.
 inherit nopackages deploy
-DEPENDS += "mbl-device-services-native"
+DEPENDS += "${MBL_BUNDLE_TOOL_DEPENDS}"
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 do_install[noexec] = "1"
@@ -65,7 +74,10 @@ python do_mbl_bundle () {
         bb.fatal('no %s image of %s in %s: add "%s" to its IMAGE_FSTYPES' % (fstype, image, deploy, fstype))
 
     out = os.path.join(d.getVar('B'), d.getVar('MBL_BUNDLE_NAME') + '.bundle')
-    cmd = [os.path.join(d.getVar('STAGING_BINDIR_NATIVE'), 'mbl-bundle'), 'create',
+    tool = d.getVar('MBL_BUNDLE_TOOL')
+    if not os.access(tool, os.X_OK):
+        bb.fatal('mbl-bundle not found at %s (MBL_BUNDLE_TOOL)' % tool)
+    cmd = [tool, 'create',
            '--key', d.getVar('MBL_BUNDLE_KEY'),
            '--cert', d.getVar('MBL_BUNDLE_CERT'),
            '--version', d.getVar('MBL_BUNDLE_VERSION'),

@@ -146,7 +146,7 @@ def main():
                 fail("%s: SRC_URI file://%s does not exist beside the recipe" % (rel, m.group(1)))
         # A recipe built from this repository names repository files: they must
         # exist and match their checksums.
-        externalsrc = "${MBL_SOURCE_DIR}" in v.get("S", "") or "MBL_SOURCE_DIR" in v.get("EXTERNALSRC", "")
+        externalsrc = "MBL_SOURCE_DIR" in v.get("EXTERNALSRC", "")
         if externalsrc:
             for m in re.finditer(r"file://([^;\s]+)((?:;[^\s]*)?)", v.get("LIC_FILES_CHKSUM", "")):
                 path = os.path.join(source, m.group(1))
@@ -163,7 +163,7 @@ def main():
                                                                                    params.get("md5")))
                 else:
                     ok("%s: licence checksum of %s matches" % (rel, m.group(1)))
-        if "SRCREV" in v and not re.fullmatch(r"[0-9a-f]{40}", v["SRCREV"]):
+        if "SRCREV" in v and not v["SRCREV"].startswith("${") and not re.fullmatch(r"[0-9a-f]{40}", v["SRCREV"]):
             fail("%s: SRCREV %s is not a full commit id" % (rel, v["SRCREV"]))
         for key, val in v.items():
             if key.startswith("RDEPENDS") and "packagegroup" in inh:

@@ -34,3 +34,8 @@ LDFLAGS:append:powerpc = " -Wl,--no-as-needed -latomic -Wl,--as-needed"
 LDFLAGS:append:riscv32 = " -Wl,--no-as-needed -latomic -Wl,--as-needed"
 
 FILES:${PN}-dev += "${libdir}/cmake"
+
+# For a native build of the project's tools; needs a native libsystemd
+# provider (OE-core has none).
+BBCLASSEXTEND = "native"
+REQUIRED_DISTRO_FEATURES:class-native = ""

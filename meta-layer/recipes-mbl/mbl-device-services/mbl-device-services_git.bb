@@ -12,13 +12,21 @@ LIC_FILES_CHKSUM = "file://meson.build;beginline=3;endline=3;md5=97dde74e0f00321
 # and the code always match. For a release build from a git server set, in a
 # bbappend or local.conf:
 #   MBL_SRC_URI = "git://git.example.com/mbl-device-services.git;protocol=https;branch=main"
-#   SRCREV_pn-mbl-device-services = "<commit>"
+#   MBL_SRCREV = "<commit>"
+# (MBL_SRCREV serves the target and the native variant alike.)
 MBL_SRC_URI ??= ""
+MBL_SRCREV ??= ""
 SRC_URI = "${MBL_SRC_URI}"
-PV = "0.1.0${@'+git${SRCPV}' if d.getVar('MBL_SRC_URI') else ''}"
-S = "${@'${WORKDIR}/git' if d.getVar('MBL_SRC_URI') else '${MBL_SOURCE_DIR}'}"
+SRCREV = "${MBL_SRCREV}"
+PV = "0.1.0"
+# externalsrc points S at the checkout; a git build unpacks into git/.
+S = "${WORKDIR}/git"
 EXTERNALSRC = "${@'' if d.getVar('MBL_SRC_URI') else d.getVar('MBL_SOURCE_DIR')}"
 inherit ${@'' if d.getVar('MBL_SRC_URI') else 'externalsrc'}
+python () {
+    if d.getVar('MBL_SRC_URI'):
+        d.appendVar('PV', '+git${SRCPV}')
+}
 
 inherit meson pkgconfig systemd useradd features_check
 REQUIRED_DISTRO_FEATURES = "systemd"
@@ -94,9 +102,15 @@ FILES:${PN} += " \
 "
 RDEPENDS:${PN} += "dbus ${PN}-mblctl"
 
-# mbl-bundle for the build host (see classes/mbl-bundle.bbclass). The native
-# build needs the same libraries natively.
+# mbl-bundle for the build host (see classes/mbl-bundle.bbclass). Today the
+# project builds as a whole, so the native variant needs every library
+# natively, libsystemd included (for sdbus-c++), which OE-core does not
+# provide: a layer that does (or a meson option building only the tools)
+# completes this route; until then use a host-built mbl-bundle (layer README).
 BBCLASSEXTEND = "native"
+REQUIRED_DISTRO_FEATURES:class-native = ""
+PACKAGECONFIG:class-native = ""
+RDEPENDS:${PN}:class-native = ""
 DEPENDS:class-native = "sdbus-c++-native sdbus-c++-tools-native openssl-native curl-native libarchive-native nlohmann-json-native"
 EXTRA_OEMESON:class-native = "-Dtests=false"
 USERADD_PACKAGES:class-native = ""
