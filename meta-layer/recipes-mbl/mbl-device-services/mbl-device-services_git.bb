@@ -17,14 +17,15 @@ LIC_FILES_CHKSUM = "file://meson.build;beginline=3;endline=3;md5=97dde74e0f00321
 MBL_SRC_URI ??= ""
 MBL_SRCREV ??= ""
 SRC_URI = "${MBL_SRC_URI}"
-SRCREV = "${MBL_SRCREV}"
 PV = "0.1.0"
 # externalsrc points S at the checkout; a git build unpacks into git/.
 S = "${WORKDIR}/git"
 EXTERNALSRC = "${@'' if d.getVar('MBL_SRC_URI') else d.getVar('MBL_SOURCE_DIR')}"
 inherit ${@'' if d.getVar('MBL_SRC_URI') else 'externalsrc'}
 python () {
+    # A SRCREV without a git SRC_URI is an error for externalsrc (kirkstone).
     if d.getVar('MBL_SRC_URI'):
+        d.setVar('SRCREV', d.getVar('MBL_SRCREV'))
         d.appendVar('PV', '+git${SRCPV}')
 }
 
