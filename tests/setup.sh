@@ -12,6 +12,7 @@ PACKAGES=(
   nginx-light curl python3
   libubootenv-tool grub-common
   zstd gzip tar
+  systemd systemd-container debootstrap
 )
 
 if [ "$(id -u)" -ne 0 ]; then
