@@ -59,6 +59,7 @@ int main(int argc, char** argv)
     mbl::ctl::registerUpdateCommands(cmds);
     mbl::ctl::registerAppCommands(cmds);
     mbl::ctl::registerCloudCommands(cmds);
+    mbl::ctl::registerCoordinatorCommands(cmds);
 
     std::string root;
     bool json = false;

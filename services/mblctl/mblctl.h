@@ -34,6 +34,7 @@ void registerIdentityCommands(std::vector<Command>& out);
 void registerUpdateCommands(std::vector<Command>& out);
 void registerAppCommands(std::vector<Command>& out);
 void registerCloudCommands(std::vector<Command>& out);
+void registerCoordinatorCommands(std::vector<Command>& out);
 
 // Renders a D-Bus variant as text for tables (strings bare, containers compact).
 std::string variantToText(const sdbus::Variant& v);

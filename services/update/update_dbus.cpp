@@ -164,6 +164,11 @@ sdbus::UnixFd UpdateBus::OpenPayload(const std::string& operationId, const std::
     });
 }
 
+std::string UpdateBus::GetOperationManifest(const std::string& operationId)
+{
+    return dbus::guard([&] { return dbus::unwrap(engine_.operationManifest(operationId)); });
+}
+
 void UpdateBus::Commit()
 {
     dbus::guard([&] {

@@ -29,6 +29,7 @@ private:
     void Inspect(sdbus::Result<std::string>&& result, sdbus::UnixFd bundle) override;
     std::string Install(const sdbus::UnixFd& bundle, const std::map<std::string, sdbus::Variant>& options) override;
     sdbus::UnixFd OpenPayload(const std::string& operationId, const std::string& payloadName) override;
+    std::string GetOperationManifest(const std::string& operationId) override;
     void Commit() override;
     void MarkBad() override;
 

@@ -910,6 +910,13 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
                     " and is armed for one trial boot; reboot to try it");
     }
     pausePoint("after-arm");
+    // The verified manifest stays beside the staged payloads for GetOperationManifest.
+    if (auto s = fs::makeDirs(dir, 0700); !s) {
+        return s;
+    }
+    if (auto s = fs::writeFileAtomic(dir + "/" + kManifestFile, manifest->toJson().dump(), 0600); !s) {
+        return s;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     if (stagedBytes > 0 || fs::exists(dir)) {
         stagedOperation_ = operationId;
@@ -1135,6 +1142,16 @@ Expected<Fd> UpdateEngine::openPayload(const std::string& operationId, const std
         return unexpected(ErrorCode::NotFound, "operation " + operationId + " staged no payload '" + name + "'");
     }
     return fd;
+}
+
+Expected<std::string> UpdateEngine::operationManifest(const std::string& operationId)
+{
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (operationId.empty() || operationId != stagedOperation_) {
+        return unexpected(ErrorCode::NotFound, "no manifest for operation '" + operationId +
+                                                   "' (only the last completed install keeps it)");
+    }
+    return fs::readFile(stagingDir_ + "/" + operationId + "/" + kManifestFile, 1u << 20);
 }
 
 Snapshot UpdateEngine::snapshot() const

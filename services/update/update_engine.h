@@ -68,6 +68,10 @@ public:
     Status markBad();
     // A staged app/config/file payload of a completed install, read-only.
     Expected<Fd> openPayload(const std::string& operationId, const std::string& name);
+    // The verified manifest of the last completed install (JSON).
+    Expected<std::string> operationManifest(const std::string& operationId);
+    // Starts with a dot: never a valid payload name, so OpenPayload cannot return it.
+    static constexpr const char* kManifestFile = ".manifest.json";
 
     Snapshot snapshot() const;
     void setLastError(const std::string& text);
