@@ -22,6 +22,10 @@ namespace mbl::bundle {
 
 namespace {
 
+struct DirClose {
+    void operator()(DIR* d) const { ::closedir(d); }
+};
+
 // OpenSSL handle types only the bundle code uses.
 struct CmsFree {
     void operator()(CMS_ContentInfo* p) const { CMS_ContentInfo_free(p); }
@@ -294,7 +298,8 @@ Expected<SignerInfo> verifySignature(const std::string& manifest, const std::str
     }
     crypto::X509Store store(X509_STORE_new());
     int cas = 0;
-    if (DIR* d = ::opendir(trustDir.c_str())) {
+    if (std::unique_ptr<DIR, DirClose> dir{::opendir(trustDir.c_str())}) {
+        DIR* d = dir.get();
         std::vector<std::string> files;
         while (struct dirent* e = ::readdir(d)) {
             const std::string n = e->d_name;
@@ -302,7 +307,6 @@ Expected<SignerInfo> verifySignature(const std::string& manifest, const std::str
                 files.push_back(trustDir + "/" + n);
             }
         }
-        ::closedir(d);
         for (const auto& f : files) {
             if (X509_STORE_load_file(store.get(), f.c_str()) == 1) {
                 ++cas;

@@ -28,6 +28,10 @@ namespace mbl::update {
 
 namespace {
 
+struct DirClose {
+    void operator()(DIR* d) const { ::closedir(d); }
+};
+
 std::uint64_t nowSeconds()
 {
     return static_cast<std::uint64_t>(std::time(nullptr));
@@ -223,13 +227,14 @@ Expected<std::unique_ptr<UpdateEngine>> UpdateEngine::open(const Paths& paths, c
     auto cmdline = str("cmdlinePath", "/proc/cmdline");
     auto bootId = str("bootIdPath", "/proc/sys/kernel/random/boot_id");
     auto booted = str("bootedSlot", "");
+    auto slotClass = str("slotClass", "rootfs");
     auto blType = str("bootloader.type", "file");
     auto blPath = str("bootloader.path", paths.state("update") + "/bootenv");
     auto blDefaults = str("bootloader.defaults", "");
     auto maxManifest = config.getInt("maxManifestBytes", bundle::kDefaultMaxManifestBytes, 1024, 64 << 20);
     auto trial = config.getInt("trialAttempts", 1, 1, 100);
     auto good = config.getInt("goodAttempts", 3, 1, 100);
-    for (const auto* r : {&compatible, &trust, &staging, &factory, &cmdline, &bootId, &booted, &blType, &blPath,
+    for (const auto* r : {&compatible, &trust, &staging, &factory, &cmdline, &bootId, &booted, &slotClass, &blType, &blPath,
                           &blDefaults}) {
         if (!*r) {
             return unexpected(r->error());
@@ -241,7 +246,7 @@ Expected<std::unique_ptr<UpdateEngine>> UpdateEngine::open(const Paths& paths, c
         }
     }
     if (auto st = config.rejectUnknownKeys({"compatible", "trustDir", "stagingDir", "factoryVersion", "cmdlinePath",
-                                            "bootIdPath", "bootedSlot", "bootloader", "maxManifestBytes",
+                                            "bootIdPath", "bootedSlot", "slotClass", "bootloader", "maxManifestBytes",
                                             "trialAttempts", "goodAttempts", "slots"});
         !st) {
         return unexpected(st.error());
@@ -254,6 +259,7 @@ Expected<std::unique_ptr<UpdateEngine>> UpdateEngine::open(const Paths& paths, c
     e->cmdlinePath_ = *cmdline;
     e->bootIdPath_ = *bootId;
     e->bootedOverride_ = *booted;
+    e->slotClass_ = *slotClass;
     e->maxManifestBytes_ = static_cast<std::uint64_t>(*maxManifest);
     e->trialAttempts_ = static_cast<int>(*trial);
     e->goodAttempts_ = static_cast<int>(*good);
@@ -528,7 +534,8 @@ Status UpdateEngine::recover()
         log::warning(lastError_);
     }
     // Staging holds only the payloads of the last completed install.
-    if (DIR* d = ::opendir(stagingDir_.c_str())) {
+    if (std::unique_ptr<DIR, DirClose> dir{::opendir(stagingDir_.c_str())}) {
+        DIR* d = dir.get();
         std::vector<std::string> stale;
         while (struct dirent* e = ::readdir(d)) {
             const std::string n = e->d_name;
@@ -536,7 +543,6 @@ Status UpdateEngine::recover()
                 stale.push_back(n);
             }
         }
-        ::closedir(d);
         for (const auto& n : stale) {
             (void)fs::removeTree(stagingDir_ + "/" + n);
         }
@@ -747,6 +753,7 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
     bundle::Reader::Options ro;
     ro.maxManifestBytes = maxManifestBytes_;
     ro.cancel = cancel;
+    ro.blockSize = 256u << 10;
     auto reader = bundle::Reader::open(fd, ro);
     if (!reader) {
         return unexpected(reader.error());
@@ -791,6 +798,10 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         if (slots_.empty()) {
             return unexpected(ErrorCode::NotSupported, "the bundle carries a rootfs but no A/B slots are configured "
                                                        "('slots' in update.json)");
+        }
+        if (rootfs->slotClass != slotClass_) {
+            return unexpected(ErrorCode::Incompatible, "the rootfs payload is for slot class '" + rootfs->slotClass +
+                                                           "', this device's A/B slots are '" + slotClass_ + "'");
         }
         target = inactiveSlot();
         if (target == nullptr) {
@@ -931,6 +942,7 @@ Status UpdateEngine::writeRootfs(bundle::Reader& r, const bundle::Payload& p, co
     if (!out) {
         return unexpected(errnoError("open slot " + target.name + " (" + target.device + ")", errno));
     }
+    const auto t0 = std::chrono::steady_clock::now();
     crypto::Sha256 hash;
     std::uint64_t written = 0;
     bool paused = false;
@@ -978,8 +990,9 @@ Status UpdateEngine::writeRootfs(bundle::Reader& r, const bundle::Payload& p, co
     if (!in) {
         return unexpected(errnoError("reopen slot " + target.name, errno));
     }
+    const auto t1 = std::chrono::steady_clock::now();
     crypto::Sha256 check;
-    std::vector<char> buf(1u << 20);
+    std::vector<char> buf(256u << 10);
     std::uint64_t left = p.size;
     while (left > 0) {
         ssize_t n = ::read(in.get(), buf.data(), static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size())));
@@ -997,6 +1010,10 @@ Status UpdateEngine::writeRootfs(bundle::Reader& r, const bundle::Payload& p, co
         return unexpected(ErrorCode::Io, "slot " + target.name + " (" + target.device +
                                              ") reads back different bytes than were written: the medium may be failing");
     }
+    const auto t2 = std::chrono::steady_clock::now();
+    auto ms = [](auto d) { return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()); };
+    log::info("slot " + target.name + ": " + std::to_string(p.size) + " bytes streamed, hashed, written and synced in " +
+              ms(t1 - t0) + " ms, read back and verified in " + ms(t2 - t1) + " ms");
     return {};
 }
 

@@ -105,6 +105,7 @@ private:
     std::string cmdlinePath_;
     std::string bootIdPath_;
     std::string bootedOverride_;
+    std::string slotClass_;
     std::uint64_t maxManifestBytes_ = bundle::kDefaultMaxManifestBytes;
     int trialAttempts_ = 1;
     int goodAttempts_ = 3;

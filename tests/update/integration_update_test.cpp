@@ -336,3 +336,38 @@ TEST_CASE("mblctl update install shows the result, and mutating methods are clos
     CHECK(bad.status.code == 1);
     CHECK(bad.err.find("mblctl: InvalidArgument:") != std::string::npos);
 }
+
+TEST_CASE("a new slot that is not committed before the next reboot is rolled back and the service says so")
+{
+    TestStack stack;
+    test::TempDir work("mbl-update-it");
+    Device dev(stack.root(), pki(), "uboot");
+    const std::string image = work.path() + "/rootfs.img";
+    makeImage(image, 2u << 20, 11);
+    auto spec = signedSpec();
+    spec.rootfs = image;
+    spec.securityVersion = 9;
+    const std::string bundle = work.path() + "/fw.bundle";
+    REQUIRE(createBundle(spec, bundle).status.success());
+    REQUIRE(stack.start("update"));
+    auto r = stack.runTool({mblctl(), "update", "install", bundle});
+    INFO(r.out << r.err << stack.log("update"));
+    REQUIRE(r.status.success());
+    stack.stop("update");
+    REQUIRE(dev.reboot() == "b");
+    REQUIRE(stack.start("update")); // the new firmware runs; nobody commits
+    stack.stop("update");
+    REQUIRE(dev.reboot() == "a"); // its single trial is used up: the bootloader falls back
+    REQUIRE(stack.start("update"));
+    auto status = stack.runTool({mblctl(), "--json", "update", "status"});
+    auto sj = nlohmann::json::parse(status.out);
+    CHECK(sj["booted_slot"] == "a");
+    CHECK(sj["active_slot"] == "a");
+    CHECK(sj["firmware_version"] == "1.0.0");
+    CHECK(sj["security_version_floor"] == 0);
+    CHECK(sj["slots"][1]["state"] == "bad");
+    CHECK(sj["last_error"].get<std::string>().find("rollback: slot b (version 2.0.0)") != std::string::npos);
+    auto commit = stack.runTool({mblctl(), "update", "commit"});
+    CHECK(commit.status.success()); // slot a is good: nothing to commit
+    CHECK(dev.reboot() == "a");
+}

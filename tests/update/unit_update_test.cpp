@@ -327,6 +327,8 @@ TEST_CASE("every malformed, foreign or older bundle is refused with its named er
         {"manifest over the size limit", ErrorCode::InvalidArgument,
          withMembers([](auto& m) { m[0].second += std::string(2u << 20, ' '); })},
         {"payload larger than the slot", ErrorCode::NoSpace, withSpec([&](BundleSpec& s) { s.rootfs = bigImage; })},
+        {"rootfs for another slot class", ErrorCode::Incompatible,
+         withSpec([](BundleSpec& s) { s.slotClass = "recovery"; })},
         {"wrong compatible", ErrorCode::Incompatible,
          withSpec([](BundleSpec& s) { s.compatible = "some-other-board"; })},
     };

@@ -123,7 +123,7 @@ RunResult createBundle(const BundleSpec& s, const std::string& out)
         argv.insert(argv.end(), {"--chain", s.chain});
     }
     if (!s.rootfs.empty()) {
-        argv.insert(argv.end(), {"--rootfs", s.rootfs});
+        argv.insert(argv.end(), {"--rootfs", s.rootfs, "--slot-class", s.slotClass});
     }
     for (const auto& [name, file] : s.apps) {
         argv.insert(argv.end(), {"--app", name + "=" + file});

@@ -37,6 +37,7 @@ struct BundleSpec {
     int securityVersion = 1;
     std::string compatible = "mbl-test-board";
     std::string rootfs;                               // image path, "" for none
+    std::string slotClass = "rootfs";
     std::vector<std::pair<std::string, std::string>> apps; // name -> file
     std::string config;                               // JSON file, "" for none
     std::string key, cert, chain;                     // signer
