@@ -5,41 +5,106 @@
 
 namespace mbl::cloud {
 
-CloudClientBus::CloudClientBus(sdbus::IConnection& conn, CloudClient& client)
-    : AdaptorInterfaces(conn, "/org/mbl/CloudClient1"), client_(client)
+CloudClientBus::CloudClientBus(sdbus::IConnection& conn, EventLoop& loop, CloudClient& client)
+    : AdaptorInterfaces(conn, "/org/mbl/CloudClient1"),
+      loop_(loop),
+      client_(client),
+      alive_(std::make_shared<std::atomic<bool>>(true))
 {
     registerAdaptor();
 }
 
 CloudClientBus::~CloudClientBus()
 {
+    *alive_ = false;
     unregisterAdaptor();
+}
+
+void CloudClientBus::propertiesChanged(const std::vector<std::string>& names)
+{
+    auto alive = alive_;
+    loop_.post([this, alive, names] {
+        if (*alive) {
+            try {
+                emitPropertiesChangedSignal(org::mbl::CloudClient1_adaptor::INTERFACE_NAME, names);
+            } catch (const sdbus::Error&) {
+                // the bus is going away; nothing to tell
+            }
+        }
+    });
+}
+
+void CloudClientBus::deploymentRequested(const std::string& actionId, const std::string& json)
+{
+    auto alive = alive_;
+    loop_.post([this, alive, actionId, json] {
+        if (*alive) {
+            try {
+                emitDeploymentRequested(actionId, json);
+            } catch (const sdbus::Error&) {
+            }
+        }
+    });
+}
+
+void CloudClientBus::cancelRequested(const std::string& actionId)
+{
+    auto alive = alive_;
+    loop_.post([this, alive, actionId] {
+        if (*alive) {
+            try {
+                emitCancelRequested(actionId);
+            } catch (const sdbus::Error&) {
+            }
+        }
+    });
+}
+
+void CloudClientBus::downloadFinished(const std::string& actionId, const std::string& filename,
+                                      const std::string& result, const std::string& message)
+{
+    auto alive = alive_;
+    loop_.post([this, alive, actionId, filename, result, message] {
+        if (*alive) {
+            try {
+                emitDownloadFinished(actionId, filename, result, message);
+            } catch (const sdbus::Error&) {
+            }
+        }
+    });
 }
 
 void CloudClientBus::PollNow()
 {
-    dbus::notSupported("PollNow");
+    dbus::guard([&] { client_.pollNow(); });
 }
 
-sdbus::UnixFd CloudClientBus::Download(const std::string&, const std::string&)
+sdbus::UnixFd CloudClientBus::Download(const std::string& actionId, const std::string& artifactJson)
 {
-    dbus::notSupported("Download");
+    return dbus::guard([&] {
+        Fd fd = dbus::unwrap(client_.download(actionId, artifactJson));
+        return sdbus::UnixFd{fd.release(), sdbus::adopt_fd};
+    });
 }
 
-void CloudClientBus::ReportFeedback(const std::string&, const std::string&, const std::string&, const uint32_t&,
-                                    const uint32_t&, const std::vector<std::string>&)
+void CloudClientBus::ReportFeedback(const std::string& actionId, const std::string& execution,
+                                    const std::string& result, const uint32_t& progressCount,
+                                    const uint32_t& progressOf, const std::vector<std::string>& details)
 {
-    dbus::notSupported("ReportFeedback");
+    dbus::guard([&] {
+        Feedback f{execution, result, progressCount, progressOf, details};
+        dbus::unwrap(client_.reportFeedback(actionId, f));
+    });
 }
 
-void CloudClientBus::SetAttributes(const std::string&, const std::map<std::string, std::string>&)
+void CloudClientBus::SetAttributes(const std::string& ns, const std::map<std::string, std::string>& attributes)
 {
-    dbus::notSupported("SetAttributes");
+    dbus::guard([&] { dbus::unwrap(client_.setAttributes(ns, attributes)); });
 }
 
 std::map<std::string, std::string> CloudClientBus::GetAttributes()
 {
-    dbus::notSupported("GetAttributes");
+    return dbus::guard([&] { return client_.attributes(); });
 }
 
 std::string CloudClientBus::Version()
@@ -49,27 +114,32 @@ std::string CloudClientBus::Version()
 
 std::string CloudClientBus::ConnectionState()
 {
-    return client_.connectionState();
+    return dbus::guard([&] { return client_.snapshot().connectionState; });
 }
 
 uint64_t CloudClientBus::LastContact()
 {
-    return 0;
+    return dbus::guard([&] { return client_.snapshot().lastContact; });
 }
 
 uint32_t CloudClientBus::PollInterval()
 {
-    return 0;
+    return dbus::guard([&] { return client_.snapshot().pollInterval; });
 }
 
 std::string CloudClientBus::ServerUrl()
 {
-    return "";
+    return dbus::guard([&] { return client_.snapshot().serverUrl; });
 }
 
 uint32_t CloudClientBus::DownloadProgress()
 {
-    return 0;
+    return dbus::guard([&] { return client_.snapshot().downloadProgress; });
+}
+
+std::string CloudClientBus::LastError()
+{
+    return dbus::guard([&] { return client_.snapshot().lastError; });
 }
 
 } // namespace mbl::cloud

@@ -3,17 +3,30 @@
 
 #include "cloud_client.h"
 
+#include "mbl/event_loop.h"
+
 #include "org.mbl.CloudClient1_adaptor.h"
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include <atomic>
+#include <memory>
+
 namespace mbl::cloud {
 
 class CloudClientBus final
-    : public sdbus::AdaptorInterfaces<org::mbl::CloudClient1_adaptor, sdbus::Properties_adaptor> {
+    : public sdbus::AdaptorInterfaces<org::mbl::CloudClient1_adaptor, sdbus::Properties_adaptor>,
+      public Listener {
 public:
-    CloudClientBus(sdbus::IConnection& conn, CloudClient& client);
+    CloudClientBus(sdbus::IConnection& conn, EventLoop& loop, CloudClient& client);
     ~CloudClientBus();
+
+    // Listener: called from worker threads; everything is posted to the loop thread.
+    void propertiesChanged(const std::vector<std::string>& names) override;
+    void deploymentRequested(const std::string& actionId, const std::string& json) override;
+    void cancelRequested(const std::string& actionId) override;
+    void downloadFinished(const std::string& actionId, const std::string& filename, const std::string& result,
+                          const std::string& message) override;
 
 private:
     void PollNow() override;
@@ -30,8 +43,12 @@ private:
     uint32_t PollInterval() override;
     std::string ServerUrl() override;
     uint32_t DownloadProgress() override;
+    std::string LastError() override;
 
+    EventLoop& loop_;
     CloudClient& client_;
+    // Posted work checks this so nothing runs against a destroyed adaptor.
+    std::shared_ptr<std::atomic<bool>> alive_;
 };
 
 } // namespace mbl::cloud

@@ -1,26 +1,45 @@
 #include "cloud_client.h"
 #include "cloud_client_dbus.h"
+#include "device_source_dbus.h"
 
 #include "mbl/dbus/bus.h"
 
+#include <csignal>
+
 namespace {
+// Destroyed in reverse order: the worker threads stop before the adaptor and the source go.
 struct Service {
-    mbl::cloud::CloudClient client;
+    std::unique_ptr<mbl::cloud::BusDeviceSource> source;
+    std::unique_ptr<mbl::cloud::CloudClient> client;
     std::unique_ptr<mbl::cloud::CloudClientBus> bus;
+    ~Service()
+    {
+        if (client) {
+            client->stop();
+        }
+    }
 };
 } // namespace
 
 int main(int argc, char** argv)
 {
+    // A reader closing its download pipe must not kill the daemon.
+    std::signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     const mbl::dbus::DaemonInfo info{"mbl-cloud-client", "org.mbl.CloudClient1", "cloud.json",
                                      "Eclipse hawkBit DDI client over mutual TLS."};
-    return mbl::dbus::runDaemon(argc, argv, info, [](mbl::dbus::DaemonContext& ctx) -> mbl::Expected<std::shared_ptr<void>> {
+    int rc = mbl::dbus::runDaemon(argc, argv, info, [](mbl::dbus::DaemonContext& ctx) -> mbl::Expected<std::shared_ptr<void>> {
         auto client = mbl::cloud::CloudClient::open(ctx.paths, ctx.config);
         if (!client) {
             return mbl::unexpected(client.error());
         }
-        auto svc = std::make_shared<Service>(Service{std::move(client).value(), nullptr});
-        svc->bus = std::make_unique<mbl::cloud::CloudClientBus>(ctx.connection, svc->client);
+        auto svc = std::make_shared<Service>();
+        svc->source = std::make_unique<mbl::cloud::BusDeviceSource>();
+        svc->client = std::move(client).value();
+        svc->bus = std::make_unique<mbl::cloud::CloudClientBus>(ctx.connection, ctx.loop, *svc->client);
+        svc->client->start(*svc->source, *svc->bus);
         return std::shared_ptr<void>(svc);
     });
+    curl_global_cleanup();
+    return rc;
 }

@@ -1,17 +1,1312 @@
 #include "container_manager.h"
 
+#include "oci_image.h"
+
+#include "mbl/crypto.h"
 #include "mbl/fs.h"
+#include "mbl/log.h"
+#include "mbl/strings.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 
 namespace mbl::containers {
 
-Expected<ContainerManager> ContainerManager::open(const Paths& paths, const Config&)
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- WorkQueue
+
+WorkQueue::WorkQueue() : thread_([this] { run(); }) {}
+
+WorkQueue::~WorkQueue()
 {
-    ContainerManager m;
-    m.appsDir_ = paths.state("apps");
-    if (auto st = fs::makeDirs(m.appsDir_, 0700); !st) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+}
+
+void WorkQueue::post(std::function<void()> job)
+{
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+}
+
+void WorkQueue::run()
+{
+    while (true) {
+        std::function<void()> job;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            cv_.wait(lock, [this] { return quit_ || !jobs_.empty(); });
+            if (jobs_.empty()) {
+                return; // quit with nothing left to do
+            }
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
+        }
+        try {
+            job();
+        } catch (const std::exception& e) {
+            log::error(std::string("worker job failed: ") + e.what());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- App
+
+struct ContainerManager::App {
+    AppSettings settings;
+    std::string version;
+    bool desiredRunning = false;
+
+    std::string state = "installed";
+    pid_t pid = 0;
+    std::int32_t exitCode = 0;
+    std::uint32_t restartCount = 0;
+    std::string health = "unknown";
+    bool oomKilled = false;
+
+    Fd pidfd;
+    bool ownChild = false;
+    std::uint64_t gen = 0;
+    bool starting = false;
+    bool stopping = false;
+    bool removing = false;
+    bool inTransaction = false;
+    bool suppressRestart = false;
+    bool exitedWhileAway = false;
+    // The runtime's delete of an exited container is queued: starts and stops wait for it.
+    bool deleting = false;
+    std::vector<std::function<void()>> afterDelete;
+    std::vector<Done> startWaiters;
+    std::vector<Done> stopWaiters;
+    std::vector<std::function<void(bool, std::string)>> healthWaiters;
+    EventLoop::TimerId restartTimer = 0;
+    EventLoop::TimerId graceTimer = 0;
+    EventLoop::TimerId killTimer = 0;
+    EventLoop::TimerId probeTimer = 0;
+    unsigned backoffAttempt = 0;
+    Clock::time_point startedAt;
+    std::uint64_t oomAtStart = 0;
+};
+
+struct ContainerManager::Staged {
+    Status result;
+    AppSettings settings;
+    StagedImage image;
+    std::string dir;
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+};
+
+namespace {
+
+const char kAppFile[] = "app.json";
+const char kVersionMeta[] = "mbl-app.json";
+
+std::vector<std::string> listDir(const std::string& dir)
+{
+    std::vector<std::string> out;
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+        return out;
+    }
+    while (struct dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n != "." && n != "..") {
+            out.push_back(n);
+        }
+    }
+    ::closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::uint64_t readCounter(const std::string& path, const std::string& key)
+{
+    auto text = fs::readFile(path, 1 << 16);
+    if (!text) {
+        return 0;
+    }
+    for (const auto& line : str::split(*text, '\n')) {
+        auto f = str::split(line, ' ');
+        if (f.size() == 2 && f[0] == key) {
+            return std::strtoull(f[1].c_str(), nullptr, 10);
+        }
+    }
+    return 0;
+}
+
+void appendLine(const std::string& path, const std::string& line)
+{
+    Fd f{::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)};
+    if (f) {
+        const std::string l = line + "\n";
+        (void)fs::writeAll(f.get(), l.data(), l.size());
+    }
+}
+
+std::string nowStamp()
+{
+    char buf[64];
+    std::time_t t = std::time(nullptr);
+    struct tm tm {};
+    ::gmtime_r(&t, &tm);
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+int pidfdOpen(pid_t pid)
+{
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- open / load / adopt
+
+ContainerManager::ContainerManager(const Paths& paths, ManagerConfig config, EventLoop& loop)
+    : paths_(paths),
+      config_(std::move(config)),
+      loop_(loop),
+      runtime_(config_.runtime, paths.runtime("apps") + "/runc"),
+      appsDir_(paths.state("apps")),
+      logDir_(paths.log("apps"))
+{
+    cgroupParent_ = paths.root.empty() ? "mbl" : "mbl-" + crypto::sha256Hex(paths.root).substr(0, 10);
+}
+
+ContainerManager::~ContainerManager()
+{
+    *alive_ = false;
+    for (auto& t : installThreads_) {
+        if (t.joinable()) {
+            t.join();
+        }
+    }
+    for (auto& [name, a] : apps_) {
+        if (a->pidfd) {
+            loop_.unwatchFd(a->pidfd.get());
+        }
+    }
+    if (inotify_) {
+        loop_.unwatchFd(inotify_.get());
+    }
+}
+
+Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& paths, const Config& config,
+                                                                    EventLoop& loop)
+{
+    auto cfg = ManagerConfig::fromConfig(config);
+    if (!cfg) {
+        return unexpected(cfg.error());
+    }
+    // Containers' inits are re-parented to us when the runtime exits: we reap
+    // them and learn their exit status at once.
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        return unexpected(errnoError("PR_SET_CHILD_SUBREAPER", errno));
+    }
+    std::unique_ptr<ContainerManager> m(new ContainerManager(paths, std::move(cfg).value(), loop));
+    for (const auto& d : {m->appsDir_, m->runtime_.root(), m->logDir_}) {
+        if (auto st = fs::makeDirs(d, 0700); !st) {
+            return unexpected(st.error());
+        }
+    }
+    (void)fs::removeTree(m->appsDir_ + "/.staging");
+    const std::string marker = paths.runtime("apps") + "/started";
+    m->firstSinceBoot_ = !fs::exists(marker);
+    (void)fs::writeFileAtomic(marker, nowStamp() + "\n", 0600);
+    if (auto st = m->loadApps(); !st) {
         return unexpected(st.error());
     }
+    m->adopt();
+    m->watchLogs();
     return m;
+}
+
+Status ContainerManager::loadApps()
+{
+    for (const auto& name : listDir(appsDir_)) {
+        if (name[0] == '.' || !str::isSafeName(name, 48)) {
+            continue;
+        }
+        auto text = fs::readFile(appDir(name) + "/" + kAppFile);
+        if (!text) {
+            // An install interrupted before its record was written: nothing of it is kept.
+            log::warning("removing " + appDir(name) + ": no " + kAppFile + " (interrupted install)");
+            (void)fs::removeTree(appDir(name));
+            continue;
+        }
+        try {
+            auto rec = json::parse(*text);
+            auto a = std::make_unique<App>();
+            a->version = rec.at("version").get<std::string>();
+            a->desiredRunning = rec.value("desired_running", false);
+            a->restartCount = rec.value("restart_count", 0u);
+            auto meta = fs::readFile(versionDir(name, a->version) + "/" + kVersionMeta);
+            if (!meta) {
+                log::error("app " + name + ": version " + a->version + " is missing; skipped");
+                continue;
+            }
+            auto settings = AppSettings::fromJson(json::parse(*meta).at("settings"));
+            if (!settings) {
+                log::error("app " + name + ": " + settings.error().message);
+                continue;
+            }
+            a->settings = std::move(settings).value();
+            apps_[name] = std::move(a);
+        } catch (const std::exception& e) {
+            log::error("app " + name + ": unreadable record: " + e.what());
+        }
+    }
+    return {};
+}
+
+void ContainerManager::adopt()
+{
+    auto containers = runtime_.list();
+    if (!containers) {
+        log::warning("cannot list containers: " + containers.error().message);
+        return;
+    }
+    for (const auto& c : *containers) {
+        App* a = find(c.id);
+        const bool ours = a != nullptr && c.bundle == versionDir(c.id, a->version);
+        if (!ours) {
+            // Not an installed app (or a version whose switch never committed):
+            // no orphan is left running.
+            log::notice("removing container " + c.id + " (" + c.status + "): not the installed version of an app");
+            (void)runtime_.remove(c.id, true);
+            continue;
+        }
+        if (c.status == "running" || c.status == "paused") {
+            a->gen++;
+            a->startedAt = Clock::now();
+            a->oomAtStart = oomKills(c.id);
+            a->state = "running";
+            a->health = "starting";
+            watchExit(*a, c.pid, false);
+            const std::uint64_t gen = a->gen;
+            const std::string name = c.id;
+            a->graceTimer = loop_.addTimer(std::chrono::milliseconds(a->settings.health.graceMs),
+                                           [this, name, gen] { onGraceOver(name, gen); });
+            log::info("re-adopted running app " + c.id + " (pid " + std::to_string(c.pid) + ")");
+        } else {
+            // Exited (or never started) while the manager was away.
+            (void)runtime_.remove(c.id, true);
+            if (c.status == "stopped") {
+                a->state = "failed";
+                a->exitCode = -1;
+                a->exitedWhileAway = true;
+                appendLine(logPath(c.id), "[mbl " + nowStamp() + "] exited while the manager was not running");
+            }
+        }
+    }
+    // Versions that are not current are what an interrupted update left.
+    for (const auto& [name, a] : apps_) {
+        for (const auto& v : listDir(appDir(name) + "/versions")) {
+            if (v != a->version) {
+                (void)fs::removeTree(versionDir(name, v));
+            }
+        }
+    }
+}
+
+void ContainerManager::startup()
+{
+    for (auto& [name, a] : apps_) {
+        if (a->pid > 0 || a->starting) {
+            continue;
+        }
+        bool want = a->desiredRunning || (firstSinceBoot_ && a->settings.autostart);
+        if (a->exitedWhileAway) {
+            want = a->desiredRunning && a->settings.restart != "no";
+            if (want) {
+                a->restartCount++;
+            }
+        }
+        if (want) {
+            a->desiredRunning = true;
+            startApp(*a, [](Status) {});
+        }
+    }
+}
+
+ContainerManager::App* ContainerManager::find(const std::string& name)
+{
+    auto it = apps_.find(name);
+    return it == apps_.end() ? nullptr : it->second.get();
+}
+
+const ContainerManager::App* ContainerManager::find(const std::string& name) const
+{
+    auto it = apps_.find(name);
+    return it == apps_.end() ? nullptr : it->second.get();
+}
+
+Status ContainerManager::persist(const App& a)
+{
+    json rec = {{"version", a.version}, {"desired_running", a.desiredRunning}, {"restart_count", a.restartCount}};
+    return fs::writeFileAtomic(appDir(a.settings.name) + "/" + kAppFile, rec.dump(2) + "\n", 0600);
+}
+
+std::uint64_t ContainerManager::oomKills(const std::string& name) const
+{
+    const std::string p = cgroupsPath(name);
+    std::uint64_t n = readCounter("/sys/fs/cgroup/memory" + p + "/memory.oom_control", "oom_kill");
+    if (n == 0) {
+        n = readCounter("/sys/fs/cgroup" + p + "/memory.events", "oom_kill");
+    }
+    return n;
+}
+
+// ---------------------------------------------------------------- events helpers
+
+void ContainerManager::changed(App& a, std::vector<std::string> props)
+{
+    if (events_ != nullptr) {
+        events_->appChanged(a.settings.name, props);
+    }
+}
+
+void ContainerManager::setState(App& a, const std::string& state)
+{
+    if (a.state == state) {
+        return;
+    }
+    a.state = state;
+    if (events_ != nullptr) {
+        events_->appChanged(a.settings.name, {"State"});
+        events_->appStateChanged(a.settings.name, state);
+    }
+}
+
+void ContainerManager::setHealth(App& a, const std::string& health)
+{
+    if (a.health != health) {
+        a.health = health;
+        changed(a, {"Health"});
+    }
+}
+
+void ContainerManager::notifyHealth(App& a, bool healthy, const std::string& why)
+{
+    auto waiters = std::move(a.healthWaiters);
+    a.healthWaiters.clear();
+    for (auto& w : waiters) {
+        w(healthy, why);
+    }
+}
+
+void ContainerManager::waitHealth(App& a, std::function<void(bool, std::string)> cb)
+{
+    if (a.pid > 0 && a.health == "healthy") {
+        cb(true, "");
+    } else if (a.pid > 0 && a.health == "unhealthy") {
+        cb(false, "the health probe failed");
+    } else if (a.pid <= 0 && !a.starting) {
+        cb(false, "it is not running (" + a.state + (a.exitCode != 0 ? ", exit code " + std::to_string(a.exitCode) : "") +
+                      ")");
+    } else {
+        a.healthWaiters.push_back(std::move(cb));
+    }
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+void ContainerManager::startApp(App& a, Done done)
+{
+    const std::string name = a.settings.name;
+    if (a.pid > 0) {
+        done({});
+        return;
+    }
+    if (a.deleting) {
+        a.afterDelete.push_back([this, name, done] {
+            if (App* x = find(name)) {
+                startApp(*x, done);
+            } else {
+                done(unexpected(ErrorCode::NotFound, "app '" + name + "' was removed"));
+            }
+        });
+        return;
+    }
+    a.startWaiters.push_back(std::move(done));
+    if (a.starting) {
+        return;
+    }
+    if (a.restartTimer != 0) {
+        loop_.cancelTimer(a.restartTimer);
+        a.restartTimer = 0;
+    }
+    a.starting = true;
+    a.oomKilled = false;
+    const std::uint64_t gen = ++a.gen;
+    (void)fs::makeDirs(logDir_, 0700);
+    auto out = std::make_shared<Fd>(::open(logPath(name).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    const std::string bundle = versionDir(name, a.version);
+    Runtime rt = runtime_;
+    EventLoop* loop = &loop_;
+    auto alive = alive_;
+    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive] {
+        auto pid = rt.create(name, bundle, out->get());
+        if (!pid) {
+            // A container of that name left by a crash: delete it and try once more.
+            if (rt.remove(name, true)) {
+                pid = rt.create(name, bundle, out->get());
+            }
+        }
+        if (pid) {
+            if (auto st = rt.start(name); !st) {
+                (void)rt.remove(name, true);
+                pid = unexpected(st.error());
+            }
+        }
+        loop->post([this, name, gen, pid, alive] {
+            if (*alive) {
+                onStarted(name, gen, pid);
+            }
+        });
+    });
+}
+
+void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid)
+{
+    App* a = find(name);
+    if (a == nullptr || a->gen != gen) {
+        return;
+    }
+    a->starting = false;
+    auto waiters = std::move(a->startWaiters);
+    a->startWaiters.clear();
+    if (!pid) {
+        log::warning("app " + name + ": " + pid.error().message);
+        appendLine(logPath(name), "[mbl " + nowStamp() + "] start failed: " + pid.error().message);
+        a->health = "unhealthy";
+        setState(*a, "failed");
+        changed(*a, {"Health"});
+        notifyHealth(*a, false, pid.error().message);
+        for (auto& w : waiters) {
+            w(unexpected(pid.error()));
+        }
+        scheduleRestart(*a, true);
+        return;
+    }
+    a->pid = *pid;
+    a->startedAt = Clock::now();
+    a->oomAtStart = oomKills(name);
+    watchExit(*a, *pid, true);
+    a->health = "starting";
+    setState(*a, "running");
+    changed(*a, {"Pid", "Health"});
+    a->graceTimer = loop_.addTimer(std::chrono::milliseconds(a->settings.health.graceMs),
+                                   [this, name, gen] { onGraceOver(name, gen); });
+    for (auto& w : waiters) {
+        w({});
+    }
+}
+
+void ContainerManager::watchExit(App& a, pid_t pid, bool ownChild)
+{
+    const std::string name = a.settings.name;
+    const std::uint64_t gen = a.gen;
+    a.pid = pid;
+    a.ownChild = ownChild;
+    a.pidfd = Fd{pidfdOpen(pid)};
+    if (!a.pidfd) {
+        // Already gone (and reaped by someone else): report the exit now.
+        loop_.post([this, name, gen] { onExit(name, gen); });
+        return;
+    }
+    loop_.watchFd(a.pidfd.get(), POLLIN, [this, name, gen](short) { onExit(name, gen); });
+}
+
+void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
+{
+    App* a = find(name);
+    if (a == nullptr || a->gen != gen || a->pid <= 0) {
+        return;
+    }
+    std::int32_t code = -1;
+    if (a->pidfd) {
+        loop_.unwatchFd(a->pidfd.get());
+        siginfo_t si {};
+        // We are the subreaper, so the container's init is our child (unless it was
+        // re-adopted after a manager restart: then its status went to its new parent).
+        if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(a->pidfd.get()), &si, WEXITED | WNOHANG) == 0 &&
+            si.si_pid != 0) {
+            code = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+        }
+        a->pidfd.reset();
+    }
+    const bool oom = oomKills(name) > a->oomAtStart;
+    a->pid = 0;
+    a->exitCode = code;
+    a->oomKilled = oom;
+    for (auto* t : {&a->graceTimer, &a->probeTimer}) {
+        if (*t != 0) {
+            loop_.cancelTimer(*t);
+            *t = 0;
+        }
+    }
+    std::string how = code < 0 ? std::string("exited (status unknown: re-adopted)")
+                               : code > 128 ? "killed by signal " + std::to_string(code - 128) + " (exit code " +
+                                                  std::to_string(code) + ")"
+                                            : "exited with code " + std::to_string(code);
+    if (oom) {
+        how += ", out of memory (the memory limit of " + std::to_string(a->settings.memoryBytes) + " bytes was hit)";
+    }
+    appendLine(logPath(name), "[mbl " + nowStamp() + "] " + how);
+    log::info("app " + name + " " + how);
+    const bool failed = !a->stopping && (code != 0 || oom);
+    const bool wasStarting = a->health == "starting";
+    if (wasStarting || failed) {
+        a->health = "unhealthy";
+    } else {
+        a->health = "unknown";
+    }
+    // The delete is queued first: whatever the callbacks below start waits for it.
+    a->deleting = true;
+    Runtime rt = runtime_;
+    EventLoop* loop = &loop_;
+    auto alive = alive_;
+    runtimeQueue_.post([this, rt, name, loop, alive] {
+        (void)rt.remove(name, true);
+        loop->post([this, name, alive] {
+            if (*alive) {
+                onDeleted(name);
+            }
+        });
+    });
+    changed(*a, {"Pid", "ExitCode", "Health", "OomKilled"});
+    setState(*a, a->stopping ? "stopped" : (failed ? "failed" : "exited"));
+    if (wasStarting) {
+        notifyHealth(*a, false, how);
+    }
+}
+
+void ContainerManager::onDeleted(const std::string& name)
+{
+    App* a = find(name);
+    if (a == nullptr) {
+        return;
+    }
+    a->deleting = false;
+    if (!a->afterDelete.empty()) {
+        auto pending = std::move(a->afterDelete);
+        a->afterDelete.clear();
+        for (auto& fn : pending) {
+            fn();
+        }
+    }
+    if (a->stopping) {
+        a->stopping = false;
+        if (a->killTimer != 0) {
+            loop_.cancelTimer(a->killTimer);
+            a->killTimer = 0;
+        }
+        auto waiters = std::move(a->stopWaiters);
+        a->stopWaiters.clear();
+        for (auto& w : waiters) {
+            w({});
+        }
+        return;
+    }
+    scheduleRestart(*a, a->state == "failed");
+}
+
+void ContainerManager::scheduleRestart(App& a, bool failed)
+{
+    if (!a.desiredRunning || a.suppressRestart || a.removing || a.pid > 0 || a.starting) {
+        return;
+    }
+    if (a.settings.restart == "no" || (a.settings.restart == "on-failure" && !failed)) {
+        return;
+    }
+    const auto uptime = Clock::now() - a.startedAt;
+    if (uptime > std::chrono::milliseconds(std::max<std::uint32_t>(10000, config_.backoffCapMs))) {
+        a.backoffAttempt = 0; // it ran long enough: restart quickly again
+    }
+    std::uint64_t delay = config_.backoffBaseMs;
+    for (unsigned i = 0; i < a.backoffAttempt && delay < config_.backoffCapMs; ++i) {
+        delay *= 2;
+    }
+    delay = std::min<std::uint64_t>(delay, config_.backoffCapMs);
+    a.backoffAttempt = std::min(a.backoffAttempt + 1, 30u);
+    const std::string name = a.settings.name;
+    log::info("app " + name + ": restarting in " + std::to_string(delay) + " ms (policy " + a.settings.restart + ")");
+    a.restartTimer = loop_.addTimer(std::chrono::milliseconds(delay), [this, name] {
+        App* x = find(name);
+        if (x == nullptr) {
+            return;
+        }
+        x->restartTimer = 0;
+        if (!x->desiredRunning || x->pid > 0 || x->starting) {
+            return;
+        }
+        x->restartCount++;
+        changed(*x, {"RestartCount"});
+        (void)persist(*x);
+        startApp(*x, [](Status) {});
+    });
+}
+
+void ContainerManager::onGraceOver(const std::string& name, std::uint64_t gen)
+{
+    App* a = find(name);
+    if (a == nullptr || a->gen != gen || a->pid <= 0) {
+        return;
+    }
+    a->graceTimer = 0;
+    if (a->settings.health.probe.empty()) {
+        setHealth(*a, "healthy");
+        notifyHealth(*a, true, "");
+        return;
+    }
+    runProbe(name, gen);
+}
+
+void ContainerManager::runProbe(const std::string& name, std::uint64_t gen)
+{
+    App* a = find(name);
+    if (a == nullptr || a->gen != gen || a->pid <= 0) {
+        return;
+    }
+    a->probeTimer = 0;
+    Runtime rt = runtime_;
+    auto probe = a->settings.health.probe;
+    auto timeout = std::chrono::milliseconds(a->settings.health.timeoutMs);
+    auto out = std::make_shared<Fd>(::open(logPath(name).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    EventLoop* loop = &loop_;
+    auto alive = alive_;
+    probeQueue_.post([this, rt, name, gen, probe, timeout, out, loop, alive] {
+        auto r = rt.exec(name, probe, timeout, out->get());
+        loop->post([this, name, gen, r, alive] {
+            if (!*alive) {
+                return;
+            }
+            App* x = find(name);
+            if (x == nullptr || x->gen != gen || x->pid <= 0) {
+                return;
+            }
+            const bool ok = r && *r == 0;
+            const std::string why = !r ? r.error().message : "the health probe exited with code " + std::to_string(*r);
+            if (!ok) {
+                appendLine(logPath(name), "[mbl " + nowStamp() + "] health probe failed: " + why);
+            }
+            setHealth(*x, ok ? "healthy" : "unhealthy");
+            notifyHealth(*x, ok, why);
+            if (x->settings.health.intervalMs > 0) {
+                x->probeTimer = loop_.addTimer(std::chrono::milliseconds(x->settings.health.intervalMs),
+                                               [this, name, gen] { runProbe(name, gen); });
+            }
+        });
+    });
+}
+
+void ContainerManager::stopApp(App& a, Done done)
+{
+    const std::string name = a.settings.name;
+    if (a.restartTimer != 0) {
+        loop_.cancelTimer(a.restartTimer);
+        a.restartTimer = 0;
+    }
+    if (a.starting) {
+        // Let the start finish, then stop what it started.
+        a.startWaiters.push_back([this, name, done](Status) {
+            if (App* x = find(name)) {
+                stopApp(*x, done);
+            } else {
+                done({});
+            }
+        });
+        return;
+    }
+    if (a.deleting && !a.stopping) {
+        a.afterDelete.push_back([this, name, done] {
+            if (App* x = find(name)) {
+                stopApp(*x, done);
+            } else {
+                done({});
+            }
+        });
+        return;
+    }
+    if (a.pid <= 0 && !a.stopping) {
+        if (a.state == "failed" || a.state == "exited") {
+            setState(a, "stopped");
+        }
+        done({});
+        return;
+    }
+    a.stopWaiters.push_back(std::move(done));
+    if (a.stopping) {
+        return;
+    }
+    a.stopping = true;
+    const std::uint64_t gen = a.gen;
+    Runtime rt = runtime_;
+    runtimeQueue_.post([rt, name] { (void)rt.kill(name, SIGTERM); });
+    a.killTimer = loop_.addTimer(std::chrono::milliseconds(config_.stopGraceMs), [this, name, gen] {
+        App* x = find(name);
+        if (x == nullptr || x->gen != gen || x->pid <= 0) {
+            return;
+        }
+        x->killTimer = 0;
+        log::info("app " + name + " did not stop within " + std::to_string(config_.stopGraceMs) + " ms: SIGKILL");
+        Runtime rt2 = runtime_;
+        runtimeQueue_.post([rt2, name] { (void)rt2.kill(name, SIGKILL, true); });
+    });
+}
+
+void ContainerManager::start(const std::string& name, Done done)
+{
+    App* a = find(name);
+    if (a == nullptr) {
+        done(unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed"));
+        return;
+    }
+    if (a->removing || a->inTransaction || a->stopping) {
+        done(unexpected(ErrorCode::Busy, "app '" + name + "' is being " +
+                                             (a->removing ? "removed" : a->stopping ? "stopped" : "updated")));
+        return;
+    }
+    if (!a->desiredRunning) {
+        a->desiredRunning = true;
+        (void)persist(*a);
+    }
+    a->backoffAttempt = 0;
+    startApp(*a, std::move(done));
+}
+
+void ContainerManager::stop(const std::string& name, Done done)
+{
+    App* a = find(name);
+    if (a == nullptr) {
+        done(unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed"));
+        return;
+    }
+    if (a->removing || a->inTransaction) {
+        done(unexpected(ErrorCode::Busy, "app '" + name + "' is being " + (a->removing ? "removed" : "updated")));
+        return;
+    }
+    if (a->desiredRunning) {
+        a->desiredRunning = false;
+        (void)persist(*a);
+    }
+    stopApp(*a, std::move(done));
+}
+
+void ContainerManager::restart(const std::string& name, Done done)
+{
+    stop(name, [this, name, done](Status st) {
+        if (!st) {
+            done(st);
+            return;
+        }
+        start(name, done);
+    });
+}
+
+void ContainerManager::remove(const std::string& name, bool removeData, Done done)
+{
+    App* a = find(name);
+    if (a == nullptr) {
+        done(unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed"));
+        return;
+    }
+    if (a->removing || a->inTransaction) {
+        done(unexpected(ErrorCode::Busy, "app '" + name + "' is being " + (a->removing ? "removed" : "updated")));
+        return;
+    }
+    a->removing = true;
+    a->desiredRunning = false;
+    stopApp(*a, [this, name, removeData, done](Status) {
+        const std::string dir = appDir(name);
+        const std::string logs = logPath(name);
+        // The record goes first (durably): a crash from here on leaves no app.
+        ::unlink((dir + "/" + kAppFile).c_str());
+        (void)fs::syncDir(dir);
+        EventLoop* loop = &loop_;
+        auto alive = alive_;
+        runtimeQueue_.post([this, dir, logs, removeData, name, done, loop, alive] {
+            Status st;
+            if (removeData) {
+                st = fs::removeTree(dir);
+                (void)fs::removeTree(logs);
+                for (int i = 1; i <= 9; ++i) {
+                    (void)fs::removeTree(logs + "." + std::to_string(i));
+                }
+            } else {
+                st = fs::removeTree(dir + "/versions");
+            }
+            loop->post([this, name, done, st, alive] {
+                if (!*alive) {
+                    return;
+                }
+                apps_.erase(name);
+                if (events_ != nullptr) {
+                    events_->appStateChanged(name, "removed");
+                    events_->appRemoved(name);
+                    events_->managerChanged({"AppCount"});
+                }
+                done(st);
+            });
+        });
+    });
+}
+
+std::vector<AppView> ContainerManager::list() const
+{
+    std::vector<AppView> out;
+    for (const auto& [name, a] : apps_) {
+        out.push_back(*app(name));
+    }
+    return out;
+}
+
+Expected<AppView> ContainerManager::app(const std::string& name) const
+{
+    const App* a = find(name);
+    if (a == nullptr) {
+        return unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed");
+    }
+    AppView v;
+    v.name = name;
+    v.version = a->version;
+    v.state = a->state;
+    v.pid = static_cast<std::uint32_t>(a->pid > 0 ? a->pid : 0);
+    v.exitCode = a->exitCode;
+    v.restartCount = a->restartCount;
+    v.health = a->health;
+    v.oomKilled = a->oomKilled;
+    return v;
+}
+
+Expected<std::string> ContainerManager::logs(const std::string& name, std::uint32_t lines) const
+{
+    if (find(name) == nullptr && !fs::exists(logPath(name))) {
+        return unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed");
+    }
+    std::string text;
+    if (auto older = fs::readFile(logPath(name) + ".1", 64u << 20)) {
+        text = *older;
+    }
+    if (auto cur = fs::readFile(logPath(name), 64u << 20)) {
+        text += *cur;
+    }
+    if (lines == 0) {
+        return text;
+    }
+    std::size_t pos = text.size();
+    if (pos > 0 && text[pos - 1] == '\n') {
+        --pos;
+    }
+    std::uint32_t seen = 0;
+    while (pos > 0) {
+        if (text[pos - 1] == '\n' && ++seen == lines) {
+            break;
+        }
+        --pos;
+    }
+    return text.substr(pos);
+}
+
+std::string ContainerManager::operation() const
+{
+    return installs_.empty() ? std::string() : installs_.begin()->first;
+}
+
+// ---------------------------------------------------------------- logs
+
+void ContainerManager::watchLogs()
+{
+    inotify_ = Fd{::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)};
+    if (!inotify_ || ::inotify_add_watch(inotify_.get(), logDir_.c_str(), IN_MODIFY) < 0) {
+        log::warning("cannot watch the app logs for rotation: " + std::string(std::strerror(errno)));
+        return;
+    }
+    loop_.watchFd(inotify_.get(), POLLIN, [this](short) {
+        alignas(struct inotify_event) char buf[8192];
+        std::vector<std::string> names;
+        while (true) {
+            ssize_t n = ::read(inotify_.get(), buf, sizeof buf);
+            if (n <= 0) {
+                break;
+            }
+            for (char* p = buf; p < buf + n;) {
+                auto* ev = reinterpret_cast<struct inotify_event*>(p);
+                if (ev->len > 0) {
+                    std::string fname = ev->name;
+                    if (str::endsWith(fname, ".log") &&
+                        std::find(names.begin(), names.end(), fname) == names.end()) {
+                        names.push_back(fname);
+                    }
+                }
+                p += sizeof(struct inotify_event) + ev->len;
+            }
+        }
+        for (const auto& f : names) {
+            rotateLogs(f);
+        }
+    });
+}
+
+void ContainerManager::rotateLogs(const std::string& fileName)
+{
+    const std::string path = logDir_ + "/" + fileName;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) <= config_.logMaxBytes) {
+        return;
+    }
+    // copy-and-truncate: the container keeps writing to the same O_APPEND file,
+    // which survives a restart of the manager (no pipe to lose).
+    for (std::uint32_t i = config_.logKeep; i > 1; --i) {
+        ::rename((path + "." + std::to_string(i - 1)).c_str(), (path + "." + std::to_string(i)).c_str());
+    }
+    if (config_.logKeep > 0) {
+        auto text = fs::readFile(path, config_.logMaxBytes * 4 + (1u << 20));
+        if (text) {
+            (void)fs::writeFileAtomic(path + ".1", *text, 0640);
+        }
+    }
+    if (::truncate(path.c_str(), 0) != 0) {
+        log::warning("cannot truncate " + path + ": " + std::strerror(errno));
+    }
+}
+
+// ---------------------------------------------------------------- install
+
+Expected<std::string> ContainerManager::install(Fd archive, const std::string& optionsJson)
+{
+    auto settings = parseSettings(optionsJson, config_);
+    if (!settings) {
+        return unexpected(settings.error());
+    }
+    if (!settings->name.empty()) {
+        for (const auto& [op, n] : installs_) {
+            if (n == settings->name) {
+                return unexpected(ErrorCode::Busy, "app '" + n + "' is already being installed (" + op + ")");
+            }
+        }
+    }
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    const std::string op = "install-" + std::to_string(ts.tv_sec) + "-" + std::to_string(nextOp_++);
+    installs_[op] = settings->name;
+    if (events_ != nullptr) {
+        events_->managerChanged({"Operation"});
+    }
+    const std::string stagingRoot = appsDir_ + "/.staging";
+    const std::string appsDir = appsDir_;
+    const std::string cgroupParent = cgroupParent_;
+    const ManagerConfig cfg = config_;
+    AppSettings s = std::move(settings).value();
+    EventLoop* loop = &loop_;
+    auto alive = alive_;
+    auto fd = std::make_shared<Fd>(std::move(archive));
+    installThreads_.emplace_back([this, op, stagingRoot, appsDir, cgroupParent, cfg, s, loop, alive, fd]() mutable {
+        auto staged = std::make_shared<Staged>();
+        staged->settings = s;
+        staged->dir = stagingRoot + "/" + op;
+        auto fail = [&](const Error& e) {
+            staged->result = unexpected(e);
+            (void)fs::removeTree(staged->dir);
+        };
+        auto work = [&]() -> Status {
+            if (auto st = fs::makeDirs(staged->dir, 0700); !st) {
+                return st;
+            }
+            StageOptions so;
+            so.limits.quotaBytes = cfg.quotaBytes;
+            so.limits.allowSetuid = cfg.policy.allowSetuid;
+            so.imageRef = s.imageRef;
+            auto img = stageArchive(fd->get(), staged->dir, so);
+            fd->reset();
+            if (!img) {
+                return unexpected(img.error());
+            }
+            staged->image = *img;
+            AppSettings& set = staged->settings;
+            if (set.name.empty()) {
+                if (str::isSafeName(img->refName, 48)) {
+                    set.name = img->refName;
+                } else {
+                    return unexpected(ErrorCode::InvalidArgument,
+                                      "the install options name no app (\"name\") and the image has no usable ref.name");
+                }
+            }
+            if (set.version.empty()) {
+                set.version = str::isSafeName(img->version, 64) ? img->version
+                              : !img->manifestDigest.empty()     ? img->manifestDigest.substr(7, 12)
+                                                                 : std::string("1");
+            }
+            if (set.args.empty() && img->process.args.empty()) {
+                return unexpected(ErrorCode::InvalidArgument,
+                                  "the image names no command (Entrypoint/Cmd) and the settings give no \"args\"");
+            }
+            auto ids = resolveUser(staged->dir + "/rootfs", img->process.user);
+            if (!ids) {
+                return unexpected(ids.error());
+            }
+            staged->uid = ids->first;
+            staged->gid = ids->second;
+            SpecInputs in;
+            in.process = img->process;
+            in.uid = ids->first;
+            in.gid = ids->second;
+            in.dataDir = appsDir + "/" + set.name + "/data";
+            in.cgroupsPath = "/" + cgroupParent + "/" + set.name;
+            auto spec = generateSpec(set, in);
+            if (auto st = fs::writeFileAtomic(staged->dir + "/config.json", spec.dump(2) + "\n", 0600); !st) {
+                return st;
+            }
+            json meta = {{"settings", set.toJson()},
+                         {"kind", img->kind},
+                         {"digest", img->manifestDigest},
+                         {"installed", nowStamp()},
+                         {"uid", ids->first},
+                         {"gid", ids->second}};
+            return fs::writeFileAtomic(staged->dir + "/" + kVersionMeta, meta.dump(2) + "\n", 0600);
+        };
+        if (auto st = work(); !st) {
+            fail(st.error());
+        }
+        loop->post([this, op, staged, alive] {
+            if (*alive) {
+                onStaged(op, staged);
+            }
+        });
+    });
+    return op;
+}
+
+void ContainerManager::finishInstall(const std::string& op, const std::string& name, Status result)
+{
+    installs_.erase(op);
+    if (result) {
+        log::info(op + ": installed app " + name);
+    } else {
+        log::warning(op + ": install of " + (name.empty() ? std::string("an app") : name) +
+                     " failed: " + result.error().describe());
+    }
+    if (events_ != nullptr) {
+        events_->installCompleted(op, name, result);
+        events_->managerChanged({"Operation"});
+    }
+}
+
+void ContainerManager::onStaged(const std::string& op, std::shared_ptr<Staged> staged)
+{
+    const std::string name = staged->settings.name;
+    if (!staged->result) {
+        finishInstall(op, name, staged->result);
+        return;
+    }
+    auto abort = [&](Error e) {
+        (void)fs::removeTree(staged->dir);
+        finishInstall(op, name, unexpected(std::move(e)));
+    };
+    installs_[op] = name;
+    App* a = find(name);
+    const std::string newVersion = staged->settings.version;
+    const std::string dataDir = appDir(name) + "/data";
+
+    if (a == nullptr) {
+        if (auto st = fs::makeDirs(appDir(name) + "/versions", 0700); !st) {
+            return abort(st.error());
+        }
+        if (!fs::exists(dataDir)) {
+            if (auto st = fs::makeDirs(dataDir, 0755); !st) {
+                return abort(st.error());
+            }
+            if (::chown(dataDir.c_str(), staged->uid, staged->gid) != 0) {
+                return abort(errnoError("chown " + dataDir, errno));
+            }
+        }
+        (void)fs::removeTree(versionDir(name, newVersion));
+        if (::rename(staged->dir.c_str(), versionDir(name, newVersion).c_str()) != 0) {
+            return abort(errnoError("rename into " + versionDir(name, newVersion), errno));
+        }
+        auto app = std::make_unique<App>();
+        app->settings = staged->settings;
+        app->version = newVersion;
+        app->desiredRunning = staged->settings.autostart;
+        if (auto st = persist(*app); !st) {
+            (void)fs::removeTree(appDir(name));
+            return finishInstall(op, name, st);
+        }
+        (void)fs::syncDir(appDir(name));
+        App& ref = *app;
+        apps_[name] = std::move(app);
+        if (events_ != nullptr) {
+            events_->appAdded(name);
+            events_->appStateChanged(name, "installed");
+            events_->managerChanged({"AppCount"});
+        }
+        finishInstall(op, name, {});
+        if (ref.desiredRunning) {
+            startApp(ref, [](Status) {});
+        }
+        return;
+    }
+    if (a->removing || a->inTransaction || a->stopping || a->starting) {
+        return abort(Error{ErrorCode::Busy, "app '" + name + "' is busy (being started, stopped, updated or removed)"});
+    }
+    updateTransaction(op, staged);
+}
+
+void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<Staged> staged)
+{
+    const std::string name = staged->settings.name;
+    App& a = *find(name);
+    const std::string oldVersion = a.version;
+    const AppSettings oldSettings = a.settings;
+    const std::string newVersion = staged->settings.version;
+    const bool sameVersion = oldVersion == newVersion;
+    // A reinstall of the same version goes beside the old one under a temporary
+    // name; an update under its own version.
+    const std::string newDir = sameVersion ? versionDir(name, ".new-" + op) : versionDir(name, newVersion);
+    (void)fs::removeTree(newDir);
+    if (::rename(staged->dir.c_str(), newDir.c_str()) != 0) {
+        (void)fs::removeTree(staged->dir);
+        return finishInstall(op, name, unexpected(errnoError("rename into " + newDir, errno)));
+    }
+    const bool wasRunning = a.pid > 0;
+    EventLoop* loop = &loop_;
+    auto alive = alive_;
+    auto removeLater = [this, loop, alive](const std::string& dir) {
+        runtimeQueue_.post([dir] { (void)fs::removeTree(dir); });
+        (void)loop;
+        (void)alive;
+    };
+    // Switches the app's current version to the staged one (sameVersion: by renames).
+    auto switchTo = [this, name, newDir, newVersion, sameVersion, staged](App& x) -> Status {
+        if (sameVersion) {
+            const std::string cur = versionDir(name, newVersion);
+            const std::string aside = versionDir(name, ".old-" + newVersion);
+            (void)fs::removeTree(aside);
+            if (::rename(cur.c_str(), aside.c_str()) != 0 || ::rename(newDir.c_str(), cur.c_str()) != 0) {
+                return unexpected(errnoError("switch to the reinstalled version", errno));
+            }
+            runtimeQueue_.post([aside] { (void)fs::removeTree(aside); });
+        }
+        x.version = newVersion;
+        x.settings = staged->settings;
+        changed(x, {"Version"});
+        return {};
+    };
+
+    if (!wasRunning) {
+        if (auto st = switchTo(a); !st) {
+            return finishInstall(op, name, st);
+        }
+        if (auto st = persist(a); !st) {
+            return finishInstall(op, name, st);
+        }
+        if (!sameVersion) {
+            removeLater(versionDir(name, oldVersion));
+        }
+        return finishInstall(op, name, {});
+    }
+
+    a.inTransaction = true;
+    a.suppressRestart = true;
+    log::info(op + ": updating " + name + " from " + oldVersion + " to " + newVersion);
+    stopApp(a, [=](Status) {
+        App* x = find(name);
+        if (x == nullptr) {
+            return finishInstall(op, name, unexpected(ErrorCode::Cancelled, "the app was removed during the update"));
+        }
+        if (auto st = switchTo(*x); !st) {
+            x->inTransaction = false;
+            x->suppressRestart = false;
+            startApp(*x, [](Status) {});
+            return finishInstall(op, name, st);
+        }
+        x->desiredRunning = true;
+        startApp(*x, [=](Status) {
+            App* y = find(name);
+            if (y == nullptr) {
+                return;
+            }
+            waitHealth(*y, [=](bool healthy, std::string why) {
+                App* z = find(name);
+                if (z == nullptr) {
+                    return;
+                }
+                if (healthy) {
+                    z->inTransaction = false;
+                    z->suppressRestart = false;
+                    z->backoffAttempt = 0;
+                    Status st = persist(*z);
+                    if (!sameVersion) {
+                        removeLater(versionDir(name, oldVersion));
+                    }
+                    return finishInstall(op, name, st);
+                }
+                // Roll back: the old version runs again, the new one goes away.
+                log::warning(op + ": " + name + " " + newVersion + " is unhealthy (" + why + "): rolling back to " +
+                             oldVersion);
+                appendLine(logPath(name), "[mbl " + nowStamp() + "] update to " + newVersion +
+                                              " failed its health check: rolling back to " + oldVersion);
+                stopApp(*z, [=](Status) {
+                    App* w = find(name);
+                    if (w == nullptr) {
+                        return;
+                    }
+                    if (sameVersion) {
+                        // The reinstalled copy was already switched in: nothing older to go back to.
+                        w->inTransaction = false;
+                        w->suppressRestart = false;
+                        return finishInstall(op, name,
+                                             unexpected(ErrorCode::Failed, "reinstalled version " + newVersion +
+                                                                               " failed its health check: " + why));
+                    }
+                    w->version = oldVersion;
+                    w->settings = oldSettings;
+                    changed(*w, {"Version"});
+                    startApp(*w, [=](Status st) {
+                        App* v = find(name);
+                        if (v != nullptr) {
+                            v->inTransaction = false;
+                            v->suppressRestart = false;
+                            (void)persist(*v);
+                        }
+                        removeLater(versionDir(name, newVersion));
+                        std::string msg = "version " + newVersion + " failed its health check (" + why +
+                                          "); rolled back to " + oldVersion;
+                        msg += st ? ", which is running again" : " but it did not start: " + st.error().message;
+                        finishInstall(op, name, unexpected(ErrorCode::Failed, msg));
+                    });
+                });
+            });
+        });
+    });
 }
 
 } // namespace mbl::containers

@@ -1,23 +1,170 @@
 #pragma once
 // The container manager's logic: installed apps, their OCI bundles and the
-// runc containers that run them. No bus code here.
+// runc containers that run them. No bus code here. Everything public runs on
+// the event loop's thread; blocking work (unpacking, every runtime call) runs
+// on worker threads and reports back through loop.post().
+//
+// On disk (<state>/apps):  <name>/app.json        the app's record (atomic writes)
+//                          <name>/versions/<v>/   the bundle: config.json, rootfs/
+//                          <name>/data/           the /data volume (kept across versions)
+//                          .staging/              installs in progress (removed at start)
+// Runtime: <runtime>/apps/runc is the runtime's --root; logs in <log>/apps/<name>.log.
+
+#include "app_config.h"
+#include "runtime.h"
 
 #include "mbl/config.h"
+#include "mbl/event_loop.h"
 #include "mbl/expected.h"
+#include "mbl/fd.h"
 #include "mbl/paths.h"
 
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace mbl::containers {
 
-class ContainerManager {
+// What the bus side is told; every call comes on the loop thread.
+class ManagerEvents {
 public:
-    static Expected<ContainerManager> open(const Paths& paths, const Config& config);
+    virtual ~ManagerEvents() = default;
+    virtual void appAdded(const std::string& name) = 0;
+    virtual void appRemoved(const std::string& name) = 0;
+    // Names of App properties that changed (State, Version, Pid, ExitCode, RestartCount, Health).
+    virtual void appChanged(const std::string& name, const std::vector<std::string>& properties) = 0;
+    virtual void appStateChanged(const std::string& name, const std::string& state) = 0;
+    virtual void installCompleted(const std::string& operationId, const std::string& name, const Status& result) = 0;
+    // Operation or AppCount changed.
+    virtual void managerChanged(const std::vector<std::string>& properties) = 0;
+};
 
-    const std::string& appsDir() const { return appsDir_; }
+struct AppView {
+    std::string name;
+    std::string version;
+    std::string state;  // installed, created, running, stopped, exited, failed
+    std::uint32_t pid = 0;
+    std::int32_t exitCode = 0; // -1: unknown (the exit happened while the manager was not the parent)
+    std::uint32_t restartCount = 0;
+    std::string health; // unknown, starting, healthy, unhealthy
+    bool oomKilled = false;
+};
+
+// A single worker thread running jobs in order.
+class WorkQueue {
+public:
+    WorkQueue();
+    ~WorkQueue();
+    void post(std::function<void()> job);
 
 private:
+    void run();
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<std::function<void()>> jobs_;
+    bool quit_ = false;
+    std::thread thread_;
+};
+
+class ContainerManager {
+public:
+    using Done = std::function<void(Status)>;
+
+    // Loads the installed apps, re-adopts containers that still run, cleans
+    // what an interrupted install left. Call start() once the loop runs.
+    static Expected<std::unique_ptr<ContainerManager>> open(const Paths& paths, const Config& config, EventLoop& loop);
+    ~ContainerManager();
+    ContainerManager(const ContainerManager&) = delete;
+    ContainerManager& operator=(const ContainerManager&) = delete;
+
+    void setEvents(ManagerEvents* events) { events_ = events; }
+    // Autostart (first start since boot) and restarts owed by re-adopted state.
+    void startup();
+
+    // Returns the operation id at once; the end is reported by installCompleted.
+    Expected<std::string> install(Fd archive, const std::string& optionsJson);
+    void start(const std::string& name, Done done);
+    void stop(const std::string& name, Done done);
+    void restart(const std::string& name, Done done);
+    void remove(const std::string& name, bool removeData, Done done);
+    std::vector<AppView> list() const;
+    Expected<AppView> app(const std::string& name) const;
+    Expected<std::string> logs(const std::string& name, std::uint32_t lines) const;
+
+    std::string operation() const;
+    std::uint32_t appCount() const { return static_cast<std::uint32_t>(apps_.size()); }
+    const std::string& appsDir() const { return appsDir_; }
+    const ManagerConfig& config() const { return config_; }
+    std::string cgroupParent() const { return cgroupParent_; }
+
+private:
+    struct App;
+    struct Staged;
+    ContainerManager(const Paths& paths, ManagerConfig config, EventLoop& loop);
+
+    Status loadApps();
+    void adopt();
+    App* find(const std::string& name);
+    const App* find(const std::string& name) const;
+
+    // Lifecycle on the loop thread.
+    void startApp(App& a, Done done);
+    void stopApp(App& a, Done done);
+    void onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid);
+    void watchExit(App& a, pid_t pid, bool ownChild);
+    void onExit(const std::string& name, std::uint64_t gen);
+    void onDeleted(const std::string& name);
+    void onGraceOver(const std::string& name, std::uint64_t gen);
+    void runProbe(const std::string& name, std::uint64_t gen);
+    void setHealth(App& a, const std::string& health);
+    void setState(App& a, const std::string& state);
+    void changed(App& a, std::vector<std::string> props);
+    void scheduleRestart(App& a, bool failed);
+    void notifyHealth(App& a, bool healthy, const std::string& why);
+    void waitHealth(App& a, std::function<void(bool, std::string)> cb);
+
+    // Install.
+    void onStaged(const std::string& op, std::shared_ptr<Staged> staged);
+    void finishInstall(const std::string& op, const std::string& name, Status result);
+    void updateTransaction(const std::string& op, std::shared_ptr<Staged> staged);
+
+    Status persist(const App& a);
+    std::string appDir(const std::string& name) const { return appsDir_ + "/" + name; }
+    std::string versionDir(const std::string& name, const std::string& v) const
+    {
+        return appDir(name) + "/versions/" + v;
+    }
+    std::string logPath(const std::string& name) const { return logDir_ + "/" + name + ".log"; }
+    std::string cgroupsPath(const std::string& name) const { return "/" + cgroupParent_ + "/" + name; }
+    std::uint64_t oomKills(const std::string& name) const;
+    void rotateLogs(const std::string& fileName);
+    void watchLogs();
+
+    Paths paths_;
+    ManagerConfig config_;
+    EventLoop& loop_;
+    Runtime runtime_;
     std::string appsDir_;
+    std::string logDir_;
+    std::string cgroupParent_;
+    ManagerEvents* events_ = nullptr;
+    std::map<std::string, std::unique_ptr<App>> apps_;
+    std::map<std::string, std::string> installs_; // operation id -> app name ("" until known)
+    std::uint64_t nextOp_ = 1;
+    bool firstSinceBoot_ = false;
+    Fd inotify_;
+    WorkQueue runtimeQueue_;
+    WorkQueue probeQueue_; // health probes may take long: not in the runtime's queue
+    std::vector<std::thread> installThreads_;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 } // namespace mbl::containers

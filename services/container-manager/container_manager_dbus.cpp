@@ -1,54 +1,206 @@
 #include "container_manager_dbus.h"
 
 #include "mbl/dbus/bus.h"
+#include "mbl/error_names.h"
+#include "mbl/log.h"
 #include "mbl_version.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace mbl::containers {
 
-ContainerManagerBus::ContainerManagerBus(sdbus::IConnection& conn, ContainerManager& manager)
-    : AdaptorInterfaces(conn, "/org/mbl/ContainerManager1"), manager_(manager)
+namespace {
+const char kRoot[] = "/org/mbl/ContainerManager1";
+
+// The reply of an async method: success, or the error as a named bus error.
+std::function<void(Status)> replier(std::shared_ptr<sdbus::Result<>> result)
+{
+    return [result](Status st) {
+        try {
+            if (st) {
+                result->returnResults();
+            } else {
+                result->returnError(dbus::toBusError(st.error()));
+            }
+        } catch (const std::exception& e) {
+            log::warning(std::string("cannot send a reply: ") + e.what());
+        }
+    };
+}
+} // namespace
+
+// ---------------------------------------------------------------- AppObject
+
+AppObject::AppObject(sdbus::IConnection& conn, const std::string& path, ContainerManager& manager, std::string name)
+    : AdaptorInterfaces(conn, path), manager_(manager), name_(std::move(name))
 {
     registerAdaptor();
 }
 
-ContainerManagerBus::~ContainerManagerBus()
+AppObject::~AppObject()
 {
     unregisterAdaptor();
 }
 
-std::string ContainerManagerBus::InstallApp(const sdbus::UnixFd&, const std::string&)
+void AppObject::emitChanged(const std::vector<std::string>& props)
 {
-    dbus::notSupported("InstallApp");
+    std::vector<std::string> names(props.begin(), props.end());
+    try {
+        emitPropertiesChangedSignal(org::mbl::ContainerManager1::App_adaptor::INTERFACE_NAME, names);
+    } catch (const sdbus::Error& e) {
+        log::warning("cannot emit PropertiesChanged: " + e.getMessage());
+    }
 }
 
-void ContainerManagerBus::RemoveApp(const std::string&, const bool&)
+AppView AppObject::view()
 {
-    dbus::notSupported("RemoveApp");
+    return dbus::unwrap(manager_.app(name_));
 }
 
-void ContainerManagerBus::StartApp(const std::string&)
+std::string AppObject::Name()
 {
-    dbus::notSupported("StartApp");
+    return name_;
+}
+std::string AppObject::State()
+{
+    return dbus::guard([&] { return view().state; });
+}
+std::string AppObject::Version()
+{
+    return dbus::guard([&] { return view().version; });
+}
+uint32_t AppObject::Pid()
+{
+    return dbus::guard([&] { return view().pid; });
+}
+int32_t AppObject::ExitCode()
+{
+    return dbus::guard([&] { return view().exitCode; });
+}
+uint32_t AppObject::RestartCount()
+{
+    return dbus::guard([&] { return view().restartCount; });
+}
+std::string AppObject::Health()
+{
+    return dbus::guard([&] { return view().health; });
+}
+bool AppObject::OomKilled()
+{
+    return dbus::guard([&] { return view().oomKilled; });
 }
 
-void ContainerManagerBus::StopApp(const std::string&)
+// ---------------------------------------------------------------- root object
+
+ContainerManagerBus::ContainerManagerBus(sdbus::IConnection& conn, ContainerManager& manager)
+    : AdaptorInterfaces(conn, kRoot), conn_(conn), manager_(manager)
 {
-    dbus::notSupported("StopApp");
+    registerAdaptor();
+    for (const auto& a : manager_.list()) {
+        apps_[a.name] = std::make_unique<AppObject>(conn_, appPath(a.name), manager_, a.name);
+    }
+    manager_.setEvents(this);
 }
 
-void ContainerManagerBus::RestartApp(const std::string&)
+ContainerManagerBus::~ContainerManagerBus()
 {
-    dbus::notSupported("RestartApp");
+    manager_.setEvents(nullptr);
+    apps_.clear();
+    unregisterAdaptor();
+}
+
+std::string ContainerManagerBus::appPath(const std::string& name)
+{
+    // App names are [A-Za-z0-9._-]; object path elements allow [A-Za-z0-9_].
+    std::string el;
+    for (char c : name) {
+        if (c == '.' || c == '-') {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "_%02x", static_cast<unsigned char>(c));
+            el += buf;
+        } else {
+            el += c;
+        }
+    }
+    return std::string(kRoot) + "/apps/" + el;
+}
+
+std::string ContainerManagerBus::InstallApp(const sdbus::UnixFd& archive, const std::string& optionsJson)
+{
+    return dbus::guard([&] {
+        struct stat st {};
+        if (!archive.isValid() || ::fstat(archive.get(), &st) != 0 || S_ISDIR(st.st_mode)) {
+            throw sdbus::Error(errors::kInvalidArgument, "the archive must be an open file or pipe");
+        }
+        Fd fd{::fcntl(archive.get(), F_DUPFD_CLOEXEC, 3)};
+        if (!fd) {
+            throw sdbus::Error(errors::kIo, "cannot take the archive descriptor");
+        }
+        return dbus::unwrap(manager_.install(std::move(fd), optionsJson));
+    });
+}
+
+void ContainerManagerBus::RemoveApp(sdbus::Result<>&& result, std::string name, bool removeData)
+{
+    auto r = std::make_shared<sdbus::Result<>>(std::move(result));
+    dbus::guard([&] { manager_.remove(name, removeData, replier(r)); });
+}
+
+void ContainerManagerBus::StartApp(sdbus::Result<>&& result, std::string name)
+{
+    auto r = std::make_shared<sdbus::Result<>>(std::move(result));
+    dbus::guard([&] { manager_.start(name, replier(r)); });
+}
+
+void ContainerManagerBus::StopApp(sdbus::Result<>&& result, std::string name)
+{
+    auto r = std::make_shared<sdbus::Result<>>(std::move(result));
+    dbus::guard([&] { manager_.stop(name, replier(r)); });
+}
+
+void ContainerManagerBus::RestartApp(sdbus::Result<>&& result, std::string name)
+{
+    auto r = std::make_shared<sdbus::Result<>>(std::move(result));
+    dbus::guard([&] { manager_.restart(name, replier(r)); });
 }
 
 std::vector<sdbus::Struct<std::string, std::string, std::string>> ContainerManagerBus::ListApps()
 {
-    dbus::notSupported("ListApps");
+    return dbus::guard([&] {
+        std::vector<sdbus::Struct<std::string, std::string, std::string>> out;
+        for (const auto& a : manager_.list()) {
+            out.emplace_back(a.name, a.version, a.state);
+        }
+        return out;
+    });
 }
 
-std::string ContainerManagerBus::GetLogs(const std::string&, const uint32_t&)
+std::string ContainerManagerBus::GetLogs(const std::string& name, const uint32_t& lines)
 {
-    dbus::notSupported("GetLogs");
+    return dbus::guard([&] {
+        std::string text = dbus::unwrap(manager_.logs(name, lines));
+        // D-Bus strings must be valid UTF-8: replace anything else.
+        std::string clean;
+        clean.reserve(text.size());
+        for (std::size_t i = 0; i < text.size();) {
+            unsigned char c = static_cast<unsigned char>(text[i]);
+            std::size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+            bool ok = len > 0 && i + len <= text.size() && c != 0;
+            for (std::size_t k = 1; ok && k < len; ++k) {
+                ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 2;
+            }
+            if (ok) {
+                clean.append(text, i, len);
+                i += len;
+            } else {
+                clean += '?';
+                ++i;
+            }
+        }
+        return clean;
+    });
 }
 
 std::string ContainerManagerBus::Version()
@@ -58,12 +210,76 @@ std::string ContainerManagerBus::Version()
 
 std::string ContainerManagerBus::Operation()
 {
-    return "";
+    return manager_.operation();
 }
 
 uint32_t ContainerManagerBus::AppCount()
 {
-    return 0;
+    return manager_.appCount();
+}
+
+// ---------------------------------------------------------------- events (loop thread)
+
+void ContainerManagerBus::appAdded(const std::string& name)
+{
+    try {
+        auto obj = std::make_unique<AppObject>(conn_, appPath(name), manager_, name);
+        obj->emitInterfacesAddedSignal();
+        apps_[name] = std::move(obj);
+    } catch (const sdbus::Error& e) {
+        log::error("cannot export app " + name + ": " + e.getMessage());
+    }
+}
+
+void ContainerManagerBus::appRemoved(const std::string& name)
+{
+    auto it = apps_.find(name);
+    if (it == apps_.end()) {
+        return;
+    }
+    try {
+        it->second->emitInterfacesRemovedSignal();
+    } catch (const sdbus::Error& e) {
+        log::warning("cannot emit InterfacesRemoved: " + e.getMessage());
+    }
+    apps_.erase(it);
+}
+
+void ContainerManagerBus::appChanged(const std::string& name, const std::vector<std::string>& properties)
+{
+    auto it = apps_.find(name);
+    if (it != apps_.end()) {
+        it->second->emitChanged(properties);
+    }
+}
+
+void ContainerManagerBus::appStateChanged(const std::string& name, const std::string& state)
+{
+    try {
+        emitAppStateChanged(name, state);
+    } catch (const sdbus::Error& e) {
+        log::warning("cannot emit AppStateChanged: " + e.getMessage());
+    }
+}
+
+void ContainerManagerBus::installCompleted(const std::string& operationId, const std::string& name,
+                                           const Status& result)
+{
+    try {
+        emitInstallCompleted(operationId, name, result.ok(), result.ok() ? std::string() : result.error().name(),
+                             result.ok() ? std::string() : result.error().message);
+    } catch (const sdbus::Error& e) {
+        log::warning("cannot emit InstallCompleted: " + e.getMessage());
+    }
+}
+
+void ContainerManagerBus::managerChanged(const std::vector<std::string>& properties)
+{
+    try {
+        emitPropertiesChangedSignal(org::mbl::ContainerManager1_adaptor::INTERFACE_NAME, properties);
+    } catch (const sdbus::Error& e) {
+        log::warning("cannot emit PropertiesChanged: " + e.getMessage());
+    }
 }
 
 } // namespace mbl::containers

@@ -5,8 +5,9 @@
 
 namespace {
 struct Service {
-    mbl::containers::ContainerManager manager;
+    std::unique_ptr<mbl::containers::ContainerManager> manager;
     std::unique_ptr<mbl::containers::ContainerManagerBus> bus;
+    ~Service() { bus.reset(); } // the bus objects go before the manager they show
 };
 } // namespace
 
@@ -15,12 +16,15 @@ int main(int argc, char** argv)
     const mbl::dbus::DaemonInfo info{"mbl-container-manager", "org.mbl.ContainerManager1", "containers.json",
                                      "OCI applications run by runc: install, lifecycle, hardening."};
     return mbl::dbus::runDaemon(argc, argv, info, [](mbl::dbus::DaemonContext& ctx) -> mbl::Expected<std::shared_ptr<void>> {
-        auto manager = mbl::containers::ContainerManager::open(ctx.paths, ctx.config);
+        auto manager = mbl::containers::ContainerManager::open(ctx.paths, ctx.config, ctx.loop);
         if (!manager) {
             return mbl::unexpected(manager.error());
         }
-        auto svc = std::make_shared<Service>(Service{std::move(manager).value(), nullptr});
-        svc->bus = std::make_unique<mbl::containers::ContainerManagerBus>(ctx.connection, svc->manager);
+        auto svc = std::make_shared<Service>();
+        svc->manager = std::move(manager).value();
+        svc->bus = std::make_unique<mbl::containers::ContainerManagerBus>(ctx.connection, *svc->manager);
+        // Starts run from the loop: their replies and signals need it running.
+        ctx.loop.post([m = svc->manager.get()] { m->startup(); });
         return std::shared_ptr<void>(svc);
     });
 }

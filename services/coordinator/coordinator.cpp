@@ -1,17 +1,1014 @@
 #include "coordinator.h"
 
 #include "mbl/fs.h"
+#include "mbl/log.h"
+#include "mbl/strings.h"
+
+#include <fcntl.h>
+#include <random>
+#include <unistd.h>
 
 namespace mbl::coordinator {
 
-Expected<Coordinator> Coordinator::open(const Paths& paths, const Config&)
+namespace {
+
+const char* const kPeerNames[] = {"org.mbl.DeviceIdentity1", "org.mbl.Update1", "org.mbl.ContainerManager1",
+                                  "org.mbl.CloudClient1"};
+
+std::int64_t nowEpoch()
 {
-    Coordinator c;
-    c.journalDir_ = paths.state("coordinator");
-    if (auto st = fs::makeDirs(c.journalDir_, 0700); !st) {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string newOperationId()
+{
+    std::random_device rd;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%08x", rd());
+    return "op-" + std::to_string(nowEpoch()) + "-" + buf;
+}
+
+bool isStreamingState(const std::string& s)
+{
+    return s == "downloading";
+}
+
+// Artifacts of a normalised deployment, in order (every chunk's artifacts).
+std::vector<nlohmann::json> artifactsOf(const nlohmann::json& deployment)
+{
+    std::vector<nlohmann::json> out;
+    for (const auto& c : deployment.value("chunks", nlohmann::json::array())) {
+        for (const auto& a : c.value("artifacts", nlohmann::json::array())) {
+            out.push_back(a);
+        }
+    }
+    return out;
+}
+
+Status validateDeployment(const nlohmann::json& d)
+{
+    if (!d.is_object()) {
+        return unexpected(ErrorCode::InvalidArgument, "deployment is not a JSON object");
+    }
+    if (!d.contains("chunks") || !d["chunks"].is_array()) {
+        return unexpected(ErrorCode::InvalidArgument, "deployment has no 'chunks' list");
+    }
+    auto arts = artifactsOf(d);
+    if (arts.empty()) {
+        return unexpected(ErrorCode::InvalidArgument, "deployment names no artifact");
+    }
+    for (const auto& a : arts) {
+        if (!a.is_object() || !a.contains("filename") || !a["filename"].is_string()) {
+            return unexpected(ErrorCode::InvalidArgument, "an artifact has no filename");
+        }
+    }
+    return {};
+}
+
+} // namespace
+
+Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config)
+{
+    if (auto st = config.rejectUnknownKeys({"reboot_command", "health_grace_ms", "max_attempts",
+                                            "require_cloud_for_health"});
+        !st) {
         return unexpected(st.error());
     }
-    return c;
+    Settings s;
+    s.stateDir = paths.state("coordinator");
+    auto reboot = config.getStringList("reboot_command", {"systemctl", "reboot"});
+    auto grace = config.getInt("health_grace_ms", 10000, 0, 3600000);
+    auto attempts = config.getInt("max_attempts", 3, 1, 100);
+    auto cloud = config.getBool("require_cloud_for_health", true);
+    for (const Error* e : {reboot ? nullptr : &reboot.error(), grace ? nullptr : &grace.error(),
+                           attempts ? nullptr : &attempts.error(), cloud ? nullptr : &cloud.error()}) {
+        if (e != nullptr) {
+            return unexpected(*e);
+        }
+    }
+    if (reboot->empty()) {
+        return unexpected(ErrorCode::InvalidArgument, config.origin() + ": key 'reboot_command' must not be empty");
+    }
+    s.rebootCommand = *reboot;
+    s.healthGrace = std::chrono::milliseconds(*grace);
+    s.maxAttempts = static_cast<unsigned>(*attempts);
+    s.requireCloudForHealth = *cloud;
+    return s;
+}
+
+Coordinator::Coordinator(Settings settings, Peers& peers, EventLoop& loop, Listener& listener)
+    : settings_(std::move(settings)), peers_(peers), loop_(loop), listener_(listener), journal_(settings_.stateDir)
+{
+}
+
+Coordinator::~Coordinator() = default;
+
+// ---------------------------------------------------------------- properties
+
+std::string Coordinator::state() const
+{
+    return op_ ? (*op_)["state"].get<std::string>() : "idle";
+}
+
+std::string Coordinator::operationId() const
+{
+    return op_ ? (*op_)["id"].get<std::string>() : "";
+}
+
+std::string Coordinator::step() const
+{
+    return op_ ? op_->value("step", "") : "";
+}
+
+unsigned Coordinator::totalSteps() const
+{
+    if (!op_) {
+        return 1;
+    }
+    unsigned n = static_cast<unsigned>(std::max<std::size_t>(1, artifactsOf(op_->value("deployment", nlohmann::json::object())).size()));
+    n += static_cast<unsigned>(op_->value("apps", nlohmann::json::array()).size());
+    if (op_->value("firmware", false)) {
+        n += 2; // reboot, commit
+    }
+    return n;
+}
+
+std::uint32_t Coordinator::progress() const
+{
+    if (!op_) {
+        return 0;
+    }
+    return std::min<std::uint32_t>(100, 100u * op_->value("steps_done", 0u) / totalSteps());
+}
+
+std::string Coordinator::cur(const char* key) const
+{
+    return op_ ? op_->value(key, "") : "";
+}
+
+bool Coordinator::isCurrent(const std::string& opId) const
+{
+    return op_ && (*op_)["id"] == opId;
+}
+
+nlohmann::json Coordinator::status() const
+{
+    nlohmann::json s = {{"state", state()}, {"operation", operationId()}, {"progress", progress()},
+                        {"step", step()}, {"last_error", lastError_}};
+    if (op_) {
+        s["current"] = *op_;
+    }
+    if (pending_) {
+        s["pending_action"] = pending_->value("action_id", "");
+    }
+    return s;
+}
+
+nlohmann::json Coordinator::history(std::size_t count) const
+{
+    return journal_.history(count);
+}
+
+// ---------------------------------------------------------------- journal
+
+void Coordinator::save()
+{
+    if (auto st = journal_.saveCurrent(*op_); !st) {
+        // Without a journal the next step would not be crash-safe: stop here.
+        log::error("cannot write the journal: " + st.error().message);
+    }
+}
+
+void Coordinator::setState(const std::string& state, const std::string& step)
+{
+    (*op_)["state"] = state;
+    (*op_)["step"] = step;
+    (*op_)["steps"].push_back({{"time", nowEpoch()}, {"state", state}, {"step", step}});
+    save();
+    log::info(cur("id") + ": " + state + ": " + step);
+    listener_.propertiesChanged({"State", "Step", "Progress", "Operation"});
+}
+
+void Coordinator::begin(nlohmann::json op)
+{
+    op["created"] = nowEpoch();
+    op["steps"] = nlohmann::json::array();
+    op["steps_done"] = 0;
+    op["attempts"] = 1;
+    op["artifact"] = 0;
+    op_ = std::move(op);
+    cancelRequested_ = false;
+    lastError_.clear();
+    listener_.propertiesChanged({"LastError"});
+}
+
+void Coordinator::feedback(const std::string& execution, const std::string& result,
+                           const std::vector<std::string>& details)
+{
+    if (cur("source") != "cloud") {
+        return;
+    }
+    const std::string action = cur("action_id");
+    peers_.reportFeedback(action, execution, result, op_->value("steps_done", 0u), totalSteps(), details,
+                          [action, execution](Status st) {
+                              if (!st) {
+                                  // The cloud client queues feedback persistently; an error here
+                                  // means it refused the report itself.
+                                  log::warning("feedback '" + execution + "' for action " + action +
+                                               " refused: " + st.error().describe());
+                              }
+                          });
+}
+
+void Coordinator::feedbackProgress(const std::string& detail)
+{
+    feedback("proceeding", "none", {detail});
+}
+
+void Coordinator::fail(const Error& e)
+{
+    finishOp(false, e, e.message);
+}
+
+void Coordinator::finishOp(bool success, const Error& e, const std::string& message)
+{
+    if (!op_) {
+        return;
+    }
+    relay_.reset();
+    const bool cancelled = !success && e.code == ErrorCode::Cancelled;
+    (*op_)["state"] = success ? "succeeded" : (cancelled ? "cancelled" : "failed");
+    (*op_)["step"] = message;
+    (*op_)["finished"] = nowEpoch();
+    (*op_)["result"] = {{"success", success}, {"error", success ? "" : e.name()}, {"message", message}};
+    if (success) {
+        (*op_)["steps_done"] = totalSteps();
+    }
+    if (!cancelled) {
+        feedback("closed", success ? "success" : "failure", {message});
+    }
+    if (op_->contains("stored_dir")) {
+        (void)fs::removeTree((*op_)["stored_dir"].get<std::string>());
+    }
+    if (auto st = journal_.finish(*op_); !st) {
+        log::error("cannot record the finished operation: " + st.error().message);
+    }
+    const std::string id = cur("id");
+    log::info(id + ": " + (*op_)["state"].get<std::string>() + ": " + message);
+    if (!success) {
+        lastError_ = e.name() + ": " + message;
+    }
+    op_.reset();
+    listener_.propertiesChanged({"State", "Step", "Progress", "Operation", "LastError"});
+    listener_.operationCompleted(id, success, success ? "" : e.name(), message);
+    if (pending_) {
+        auto next = std::move(*pending_);
+        pending_.reset();
+        loop_.post([this, next]() {
+            onDeploymentRequested(next.value("action_id", ""), next.dump());
+        });
+    }
+}
+
+// ---------------------------------------------------------------- entry points
+
+void Coordinator::start()
+{
+    (void)fs::makeDirs(settings_.stateDir, 0700);
+    auto current = journal_.loadCurrent();
+    if (!current) {
+        log::error(current.error().message);
+        return;
+    }
+    if (!*current) {
+        return;
+    }
+    auto op = std::move(**current);
+    // A crash between recording the history and dropping the current record.
+    for (const auto& h : journal_.history(50)) {
+        if (h.value("id", "") == op.value("id", "")) {
+            (void)journal_.finish(h);
+            return;
+        }
+    }
+    resume(std::move(op));
+}
+
+void Coordinator::resume(nlohmann::json op)
+{
+    op_ = std::move(op);
+    const std::string state = cur("state");
+    log::notice(cur("id") + ": resuming after a restart in state '" + state + "'");
+    if (state == "rebooting" || state == "verifying" || state == "committing") {
+        verifyAfterReboot();
+        return;
+    }
+    if (state == "rolling-back") {
+        // We rebooted back into the old slot after a failed health check.
+        fail(Error{ErrorCode::Failed, op_->value("rollback_reason", std::string("rolled back"))});
+        return;
+    }
+    if (state == "waiting") {
+        listener_.propertiesChanged({"State", "Step", "Operation"});
+        return; // until the cloud says the maintenance window is open
+    }
+    // Interrupted before anything was activated: start the operation again.
+    const unsigned attempts = op_->value("attempts", 1u) + 1;
+    (*op_)["attempts"] = attempts;
+    if (cur("source") == "local") {
+        fail(Error{ErrorCode::Failed, "interrupted by a restart of the coordinator while '" + state +
+                                          "'; nothing was activated: install the bundle again"});
+        return;
+    }
+    if (attempts > settings_.maxAttempts) {
+        fail(Error{ErrorCode::Failed, "interrupted " + std::to_string(attempts - 1) + " times while '" + state + "'"});
+        return;
+    }
+    (*op_)["artifact"] = 0;
+    (*op_)["steps_done"] = 0;
+    op_->erase("update_op");
+    op_->erase("app_install_op");
+    if (state == "storing") {
+        startStoreOnly();
+    } else {
+        startDownloadAndInstall();
+    }
+}
+
+void Coordinator::onDeploymentRequested(const std::string& actionId, const std::string& deploymentJson)
+{
+    auto d = nlohmann::json::parse(deploymentJson, nullptr, false);
+    if (op_ && cur("action_id") == actionId) {
+        // The server repeats an action until it is closed. A waiting action may now install.
+        if (cur("state") == "waiting" && !d.is_discarded() && d.value("install_allowed", false) &&
+            !d.value("download_only", false)) {
+            (*op_)["deployment"] = d;
+            installStored();
+        }
+        return;
+    }
+    for (const auto& h : journal_.history(50)) {
+        if (h.value("source", "") == "cloud" && h.value("action_id", "") == actionId && h.contains("result")) {
+            // Already carried out: say so again instead of doing it twice.
+            const bool ok = h["result"].value("success", false);
+            peers_.reportFeedback(actionId, "closed", ok ? "success" : "failure", 1, 1,
+                                  {"already carried out: " + h["result"].value("message", "")}, [](Status) {});
+            return;
+        }
+    }
+    if (op_) {
+        if (!d.is_discarded()) {
+            d["action_id"] = actionId;
+            pending_ = d;
+            log::info("action " + actionId + " queued behind " + cur("id"));
+        }
+        return;
+    }
+    nlohmann::json op = {{"id", newOperationId()}, {"source", "cloud"}, {"action_id", actionId}};
+    if (d.is_discarded()) {
+        begin(op);
+        (*op_)["deployment"] = nlohmann::json::object();
+        (*op_)["state"] = "received";
+        fail(Error{ErrorCode::InvalidArgument, "the deployment is not valid JSON"});
+        return;
+    }
+    op["deployment"] = d;
+    begin(op);
+    if (auto st = validateDeployment(d); !st) {
+        (*op_)["state"] = "received";
+        fail(st.error());
+        return;
+    }
+    feedbackProgress("deployment accepted by the device");
+    if (d.value("download_only", false) || !d.value("install_allowed", true)) {
+        startStoreOnly();
+    } else {
+        startDownloadAndInstall();
+    }
+}
+
+Expected<std::string> Coordinator::installBundle(Fd bundle)
+{
+    if (op_) {
+        return unexpected(ErrorCode::Busy, "operation " + cur("id") + " is running (" + cur("state") + ")");
+    }
+    if (!bundle) {
+        return unexpected(ErrorCode::InvalidArgument, "no bundle file descriptor");
+    }
+    nlohmann::json op = {{"id", newOperationId()}, {"source", "local"}};
+    op["deployment"] = {{"chunks", {{{"part", "bundle"}, {"artifacts", {{{"filename", "local bundle"}}}}}}}};
+    begin(op);
+    setState("downloading", "verifying and installing the local bundle");
+    auto p = makePipe();
+    if (!p) {
+        fail(p.error());
+        return cur("id");
+    }
+    const std::string id = cur("id");
+    auto [readEnd, writeEnd] = std::move(p).value();
+    relay_ = std::make_unique<Relay>(loop_, std::move(bundle), std::move(writeEnd), [](Expected<std::uint64_t>) {});
+    peers_.installBundle(std::move(readEnd), [this, id](Expected<std::string> updateOp) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!updateOp) {
+            fail(updateOp.error());
+            return;
+        }
+        (*op_)["update_op"] = *updateOp;
+        save();
+    });
+    return id;
+}
+
+Status Coordinator::cancel(const std::string& operationId)
+{
+    if (!op_ || cur("id") != operationId) {
+        return unexpected(ErrorCode::NotFound, "no running operation " + operationId);
+    }
+    const std::string state = cur("state");
+    if (state == "storing" || state == "waiting") {
+        fail(Error{ErrorCode::Cancelled, "cancelled before installing"});
+        return {};
+    }
+    if (isStreamingState(state) && !op_->contains("bundle_installed")) {
+        cancelRequested_ = true;
+        if (relay_) {
+            relay_->cancel(); // the update service sees a truncated bundle and arms nothing
+        }
+        return {};
+    }
+    return unexpected(ErrorCode::Busy, "operation " + operationId + " is already " + state + "; it cannot be cancelled");
+}
+
+void Coordinator::onCancelRequested(const std::string& actionId)
+{
+    if (!op_ || cur("action_id") != actionId) {
+        if (pending_ && pending_->value("action_id", "") == actionId) {
+            pending_.reset();
+        }
+        // Nothing of that action runs here: the cancel is trivially done.
+        peers_.reportFeedback(actionId, "closed", "success", 0, 0, {"nothing to cancel: the action is not running"},
+                              [](Status) {});
+        return;
+    }
+    const std::string action = actionId;
+    auto st = cancel(cur("id"));
+    if (!st) {
+        peers_.reportFeedback(action, "rejected", "none", 0, 0, {"cannot cancel: " + st.error().message},
+                              [](Status) {});
+        return;
+    }
+    peers_.reportFeedback(action, "closed", "success", 0, 0, {"cancelled on the device before installing"},
+                          [](Status) {});
+}
+
+// ---------------------------------------------------------------- steps
+
+void Coordinator::startDownloadAndInstall()
+{
+    const auto arts = artifactsOf((*op_)["deployment"]);
+    const std::size_t i = op_->value("artifact", 0u);
+    if (op_->contains("stored_dir")) {
+        installStored();
+        return;
+    }
+    const nlohmann::json art = arts.at(i);
+    const std::string name = art.value("filename", "artifact");
+    setState("downloading", "downloading, verifying and installing " + name);
+    feedbackProgress("downloading and installing " + name);
+    const std::string id = cur("id");
+    peers_.download(cur("action_id"), art.dump(), [this, id, name](Expected<Fd> fd) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!fd) {
+            fail(Error{fd.error().code, "download of " + name + " failed: " + fd.error().message});
+            return;
+        }
+        auto p = makePipe();
+        if (!p) {
+            fail(p.error());
+            return;
+        }
+        auto [readEnd, writeEnd] = std::move(p).value();
+        relay_ = std::make_unique<Relay>(loop_, std::move(fd).value(), std::move(writeEnd),
+                                         [](Expected<std::uint64_t>) {});
+        peers_.installBundle(std::move(readEnd), [this, id](Expected<std::string> updateOp) {
+            if (!isCurrent(id)) {
+                return;
+            }
+            if (!updateOp) {
+                fail(updateOp.error());
+                return;
+            }
+            (*op_)["update_op"] = *updateOp;
+            save();
+        });
+    });
+}
+
+void Coordinator::startStoreOnly()
+{
+    const std::string dir = settings_.stateDir + "/downloads/" + cur("id");
+    (*op_)["stored_dir"] = dir;
+    (void)fs::removeTree(dir);
+    if (auto st = fs::makeDirs(dir, 0700); !st) {
+        fail(st.error());
+        return;
+    }
+    setState("storing", "downloading for later installation");
+    const std::string id = cur("id");
+    auto arts = artifactsOf((*op_)["deployment"]);
+    // One artifact at a time keeps the code simple and the link fair.
+    storeNext_ = [this, id, dir, arts](std::size_t i) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (i == arts.size()) {
+            (*op_)["steps_done"] = arts.size();
+            feedback("downloaded", "none", {"all artifacts downloaded and verified"});
+            const auto& d = (*op_)["deployment"];
+            if (d.value("download_only", false)) {
+                finishOp(true, Error{}, "downloaded (download-only action)");
+            } else {
+                setState("waiting", "downloaded; waiting for the maintenance window");
+                feedback("scheduled", "none", {"waiting for the maintenance window"});
+            }
+            return;
+        }
+        const std::string name = arts[i].value("filename", "artifact");
+        peers_.download(cur("action_id"), arts[i].dump(), [this, id, dir, i, name, arts](Expected<Fd> fd) {
+            if (!isCurrent(id)) {
+                return;
+            }
+            if (!fd) {
+                fail(Error{fd.error().code, "download of " + name + " failed: " + fd.error().message});
+                return;
+            }
+            const std::string path = dir + "/" + std::to_string(i);
+            Fd out{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
+            if (!out) {
+                fail(errnoError("create " + path, errno));
+                return;
+            }
+            const std::uint64_t expected = arts[i].value("size", std::uint64_t{0});
+            relay_ = std::make_unique<Relay>(
+                loop_, std::move(fd).value(), std::move(out),
+                [this, id, i, name, expected, path](Expected<std::uint64_t> bytes) {
+                    if (!isCurrent(id)) {
+                        return;
+                    }
+                    if (!bytes) {
+                        fail(Error{bytes.error().code, "download of " + name + " failed: " + bytes.error().message});
+                        return;
+                    }
+                    // The cloud client ends the stream early when the hash or size is wrong.
+                    if (expected != 0 && *bytes != expected) {
+                        fail(Error{ErrorCode::Io, "download of " + name + " ended after " + std::to_string(*bytes) +
+                                                      " of " + std::to_string(expected) + " bytes"});
+                        return;
+                    }
+                    (void)fs::syncDir(fs::dirName(path));
+                    (*op_)["steps_done"] = i + 1;
+                    save();
+                    storeNext_(i + 1);
+                });
+        });
+    };
+    storeNext_(0);
+}
+
+void Coordinator::installStored()
+{
+    const std::size_t i = op_->value("artifact", 0u);
+    const std::string path = (*op_)["stored_dir"].get<std::string>() + "/" + std::to_string(i);
+    setState("downloading", "verifying and installing the downloaded artifact " + std::to_string(i + 1));
+    feedbackProgress("installing the downloaded artifact");
+    Fd in{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+    if (!in) {
+        fail(errnoError("open " + path, errno));
+        return;
+    }
+    const std::string id = cur("id");
+    auto p = makePipe();
+    if (!p) {
+        fail(p.error());
+        return;
+    }
+    auto [readEnd, writeEnd] = std::move(p).value();
+    relay_ = std::make_unique<Relay>(loop_, std::move(in), std::move(writeEnd), [](Expected<std::uint64_t>) {});
+    peers_.installBundle(std::move(readEnd), [this, id](Expected<std::string> updateOp) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!updateOp) {
+            fail(updateOp.error());
+            return;
+        }
+        (*op_)["update_op"] = *updateOp;
+        save();
+    });
+}
+
+void Coordinator::onUpdateCompleted(const std::string& updateOp, bool success, const std::string& errorName,
+                                    const std::string& message)
+{
+    if (!op_ || cur("state") != "downloading") {
+        return;
+    }
+    if (op_->contains("update_op") && cur("update_op") != updateOp) {
+        return; // an operation of someone else, or of an earlier attempt
+    }
+    (*op_)["update_op"] = updateOp;
+    relay_.reset();
+    if (!success) {
+        if (cancelRequested_) {
+            fail(Error{ErrorCode::Cancelled, "cancelled before installing"});
+        } else {
+            fail(Error{errorCodeFromName(errorName), "the bundle was refused: " + message});
+        }
+        return;
+    }
+    (*op_)["bundle_installed"] = true;
+    (*op_)["steps_done"] = op_->value("artifact", 0u) + 1;
+    save();
+    afterBundleInstalled();
+}
+
+void Coordinator::afterBundleInstalled()
+{
+    const std::string id = cur("id");
+    peers_.operationManifest(cur("update_op"), [this, id](Expected<std::string> text) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!text) {
+            fail(text.error());
+            return;
+        }
+        auto m = nlohmann::json::parse(*text, nullptr, false);
+        if (m.is_discarded() || !m.is_object()) {
+            fail(Error{ErrorCode::Failed, "the update service returned a manifest that is not JSON"});
+            return;
+        }
+        nlohmann::json apps = nlohmann::json::array();
+        bool firmware = false;
+        for (const auto& p : m.value("payloads", nlohmann::json::array())) {
+            const std::string type = p.value("type", "");
+            if (type == "rootfs") {
+                firmware = true;
+            } else if (type == "app") {
+                std::string appName = p.value("app_name", p.value("app", p.value("name", "")));
+                apps.push_back({{"payload", p.value("name", "")}, {"name", appName},
+                                {"version", p.value("app_version", p.value("version", ""))}});
+            }
+        }
+        (*op_)["manifest_version"] = m.value("version", "");
+        (*op_)["apps"] = apps;
+        (*op_)["firmware"] = firmware;
+        (*op_)["app_index"] = 0;
+        const auto arts = artifactsOf((*op_)["deployment"]);
+        const std::size_t next = op_->value("artifact", 0u) + 1;
+        if (next < arts.size()) {
+            // Several bundles in one deployment: install them in order.
+            (*op_)["artifact"] = next;
+            op_->erase("update_op");
+            op_->erase("bundle_installed");
+            startDownloadAndInstall();
+            return;
+        }
+        installNextApp();
+    });
+}
+
+void Coordinator::installNextApp()
+{
+    const auto& apps = (*op_)["apps"];
+    const std::size_t i = op_->value("app_index", 0u);
+    if (i >= apps.size()) {
+        removeDroppedApps();
+        return;
+    }
+    const std::string appName = apps[i].value("name", "");
+    const std::string version = apps[i].value("version", "");
+    const std::string id = cur("id");
+    peers_.listApps([this, id, i, appName, version](Expected<std::vector<AppInfo>> list) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (list) {
+            for (const auto& a : *list) {
+                if (a.name == appName && a.version == version && a.state == "running") {
+                    // Desired state already reached: nothing to do for this app.
+                    (*op_)["app_index"] = i + 1;
+                    (*op_)["steps_done"] = op_->value("steps_done", 0u) + 1;
+                    save();
+                    installNextApp();
+                    return;
+                }
+            }
+        }
+        setState("installing-apps", "installing app " + appName + " " + version);
+        feedbackProgress("installing app " + appName + " " + version);
+        peers_.openPayload(cur("update_op"), (*op_)["apps"][i].value("payload", ""),
+                           [this, id, appName, version](Expected<Fd> fd) {
+                               if (!isCurrent(id)) {
+                                   return;
+                               }
+                               if (!fd) {
+                                   fail(fd.error());
+                                   return;
+                               }
+                               nlohmann::json options = {{"name", appName}, {"version", version}};
+                               peers_.installApp(std::move(fd).value(), options.dump(),
+                                                 [this, id](Expected<std::string> installOp) {
+                                                     if (!isCurrent(id)) {
+                                                         return;
+                                                     }
+                                                     if (!installOp) {
+                                                         fail(installOp.error());
+                                                         return;
+                                                     }
+                                                     (*op_)["app_install_op"] = *installOp;
+                                                     save();
+                                                 });
+                           });
+    });
+}
+
+void Coordinator::onAppInstallCompleted(const std::string& installOp, const std::string& app, bool success,
+                                        const std::string& errorName, const std::string& message)
+{
+    if (!op_ || cur("state") != "installing-apps" || cur("app_install_op") != installOp) {
+        return;
+    }
+    if (!success) {
+        // The container manager kept (or restarted) the previous version.
+        Error e{errorCodeFromName(errorName), "app " + app + " failed: " + message};
+        if (op_->value("firmware", false)) {
+            // The new firmware slot is armed but not booted: abandon it too.
+            const std::string id = cur("id");
+            peers_.markBad([this, id, e](Status) {
+                if (isCurrent(id)) {
+                    fail(e);
+                }
+            });
+            return;
+        }
+        fail(e);
+        return;
+    }
+    (*op_)["app_index"] = op_->value("app_index", 0u) + 1;
+    (*op_)["steps_done"] = op_->value("steps_done", 0u) + 1;
+    op_->erase("app_install_op");
+    save();
+    installNextApp();
+}
+
+void Coordinator::removeDroppedApps()
+{
+    const auto& wanted = (*op_)["apps"];
+    if (wanted.empty()) {
+        afterApps(); // a firmware-only bundle says nothing about apps
+        return;
+    }
+    const std::string id = cur("id");
+    peers_.listApps([this, id](Expected<std::vector<AppInfo>> list) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        std::vector<std::string> drop;
+        if (list) {
+            for (const auto& a : *list) {
+                bool keep = false;
+                for (const auto& w : (*op_)["apps"]) {
+                    keep = keep || w.value("name", "") == a.name;
+                }
+                if (!keep) {
+                    drop.push_back(a.name);
+                }
+            }
+        }
+        if (drop.empty()) {
+            afterApps();
+            return;
+        }
+        setState("installing-apps", "removing apps the deployment drops: " + drop.front());
+        auto remaining = std::make_shared<std::size_t>(drop.size());
+        for (const auto& name : drop) {
+            // Their data volumes are kept: a later deployment may bring the app back.
+            peers_.removeApp(name, false, [this, id, remaining, name](Status st) {
+                if (!isCurrent(id)) {
+                    return;
+                }
+                if (!st) {
+                    log::warning("removing app " + name + " failed: " + st.error().describe());
+                }
+                if (--*remaining == 0) {
+                    afterApps();
+                }
+            });
+        }
+    });
+}
+
+void Coordinator::afterApps()
+{
+    if (op_->value("firmware", false)) {
+        rebootNow();
+        return;
+    }
+    finishOp(true, Error{}, "installed: " + std::to_string((*op_)["apps"].size()) + " app(s), no reboot needed");
+}
+
+void Coordinator::rebootNow()
+{
+    const std::string id = cur("id");
+    peers_.updateState([this, id](Expected<UpdateState> us) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!us) {
+            fail(us.error());
+            return;
+        }
+        if (!op_->contains("booted_before")) {
+            (*op_)["booted_before"] = us->bootedSlot;
+            (*op_)["target_slot"] = us->activeSlot;
+        }
+        (*op_)["steps_done"] = totalSteps() - 2;
+        // Journaled before the reboot command runs: on the next start we verify.
+        setState("rebooting", "rebooting into slot " + cur("target_slot"));
+        feedbackProgress("rebooting into the new firmware (slot " + cur("target_slot") + ")");
+        peers_.reboot([this, id](Status st) {
+            if (isCurrent(id) && !st) {
+                fail(Error{st.error().code, "the reboot command failed: " + st.error().message});
+            }
+        });
+    });
+}
+
+void Coordinator::verifyAfterReboot()
+{
+    const std::string id = cur("id");
+    setState("verifying", "checking the new firmware after the reboot");
+    peers_.updateState([this, id](Expected<UpdateState> us) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!us) {
+            // The update service is not up yet; try again shortly.
+            loop_.addTimer(std::chrono::milliseconds(500), [this, id] {
+                if (isCurrent(id)) {
+                    verifyAfterReboot();
+                }
+            });
+            return;
+        }
+        const std::string before = cur("booted_before");
+        const std::string target = cur("target_slot");
+        for (const auto& s : us->slots) {
+            if (s.slot == us->bootedSlot && us->bootedSlot == target && s.state == "good") {
+                // Committed before the restart (a crash after Commit returned).
+                finishOp(true, Error{}, "firmware " + cur("manifest_version") + " committed in slot " + target);
+                return;
+            }
+        }
+        if (us->bootedSlot == before) {
+            if (us->activeSlot == target && target != before) {
+                // Not rebooted yet (the coordinator restarted before the reboot happened).
+                const unsigned attempts = op_->value("attempts", 1u) + 1;
+                (*op_)["attempts"] = attempts;
+                if (attempts > settings_.maxAttempts) {
+                    fail(Error{ErrorCode::Failed, "the device did not reboot into slot " + target});
+                    return;
+                }
+                rebootNow();
+                return;
+            }
+            fail(Error{ErrorCode::Failed, "rolled back: the new firmware did not boot; the bootloader fell back to slot " +
+                                              us->bootedSlot});
+            return;
+        }
+        healthCheck([this, id](Status st) {
+            if (!isCurrent(id)) {
+                return;
+            }
+            if (st) {
+                commitFirmware();
+                return;
+            }
+            const std::string reason = "rolled back: the new firmware failed its health check: " + st.error().message;
+            (*op_)["rollback_reason"] = reason;
+            setState("rolling-back", "health check failed; rebooting back to slot " + cur("booted_before"));
+            peers_.markBad([this, id, reason](Status mb) {
+                if (!isCurrent(id)) {
+                    return;
+                }
+                if (!mb) {
+                    log::error("MarkBad failed: " + mb.error().describe());
+                }
+                peers_.reboot([this, id, reason](Status rb) {
+                    if (isCurrent(id) && !rb) {
+                        fail(Error{ErrorCode::Failed, reason + " (and the reboot command failed)"});
+                    }
+                });
+            });
+        });
+    });
+}
+
+void Coordinator::healthCheck(std::function<void(Status)> done)
+{
+    const std::string id = cur("id");
+    auto remaining = std::make_shared<std::size_t>(std::size(kPeerNames));
+    auto firstError = std::make_shared<std::optional<Error>>();
+    auto afterPings = [this, id, done, firstError]() {
+        if (*firstError) {
+            done(unexpected(**firstError));
+            return;
+        }
+        auto checkApps = [this, id, done](std::function<void(Status)> next) {
+            peers_.listApps([this, id, next](Expected<std::vector<AppInfo>> list) {
+                if (!isCurrent(id)) {
+                    return;
+                }
+                if (!list) {
+                    next(unexpected(list.error()));
+                    return;
+                }
+                for (const auto& w : (*op_)["apps"]) {
+                    bool running = false;
+                    for (const auto& a : *list) {
+                        running = running || (a.name == w.value("name", "") && a.state == "running");
+                    }
+                    if (!running) {
+                        next(unexpected(ErrorCode::Failed, "app " + w.value("name", "") + " is not running"));
+                        return;
+                    }
+                }
+                next({});
+            });
+        };
+        auto cloudThenApps = [this, id, done, checkApps]() {
+            // Apps must be running now and still after the grace period.
+            checkApps([this, id, done, checkApps](Status first) {
+                if (!first) {
+                    done(first);
+                    return;
+                }
+                loop_.addTimer(settings_.healthGrace, [this, id, done, checkApps] {
+                    if (isCurrent(id)) {
+                        checkApps(done);
+                    }
+                });
+            });
+        };
+        if (settings_.requireCloudForHealth && cur("source") == "cloud") {
+            peers_.cloudConnectionState([this, id, done, cloudThenApps](Expected<std::string> cs) {
+                if (!isCurrent(id)) {
+                    return;
+                }
+                if (!cs || *cs != "connected") {
+                    done(unexpected(ErrorCode::Failed,
+                                    "the cloud is not reachable (" + (cs ? *cs : cs.error().message) + ")"));
+                    return;
+                }
+                cloudThenApps();
+            });
+        } else {
+            cloudThenApps();
+        }
+    };
+    for (const char* name : kPeerNames) {
+        peers_.ping(name, [remaining, firstError, afterPings, name = std::string(name)](Status st) {
+            if (!st && !*firstError) {
+                *firstError = Error{ErrorCode::Failed, name + " does not answer: " + st.error().message};
+            }
+            if (--*remaining == 0) {
+                afterPings();
+            }
+        });
+    }
+}
+
+void Coordinator::commitFirmware()
+{
+    const std::string id = cur("id");
+    setState("committing", "committing slot " + cur("target_slot"));
+    peers_.commit([this, id](Status st) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!st) {
+            fail(Error{st.error().code, "commit failed: " + st.error().message});
+            return;
+        }
+        finishOp(true, Error{}, "firmware " + cur("manifest_version") + " committed in slot " + cur("target_slot") +
+                                    "; " + std::to_string((*op_)["apps"].size()) + " app(s) running");
+    });
 }
 
 } // namespace mbl::coordinator

@@ -1,24 +1,117 @@
 #pragma once
-// The coordinator's logic: the operation journal and the deployment state
-// machine that drives the other four services. No bus code here.
+// The coordinator: turns "the cloud wants X" or "the operator installed bundle
+// Y" into calls on the other four services, in order, writing each step to the
+// journal before taking it, and reports the outcome truthfully. It owns no
+// artifacts and no slots. Runs entirely on the daemon's event loop; no bus code.
+
+#include "journal.h"
+#include "peers.h"
+#include "relay.h"
 
 #include "mbl/config.h"
+#include "mbl/event_loop.h"
 #include "mbl/expected.h"
 #include "mbl/paths.h"
 
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace mbl::coordinator {
 
+struct Settings {
+    std::string stateDir;                  // journal and stored downloads
+    std::vector<std::string> rebootCommand; // run to reboot after arming a firmware slot
+    std::chrono::milliseconds healthGrace{10000};
+    unsigned maxAttempts = 3;              // restarts of an interrupted operation before it fails
+    bool requireCloudForHealth = true;     // the cloud must be reachable for a firmware commit
+
+    static Expected<Settings> fromConfig(const Paths& paths, const Config& config);
+};
+
+// What the bus side is told.
+class Listener {
+public:
+    virtual ~Listener() = default;
+    virtual void propertiesChanged(const std::vector<std::string>& names) = 0;
+    virtual void operationCompleted(const std::string& id, bool success, const std::string& errorName,
+                                    const std::string& message) = 0;
+};
+
 class Coordinator {
 public:
-    static Expected<Coordinator> open(const Paths& paths, const Config& config);
+    Coordinator(Settings settings, Peers& peers, EventLoop& loop, Listener& listener);
+    ~Coordinator();
 
-    std::string state() const { return "idle"; }
-    const std::string& journalDir() const { return journalDir_; }
+    // Resumes or rolls back what the journal says was running. Call once the bus is up.
+    void start();
+
+    // Events from the peers.
+    void onDeploymentRequested(const std::string& actionId, const std::string& deploymentJson);
+    void onCancelRequested(const std::string& actionId);
+    void onUpdateCompleted(const std::string& updateOp, bool success, const std::string& errorName,
+                           const std::string& message);
+    void onAppInstallCompleted(const std::string& installOp, const std::string& app, bool success,
+                               const std::string& errorName, const std::string& message);
+
+    // The local API.
+    Expected<std::string> installBundle(Fd bundle);
+    Status cancel(const std::string& operationId);
+    nlohmann::json status() const;
+    nlohmann::json history(std::size_t count) const;
+
+    // Properties.
+    std::string state() const;
+    std::string operationId() const;
+    std::uint32_t progress() const;
+    std::string step() const;
+    std::string lastError() const { return lastError_; }
 
 private:
-    std::string journalDir_;
+    // Journaled transitions.
+    void begin(nlohmann::json op);
+    void setState(const std::string& state, const std::string& step);
+    void save();
+    void advance();
+    void fail(const Error& e);
+    void finishOp(bool success, const Error& e, const std::string& message);
+    void feedback(const std::string& execution, const std::string& result, const std::vector<std::string>& details);
+    void feedbackProgress(const std::string& detail);
+
+    // Steps.
+    void startDownloadAndInstall();
+    void startStoreOnly();
+    void installStored();
+    void afterBundleInstalled();
+    void installNextApp();
+    void removeDroppedApps();
+    void afterApps();
+    void rebootNow();
+    void verifyAfterReboot();
+    void healthCheck(std::function<void(Status)> done);
+    void commitFirmware();
+    void resume(nlohmann::json op);
+
+    bool isCurrent(const std::string& opId) const;
+    std::string cur(const char* key) const;
+    unsigned totalSteps() const;
+
+    Settings settings_;
+    Peers& peers_;
+    EventLoop& loop_;
+    Listener& listener_;
+    Journal journal_;
+    std::optional<nlohmann::json> op_;
+    std::optional<nlohmann::json> pending_; // a cloud deployment that arrived while busy
+    std::unique_ptr<Relay> relay_;
+    std::function<void(std::size_t)> storeNext_; // download-only: stores artifact i, then the next
+    std::string lastError_;
+    bool cancelRequested_ = false;
 };
 
 } // namespace mbl::coordinator

@@ -3,10 +3,11 @@
 #include "mbl/dbus/bus.h"
 #include "mbl_version.h"
 
+#include <fcntl.h>
+
 namespace mbl::coordinator {
 
-CoordinatorBus::CoordinatorBus(sdbus::IConnection& conn, Coordinator& coordinator)
-    : AdaptorInterfaces(conn, "/org/mbl/Coordinator1"), coordinator_(coordinator)
+CoordinatorBus::CoordinatorBus(sdbus::IConnection& conn) : AdaptorInterfaces(conn, "/org/mbl/Coordinator1")
 {
     registerAdaptor();
 }
@@ -16,24 +17,50 @@ CoordinatorBus::~CoordinatorBus()
     unregisterAdaptor();
 }
 
-std::string CoordinatorBus::InstallBundle(const sdbus::UnixFd&)
+Coordinator& CoordinatorBus::c()
 {
-    dbus::notSupported("InstallBundle");
+    if (coordinator_ == nullptr) {
+        throw sdbus::Error("org.mbl.Error.Failed", "the coordinator is starting");
+    }
+    return *coordinator_;
+}
+
+void CoordinatorBus::propertiesChanged(const std::vector<std::string>& names)
+{
+    emitPropertiesChangedSignal(org::mbl::Coordinator1_adaptor::INTERFACE_NAME, names);
+}
+
+void CoordinatorBus::operationCompleted(const std::string& id, bool success, const std::string& errorName,
+                                        const std::string& message)
+{
+    emitOperationCompleted(id, success, errorName, message);
+}
+
+std::string CoordinatorBus::InstallBundle(const sdbus::UnixFd& bundle)
+{
+    return dbus::guard([&] {
+        // Our own descriptor: sdbus-c++ closes the one in the message.
+        Fd fd{::fcntl(bundle.get(), F_DUPFD_CLOEXEC, 3)};
+        if (!fd) {
+            throw dbus::toBusError(errnoError("dup of the bundle descriptor", errno));
+        }
+        return dbus::unwrap(c().installBundle(std::move(fd)));
+    });
 }
 
 std::string CoordinatorBus::GetStatus()
 {
-    dbus::notSupported("GetStatus");
+    return dbus::guard([&] { return c().status().dump(); });
 }
 
-std::string CoordinatorBus::GetHistory(const uint32_t&)
+std::string CoordinatorBus::GetHistory(const uint32_t& count)
 {
-    dbus::notSupported("GetHistory");
+    return dbus::guard([&] { return c().history(count == 0 ? 10 : count).dump(); });
 }
 
-void CoordinatorBus::Cancel(const std::string&)
+void CoordinatorBus::Cancel(const std::string& operationId)
 {
-    dbus::notSupported("Cancel");
+    dbus::guard([&] { dbus::unwrap(c().cancel(operationId)); });
 }
 
 std::string CoordinatorBus::Version()
@@ -43,27 +70,27 @@ std::string CoordinatorBus::Version()
 
 std::string CoordinatorBus::State()
 {
-    return coordinator_.state();
+    return coordinator_ ? coordinator_->state() : "starting";
 }
 
 std::string CoordinatorBus::Operation()
 {
-    return "";
+    return coordinator_ ? coordinator_->operationId() : "";
 }
 
 uint32_t CoordinatorBus::Progress()
 {
-    return 0;
+    return coordinator_ ? coordinator_->progress() : 0;
 }
 
 std::string CoordinatorBus::Step()
 {
-    return "";
+    return coordinator_ ? coordinator_->step() : "";
 }
 
 std::string CoordinatorBus::LastError()
 {
-    return "";
+    return coordinator_ ? coordinator_->lastError() : "";
 }
 
 } // namespace mbl::coordinator

@@ -1,5 +1,5 @@
 #pragma once
-// The only place mbl-coordinator touches the bus: org.mbl.Coordinator1.
+// The only place mbl-coordinator serves the bus: org.mbl.Coordinator1.
 
 #include "coordinator.h"
 
@@ -10,10 +10,18 @@
 namespace mbl::coordinator {
 
 class CoordinatorBus final
-    : public sdbus::AdaptorInterfaces<org::mbl::Coordinator1_adaptor, sdbus::Properties_adaptor> {
+    : public sdbus::AdaptorInterfaces<org::mbl::Coordinator1_adaptor, sdbus::Properties_adaptor>,
+      public Listener {
 public:
-    CoordinatorBus(sdbus::IConnection& conn, Coordinator& coordinator);
-    ~CoordinatorBus();
+    explicit CoordinatorBus(sdbus::IConnection& conn);
+    ~CoordinatorBus() override;
+
+    void attach(Coordinator& coordinator) { coordinator_ = &coordinator; }
+
+    // Listener
+    void propertiesChanged(const std::vector<std::string>& names) override;
+    void operationCompleted(const std::string& id, bool success, const std::string& errorName,
+                            const std::string& message) override;
 
 private:
     std::string InstallBundle(const sdbus::UnixFd& bundle) override;
@@ -28,7 +36,8 @@ private:
     std::string Step() override;
     std::string LastError() override;
 
-    Coordinator& coordinator_;
+    Coordinator& c();
+    Coordinator* coordinator_ = nullptr;
 };
 
 } // namespace mbl::coordinator

@@ -1,12 +1,21 @@
 #include "coordinator.h"
 #include "coordinator_dbus.h"
+#include "peers_dbus.h"
 
 #include "mbl/dbus/bus.h"
 
 namespace {
 struct Service {
-    mbl::coordinator::Coordinator coordinator;
     std::unique_ptr<mbl::coordinator::CoordinatorBus> bus;
+    std::unique_ptr<mbl::coordinator::BusPeers> peers;
+    std::unique_ptr<mbl::coordinator::Coordinator> coordinator;
+    ~Service()
+    {
+        // The coordinator calls into the peers and the bus object: it goes first.
+        coordinator.reset();
+        peers.reset();
+        bus.reset();
+    }
 };
 } // namespace
 
@@ -15,12 +24,20 @@ int main(int argc, char** argv)
     const mbl::dbus::DaemonInfo info{"mbl-coordinator", "org.mbl.Coordinator1", "coordinator.json",
                                      "Orchestrates deployments through the other MBL services."};
     return mbl::dbus::runDaemon(argc, argv, info, [](mbl::dbus::DaemonContext& ctx) -> mbl::Expected<std::shared_ptr<void>> {
-        auto coordinator = mbl::coordinator::Coordinator::open(ctx.paths, ctx.config);
-        if (!coordinator) {
-            return mbl::unexpected(coordinator.error());
+        auto settings = mbl::coordinator::Settings::fromConfig(ctx.paths, ctx.config);
+        if (!settings) {
+            return mbl::unexpected(settings.error());
         }
-        auto svc = std::make_shared<Service>(Service{std::move(coordinator).value(), nullptr});
-        svc->bus = std::make_unique<mbl::coordinator::CoordinatorBus>(ctx.connection, svc->coordinator);
+        auto svc = std::make_shared<Service>();
+        svc->bus = std::make_unique<mbl::coordinator::CoordinatorBus>(ctx.connection);
+        svc->peers = std::make_unique<mbl::coordinator::BusPeers>(ctx.connection, ctx.loop, settings->rebootCommand);
+        svc->coordinator = std::make_unique<mbl::coordinator::Coordinator>(std::move(settings).value(), *svc->peers,
+                                                                           ctx.loop, *svc->bus);
+        svc->bus->attach(*svc->coordinator);
+        svc->peers->connectSignals(*svc->coordinator);
+        // Resume what the journal holds once the loop runs (after the name is taken).
+        auto* coordinator = svc->coordinator.get();
+        ctx.loop.post([coordinator] { coordinator->start(); });
         return std::shared_ptr<void>(svc);
     });
 }

@@ -1,29 +1,498 @@
 #include "identity.h"
 
 #include "mbl/fs.h"
+#include "mbl/log.h"
+#include "mbl/strings.h"
+
+#include <openssl/crypto.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <thread>
+#include <unistd.h>
 
 namespace mbl::identity {
 
-Expected<Identity> Identity::open(const Paths& paths, const Config& config)
+namespace {
+const char* const kStateFile = "identity.json";
+const char* const kResetMarker = "reset-pending";
+
+Status removeFile(const std::string& path)
+{
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        return unexpected(errnoError("remove " + path, errno));
+    }
+    return {};
+}
+
+// Temp files of an atomic write that a crash interrupted; never part of the state.
+void removeStaleTemps(const std::string& dir)
+{
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+        return;
+    }
+    std::vector<std::string> stale;
+    while (struct dirent* e = ::readdir(d)) {
+        const std::string name = e->d_name;
+        if (name.find(".tmp.") != std::string::npos || str::endsWith(name, ".new")) {
+            stale.push_back(name);
+        }
+    }
+    ::closedir(d);
+    for (const auto& name : stale) {
+        log::notice("removing " + dir + "/" + name + ", left by an interrupted write");
+        (void)removeFile(dir + "/" + name);
+    }
+}
+} // namespace
+
+void testPausePoint(const char* point)
+{
+    const char* env = std::getenv("MBL_TEST_PAUSE");
+    if (env == nullptr) {
+        return;
+    }
+    const std::string spec = env;
+    const std::string name = spec.substr(0, spec.find(':'));
+    if (name != point) {
+        return;
+    }
+    int seconds = 60;
+    if (auto colon = spec.find(':'); colon != std::string::npos) {
+        seconds = std::atoi(spec.c_str() + colon + 1);
+    }
+    log::warning("test pause point '" + std::string(point) + "' reached; sleeping " + std::to_string(seconds) + " s");
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+}
+
+Expected<std::unique_ptr<Identity>> Identity::open(const Paths& paths, const Config& config)
 {
     if (auto st = config.rejectUnknownKeys({"key_type", "key_uri", "fleet_ca", "state_dir"}); !st) {
         return unexpected(st.error());
     }
     auto dir = config.getString("state_dir", paths.state("identity"));
-    if (!dir) {
-        return unexpected(dir.error());
+    auto type = config.getString("key_type", "ec-p256");
+    auto fleetCa = config.getString("fleet_ca", "");
+    if (!dir || !type || !fleetCa) {
+        return unexpected(!dir ? dir.error() : !type ? type.error() : fleetCa.error());
     }
-    Identity id;
-    id.stateDir_ = *dir;
-    if (auto st = fs::makeDirs(id.stateDir_, 0700); !st) {
+    auto keyType = parseKeyType(*type);
+    if (!keyType) {
+        return unexpected(ErrorCode::InvalidArgument, config.origin() + ": " + keyType.error().message);
+    }
+    std::unique_ptr<Identity> id(new Identity());
+    id->stateDir_ = *dir;
+    id->keyType_ = *keyType;
+    id->fleetCa_ = *fleetCa;
+    if (auto st = fs::makeDirs(id->stateDir_, 0700); !st) {
         return unexpected(st.error());
     }
-    auto uri = config.getString("key_uri", id.stateDir_ + "/device.key");
+    auto uri = config.getString("key_uri", id->stateDir_ + "/device.key");
     if (!uri) {
         return unexpected(uri.error());
     }
-    id.keyUri_ = *uri;
+    id->keyUri_ = *uri;
+    if (!id->fleetCa_.empty() && !fs::exists(id->fleetCa_)) {
+        log::warning("fleet CA " + id->fleetCa_ + " (config key fleet_ca) does not exist; InstallCertificate will "
+                     "refuse every chain until it does");
+    }
+
+    removeStaleTemps(id->stateDir_);
+    if (fs::exists(id->stateDir_ + "/" + kResetMarker)) {
+        log::notice("finishing a factory reset that was interrupted");
+        if (auto st = id->finishReset(); !st) {
+            return unexpected(st.error());
+        }
+    }
+    std::lock_guard<std::mutex> lock(id->mu_);
+    if (auto key = id->obtainKey(true)) {
+        id->key_ = std::move(key).value();
+    } else {
+        id->keyError_ = key.error().message;
+        log::error("the device key is unusable, the service stays in the error state and makes no new identity: " +
+                   id->keyError_);
+    }
+    if (auto st = id->loadStored(); !st) {
+        id->stateError_ = st.error().message;
+        log::error("the identity state is unusable: " + id->stateError_);
+    }
+    id->recomputeLocked();
+    log::info("device id " + (id->deviceId_.empty() ? std::string("(none)") : id->deviceId_) + ", key " + id->keyUri_ +
+              (id->key_ ? " (" + id->key_->typeName() + ")" : std::string()));
     return id;
+}
+
+std::string Identity::keyPath() const
+{
+    auto p = filePathOfKeyUri(keyUri_);
+    return p ? *p : std::string();
+}
+
+// Touches no member state, so it runs without mu_: key generation and fsyncs
+// never hold up the bus thread's reads.
+Expected<DeviceKey> Identity::obtainKey(bool allowCreate) const
+{
+    const std::string path = keyPath();
+    if (allowCreate && !path.empty() && !fs::exists(path)) {
+        auto key = DeviceKey::generate(keyType_);
+        if (!key) {
+            return unexpected(key.error());
+        }
+        auto pem = key->privatePem();
+        if (!pem) {
+            return unexpected(pem.error());
+        }
+        // Written whole under a side name, then linked into place: link() never
+        // replaces an existing key, whoever made it.
+        const std::string side = path + ".new";
+        auto st = fs::writeFileAtomic(side, *pem, 0600);
+        OPENSSL_cleanse(pem->data(), pem->size());
+        if (!st) {
+            return unexpected(st.error().code, "cannot store the new device key: " + st.error().message);
+        }
+        if (::link(side.c_str(), path.c_str()) != 0 && errno != EEXIST) {
+            int err = errno;
+            (void)removeFile(side);
+            return unexpected(errnoError("cannot store the new device key at " + path, err));
+        }
+        (void)removeFile(side);
+        if (auto sync = fs::syncDir(fs::dirName(path)); !sync) {
+            return unexpected(sync.error());
+        }
+        log::notice("made a new " + key->typeName() + " device key at " + path);
+    }
+    return DeviceKey::load(keyUri_);
+}
+
+Status Identity::loadStored()
+{
+    stored_ = Stored{};
+    const std::string path = stateDir_ + "/" + kStateFile;
+    if (!fs::exists(path)) {
+        return {};
+    }
+    auto text = fs::readFile(path, 4u << 20);
+    if (!text) {
+        return unexpected(text.error());
+    }
+    auto doc = nlohmann::json::parse(*text, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) {
+        return unexpected(ErrorCode::Io, path + " is not valid JSON");
+    }
+    if (auto chain = doc.find("certificate_chain_pem"); chain != doc.end() && chain->is_string()) {
+        stored_.chainPem = chain->get<std::string>();
+    }
+    if (auto prov = doc.find("provisioning"); prov != doc.end() && !prov->is_null()) {
+        auto p = provisioningFromStored(*prov);
+        if (!p) {
+            return unexpected(ErrorCode::Io, path + ": " + p.error().message);
+        }
+        stored_.provisioning = std::move(p).value();
+    }
+    if (!stored_.chainPem.empty()) {
+        auto certs = parsePemCertificates(stored_.chainPem, path + ": certificate_chain_pem");
+        if (!certs) {
+            return unexpected(ErrorCode::Io, certs.error().message);
+        }
+        if (key_ && !key_->matches(X509_get0_pubkey(certs->front().get()))) {
+            return unexpected(ErrorCode::Io, "the installed certificate in " + path + " is not for the device key " +
+                                                 keyUri_);
+        }
+    }
+    return {};
+}
+
+void Identity::recomputeLocked()
+{
+    notAfter_ = 0;
+    if (!stored_.chainPem.empty()) {
+        if (auto certs = parsePemCertificates(stored_.chainPem, "stored chain")) {
+            notAfter_ = notAfterOf(certs->front().get());
+        }
+    }
+    if (stored_.provisioning && !stored_.provisioning->deviceId.empty()) {
+        deviceId_ = stored_.provisioning->deviceId;
+    } else if (key_) {
+        deviceId_ = key_->derivedDeviceId();
+    } else {
+        deviceId_.clear();
+    }
+}
+
+Status Identity::writeStored(const Stored& next) const
+{
+    nlohmann::json doc = {{"format", 1}, {"certificate_chain_pem", next.chainPem}};
+    if (next.provisioning) {
+        Provisioning p = *next.provisioning;
+        p.certificateChainPem.clear(); // kept once, at the top level
+        doc["provisioning"] = p.toJson(true);
+    } else {
+        doc["provisioning"] = nullptr;
+    }
+    auto st = fs::writeFileAtomic(stateDir_ + "/" + kStateFile, doc.dump(2) + "\n", 0600);
+    if (!st) {
+        return unexpected(st.error().code, "cannot store the identity state: " + st.error().message);
+    }
+    return {};
+}
+
+Status Identity::finishReset()
+{
+    if (auto st = removeFile(stateDir_ + "/" + kStateFile); !st) {
+        return st;
+    }
+    if (auto st = fs::syncDir(stateDir_); !st) {
+        return st;
+    }
+    testPausePoint("reset-after-state-removed");
+    if (const std::string path = keyPath(); !path.empty()) {
+        if (auto st = removeFile(path); !st) {
+            return st;
+        }
+        if (auto st = fs::syncDir(fs::dirName(path)); !st) {
+            return st;
+        }
+    }
+    if (auto st = removeFile(stateDir_ + "/" + kResetMarker); !st) {
+        return st;
+    }
+    return fs::syncDir(stateDir_);
+}
+
+IdentityProperties Identity::properties() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    IdentityProperties p;
+    p.deviceId = deviceId_;
+    p.provisioned = stored_.provisioning.has_value();
+    p.certificateNotAfter = notAfter_;
+    p.keyStorage = keyUri_;
+    if (!keyError_.empty()) {
+        p.state = "error: " + keyError_;
+    } else if (!stateError_.empty()) {
+        p.state = "error: " + stateError_;
+    } else {
+        p.state = "ok";
+    }
+    return p;
+}
+
+std::string Identity::deviceId() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    return deviceId_;
+}
+
+Expected<DeviceKey> Identity::usableKey() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!key_) {
+        return unexpected(ErrorCode::Failed, "the device key is unusable (" + keyError_ +
+                                                 "); the service does not make a new identity on its own: restore the "
+                                                 "key or run a factory reset");
+    }
+    return *key_;
+}
+
+Status Identity::checkMutable() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stateError_.empty()) {
+        return unexpected(ErrorCode::Failed, "the identity state is unusable (" + stateError_ +
+                                                 "); only a factory reset changes it now");
+    }
+    return {};
+}
+
+Expected<std::string> Identity::createCertificateRequest(const CsrOptions& options) const
+{
+    auto key = usableKey();
+    if (!key) {
+        return unexpected(key.error());
+    }
+    return createCsr(*key, deviceId(), options);
+}
+
+Status Identity::installCertificate(const std::string& chainPem)
+{
+    std::lock_guard<std::mutex> mutate(mutateMu_);
+    auto key = usableKey();
+    if (!key) {
+        return unexpected(key.error());
+    }
+    if (auto st = checkMutable(); !st) {
+        return st;
+    }
+    auto chain = verifyDeviceChain(chainPem, *key, fleetCa_, std::time(nullptr));
+    if (!chain) {
+        return unexpected(chain.error());
+    }
+    Stored next;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        next = stored_;
+    }
+    next.chainPem = chain->pem;
+    testPausePoint("install-before-commit");
+    if (auto st = writeStored(next); !st) {
+        return st;
+    }
+    testPausePoint("install-after-commit");
+    std::lock_guard<std::mutex> lock(mu_);
+    stored_ = std::move(next);
+    recomputeLocked();
+    log::notice("installed certificate " + chain->leafSubject);
+    return {};
+}
+
+Status Identity::provision(const std::string& documentJson)
+{
+    std::lock_guard<std::mutex> mutate(mutateMu_);
+    auto key = usableKey();
+    if (!key) {
+        return unexpected(key.error());
+    }
+    if (auto st = checkMutable(); !st) {
+        return st;
+    }
+    auto doc = parseProvisioningDocument(documentJson);
+    if (!doc) {
+        return unexpected(doc.error());
+    }
+    Stored next;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        next = stored_;
+    }
+    if (!doc->certificateChainPem.empty()) {
+        auto chain = verifyDeviceChain(doc->certificateChainPem, *key, fleetCa_, std::time(nullptr));
+        if (!chain) {
+            return unexpected(chain.error().code,
+                              "provisioning document: field 'certificate_chain_pem': " + chain.error().message);
+        }
+        next.chainPem = chain->pem;
+    }
+    if (doc->authMode == "mtls" && next.chainPem.empty()) {
+        return unexpected(ErrorCode::InvalidArgument,
+                          "provisioning document: field 'certificate_chain_pem' is needed for auth_mode mtls while no "
+                          "certificate is installed");
+    }
+    doc->certificateChainPem.clear();
+    next.provisioning = std::move(doc).value();
+    testPausePoint("provision-before-commit");
+    if (auto st = writeStored(next); !st) {
+        return st;
+    }
+    testPausePoint("provision-after-commit");
+    std::lock_guard<std::mutex> lock(mu_);
+    stored_ = std::move(next);
+    recomputeLocked();
+    log::notice("provisioned for " + stored_.provisioning->serverUrl + " (tenant " + stored_.provisioning->tenant +
+                ", " + stored_.provisioning->authMode + "), device id " + deviceId_);
+    return {};
+}
+
+Status Identity::factoryReset()
+{
+    std::lock_guard<std::mutex> mutate(mutateMu_);
+    // The marker makes the reset finish on the next start if it is cut short here.
+    if (auto st = fs::writeFileAtomic(stateDir_ + "/" + kResetMarker, "factory reset in progress\n", 0600); !st) {
+        return st;
+    }
+    if (auto st = finishReset(); !st) {
+        return st;
+    }
+    if (keyPath().empty()) {
+        log::notice("factory reset: the key behind " + keyUri_ + " is not a file and stays; certificate and "
+                    "provisioning were removed");
+    }
+    auto key = obtainKey(true);
+    std::lock_guard<std::mutex> lock(mu_);
+    stored_ = Stored{};
+    stateError_.clear();
+    keyError_.clear();
+    key_.reset();
+    if (key) {
+        key_ = std::move(key).value();
+    } else {
+        keyError_ = key.error().message;
+        recomputeLocked();
+        return unexpected(ErrorCode::Failed, "factory reset removed the old identity but could not make a new key: " +
+                                                 keyError_);
+    }
+    recomputeLocked();
+    log::notice("factory reset: new identity, device id " + deviceId_);
+    return {};
+}
+
+Expected<std::string> Identity::provisioningJson(bool withSecrets) const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stored_.provisioning) {
+        return unexpected(ErrorCode::NotProvisioned,
+                          "the device is not provisioned (Provision, or mblctl identity provision FILE)");
+    }
+    auto j = stored_.provisioning->toJson(withSecrets);
+    j["device_id"] = deviceId_;
+    if (!stored_.chainPem.empty()) {
+        j["certificate_chain_pem"] = stored_.chainPem;
+    }
+    return j.dump();
+}
+
+Expected<std::string> Identity::sign(const void* data, std::size_t len) const
+{
+    if (len > kMaxSignData) {
+        return unexpected(ErrorCode::InvalidArgument, "data to sign is " + std::to_string(len) +
+                                                          " bytes; the limit is 1 MiB (sign a digest of larger data)");
+    }
+    auto key = usableKey();
+    if (!key) {
+        return unexpected(key.error());
+    }
+    return key->sign(data, len);
+}
+
+Expected<TlsCredentials> Identity::tlsCredentials() const
+{
+    auto key = usableKey();
+    if (!key) {
+        return unexpected(key.error());
+    }
+    std::string chain;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        chain = stored_.chainPem;
+    }
+    if (chain.empty()) {
+        return unexpected(ErrorCode::NotProvisioned, "no certificate is installed (InstallCertificate, or mblctl "
+                                                     "identity install-cert FILE)");
+    }
+    auto pem = key->privatePem();
+    if (!pem) {
+        return unexpected(pem.error());
+    }
+    // The key travels in memory only: a sealed memfd, never a copy on disk.
+    Fd fd{::memfd_create("mbl-device-key", MFD_CLOEXEC | MFD_ALLOW_SEALING)};
+    if (!fd) {
+        OPENSSL_cleanse(pem->data(), pem->size());
+        return unexpected(errnoError("memfd_create", errno));
+    }
+    auto st = fs::writeAll(fd.get(), pem->data(), pem->size());
+    OPENSSL_cleanse(pem->data(), pem->size());
+    if (!st) {
+        return unexpected(st.error());
+    }
+    if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0 ||
+        ::lseek(fd.get(), 0, SEEK_SET) != 0) {
+        return unexpected(errnoError("sealing the key memfd", errno));
+    }
+    return TlsCredentials{std::move(fd), chain};
 }
 
 } // namespace mbl::identity

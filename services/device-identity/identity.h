@@ -1,34 +1,104 @@
 #pragma once
 // The device's identity: key, certificate chain, device id and provisioning
-// data, kept in the identity state directory. No bus code here.
+// data, kept in the identity state directory. Thread-safe: the bus thread reads
+// and signs while a worker thread runs the mutating calls. No bus code here.
+//
+// On disk (<state_dir>, 0700, owned by the service user):
+//   device.key      the private key, PKCS#8 PEM, 0600; made once, never replaced
+//                   (only FactoryReset removes it)
+//   identity.json   certificate chain and provisioning document, 0600, replaced
+//                   whole by one atomic write, so a crash leaves old or new state
+//   reset-pending   present only while a FactoryReset runs; finished on next start
+
+#include "certificates.h"
+#include "device_key.h"
+#include "provisioning.h"
 
 #include "mbl/config.h"
 #include "mbl/expected.h"
+#include "mbl/fd.h"
 #include "mbl/paths.h"
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 namespace mbl::identity {
 
+inline constexpr std::size_t kMaxSignData = 1u << 20;
+
+// Test-only crash points: MBL_TEST_PAUSE=<point>[:seconds] makes the daemon log
+// "test pause point '<point>' reached" and sleep there, so a test can kill -9 it.
+void testPausePoint(const char* point);
+
+struct IdentityProperties {
+    std::string deviceId;
+    bool provisioned = false;
+    std::uint64_t certificateNotAfter = 0;
+    std::string keyStorage;
+    std::string state; // "ok" or "error: <reason>"
+};
+
+struct TlsCredentials {
+    Fd key;               // sealed read-only memfd holding the key PEM
+    std::string chainPem; // leaf first
+};
+
 class Identity {
 public:
-    static Expected<Identity> open(const Paths& paths, const Config& config);
+    // Loads the identity, making a key on first start. Fails only for a bad
+    // configuration or state directory; an unusable key or state file gives an
+    // Identity in the error state (State "error: ..."), never a new key.
+    static Expected<std::unique_ptr<Identity>> open(const Paths& paths, const Config& config);
 
-    const std::string& stateDir() const { return stateDir_; }
-    std::string deviceId() const { return deviceId_; }
-    bool provisioned() const { return provisioned_; }
-    std::uint64_t certificateNotAfter() const { return notAfter_; }
-    std::string keyStorage() const { return keyUri_; }
-    std::string state() const { return state_; }
+    IdentityProperties properties() const;
+    std::string deviceId() const;
+    std::string stateDir() const { return stateDir_; }
+    std::string keyPath() const; // "" when the key URI names no file
+
+    Expected<std::string> createCertificateRequest(const CsrOptions& options) const;
+    // Mutating calls; each either changes the stored state whole or not at all.
+    Status installCertificate(const std::string& chainPem);
+    Status provision(const std::string& documentJson);
+    // Removes key, certificate and provisioning, then makes a new key at once
+    // (for a file key), so the service is usable again with a new DeviceId.
+    Status factoryReset();
+
+    // The provisioning document (NotProvisioned if none); secrets only when asked.
+    Expected<std::string> provisioningJson(bool withSecrets) const;
+    Expected<std::string> sign(const void* data, std::size_t len) const;
+    Expected<TlsCredentials> tlsCredentials() const;
 
 private:
+    struct Stored {
+        std::string chainPem;
+        std::optional<Provisioning> provisioning;
+    };
+
+    Identity() = default;
+    Expected<DeviceKey> obtainKey(bool allowCreate) const;
+    Status loadStored();
+    Status writeStored(const Stored& next) const;
+    Status finishReset();
+    void recomputeLocked();
+    Expected<DeviceKey> usableKey() const;
+    Status checkMutable() const;
+
     std::string stateDir_;
     std::string keyUri_;
+    KeyType keyType_ = KeyType::EcP256;
+    std::string fleetCa_;
+
+    mutable std::mutex mu_;  // guards the fields below
+    std::mutex mutateMu_;    // one mutating call at a time
+    std::optional<DeviceKey> key_;
+    std::string keyError_;   // why the key is unusable
+    std::string stateError_; // why the state file is unusable
+    Stored stored_;
     std::string deviceId_;
-    bool provisioned_ = false;
     std::uint64_t notAfter_ = 0;
-    std::string state_ = "ok";
 };
 
 } // namespace mbl::identity

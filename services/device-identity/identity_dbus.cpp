@@ -1,59 +1,148 @@
 #include "identity_dbus.h"
 
 #include "mbl/dbus/bus.h"
+#include "mbl/error_names.h"
+#include "mbl/log.h"
 #include "mbl_version.h"
 
 namespace mbl::identity {
 
-IdentityBus::IdentityBus(sdbus::IConnection& conn, Identity& identity)
-    : AdaptorInterfaces(conn, "/org/mbl/DeviceIdentity1"), identity_(identity)
+namespace {
+CsrOptions csrOptionsFrom(const std::map<std::string, sdbus::Variant>& options)
 {
+    CsrOptions out;
+    for (const auto& [key, value] : options) {
+        const std::string type = value.peekValueType();
+        if (key == "SAN") {
+            if (type != "as") {
+                throw sdbus::Error(errors::kInvalidArgument,
+                                   "option 'SAN' must be an array of strings (as), not '" + type + "'");
+            }
+            out.san = value.get<std::vector<std::string>>();
+        } else if (type == "s") {
+            out.subject[key] = value.get<std::string>();
+        } else {
+            throw sdbus::Error(errors::kInvalidArgument, "option '" + key + "' must be a string (s), not '" + type + "'");
+        }
+    }
+    return out;
+}
+} // namespace
+
+IdentityBus::IdentityBus(sdbus::IConnection& conn, EventLoop& loop, Identity& identity)
+    : AdaptorInterfaces(conn, "/org/mbl/DeviceIdentity1"), loop_(loop), identity_(identity)
+{
+    worker_ = std::thread([this] { workerMain(); });
     registerAdaptor();
 }
 
 IdentityBus::~IdentityBus()
 {
     unregisterAdaptor();
+    {
+        std::lock_guard<std::mutex> lock(queueMutex_);
+        stopping_ = true;
+    }
+    queueCv_.notify_all();
+    worker_.join();
 }
 
-std::string IdentityBus::CreateCertificateRequest(const std::map<std::string, sdbus::Variant>&)
+void IdentityBus::workerMain()
 {
-    dbus::notSupported("CreateCertificateRequest");
+    while (true) {
+        std::function<void()> job;
+        {
+            std::unique_lock<std::mutex> lock(queueMutex_);
+            queueCv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) {
+                return; // stopping, and nothing left to finish
+            }
+            job = std::move(queue_.front());
+            queue_.pop_front();
+        }
+        job();
+    }
 }
 
-void IdentityBus::InstallCertificate(const std::string&)
+void IdentityBus::mutate(sdbus::Result<>&& result, std::function<Status()> job)
 {
-    dbus::notSupported("InstallCertificate");
+    auto reply = std::make_shared<sdbus::Result<>>(std::move(result));
+    std::lock_guard<std::mutex> lock(queueMutex_);
+    queue_.push_back([this, reply, job = std::move(job)] {
+        Status st;
+        try {
+            st = job();
+        } catch (const std::exception& e) {
+            st = unexpected(ErrorCode::Failed, std::string("internal error: ") + e.what());
+        } catch (...) {
+            st = unexpected(ErrorCode::Failed, "internal error");
+        }
+        loop_.post([this, reply, st] {
+            try {
+                if (!st) {
+                    reply->returnError(dbus::toBusError(st.error()));
+                    return;
+                }
+                reply->returnResults();
+                emitPropertiesChangedSignal(org::mbl::DeviceIdentity1_adaptor::INTERFACE_NAME,
+                                            {"DeviceId", "Provisioned", "CertificateNotAfter", "State"});
+                emitIdentityChanged(identity_.deviceId());
+            } catch (const std::exception& e) {
+                log::error(std::string("cannot send a reply: ") + e.what());
+            }
+        });
+    });
+    queueCv_.notify_one();
 }
 
-void IdentityBus::Provision(const std::string&)
+std::string IdentityBus::CreateCertificateRequest(const std::map<std::string, sdbus::Variant>& options)
 {
-    dbus::notSupported("Provision");
+    return dbus::guard([&] { return dbus::unwrap(identity_.createCertificateRequest(csrOptionsFrom(options))); });
+}
+
+void IdentityBus::InstallCertificate(sdbus::Result<>&& result, std::string chainPem)
+{
+    dbus::guard([&] {
+        mutate(std::move(result), [this, pem = std::move(chainPem)] { return identity_.installCertificate(pem); });
+    });
+}
+
+void IdentityBus::Provision(sdbus::Result<>&& result, std::string documentJson)
+{
+    dbus::guard([&] {
+        mutate(std::move(result), [this, doc = std::move(documentJson)] { return identity_.provision(doc); });
+    });
+}
+
+void IdentityBus::FactoryReset(sdbus::Result<>&& result)
+{
+    dbus::guard([&] { mutate(std::move(result), [this] { return identity_.factoryReset(); }); });
 }
 
 std::string IdentityBus::GetProvisioning()
 {
-    dbus::notSupported("GetProvisioning");
+    return dbus::guard([&] { return dbus::unwrap(identity_.provisioningJson(false)); });
 }
 
 std::string IdentityBus::GetProvisioningSecrets()
 {
-    dbus::notSupported("GetProvisioningSecrets");
+    return dbus::guard([&] { return dbus::unwrap(identity_.provisioningJson(true)); });
 }
 
-std::vector<uint8_t> IdentityBus::Sign(const std::vector<uint8_t>&)
+std::vector<uint8_t> IdentityBus::Sign(const std::vector<uint8_t>& data)
 {
-    dbus::notSupported("Sign");
+    return dbus::guard([&] {
+        auto sig = dbus::unwrap(identity_.sign(data.data(), data.size()));
+        return std::vector<uint8_t>(sig.begin(), sig.end());
+    });
 }
 
 std::tuple<sdbus::UnixFd, std::string> IdentityBus::GetTlsCredentials()
 {
-    dbus::notSupported("GetTlsCredentials");
-}
-
-void IdentityBus::FactoryReset()
-{
-    dbus::notSupported("FactoryReset");
+    return dbus::guard([&] {
+        auto creds = dbus::unwrap(identity_.tlsCredentials());
+        return std::make_tuple(sdbus::UnixFd{creds.key.release(), sdbus::adopt_fd}, std::move(creds.chainPem));
+    });
 }
 
 std::string IdentityBus::Version()
@@ -63,27 +152,27 @@ std::string IdentityBus::Version()
 
 std::string IdentityBus::DeviceId()
 {
-    return identity_.deviceId();
+    return dbus::guard([&] { return identity_.properties().deviceId; });
 }
 
 bool IdentityBus::Provisioned()
 {
-    return identity_.provisioned();
+    return dbus::guard([&] { return identity_.properties().provisioned; });
 }
 
 uint64_t IdentityBus::CertificateNotAfter()
 {
-    return identity_.certificateNotAfter();
+    return dbus::guard([&] { return identity_.properties().certificateNotAfter; });
 }
 
 std::string IdentityBus::KeyStorage()
 {
-    return identity_.keyStorage();
+    return dbus::guard([&] { return identity_.properties().keyStorage; });
 }
 
 std::string IdentityBus::State()
 {
-    return identity_.state();
+    return dbus::guard([&] { return identity_.properties().state; });
 }
 
 } // namespace mbl::identity

@@ -1,29 +1,41 @@
 #pragma once
 // The only place mbl-device-identity touches the bus: org.mbl.DeviceIdentity1.
+// Reads, Sign and CSRs answer on the bus thread (each well under a millisecond
+// of work); the mutating calls, which validate and fsync, run one at a time on a
+// worker thread and reply, emit IdentityChanged and PropertiesChanged from the
+// bus thread through EventLoop::post.
 
 #include "identity.h"
+
+#include "mbl/event_loop.h"
 
 #include "org.mbl.DeviceIdentity1_adaptor.h"
 
 #include <sdbus-c++/sdbus-c++.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
 
 namespace mbl::identity {
 
 class IdentityBus final
     : public sdbus::AdaptorInterfaces<org::mbl::DeviceIdentity1_adaptor, sdbus::Properties_adaptor> {
 public:
-    IdentityBus(sdbus::IConnection& conn, Identity& identity);
+    IdentityBus(sdbus::IConnection& conn, EventLoop& loop, Identity& identity);
     ~IdentityBus();
 
 private:
     std::string CreateCertificateRequest(const std::map<std::string, sdbus::Variant>& options) override;
-    void InstallCertificate(const std::string& chainPem) override;
-    void Provision(const std::string& documentJson) override;
+    void InstallCertificate(sdbus::Result<>&& result, std::string chainPem) override;
+    void Provision(sdbus::Result<>&& result, std::string documentJson) override;
     std::string GetProvisioning() override;
     std::string GetProvisioningSecrets() override;
     std::vector<uint8_t> Sign(const std::vector<uint8_t>& data) override;
     std::tuple<sdbus::UnixFd, std::string> GetTlsCredentials() override;
-    void FactoryReset() override;
+    void FactoryReset(sdbus::Result<>&& result) override;
 
     std::string Version() override;
     std::string DeviceId() override;
@@ -32,7 +44,18 @@ private:
     std::string KeyStorage() override;
     std::string State() override;
 
+    // Runs `job` on the worker; replies and announces the change on the bus thread.
+    void mutate(sdbus::Result<>&& result, std::function<Status()> job);
+    void workerMain();
+
+    EventLoop& loop_;
     Identity& identity_;
+
+    std::mutex queueMutex_;
+    std::condition_variable queueCv_;
+    std::deque<std::function<void()>> queue_;
+    bool stopping_ = false;
+    std::thread worker_;
 };
 
 } // namespace mbl::identity

@@ -5,8 +5,9 @@
 
 namespace {
 struct Service {
-    mbl::identity::Identity identity;
+    std::unique_ptr<mbl::identity::Identity> identity;
     std::unique_ptr<mbl::identity::IdentityBus> bus;
+    ~Service() { bus.reset(); } // the bus object (and its worker) goes before the identity it uses
 };
 } // namespace
 
@@ -19,8 +20,9 @@ int main(int argc, char** argv)
         if (!identity) {
             return mbl::unexpected(identity.error());
         }
-        auto svc = std::make_shared<Service>(Service{std::move(identity).value(), nullptr});
-        svc->bus = std::make_unique<mbl::identity::IdentityBus>(ctx.connection, svc->identity);
+        auto svc = std::make_shared<Service>();
+        svc->identity = std::move(identity).value();
+        svc->bus = std::make_unique<mbl::identity::IdentityBus>(ctx.connection, ctx.loop, *svc->identity);
         return std::shared_ptr<void>(svc);
     });
 }

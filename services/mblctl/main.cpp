@@ -55,6 +55,10 @@ int main(int argc, char** argv)
 {
     std::vector<mbl::ctl::Command> cmds;
     mbl::ctl::registerStatusCommands(cmds);
+    mbl::ctl::registerIdentityCommands(cmds);
+    mbl::ctl::registerUpdateCommands(cmds);
+    mbl::ctl::registerAppCommands(cmds);
+    mbl::ctl::registerCloudCommands(cmds);
 
     std::string root;
     bool json = false;

@@ -30,6 +30,10 @@ struct Command {
 
 // Each subcommand group adds its commands.
 void registerStatusCommands(std::vector<Command>& out);
+void registerIdentityCommands(std::vector<Command>& out);
+void registerUpdateCommands(std::vector<Command>& out);
+void registerAppCommands(std::vector<Command>& out);
+void registerCloudCommands(std::vector<Command>& out);
 
 // Renders a D-Bus variant as text for tables (strings bare, containers compact).
 std::string variantToText(const sdbus::Variant& v);

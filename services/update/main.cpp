@@ -5,7 +5,7 @@
 
 namespace {
 struct Service {
-    mbl::update::UpdateEngine engine;
+    std::unique_ptr<mbl::update::UpdateEngine> engine;
     std::unique_ptr<mbl::update::UpdateBus> bus;
 };
 } // namespace
@@ -19,8 +19,9 @@ int main(int argc, char** argv)
         if (!engine) {
             return mbl::unexpected(engine.error());
         }
-        auto svc = std::make_shared<Service>(Service{std::move(engine).value(), nullptr});
-        svc->bus = std::make_unique<mbl::update::UpdateBus>(ctx.connection, svc->engine);
+        auto svc = std::make_shared<Service>();
+        svc->engine = std::move(engine).value();
+        svc->bus = std::make_unique<mbl::update::UpdateBus>(ctx.connection, ctx.loop, *svc->engine);
         return std::shared_ptr<void>(svc);
     });
 }

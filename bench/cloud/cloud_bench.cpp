@@ -1,0 +1,299 @@
+// Benchmarks of the cloud client, against the bare tool in the same run:
+//  1. download throughput of a large artifact through nginx (mutual TLS): the
+//     daemon's Download fd (HTTPS + SHA-256 + pipe) against `curl` with the same
+//     TLS settings writing to /dev/null;
+//  2. bytes on the wire per idle poll, with the kept connection against a fresh
+//     TLS handshake per poll (a counting TCP relay sits between client and nginx);
+//  3. idle RSS/PSS of the daemon;
+//  4. wake-ups (context switches of all its threads) per idle minute.
+// Usage: cloud-bench [--size-mib N] [--polls N] [--idle-sec N]   (root; needs nginx)
+// Build without sanitizers for meaningful figures (see the README).
+
+#include "cloud_env.h"
+#include "http.h"
+
+#include "mbl/crypto.h"
+#include "mbl/fs.h"
+#include "mbl/strings.h"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <dirent.h>
+#include <fcntl.h>
+#include <iostream>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace mbl;
+using namespace mbl::test;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A TCP relay on 127.0.0.1 that counts the bytes in both directions.
+class CountingRelay {
+public:
+    explicit CountingRelay(int upstreamPort) : upstream_(upstreamPort)
+    {
+        listen_ = Fd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+        int one = 1;
+        ::setsockopt(listen_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+        socklen_t len = sizeof a;
+        ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        ::listen(listen_.get(), 16);
+        thread_ = std::thread([this] { acceptLoop(); });
+    }
+    ~CountingRelay()
+    {
+        stop_ = true;
+        ::shutdown(listen_.get(), SHUT_RDWR);
+        thread_.join();
+        for (auto& t : pumps_) {
+            t.join();
+        }
+    }
+    int port() const { return port_; }
+    std::uint64_t bytes() const { return bytes_; }
+    int connections() const { return connections_; }
+
+private:
+    void acceptLoop()
+    {
+        while (!stop_) {
+            struct pollfd p = {listen_.get(), POLLIN, 0};
+            if (::poll(&p, 1, 100) <= 0) {
+                continue;
+            }
+            int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+            if (c < 0) {
+                continue;
+            }
+            ++connections_;
+            auto client = std::make_shared<Fd>(c);
+            auto up = std::make_shared<Fd>(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(static_cast<std::uint16_t>(upstream_));
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (::connect(up->get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+                continue;
+            }
+            pumps_.emplace_back([this, client, up] { pump(client->get(), up->get()); });
+        }
+    }
+    void pump(int a, int b)
+    {
+        char buf[65536];
+        struct pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+        while (!stop_) {
+            if (::poll(p, 2, 100) <= 0) {
+                continue;
+            }
+            for (int i = 0; i < 2; ++i) {
+                if (p[i].revents == 0) {
+                    continue;
+                }
+                ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+                if (n <= 0) {
+                    ::shutdown(a, SHUT_RDWR);
+                    ::shutdown(b, SHUT_RDWR);
+                    return;
+                }
+                bytes_ += static_cast<std::uint64_t>(n);
+                (void)fs::writeAll(p[1 - i].fd, buf, static_cast<std::size_t>(n));
+            }
+        }
+    }
+    int upstream_;
+    Fd listen_;
+    int port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<std::uint64_t> bytes_{0};
+    std::atomic<int> connections_{0};
+    std::thread thread_;
+    std::vector<std::thread> pumps_;
+};
+
+double median(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::uint64_t kbField(const std::string& text, const std::string& key)
+{
+    auto pos = text.find(key);
+    if (pos == std::string::npos) {
+        return 0;
+    }
+    return std::strtoull(text.c_str() + pos + key.size(), nullptr, 10);
+}
+
+std::uint64_t contextSwitches(pid_t pid)
+{
+    std::uint64_t total = 0;
+    const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+        return 0;
+    }
+    while (auto* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        auto st = fs::readFile(dir + "/" + e->d_name + "/status");
+        if (st) {
+            total += kbField(*st, "voluntary_ctxt_switches:\t") + kbField(*st, "nonvoluntary_ctxt_switches:\t");
+        }
+    }
+    ::closedir(d);
+    return total;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    std::size_t sizeMib = 256;
+    int polls = 20;
+    int idleSec = 60;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        std::string a = argv[i];
+        if (a == "--size-mib") {
+            sizeMib = std::stoul(argv[i + 1]);
+        } else if (a == "--polls") {
+            polls = std::stoi(argv[i + 1]);
+        } else if (a == "--idle-sec") {
+            idleSec = std::stoi(argv[i + 1]);
+        }
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    CloudEnvOptions o;
+    CloudEnv env(o);
+    env.cloud.admin("POST", "/admin/config", {{"sleep", "00:01:00"}});
+    if (!CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; })) {
+        std::cerr << "cloud client did not connect\n" << env.clientLog();
+        return 1;
+    }
+
+    // --- 1. throughput --------------------------------------------------------------
+    const std::string path = env.cloud.dir() + "/artifacts/big.bin";
+    {
+        std::string chunk(1 << 20, '\0');
+        for (std::size_t i = 0; i < chunk.size(); ++i) {
+            chunk[i] = static_cast<char>((i * 2654435761u) >> 13);
+        }
+        Fd f{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+        for (std::size_t i = 0; i < sizeMib; ++i) {
+            chunk[0] = static_cast<char>(i);
+            (void)fs::writeAll(f.get(), chunk.data(), chunk.size());
+        }
+    }
+    auto art = env.cloud.admin("POST", "/admin/artifacts", {{"name", "big.bin"}, {"path", path}});
+    const std::string url = env.cloud.serverUrl() + "/DEFAULT/controller/v1/" + env.deviceId + "/softwaremodules/" +
+                            std::to_string(art["smid"].get<int>()) + "/artifacts/big.bin";
+    json artifact = {{"url", url}, {"size", art["size"]}, {"sha256", art["sha256"]}, {"filename", "big.bin"}};
+    const double bytes = static_cast<double>(art["size"].get<std::uint64_t>());
+    std::vector<double> ours, theirs;
+    const std::string pki = env.cloud.dir() + "/pki";
+    for (int run = 0; run < 3; ++run) {
+        auto t0 = Clock::now();
+        sdbus::UnixFd fd;
+        env.proxy().callMethod("Download").onInterface("org.mbl.CloudClient1").withArguments(std::string("1"), artifact.dump()).storeResultsTo(fd);
+        std::string sink;
+        char buf[1 << 16];
+        std::uint64_t got = 0;
+        while (true) {
+            ssize_t n = ::read(fd.get(), buf, sizeof buf);
+            if (n <= 0) {
+                break;
+            }
+            got += static_cast<std::uint64_t>(n);
+        }
+        double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (got != art["size"].get<std::uint64_t>()) {
+            std::cerr << "daemon download incomplete: " << got << "\n";
+        }
+        ours.push_back(bytes / s / 1e6);
+        t0 = Clock::now();
+        auto r = mbl::run({"curl", "-sS", "--fail", "--tlsv1.2", "--cacert", pki + "/test-ca.pem", "--cert",
+                           pki + "/device-dev-01.pem", "--key", pki + "/device-dev-01.key", "-o", "/dev/null", url});
+        s = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (!r || !r->status.success()) {
+            std::cerr << "curl failed: " << (r ? r->err : r.error().message) << "\n";
+        }
+        theirs.push_back(bytes / s / 1e6);
+    }
+    std::printf("download %zu MiB via nginx mTLS: mbl-cloud-client fd %.0f MB/s, curl %.0f MB/s, ratio %.2f (medians of 3)\n",
+                sizeMib, median(ours), median(theirs), median(ours) / median(theirs));
+
+    // --- 2. bytes per idle poll ------------------------------------------------------
+    {
+        const int tlsPort = std::stoi(env.cloud.serverUrl().substr(env.cloud.serverUrl().rfind(':') + 1));
+        CountingRelay relay(tlsPort);
+        const std::string base = "https://localhost:" + std::to_string(relay.port());
+        auto origin = cloud::originOf(base);
+        cloud::TlsSettings tls;
+        tls.caPem = env.cloud.caPem();
+        tls.keyPem = env.creds.keyPem;
+        tls.chainPem = env.creds.chainPem;
+        const std::string pollUrl = base + "/DEFAULT/controller/v1/" + env.deviceId;
+        std::string etag;
+        // Kept connection (what the daemon does): steady-state bytes after the first poll.
+        {
+            cloud::HttpSession s(tls, *origin);
+            (void)s.request("GET", pollUrl);
+            const auto after1 = relay.bytes();
+            for (int i = 0; i < polls; ++i) {
+                auto r = s.request("GET", pollUrl, "", etag.empty() ? std::vector<std::string>{} :
+                                                                     std::vector<std::string>{"If-None-Match: " + etag});
+                if (r && !r->etag.empty()) {
+                    etag = r->etag;
+                }
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            const double per = static_cast<double>(relay.bytes() - after1) / polls;
+            std::printf("idle poll, kept connection (If-None-Match/304): %.0f bytes/poll, %.1f KiB/day at 5 min\n", per,
+                        per * 288 / 1024);
+        }
+        const auto before = relay.bytes();
+        const int connsBefore = relay.connections();
+        for (int i = 0; i < polls; ++i) {
+            cloud::HttpSession s(tls, *origin);
+            (void)s.request("GET", pollUrl);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        const double per = static_cast<double>(relay.bytes() - before) / polls;
+        std::printf("idle poll, fresh TLS handshake each: %.0f bytes/poll, %.1f KiB/day at 5 min (%d connections)\n", per,
+                    per * 288 / 1024, relay.connections() - connsBefore);
+    }
+
+    // --- 3./4. idle memory and wake-ups -----------------------------------------------
+    const pid_t pid = env.stack.pid("cloud-client");
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    auto rollup = fs::readFile("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    if (rollup) {
+        std::printf("idle memory: RSS %llu KiB, PSS %llu KiB\n",
+                    static_cast<unsigned long long>(kbField(*rollup, "Rss:")),
+                    static_cast<unsigned long long>(kbField(*rollup, "Pss:")));
+    }
+    const auto cs0 = contextSwitches(pid);
+    std::this_thread::sleep_for(std::chrono::seconds(idleSec));
+    const auto cs1 = contextSwitches(pid);
+    std::printf("wake-ups (context switches, all threads) over %d s idle at a 60 s poll: %llu (%.1f per minute)\n",
+                idleSec, static_cast<unsigned long long>(cs1 - cs0),
+                static_cast<double>(cs1 - cs0) * 60.0 / idleSec);
+    curl_global_cleanup();
+    return 0;
+}

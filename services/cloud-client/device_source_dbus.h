@@ -1,0 +1,32 @@
+#pragma once
+// DeviceSource over the bus: provisioning, TLS credentials and device id from
+// org.mbl.DeviceIdentity1, the firmware version from org.mbl.Update1 and the
+// installed apps from org.mbl.ContainerManager1. Used from the cloud client's
+// worker thread only, on a bus connection of its own (synchronous calls there
+// never touch the daemon's event loop).
+
+#include "cloud_client.h"
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include <memory>
+
+namespace mbl::cloud {
+
+class BusDeviceSource final : public DeviceSource {
+public:
+    BusDeviceSource();
+    ~BusDeviceSource() override;
+
+    Expected<Provisioning> provisioning() override;
+    Expected<TlsCredentials> tlsCredentials() override;
+    std::map<std::string, std::string> systemAttributes() override;
+
+private:
+    Status ensureConnection();
+    std::unique_ptr<sdbus::IConnection> conn_;
+    struct Proxies;
+    std::unique_ptr<Proxies> proxies_;
+};
+
+} // namespace mbl::cloud

@@ -1,0 +1,663 @@
+#include "oci_image.h"
+
+#include "mbl/archive_ptr.h"
+#include "mbl/crypto.h"
+#include "mbl/fd.h"
+#include "mbl/fs.h"
+#include "mbl/strings.h"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <map>
+#include <optional>
+
+namespace mbl::containers {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kMaxJson = 4u << 20;
+
+const char* kIndexType = "application/vnd.oci.image.index.v1+json";
+const char* kManifestType = "application/vnd.oci.image.manifest.v1+json";
+const char* kDockerManifestType = "application/vnd.docker.distribution.manifest.v2+json";
+const char* kConfigType = "application/vnd.oci.image.config.v1+json";
+const char* kDockerConfigType = "application/vnd.docker.container.image.v1+json";
+
+bool isLayerType(const std::string& t)
+{
+    static const char* known[] = {
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar",
+    };
+    for (const char* k : known) {
+        if (t == k) {
+            return true;
+        }
+    }
+    return false;
+}
+
+Error invalid(const std::string& msg)
+{
+    return Error{ErrorCode::InvalidArgument, msg};
+}
+
+bool isHex64(const std::string& s)
+{
+    if (s.size() != 64) {
+        return false;
+    }
+    for (char c : s) {
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::string stripDotSlash(std::string n)
+{
+    while (str::startsWith(n, "./")) {
+        n = n.substr(2);
+    }
+    while (!n.empty() && n.back() == '/') {
+        n.pop_back();
+    }
+    return n;
+}
+
+Expected<std::string> readEntryData(struct archive* a, std::size_t max, const std::string& what)
+{
+    std::string out;
+    char buf[16384];
+    while (true) {
+        la_ssize_t n = archive_read_data(a, buf, sizeof buf);
+        if (n == 0) {
+            return out;
+        }
+        if (n < 0) {
+            return unexpected(invalid("truncated or corrupt archive while reading " + what + ": " +
+                                      archive_error_string(a)));
+        }
+        out.append(buf, static_cast<std::size_t>(n));
+        if (out.size() > max) {
+            return unexpected(invalid(what + " is larger than " + std::to_string(max) + " bytes"));
+        }
+    }
+}
+
+struct Blob {
+    std::string path;
+    std::uint64_t size = 0;
+};
+
+class Stager {
+public:
+    Stager(std::string dir, StageOptions opts) : dir_(std::move(dir)), opts_(std::move(opts)) {}
+
+    Expected<StagedImage> run(int fd)
+    {
+        if (auto st = readOuter(fd); !st) {
+            return unexpected(st.error());
+        }
+        StagedImage out;
+        if (mode_ == Mode::Bundle) {
+            auto r = finishBundle(out);
+            if (!r) {
+                return unexpected(r.error());
+            }
+        } else if (mode_ == Mode::Image) {
+            auto r = finishImage(out);
+            (void)fs::removeTree(dir_ + "/blobs");
+            if (!r) {
+                return unexpected(r.error());
+            }
+        } else {
+            return unexpected(invalid("the archive is empty: neither an OCI image layout nor a runtime bundle"));
+        }
+        out.rootfsBytes = writer_ ? writer_->bytesWritten() : 0;
+        return out;
+    }
+
+private:
+    enum class Mode { Unknown, Image, Bundle };
+
+    Status setMode(Mode m, const std::string& entry)
+    {
+        if (mode_ != Mode::Unknown && mode_ != m) {
+            return unexpected(invalid("entry '" + entry +
+                                      "' mixes an OCI image layout with a runtime bundle in one archive"));
+        }
+        mode_ = m;
+        return {};
+    }
+
+    Status readOuter(int fd)
+    {
+        ArchiveReader a{archive_read_new()};
+        archive_read_support_filter_all(a.get());
+        archive_read_support_format_tar(a.get());
+        if (archive_read_open_fd(a.get(), fd, 1 << 16) != ARCHIVE_OK) {
+            return unexpected(invalid(std::string("not a readable archive: ") + archive_error_string(a.get())));
+        }
+        struct archive_entry* e = nullptr;
+        while (true) {
+            int r = archive_read_next_header(a.get(), &e);
+            if (r == ARCHIVE_EOF) {
+                break;
+            }
+            if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+                return unexpected(invalid(std::string("truncated or corrupt archive: ") + archive_error_string(a.get())));
+            }
+            const char* p = archive_entry_pathname(e);
+            if (p == nullptr) {
+                return unexpected(invalid("archive entry without a name"));
+            }
+            const std::string raw = p;
+            if (!raw.empty() && raw[0] == '/') {
+                return unexpected(invalid("absolute path '" + raw + "' in archive"));
+            }
+            const std::string name = stripDotSlash(raw);
+            if (name.empty()) {
+                continue;
+            }
+            if (name == "oci-layout" || name == "index.json") {
+                if (auto st = setMode(Mode::Image, name); !st) {
+                    return st;
+                }
+                auto data = readEntryData(a.get(), kMaxJson, name);
+                if (!data) {
+                    return unexpected(data.error());
+                }
+                (name == "index.json" ? index_ : layout_) = std::move(*data);
+                continue;
+            }
+            if (name == "blobs" || str::startsWith(name, "blobs/")) {
+                if (auto st = setMode(Mode::Image, name); !st) {
+                    return st;
+                }
+                if (archive_entry_filetype(e) == AE_IFDIR) {
+                    continue;
+                }
+                if (auto st = readBlob(a.get(), e, name); !st) {
+                    return st;
+                }
+                continue;
+            }
+            if (name == "config.json") {
+                if (auto st = setMode(Mode::Bundle, name); !st) {
+                    return st;
+                }
+                auto data = readEntryData(a.get(), kMaxJson, name);
+                if (!data) {
+                    return unexpected(data.error());
+                }
+                bundleConfig_ = std::move(*data);
+                continue;
+            }
+            if (name == "rootfs" || str::startsWith(name, "rootfs/")) {
+                if (auto st = setMode(Mode::Bundle, name); !st) {
+                    return st;
+                }
+                if (!writer_) {
+                    if (auto st = openWriter(false); !st) {
+                        return st;
+                    }
+                }
+                const std::string inner = name == "rootfs" ? std::string() : name.substr(7);
+                if (auto st = writer_->unpackEntry(a.get(), e, inner, "bundle rootfs"); !st) {
+                    return st;
+                }
+                continue;
+            }
+            return unexpected(invalid("unexpected entry '" + raw +
+                                      "': the archive must be an OCI image layout (oci-layout, index.json, blobs/) "
+                                      "or an OCI runtime bundle (config.json, rootfs/)"));
+        }
+        return {};
+    }
+
+    Status openWriter(bool whiteouts)
+    {
+        const std::string rootfs = dir_ + "/rootfs";
+        if (::mkdir(rootfs.c_str(), 0755) != 0 && errno != EEXIST) {
+            return unexpected(errnoError("mkdir " + rootfs, errno));
+        }
+        UnpackLimits l = opts_.limits;
+        l.applyWhiteouts = whiteouts;
+        auto w = RootfsWriter::open(rootfs, l);
+        if (!w) {
+            return unexpected(w.error());
+        }
+        writer_.emplace(std::move(w).value());
+        return {};
+    }
+
+    Status readBlob(struct archive* a, struct archive_entry* e, const std::string& name)
+    {
+        auto parts = str::split(name, '/');
+        if (parts.size() != 3 || parts[1] != "sha256" || !isHex64(parts[2])) {
+            return unexpected(invalid("unexpected blob '" + name + "' (only blobs/sha256/<64 hex digits> is supported)"));
+        }
+        if (archive_entry_filetype(e) != AE_IFREG) {
+            return unexpected(invalid("blob '" + name + "' is not a regular file"));
+        }
+        const std::string blobDir = dir_ + "/blobs";
+        if (::mkdir(blobDir.c_str(), 0700) != 0 && errno != EEXIST) {
+            return unexpected(errnoError("mkdir " + blobDir, errno));
+        }
+        const std::string path = blobDir + "/" + parts[2];
+        Fd out{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)};
+        if (!out) {
+            return unexpected(errnoError("create " + path, errno));
+        }
+        crypto::Sha256 h;
+        std::uint64_t size = 0;
+        char buf[1 << 16];
+        while (true) {
+            la_ssize_t n = archive_read_data(a, buf, sizeof buf);
+            if (n == 0) {
+                break;
+            }
+            if (n < 0) {
+                return unexpected(invalid("truncated or corrupt archive while reading " + name + ": " +
+                                          archive_error_string(a)));
+            }
+            h.update(buf, static_cast<std::size_t>(n));
+            size += static_cast<std::uint64_t>(n);
+            blobBytes_ += static_cast<std::uint64_t>(n);
+            if (blobBytes_ > opts_.limits.quotaBytes) {
+                return unexpected(Error{ErrorCode::NoSpace, "the image's blobs are larger than the install quota of " +
+                                                                std::to_string(opts_.limits.quotaBytes) + " bytes"});
+            }
+            if (auto st = fs::writeAll(out.get(), buf, static_cast<std::size_t>(n)); !st) {
+                return st;
+            }
+        }
+        const std::string got = h.finishHex();
+        if (got != parts[2]) {
+            return unexpected(invalid("digest mismatch: blob sha256:" + parts[2] + " has content with sha256:" + got));
+        }
+        blobs_["sha256:" + parts[2]] = Blob{path, size};
+        return {};
+    }
+
+    // Checks a descriptor against the blob it names: present, same size.
+    Expected<const Blob*> blobFor(const json& desc, const std::string& what)
+    {
+        if (!desc.is_object() || !desc.contains("digest") || !desc["digest"].is_string() || !desc.contains("size") ||
+            !desc["size"].is_number_unsigned()) {
+            return unexpected(invalid(what + ": descriptor without digest or size"));
+        }
+        const std::string digest = desc["digest"].get<std::string>();
+        if (!str::startsWith(digest, "sha256:")) {
+            return unexpected(invalid(what + ": unsupported digest algorithm in '" + digest + "'"));
+        }
+        auto it = blobs_.find(digest);
+        if (it == blobs_.end()) {
+            return unexpected(invalid(what + ": missing blob " + digest + " (named by the image but not in the archive)"));
+        }
+        const auto size = desc["size"].get<std::uint64_t>();
+        if (size != it->second.size) {
+            return unexpected(invalid(what + ": blob " + digest + " is " + std::to_string(it->second.size) +
+                                      " bytes but its descriptor says " + std::to_string(size)));
+        }
+        return &it->second;
+    }
+
+    Expected<json> readJsonBlob(const json& desc, const std::string& what)
+    {
+        auto b = blobFor(desc, what);
+        if (!b) {
+            return unexpected(b.error());
+        }
+        auto text = fs::readFile((*b)->path, kMaxJson);
+        if (!text) {
+            return unexpected(text.error());
+        }
+        try {
+            return json::parse(*text);
+        } catch (const std::exception& ex) {
+            return unexpected(invalid(what + " is not valid JSON: " + ex.what()));
+        }
+    }
+
+    static std::string hostArch()
+    {
+        struct utsname u {};
+        ::uname(&u);
+        std::string m = u.machine;
+        if (m == "x86_64") {
+            return "amd64";
+        }
+        if (m == "aarch64") {
+            return "arm64";
+        }
+        if (str::startsWith(m, "arm")) {
+            return "arm";
+        }
+        return m;
+    }
+
+    // Picks one manifest descriptor of an index (recursing into nested indexes).
+    Expected<json> selectManifest(const json& index, int depth)
+    {
+        if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array()) {
+            return unexpected(invalid("index.json has no \"manifests\" list"));
+        }
+        std::vector<json> candidates;
+        for (const auto& m : index["manifests"]) {
+            if (!opts_.imageRef.empty()) {
+                const auto ann = m.value("annotations", json::object());
+                if (!ann.is_object() || ann.value("org.opencontainers.image.ref.name", "") != opts_.imageRef) {
+                    continue;
+                }
+            }
+            candidates.push_back(m);
+        }
+        // Several platforms of one image: keep those for this machine.
+        if (candidates.size() > 1) {
+            std::vector<json> mine;
+            for (const auto& m : candidates) {
+                if (m.contains("platform") && m["platform"].is_object() &&
+                    m["platform"].value("architecture", "") == hostArch()) {
+                    mine.push_back(m);
+                }
+            }
+            if (!mine.empty()) {
+                candidates = mine;
+            }
+        }
+        if (candidates.empty()) {
+            return unexpected(invalid(opts_.imageRef.empty()
+                                          ? std::string("index.json names no manifest")
+                                          : "index.json has no manifest with ref.name '" + opts_.imageRef + "'"));
+        }
+        if (candidates.size() > 1) {
+            return unexpected(invalid("index.json names " + std::to_string(candidates.size()) +
+                                      " manifests: choose one with the install option \"image\" (its ref.name)"));
+        }
+        json chosen = candidates[0];
+        const std::string type = chosen.value("mediaType", "");
+        if (type == kIndexType) {
+            if (depth > 2) {
+                return unexpected(invalid("index.json nests indexes too deeply"));
+            }
+            auto nested = readJsonBlob(chosen, "nested index");
+            if (!nested) {
+                return unexpected(nested.error());
+            }
+            auto inner = selectManifest(*nested, depth + 1);
+            if (inner && !inner->contains("annotations") && chosen.contains("annotations")) {
+                (*inner)["annotations"] = chosen["annotations"];
+            }
+            return inner;
+        }
+        if (type != kManifestType && type != kDockerManifestType) {
+            return unexpected(invalid("unknown media type '" + type + "' for the image manifest"));
+        }
+        return chosen;
+    }
+
+    Status finishImage(StagedImage& out)
+    {
+        out.kind = "oci-image";
+        if (layout_.empty()) {
+            return unexpected(invalid("the image layout has no oci-layout file"));
+        }
+        if (index_.empty()) {
+            return unexpected(invalid("the image layout has no index.json"));
+        }
+        json index;
+        try {
+            index = json::parse(index_);
+        } catch (const std::exception& ex) {
+            return unexpected(invalid(std::string("index.json is not valid JSON: ") + ex.what()));
+        }
+        auto desc = selectManifest(index, 0);
+        if (!desc) {
+            return unexpected(desc.error());
+        }
+        out.manifestDigest = desc->value("digest", "");
+        if (desc->contains("annotations") && (*desc)["annotations"].is_object()) {
+            out.refName = (*desc)["annotations"].value("org.opencontainers.image.ref.name", "");
+        }
+        auto manifest = readJsonBlob(*desc, "manifest");
+        if (!manifest) {
+            return unexpected(manifest.error());
+        }
+        if (!manifest->is_object() || !manifest->contains("config") || !manifest->contains("layers") ||
+            !(*manifest)["layers"].is_array()) {
+            return unexpected(invalid("the manifest has no config or no layers list"));
+        }
+        if (manifest->contains("mediaType") && (*manifest)["mediaType"].is_string()) {
+            const auto t = (*manifest)["mediaType"].get<std::string>();
+            if (t != kManifestType && t != kDockerManifestType) {
+                return unexpected(invalid("unknown media type '" + t + "' for the image manifest"));
+            }
+        }
+        const json& cdesc = (*manifest)["config"];
+        const std::string ctype = cdesc.is_object() ? cdesc.value("mediaType", "") : "";
+        if (ctype != kConfigType && ctype != kDockerConfigType) {
+            return unexpected(invalid("unknown media type '" + ctype + "' for the image config"));
+        }
+        auto config = readJsonBlob(cdesc, "image config");
+        if (!config) {
+            return unexpected(config.error());
+        }
+        // Check every layer before writing anything.
+        std::vector<const Blob*> layers;
+        for (const auto& l : (*manifest)["layers"]) {
+            const std::string t = l.is_object() ? l.value("mediaType", "") : "";
+            if (!isLayerType(t)) {
+                return unexpected(invalid("unknown media type '" + t + "' for a layer"));
+            }
+            auto b = blobFor(l, "layer");
+            if (!b) {
+                return unexpected(b.error());
+            }
+            layers.push_back(*b);
+        }
+        if (auto st = openWriter(true); !st) {
+            return st;
+        }
+        for (std::size_t i = 0; i < layers.size(); ++i) {
+            const std::string what = "layer " + std::to_string(i + 1) + " of " + std::to_string(layers.size());
+            ArchiveReader a{archive_read_new()};
+            archive_read_support_filter_all(a.get());
+            archive_read_support_format_tar(a.get());
+            if (archive_read_open_filename(a.get(), layers[i]->path.c_str(), 1 << 16) != ARCHIVE_OK) {
+                return unexpected(invalid(what + ": not a tar archive: " + archive_error_string(a.get())));
+            }
+            if (auto st = writer_->unpackLayer(a.get(), what); !st) {
+                return st;
+            }
+        }
+        const json cfg = config->value("config", json::object());
+        return fillProcess(cfg, out, manifest->value("annotations", json::object()));
+    }
+
+    static std::vector<std::string> strings(const json& j)
+    {
+        std::vector<std::string> out;
+        if (j.is_array()) {
+            for (const auto& s : j) {
+                if (s.is_string()) {
+                    out.push_back(s.get<std::string>());
+                }
+            }
+        }
+        return out;
+    }
+
+    Status fillProcess(const json& cfg, StagedImage& out, const json& annotations)
+    {
+        if (!cfg.is_object()) {
+            return unexpected(invalid("the image config has no \"config\" object"));
+        }
+        auto entry = strings(cfg.value("Entrypoint", json()));
+        auto cmd = strings(cfg.value("Cmd", json()));
+        out.process.args = entry;
+        out.process.args.insert(out.process.args.end(), cmd.begin(), cmd.end());
+        out.process.env = strings(cfg.value("Env", json()));
+        if (cfg.contains("WorkingDir") && cfg["WorkingDir"].is_string() && !cfg["WorkingDir"].get<std::string>().empty()) {
+            out.process.cwd = cfg["WorkingDir"].get<std::string>();
+        }
+        if (cfg.contains("User") && cfg["User"].is_string()) {
+            out.process.user = cfg["User"].get<std::string>();
+        }
+        const json labels = cfg.value("Labels", json::object());
+        if (annotations.is_object()) {
+            out.version = annotations.value("org.opencontainers.image.version", "");
+        }
+        if (out.version.empty() && labels.is_object()) {
+            out.version = labels.value("org.opencontainers.image.version", "");
+        }
+        return {};
+    }
+
+    Status finishBundle(StagedImage& out)
+    {
+        out.kind = "oci-bundle";
+        if (bundleConfig_.empty()) {
+            return unexpected(invalid("the runtime bundle has no config.json"));
+        }
+        if (!writer_) {
+            return unexpected(invalid("the runtime bundle has no rootfs/"));
+        }
+        json spec;
+        try {
+            spec = json::parse(bundleConfig_);
+        } catch (const std::exception& ex) {
+            return unexpected(invalid(std::string("config.json is not valid JSON: ") + ex.what()));
+        }
+        // Only the process is taken from the bundle: everything that decides
+        // isolation is generated by the manager (oci_spec.h).
+        const json proc = spec.is_object() ? spec.value("process", json::object()) : json::object();
+        if (!proc.is_object()) {
+            return unexpected(invalid("config.json: \"process\" is not an object"));
+        }
+        out.process.args = strings(proc.value("args", json()));
+        out.process.env = strings(proc.value("env", json()));
+        out.process.cwd = proc.value("cwd", std::string("/"));
+        if (proc.contains("user") && proc["user"].is_object()) {
+            const auto& u = proc["user"];
+            out.process.user = std::to_string(u.value("uid", 0u)) + ":" + std::to_string(u.value("gid", 0u));
+        }
+        if (spec.contains("annotations") && spec["annotations"].is_object()) {
+            out.version = spec["annotations"].value("org.opencontainers.image.version", "");
+            out.refName = spec["annotations"].value("org.opencontainers.image.ref.name", "");
+        }
+        return {};
+    }
+
+    std::string dir_;
+    StageOptions opts_;
+    Mode mode_ = Mode::Unknown;
+    std::string layout_;
+    std::string index_;
+    std::string bundleConfig_;
+    std::map<std::string, Blob> blobs_;
+    std::uint64_t blobBytes_ = 0;
+    std::optional<RootfsWriter> writer_;
+};
+
+std::optional<std::uint32_t> parseId(const std::string& s)
+{
+    if (s.empty() || s.size() > 10) {
+        return std::nullopt;
+    }
+    std::uint64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') {
+            return std::nullopt;
+        }
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (v > 0xfffffffeull) {
+        return std::nullopt;
+    }
+    return static_cast<std::uint32_t>(v);
+}
+
+// Looks a name up in a passwd/group style file: field 0 name, field 2 id, field 3 (passwd) gid.
+std::optional<std::vector<std::string>> lookupLine(const std::string& text, const std::string& name)
+{
+    for (const auto& line : str::split(text, '\n')) {
+        auto f = str::split(line, ':');
+        if (f.size() >= 3 && f[0] == name) {
+            return f;
+        }
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
+Expected<StagedImage> stageArchive(int fd, const std::string& stagingDir, const StageOptions& opts)
+{
+    Stager s(stagingDir, opts);
+    return s.run(fd);
+}
+
+Expected<std::pair<std::uint32_t, std::uint32_t>> resolveUser(const std::string& rootfs, const std::string& user)
+{
+    if (user.empty()) {
+        return std::make_pair(0u, 0u);
+    }
+    const auto colon = user.find(':');
+    const std::string u = user.substr(0, colon);
+    const std::string g = colon == std::string::npos ? std::string() : user.substr(colon + 1);
+    std::optional<std::uint32_t> uid = parseId(u);
+    std::optional<std::uint32_t> gid = g.empty() ? std::nullopt : parseId(g);
+    if (!uid || (!g.empty() && !gid) || g.empty()) {
+        auto passwd = readFileUnder(rootfs, "etc/passwd", 1 << 20);
+        if (!uid) {
+            auto line = passwd ? lookupLine(*passwd, u) : std::nullopt;
+            if (!line || line->size() < 4) {
+                return unexpected(invalid("the image's user '" + u + "' is not in its /etc/passwd"));
+            }
+            uid = parseId((*line)[2]);
+            if (g.empty()) {
+                gid = parseId((*line)[3]);
+            }
+        } else if (g.empty()) {
+            gid = *uid == 0 ? 0u : *uid;
+            if (passwd) {
+                for (const auto& line : str::split(*passwd, '\n')) {
+                    auto f = str::split(line, ':');
+                    if (f.size() >= 4 && parseId(f[2]) == uid) {
+                        gid = parseId(f[3]);
+                        break;
+                    }
+                }
+            }
+        }
+        if (!g.empty() && !gid) {
+            auto group = readFileUnder(rootfs, "etc/group", 1 << 20);
+            auto line = group ? lookupLine(*group, g) : std::nullopt;
+            if (!line) {
+                return unexpected(invalid("the image's group '" + g + "' is not in its /etc/group"));
+            }
+            gid = parseId((*line)[2]);
+        }
+    }
+    if (!uid || !gid) {
+        return unexpected(invalid("the image's user '" + user + "' cannot be resolved"));
+    }
+    return std::make_pair(*uid, *gid);
+}
+
+} // namespace mbl::containers

@@ -1,0 +1,257 @@
+#include "runtime.h"
+
+#include "mbl/fd.h"
+#include "mbl/fs.h"
+#include "mbl/process.h"
+#include "mbl/strings.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace mbl::containers {
+
+namespace {
+Fd devNull(int flags)
+{
+    return Fd{::open("/dev/null", flags | O_CLOEXEC)};
+}
+
+// The runtime's last error line: runc writes JSON log lines ({"level":"error","msg":...}).
+std::string lastErrorFromLog(const std::string& logPath)
+{
+    auto text = fs::readFile(logPath, 1 << 20);
+    if (!text) {
+        return "";
+    }
+    std::string msg;
+    for (const auto& line : str::split(*text, '\n')) {
+        try {
+            auto j = nlohmann::json::parse(line);
+            if (j.value("level", "") == "error") {
+                msg = j.value("msg", "");
+            }
+        } catch (const std::exception&) {
+            if (!str::trim(line).empty()) {
+                msg = str::trim(line);
+            }
+        }
+    }
+    return msg;
+}
+} // namespace
+
+std::vector<std::string> Runtime::base() const
+{
+    return {binary_, "--root", root_};
+}
+
+std::string Runtime::runtimeError(const std::string& what, const std::string& stderrText) const
+{
+    std::string msg = str::trim(stderrText);
+    // runc prints time="..." level=error msg="..." on stderr; keep the message.
+    auto pos = msg.rfind("msg=\"");
+    if (pos != std::string::npos) {
+        msg = msg.substr(pos + 5);
+        auto q = msg.rfind('"');
+        if (q != std::string::npos) {
+            msg = msg.substr(0, q);
+        }
+    }
+    return binary_ + " " + what + " failed: " + (msg.empty() ? std::string("(no message)") : msg);
+}
+
+Expected<pid_t> Runtime::create(const std::string& id, const std::string& bundle, int outFd) const
+{
+    const std::string pidFile = root_ + "/" + id + ".pid";
+    const std::string logFile = root_ + "/" + id + ".create.log";
+    ::unlink(pidFile.c_str());
+    ::unlink(logFile.c_str());
+    auto argv = base();
+    argv.insert(argv.begin() + 1, {"--log", logFile, "--log-format", "json"});
+    for (const char* a : {"create", "--bundle"}) {
+        argv.emplace_back(a);
+    }
+    argv.push_back(bundle);
+    argv.emplace_back("--pid-file");
+    argv.push_back(pidFile);
+    argv.push_back(id);
+    Fd in = devNull(O_RDONLY);
+    SpawnOptions so;
+    so.stdinFd = in.get();
+    so.stdoutFd = outFd;
+    so.stderrFd = outFd;
+    auto child = Child::spawn(argv, so);
+    if (!child) {
+        return unexpected(child.error());
+    }
+    auto st = child->wait();
+    if (!st.success()) {
+        std::string msg = lastErrorFromLog(logFile);
+        ::unlink(logFile.c_str());
+        return unexpected(ErrorCode::Failed, binary_ + " create failed (" + st.describe() + "): " +
+                                                 (msg.empty() ? std::string("see the app log") : msg));
+    }
+    ::unlink(logFile.c_str());
+    auto pidText = fs::readFile(pidFile, 64);
+    ::unlink(pidFile.c_str());
+    if (!pidText) {
+        return unexpected(ErrorCode::Failed, binary_ + " create wrote no pid file");
+    }
+    long pid = std::strtol(str::trim(*pidText).c_str(), nullptr, 10);
+    if (pid <= 0) {
+        return unexpected(ErrorCode::Failed, binary_ + " create wrote a bad pid file");
+    }
+    return static_cast<pid_t>(pid);
+}
+
+Status Runtime::start(const std::string& id) const
+{
+    auto argv = base();
+    argv.insert(argv.end(), {"start", id});
+    auto r = run(argv);
+    if (!r) {
+        return unexpected(r.error());
+    }
+    if (!r->status.success()) {
+        return unexpected(ErrorCode::Failed, runtimeError("start", r->err));
+    }
+    return {};
+}
+
+Status Runtime::kill(const std::string& id, int sig, bool all) const
+{
+    auto argv = base();
+    argv.emplace_back("kill");
+    if (all) {
+        argv.emplace_back("--all");
+    }
+    argv.push_back(id);
+    argv.push_back(std::to_string(sig));
+    auto r = run(argv);
+    if (!r) {
+        return unexpected(r.error());
+    }
+    if (!r->status.success()) {
+        return unexpected(ErrorCode::Failed, runtimeError("kill", r->err));
+    }
+    return {};
+}
+
+Status Runtime::remove(const std::string& id, bool force) const
+{
+    auto argv = base();
+    argv.emplace_back("delete");
+    if (force) {
+        argv.emplace_back("--force");
+    }
+    argv.push_back(id);
+    auto r = run(argv);
+    if (!r) {
+        return unexpected(r.error());
+    }
+    if (!r->status.success()) {
+        if (r->err.find("does not exist") != std::string::npos) {
+            return unexpected(ErrorCode::NotFound, "container " + id + " does not exist");
+        }
+        return unexpected(ErrorCode::Failed, runtimeError("delete", r->err));
+    }
+    return {};
+}
+
+static ContainerState parseState(const nlohmann::json& j)
+{
+    ContainerState s;
+    s.id = j.value("id", "");
+    s.status = j.value("status", "");
+    s.pid = j.value("pid", 0);
+    s.bundle = j.value("bundle", "");
+    return s;
+}
+
+Expected<ContainerState> Runtime::state(const std::string& id) const
+{
+    auto argv = base();
+    argv.insert(argv.end(), {"state", id});
+    auto r = run(argv);
+    if (!r) {
+        return unexpected(r.error());
+    }
+    if (!r->status.success()) {
+        return unexpected(ErrorCode::NotFound, runtimeError("state", r->err));
+    }
+    try {
+        return parseState(nlohmann::json::parse(r->out));
+    } catch (const std::exception& e) {
+        return unexpected(ErrorCode::Failed, binary_ + " state printed invalid JSON: " + e.what());
+    }
+}
+
+Expected<std::vector<ContainerState>> Runtime::list() const
+{
+    auto argv = base();
+    argv.insert(argv.end(), {"list", "--format", "json"});
+    auto r = run(argv);
+    if (!r) {
+        return unexpected(r.error());
+    }
+    if (!r->status.success()) {
+        return unexpected(ErrorCode::Failed, runtimeError("list", r->err));
+    }
+    std::vector<ContainerState> out;
+    try {
+        auto j = nlohmann::json::parse(str::trim(r->out).empty() ? std::string("[]") : r->out);
+        if (j.is_array()) {
+            for (const auto& c : j) {
+                out.push_back(parseState(c));
+            }
+        }
+    } catch (const std::exception& e) {
+        return unexpected(ErrorCode::Failed, binary_ + " list printed invalid JSON: " + e.what());
+    }
+    return out;
+}
+
+Expected<int> Runtime::exec(const std::string& id, const std::vector<std::string>& args,
+                            std::chrono::milliseconds timeout, int outFd) const
+{
+    const std::string pidFile = root_ + "/" + id + ".exec.pid";
+    ::unlink(pidFile.c_str());
+    auto argv = base();
+    argv.insert(argv.end(), {"exec", "--pid-file", pidFile, id});
+    argv.insert(argv.end(), args.begin(), args.end());
+    Fd in = devNull(O_RDONLY);
+    SpawnOptions so;
+    so.stdinFd = in.get();
+    so.stdoutFd = outFd;
+    so.stderrFd = outFd;
+    auto child = Child::spawn(argv, so);
+    if (!child) {
+        return unexpected(child.error());
+    }
+    auto st = child->waitFor(timeout);
+    if (!st) {
+        // Kill the command itself: runc exec then reaps it and returns, so
+        // nothing is left behind.
+        if (auto p = fs::readFile(pidFile, 64)) {
+            long pid = std::strtol(str::trim(*p).c_str(), nullptr, 10);
+            if (pid > 0) {
+                ::kill(static_cast<pid_t>(pid), SIGKILL);
+            }
+        }
+        st = child->waitFor(std::chrono::milliseconds(2000));
+        if (!st) {
+            child->kill(SIGKILL);
+            child->wait();
+        }
+        ::unlink(pidFile.c_str());
+        return unexpected(ErrorCode::Timeout, "the probe did not finish within " + std::to_string(timeout.count()) + " ms");
+    }
+    ::unlink(pidFile.c_str());
+    return st->code;
+}
+
+} // namespace mbl::containers

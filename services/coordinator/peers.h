@@ -1,0 +1,72 @@
+#pragma once
+// What the coordinator needs from the other four services, as asynchronous
+// calls whose callbacks run on the coordinator's event loop. The D-Bus
+// implementation is peers_dbus.cpp; unit tests drive the logic with a fake.
+
+#include "mbl/expected.h"
+#include "mbl/fd.h"
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mbl::coordinator {
+
+template <typename T>
+using Callback = std::function<void(Expected<T>)>;
+using Done = std::function<void(Status)>;
+
+struct AppInfo {
+    std::string name;
+    std::string version;
+    std::string state;
+};
+
+struct SlotInfo {
+    std::string slot;
+    std::string state; // good, bad, trial, empty
+    std::string version;
+};
+
+struct UpdateState {
+    std::string bootedSlot;
+    std::string activeSlot; // what the bootloader boots next
+    std::string firmwareVersion;
+    std::vector<SlotInfo> slots;
+};
+
+class Peers {
+public:
+    virtual ~Peers() = default;
+
+    // cloud client
+    virtual void download(const std::string& actionId, const std::string& artifactJson, Callback<Fd> cb) = 0;
+    virtual void reportFeedback(const std::string& actionId, const std::string& execution, const std::string& result,
+                                std::uint32_t cnt, std::uint32_t of, const std::vector<std::string>& details,
+                                Done cb) = 0;
+    virtual void setAttributes(const std::string& ns, const std::vector<std::pair<std::string, std::string>>& attrs,
+                               Done cb) = 0;
+    virtual void cloudConnectionState(Callback<std::string> cb) = 0;
+
+    // update: Install's completion arrives through Coordinator::onUpdateCompleted.
+    virtual void installBundle(Fd bundle, Callback<std::string> cb) = 0;
+    virtual void operationManifest(const std::string& updateOp, Callback<std::string> cb) = 0;
+    virtual void openPayload(const std::string& updateOp, const std::string& payload, Callback<Fd> cb) = 0;
+    virtual void updateState(Callback<UpdateState> cb) = 0;
+    virtual void commit(Done cb) = 0;
+    virtual void markBad(Done cb) = 0;
+
+    // container manager: InstallApp's completion arrives through Coordinator::onAppInstallCompleted.
+    virtual void installApp(Fd archive, const std::string& optionsJson, Callback<std::string> cb) = 0;
+    virtual void removeApp(const std::string& name, bool removeData, Done cb) = 0;
+    virtual void listApps(Callback<std::vector<AppInfo>> cb) = 0;
+
+    // any service answers Peer.Ping
+    virtual void ping(const std::string& busName, Done cb) = 0;
+
+    // the configured reboot command
+    virtual void reboot(Done cb) = 0;
+};
+
+} // namespace mbl::coordinator

@@ -1,0 +1,244 @@
+#include "peers_dbus.h"
+
+#include "mbl/dbus/bus.h"
+#include "mbl/log.h"
+#include "mbl/process.h"
+
+#include <thread>
+
+namespace mbl::coordinator {
+
+namespace {
+constexpr const char* kCloud = "org.mbl.CloudClient1";
+constexpr const char* kUpdate = "org.mbl.Update1";
+constexpr const char* kContainers = "org.mbl.ContainerManager1";
+constexpr auto kCallTimeout = std::chrono::seconds(30);
+
+Error busError(const sdbus::Error* e)
+{
+    return dbus::fromBusError(*e);
+}
+} // namespace
+
+BusPeers::BusPeers(sdbus::IConnection& conn, EventLoop& loop, std::vector<std::string> rebootCommand)
+    : conn_(conn), loop_(loop), rebootCommand_(std::move(rebootCommand)),
+      cloud_(sdbus::createProxy(conn, kCloud, "/org/mbl/CloudClient1")),
+      update_(sdbus::createProxy(conn, kUpdate, "/org/mbl/Update1")),
+      containers_(sdbus::createProxy(conn, kContainers, "/org/mbl/ContainerManager1"))
+{
+}
+
+BusPeers::~BusPeers() = default;
+
+void BusPeers::connectSignals(Coordinator& c)
+{
+    cloud_->uponSignal("DeploymentRequested").onInterface(kCloud).call([&c](const std::string& action, const std::string& json) {
+        dbus::guard([&] { c.onDeploymentRequested(action, json); });
+    });
+    cloud_->uponSignal("CancelRequested").onInterface(kCloud).call([&c](const std::string& action) {
+        dbus::guard([&] { c.onCancelRequested(action); });
+    });
+    cloud_->finishRegistration();
+    update_->uponSignal("Completed").onInterface(kUpdate).call(
+        [&c](const std::string& op, bool ok, const std::string& err, const std::string& msg) {
+            dbus::guard([&] { c.onUpdateCompleted(op, ok, err, msg); });
+        });
+    update_->finishRegistration();
+    containers_->uponSignal("InstallCompleted").onInterface(kContainers).call(
+        [&c](const std::string& op, const std::string& name, bool ok, const std::string& err, const std::string& msg) {
+            dbus::guard([&] { c.onAppInstallCompleted(op, name, ok, err, msg); });
+        });
+    containers_->finishRegistration();
+}
+
+void BusPeers::download(const std::string& actionId, const std::string& artifactJson, Callback<Fd> cb)
+{
+    cloud_->callMethodAsync("Download").onInterface(kCloud).withTimeout(kCallTimeout).withArguments(actionId, artifactJson)
+        .uponReplyInvoke([cb](const sdbus::Error* e, sdbus::UnixFd fd) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            cb(Fd{fd.release()});
+        });
+}
+
+void BusPeers::reportFeedback(const std::string& actionId, const std::string& execution, const std::string& result,
+                              std::uint32_t cnt, std::uint32_t of, const std::vector<std::string>& details, Done cb)
+{
+    cloud_->callMethodAsync("ReportFeedback").onInterface(kCloud).withTimeout(kCallTimeout)
+        .withArguments(actionId, execution, result, cnt, of, details)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::setAttributes(const std::string& ns, const std::vector<std::pair<std::string, std::string>>& attrs,
+                             Done cb)
+{
+    std::map<std::string, std::string> m(attrs.begin(), attrs.end());
+    cloud_->callMethodAsync("SetAttributes").onInterface(kCloud).withTimeout(kCallTimeout).withArguments(ns, m)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::cloudConnectionState(Callback<std::string> cb)
+{
+    cloud_->callMethodAsync("Get").onInterface("org.freedesktop.DBus.Properties").withTimeout(kCallTimeout)
+        .withArguments(std::string(kCloud), std::string("ConnectionState"))
+        .uponReplyInvoke([cb](const sdbus::Error* e, sdbus::Variant v) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            cb(v.get<std::string>());
+        });
+}
+
+void BusPeers::installBundle(Fd bundle, Callback<std::string> cb)
+{
+    std::map<std::string, sdbus::Variant> options;
+    update_->callMethodAsync("Install").onInterface(kUpdate).withTimeout(kCallTimeout)
+        .withArguments(sdbus::UnixFd{bundle.release(), sdbus::adopt_fd}, options)
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::string op) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            cb(op);
+        });
+}
+
+void BusPeers::operationManifest(const std::string& updateOp, Callback<std::string> cb)
+{
+    update_->callMethodAsync("GetOperationManifest").onInterface(kUpdate).withTimeout(kCallTimeout)
+        .withArguments(updateOp)
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::string manifest) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            cb(manifest);
+        });
+}
+
+void BusPeers::openPayload(const std::string& updateOp, const std::string& payload, Callback<Fd> cb)
+{
+    update_->callMethodAsync("OpenPayload").onInterface(kUpdate).withTimeout(kCallTimeout)
+        .withArguments(updateOp, payload)
+        .uponReplyInvoke([cb](const sdbus::Error* e, sdbus::UnixFd fd) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            cb(Fd{fd.release()});
+        });
+}
+
+void BusPeers::updateState(Callback<UpdateState> cb)
+{
+    update_->callMethodAsync("GetAll").onInterface("org.freedesktop.DBus.Properties").withTimeout(kCallTimeout)
+        .withArguments(std::string(kUpdate))
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::map<std::string, sdbus::Variant> props) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            try {
+                UpdateState s;
+                s.bootedSlot = props.at("BootedSlot").get<std::string>();
+                s.activeSlot = props.at("ActiveSlot").get<std::string>();
+                s.firmwareVersion = props.at("FirmwareVersion").get<std::string>();
+                for (const auto& st :
+                     props.at("SlotStates").get<std::vector<sdbus::Struct<std::string, std::string, std::string, uint64_t>>>()) {
+                    s.slots.push_back({std::get<0>(st), std::get<1>(st), std::get<2>(st)});
+                }
+                cb(s);
+            } catch (const std::exception& ex) {
+                cb(unexpected(ErrorCode::Failed, std::string("unexpected org.mbl.Update1 properties: ") + ex.what()));
+            }
+        });
+}
+
+void BusPeers::commit(Done cb)
+{
+    update_->callMethodAsync("Commit").onInterface(kUpdate).withTimeout(kCallTimeout)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::markBad(Done cb)
+{
+    update_->callMethodAsync("MarkBad").onInterface(kUpdate).withTimeout(kCallTimeout)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::installApp(Fd archive, const std::string& optionsJson, Callback<std::string> cb)
+{
+    containers_->callMethodAsync("InstallApp").onInterface(kContainers).withTimeout(kCallTimeout)
+        .withArguments(sdbus::UnixFd{archive.release(), sdbus::adopt_fd}, optionsJson)
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::string op) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            cb(op);
+        });
+}
+
+void BusPeers::removeApp(const std::string& name, bool removeData, Done cb)
+{
+    containers_->callMethodAsync("RemoveApp").onInterface(kContainers).withTimeout(kCallTimeout)
+        .withArguments(name, removeData)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::listApps(Callback<std::vector<AppInfo>> cb)
+{
+    containers_->callMethodAsync("ListApps").onInterface(kContainers).withTimeout(kCallTimeout)
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::vector<sdbus::Struct<std::string, std::string, std::string>> apps) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            std::vector<AppInfo> out;
+            for (const auto& a : apps) {
+                out.push_back({std::get<0>(a), std::get<1>(a), std::get<2>(a)});
+            }
+            cb(out);
+        });
+}
+
+void BusPeers::ping(const std::string& busName, Done cb)
+{
+    std::string path = "/" + busName;
+    for (auto& c : path) {
+        c = c == '.' ? '/' : c;
+    }
+    auto& proxy = pingProxies_[busName];
+    if (!proxy) {
+        proxy = sdbus::createProxy(conn_, busName, path);
+    }
+    proxy->callMethodAsync("Ping").onInterface("org.freedesktop.DBus.Peer").withTimeout(std::chrono::seconds(5))
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::reboot(Done cb)
+{
+    log::notice("rebooting: running the configured reboot command");
+    auto child = Child::spawn(rebootCommand_);
+    if (!child) {
+        cb(unexpected(child.error()));
+        return;
+    }
+    // Waiting off the loop thread: the command may take a while before the system goes down.
+    auto shared = std::make_shared<Child>(std::move(child).value());
+    std::thread([this, shared, cb]() {
+        ExitStatus st = shared->wait();
+        loop_.post([st, cb]() {
+            if (st.success()) {
+                cb({});
+            } else {
+                cb(unexpected(ErrorCode::Failed, "reboot command " + st.describe()));
+            }
+        });
+    }).detach();
+}
+
+} // namespace mbl::coordinator

@@ -1,0 +1,56 @@
+#pragma once
+// The coordinator's peers over D-Bus: asynchronous calls through sdbus-c++
+// proxies on the daemon's own connection (replies and signals arrive on its
+// event loop), and the reboot command.
+
+#include "coordinator.h"
+#include "peers.h"
+
+#include "mbl/event_loop.h"
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+namespace mbl::coordinator {
+
+class BusPeers final : public Peers {
+public:
+    BusPeers(sdbus::IConnection& conn, EventLoop& loop, std::vector<std::string> rebootCommand);
+    ~BusPeers() override;
+
+    // Subscribes the coordinator to the peers' signals.
+    void connectSignals(Coordinator& coordinator);
+
+    void download(const std::string& actionId, const std::string& artifactJson, Callback<Fd> cb) override;
+    void reportFeedback(const std::string& actionId, const std::string& execution, const std::string& result,
+                        std::uint32_t cnt, std::uint32_t of, const std::vector<std::string>& details,
+                        Done cb) override;
+    void setAttributes(const std::string& ns, const std::vector<std::pair<std::string, std::string>>& attrs,
+                       Done cb) override;
+    void cloudConnectionState(Callback<std::string> cb) override;
+    void installBundle(Fd bundle, Callback<std::string> cb) override;
+    void operationManifest(const std::string& updateOp, Callback<std::string> cb) override;
+    void openPayload(const std::string& updateOp, const std::string& payload, Callback<Fd> cb) override;
+    void updateState(Callback<UpdateState> cb) override;
+    void commit(Done cb) override;
+    void markBad(Done cb) override;
+    void installApp(Fd archive, const std::string& optionsJson, Callback<std::string> cb) override;
+    void removeApp(const std::string& name, bool removeData, Done cb) override;
+    void listApps(Callback<std::vector<AppInfo>> cb) override;
+    void ping(const std::string& busName, Done cb) override;
+    void reboot(Done cb) override;
+
+private:
+    sdbus::IConnection& conn_;
+    EventLoop& loop_;
+    std::vector<std::string> rebootCommand_;
+    std::unique_ptr<sdbus::IProxy> cloud_;
+    std::unique_ptr<sdbus::IProxy> update_;
+    std::unique_ptr<sdbus::IProxy> containers_;
+    std::map<std::string, std::unique_ptr<sdbus::IProxy>> pingProxies_;
+};
+
+} // namespace mbl::coordinator

@@ -1,0 +1,107 @@
+// mblctl cloud status | poll | attributes: the cloud client (org.mbl.CloudClient1).
+
+#include "mblctl.h"
+
+#include <nlohmann/json.hpp>
+
+#include <ctime>
+#include <iostream>
+
+namespace mbl::ctl {
+
+namespace {
+
+constexpr const char* kBus = "org.mbl.CloudClient1";
+constexpr const char* kPath = "/org/mbl/CloudClient1";
+
+std::string when(std::uint64_t epoch)
+{
+    if (epoch == 0) {
+        return "never";
+    }
+    std::time_t t = static_cast<std::time_t>(epoch);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+    const auto ago = static_cast<long long>(std::time(nullptr)) - static_cast<long long>(epoch);
+    return std::string(buf) + " (" + std::to_string(ago) + " s ago)";
+}
+
+int cloudStatus(Context& ctx)
+{
+    auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+    std::map<std::string, sdbus::Variant> props;
+    proxy->callMethod("GetAll").onInterface("org.freedesktop.DBus.Properties").withArguments(std::string(kBus)).storeResultsTo(props);
+    auto s = [&](const char* k) { return props.count(k) ? props[k].get<std::string>() : std::string(); };
+    auto u32 = [&](const char* k) { return props.count(k) ? props[k].get<std::uint32_t>() : 0u; };
+    auto u64 = [&](const char* k) { return props.count(k) ? props[k].get<std::uint64_t>() : std::uint64_t{0}; };
+    if (ctx.json) {
+        nlohmann::json j = {{"ConnectionState", s("ConnectionState")}, {"ServerUrl", s("ServerUrl")},
+                            {"LastContact", u64("LastContact")},         {"PollInterval", u32("PollInterval")},
+                            {"DownloadProgress", u32("DownloadProgress")}, {"LastError", s("LastError")},
+                            {"Version", s("Version")}};
+        std::cout << j.dump(2) << "\n";
+        return 0;
+    }
+    std::cout << "Connection:     " << s("ConnectionState") << "\n"
+              << "Server:         " << (s("ServerUrl").empty() ? "-" : s("ServerUrl")) << "\n"
+              << "Last contact:   " << when(u64("LastContact")) << "\n"
+              << "Poll interval:  " << u32("PollInterval") << " s\n"
+              << "Download:       " << u32("DownloadProgress") << " %\n";
+    if (!s("LastError").empty()) {
+        std::cout << "Last error:     " << s("LastError") << "\n";
+    }
+    return 0;
+}
+
+int cloudPoll(Context& ctx)
+{
+    auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+    proxy->callMethod("PollNow").onInterface(kBus);
+    if (!ctx.json) {
+        std::cout << "poll requested\n";
+    }
+    return 0;
+}
+
+int cloudAttributes(Context& ctx)
+{
+    auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+    std::map<std::string, std::string> attrs;
+    proxy->callMethod("GetAttributes").onInterface(kBus).storeResultsTo(attrs);
+    if (ctx.json) {
+        std::cout << nlohmann::json(attrs).dump(2) << "\n";
+        return 0;
+    }
+    std::size_t w = 0;
+    for (const auto& [k, v] : attrs) {
+        w = std::max(w, k.size());
+    }
+    for (const auto& [k, v] : attrs) {
+        std::cout << k << std::string(w + 2 - k.size(), ' ') << v << "\n";
+    }
+    return 0;
+}
+
+} // namespace
+
+void registerCloudCommands(std::vector<Command>& out)
+{
+    out.push_back({"cloud", "cloud status|poll|attributes [--json]",
+                   "the device-management connection: state, poll now, device attributes",
+                   [](Context& ctx, const std::vector<std::string>& args) -> int {
+                       const std::string sub = args.empty() ? "status" : args[0];
+                       if (sub == "status") {
+                           return cloudStatus(ctx);
+                       }
+                       if (sub == "poll") {
+                           return cloudPoll(ctx);
+                       }
+                       if (sub == "attributes") {
+                           return cloudAttributes(ctx);
+                       }
+                       std::cerr << "mblctl: unknown cloud command '" << sub << "' (status, poll, attributes)\n";
+                       return 2;
+                   }});
+}
+
+} // namespace mbl::ctl

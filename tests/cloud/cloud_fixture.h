@@ -1,0 +1,72 @@
+#pragma once
+// The cloud side of the integration tests: a test CA made with the openssl CLI,
+// the DDI test server (ddi_server.py) and a real nginx in front of it terminating
+// mutual TLS as hawkBit's reverse-proxy setup does (X-Ssl-Client-Cn,
+// X-Ssl-Issuer-Hash-1). Everything lives in one temporary folder and every
+// process dies with the fixture.
+
+#include "harness.h"
+
+#include "mbl/process.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace mbl::test {
+
+struct HttpReply {
+    long status = 0;
+    std::string body;
+};
+
+class CloudFixture {
+public:
+    // Skips (exit 77) when nginx, openssl or python3 are missing.
+    CloudFixture();
+    ~CloudFixture();
+
+    const std::string& dir() const { return dir_.path(); }
+    // https://localhost:<port> — mTLS optional (tokens also accepted).
+    std::string serverUrl() const { return "https://localhost:" + std::to_string(tlsPort_); }
+    // Same nginx, a certificate for another host name.
+    std::string wrongHostUrl() const { return "https://localhost:" + std::to_string(wrongHostPort_); }
+    // Same nginx, a certificate from another CA.
+    std::string wrongCaUrl() const { return "https://localhost:" + std::to_string(wrongCaPort_); }
+    int backendPort() const { return backendPort_; }
+
+    std::string caPem() const;
+    // A device key and certificate signed by the test CA with CN = deviceId.
+    struct DeviceCreds {
+        std::string keyPath;
+        std::string keyPem;
+        std::string chainPem;
+    };
+    DeviceCreds makeDevice(const std::string& deviceId);
+    const std::string& issuerHash() const { return issuerHash_; }
+
+    // The test server's control API (plain HTTP on loopback, never through nginx).
+    nlohmann::json admin(const std::string& method, const std::string& path, const nlohmann::json& body = {});
+    nlohmann::json state() { return admin("GET", "/admin/state"); }
+
+    std::string nginxLog() const;
+
+private:
+    void makePki();
+    void startServer();
+    void startNginx();
+
+    TempDir dir_{"mbl-cloud"};
+    Child server_;
+    Child nginx_;
+    int backendPort_ = 0;
+    int tlsPort_ = 0;
+    int wrongHostPort_ = 0;
+    int wrongCaPort_ = 0;
+    std::string issuerHash_;
+};
+
+// A free TCP port on 127.0.0.1.
+int freePort();
+
+} // namespace mbl::test

@@ -1,0 +1,713 @@
+// The cloud client against the DDI test server behind real nginx doing mutual
+// TLS, on a private system bus with the identity test double: the scenarios of
+// issue 6, seen from outside (the server's records, the bus, the bytes of the fd).
+
+#include "cloud_env.h"
+
+#include "mbl/crypto.h"
+#include "mbl/fs.h"
+#include "mbl/strings.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <set>
+#include <thread>
+
+using namespace mbl;
+using namespace mbl::test;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool contains(const std::string& hay, const std::string& needle)
+{
+    return hay.find(needle) != std::string::npos;
+}
+
+// Creates an artifact of `size` pseudo-random bytes on the server; returns its sha256.
+std::string makeArtifact(CloudEnv& env, const std::string& name, std::size_t size)
+{
+    std::string data(size, '\0');
+    std::uint32_t x = 2463534242u;
+    for (auto& c : data) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        c = static_cast<char>(x & 0xff);
+    }
+    const std::string path = env.cloud.dir() + "/artifacts/" + name;
+    REQUIRE(fs::writeFileAtomic(path, data, 0644));
+    auto r = env.cloud.admin("POST", "/admin/artifacts", {{"name", name}, {"path", path}});
+    REQUIRE(r["_status"] == 200);
+    return crypto::sha256Hex(data);
+}
+
+std::string deploy(CloudEnv& env, const std::vector<std::string>& artifacts, const json& extra = json::object())
+{
+    json body = {{"target", env.deviceId},
+                 {"download", "forced"},
+                 {"update", "forced"},
+                 {"chunks", json::array({{{"part", "os"}, {"name", "rootfs"}, {"version", "2.0"},
+                                          {"artifacts", artifacts},
+                                          {"metadata", json::array({{{"key", "slot"}, {"value", "b"}}})}}})}};
+    body.merge_patch(extra);
+    auto r = env.cloud.admin("POST", "/admin/deployments", body);
+    REQUIRE(r["_status"] == 200);
+    return r["id"];
+}
+
+sdbus::UnixFd download(CloudEnv& env, const std::string& actionId, const json& artifact)
+{
+    sdbus::UnixFd fd;
+    env.proxy().callMethod("Download").onInterface("org.mbl.CloudClient1").withArguments(actionId, artifact.dump()).storeResultsTo(fd);
+    return fd;
+}
+
+void feedback(CloudEnv& env, const std::string& actionId, const std::string& execution, const std::string& result,
+              std::uint32_t cnt = 0, std::uint32_t of = 0, const std::vector<std::string>& details = {})
+{
+    env.proxy()
+        .callMethod("ReportFeedback")
+        .onInterface("org.mbl.CloudClient1")
+        .withArguments(actionId, execution, result, cnt, of, details);
+}
+
+json action(CloudEnv& env, const std::string& id)
+{
+    return env.cloud.state()["actions"][id];
+}
+
+bool actionStatus(CloudEnv& env, const std::string& id, const std::string& status)
+{
+    return action(env, id)["status"] == status;
+}
+
+void pollNow(CloudEnv& env)
+{
+    env.proxy().callMethod("PollNow").onInterface("org.mbl.CloudClient1");
+}
+
+json firstArtifact(const Signal& s)
+{
+    return json::parse(s.args[1])["chunks"][0]["artifacts"][0];
+}
+
+} // namespace
+
+TEST_CASE("a device registers over mutual TLS and appears on the server with its attributes")
+{
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    CHECK(env.uintProp("LastContact") > 0);
+    CHECK(env.uintProp("PollInterval") == 2);
+    CHECK(env.stringProp("ServerUrl") == env.cloud.serverUrl());
+    REQUIRE(CloudEnv::waitUntil([&] { return env.cloud.state()["targets"][env.deviceId]["config_puts"] >= 1; }));
+    auto target = env.cloud.state()["targets"][env.deviceId];
+    CHECK(target["attributes"]["device_id"] == env.deviceId);
+    CHECK(target["attributes"]["device_class"] == "mbl-test-board");
+    CHECK(target["attributes"]["mbl.client_version"] == "0.1.0");
+    // nginx saw the client certificate and passed its CN; the server matched it to the controllerId.
+    auto polls = env.requests("/DEFAULT/controller/v1/dev-01");
+    REQUIRE_FALSE(polls.empty());
+    CHECK(polls[0]["cn"] == env.deviceId);
+    CHECK(polls[0]["auth"] == "");
+}
+
+TEST_CASE("polls reuse one keep-alive TLS connection")
+{
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() >= 6; }, 30s));
+    // nginx logs the connection serial of every request: all polls came over one connection.
+    auto log = fs::readFile(env.cloud.dir() + "/nginx/logs/access.log");
+    REQUIRE(log);
+    std::set<std::string> connections;
+    int polls = 0;
+    for (const auto& line : str::split(*log, '\n')) {
+        if (contains(line, "GET /DEFAULT/controller/v1/dev-01 ")) {
+            connections.insert(line.substr(0, line.find(' ')));
+            ++polls;
+        }
+    }
+    CHECK(polls >= 4);
+    CHECK(connections.size() == 1);
+}
+
+TEST_CASE("an invalid target token makes the state auth-failed, retried slowly")
+{
+    CloudEnvOptions o;
+    o.authMode = "target-token";
+    o.token = "wrong";
+    CloudEnv env(o);
+    REQUIRE(env.cloud.admin("POST", "/admin/targets", {{"id", env.deviceId}, {"token", "right"}})["_status"] == 200);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "auth-failed"; }));
+    CHECK(contains(env.stringProp("LastError"), "401"));
+    // auth_retry_sec is 1: in 3 s at most a handful of attempts, never a tight loop.
+    env.cloud.admin("POST", "/admin/reset-log");
+    std::this_thread::sleep_for(3s);
+    CHECK(env.requests("/controller/v1/dev-01").size() <= 4);
+    // A corrected token (the identity service was re-provisioned) is picked up.
+    env.writeSpec(env.provisioning("target-token", "right", env.cloud.serverUrl()));
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    auto polls = env.requests("/controller/v1/dev-01");
+    CHECK(polls.back()["auth"] == "TargetToken");
+}
+
+TEST_CASE("target and gateway tokens authenticate without a client certificate")
+{
+    SECTION("target token")
+    {
+        CloudEnvOptions o;
+        o.authMode = "target-token";
+        o.token = "t0ken";
+        o.startClient = false;
+        CloudEnv env(o);
+        env.cloud.admin("POST", "/admin/config", {{"mtls", false}});
+        env.cloud.admin("POST", "/admin/targets", {{"id", env.deviceId}, {"token", "t0ken"}});
+        env.startClient();
+        REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+        CHECK(env.requests("/controller/v1/dev-01")[0]["auth"] == "TargetToken");
+    }
+    SECTION("gateway token")
+    {
+        CloudEnvOptions o;
+        o.authMode = "gateway-token";
+        o.token = "gw-secret";
+        o.startClient = false;
+        CloudEnv env(o);
+        env.cloud.admin("POST", "/admin/config", {{"mtls", false}, {"gateway_token", "gw-secret"}});
+        env.startClient();
+        REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+        CHECK(env.requests("/controller/v1/dev-01")[0]["auth"] == "GatewayToken");
+    }
+}
+
+TEST_CASE("configData is sent when the server asks and when an app changes its attributes")
+{
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.cloud.state()["targets"][env.deviceId]["config_puts"] == 1; }));
+    env.proxy()
+        .callMethod("SetAttributes")
+        .onInterface("org.mbl.CloudClient1")
+        .withArguments(std::string("sensor"), std::map<std::string, std::string>{{"model", "bme280"}, {"fw", "1.2"}});
+    REQUIRE(CloudEnv::waitUntil(
+        [&] { return env.cloud.state()["targets"][env.deviceId]["attributes"].value("sensor.model", "") == "bme280"; }));
+    std::map<std::string, std::string> attrs;
+    env.proxy().callMethod("GetAttributes").onInterface("org.mbl.CloudClient1").storeResultsTo(attrs);
+    CHECK(attrs["sensor.fw"] == "1.2");
+    CHECK(attrs["device_id"] == env.deviceId);
+    // No change, no PUT.
+    int puts = env.cloud.state()["targets"][env.deviceId]["config_puts"];
+    std::this_thread::sleep_for(2500ms);
+    CHECK(env.cloud.state()["targets"][env.deviceId]["config_puts"] == puts);
+    // The server asks again (e.g. the operator cleared them): sent on the next poll.
+    env.cloud.admin("POST", "/admin/request-config", {{"target", env.deviceId}});
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.cloud.state()["targets"][env.deviceId]["config_puts"] > puts; }));
+}
+
+TEST_CASE("attributes over the server's limits are refused with InvalidArgument and change nothing")
+{
+    CloudEnv env;
+    auto call = [&](const std::string& ns, const std::map<std::string, std::string>& a) -> std::string {
+        try {
+            env.proxy().callMethod("SetAttributes").onInterface("org.mbl.CloudClient1").withArguments(ns, a);
+            return "";
+        } catch (const sdbus::Error& e) {
+            return e.getName() + ": " + e.getMessage();
+        }
+    };
+    std::map<std::string, std::string> many;
+    for (int i = 0; i < 120; ++i) {
+        many["k" + std::to_string(i)] = "v";
+    }
+    CHECK(contains(call("app1", many), "org.mbl.Error.InvalidArgument"));
+    CHECK(contains(call("app1", many), "100"));
+    CHECK(contains(call("app1", {{"k", std::string(200, 'v')}}), "128"));
+    CHECK(contains(call("../x", {{"k", "v"}}), "InvalidArgument"));
+    CHECK(contains(call("mbl", {{"k", "v"}}), "reserved"));
+    std::map<std::string, std::string> attrs;
+    env.proxy().callMethod("GetAttributes").onInterface("org.mbl.CloudClient1").storeResultsTo(attrs);
+    CHECK(attrs.count("app1.k0") == 0);
+    CHECK(attrs.count("app1.k") == 0);
+}
+
+TEST_CASE("a deployment is announced, downloaded through the fd and closed with success")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    const std::string sha = makeArtifact(env, "fw.bundle", 3 * 1024 * 1024 + 17);
+    const std::string id = deploy(env, {"fw.bundle"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    CHECK(dep->args[0] == id);
+    json d = json::parse(dep->args[1]);
+    CHECK(d["update"] == "forced");
+    CHECK(d["install_allowed"] == true);
+    CHECK(d["chunks"][0]["metadata"]["slot"] == "b");
+    auto art = d["chunks"][0]["artifacts"][0];
+    CHECK(art["sha256"] == sha);
+    CHECK(art["size"] == 3 * 1024 * 1024 + 17);
+    CHECK(contains(art["url"], env.cloud.serverUrl() + "/DEFAULT/controller/v1/dev-01/softwaremodules/"));
+
+    feedback(env, id, "proceeding", "none", 1, 3, {"downloading"});
+    auto fd = download(env, id, art);
+    std::string data = readFd(fd.get());
+    CHECK(data.size() == art["size"].get<std::size_t>());
+    CHECK(crypto::sha256Hex(data) == sha);
+    auto done = sig.waitFor("DownloadFinished");
+    REQUIRE(done);
+    CHECK(done->args[2] == "success");
+    CHECK(env.uintProp("DownloadProgress") == 100);
+    feedback(env, id, "proceeding", "none", 2, 3, {"installing"});
+    feedback(env, id, "closed", "success", 3, 3, {"installed"});
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }));
+    auto fb = action(env, id)["feedback"];
+    REQUIRE(fb.size() == 3);
+    CHECK(fb[0]["details"][0] == "downloading");
+    CHECK(fb[1]["progress"]["cnt"] == 2);
+    CHECK(fb[2]["execution"] == "closed");
+    CHECK(fb[2]["finished"] == "success");
+    // The next polls no longer offer it; the server reports it as installed.
+    pollNow(env);
+    std::this_thread::sleep_for(500ms);
+    CHECK(sig.count("DeploymentRequested") == 1);
+}
+
+TEST_CASE("a download interrupted twice resumes with Range and ends with the right hash")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    const std::string sha = makeArtifact(env, "big.bin", 4 * 1024 * 1024);
+    const std::string id = deploy(env, {"big.bin"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    env.cloud.admin("POST", "/admin/faults", {{"cut_after", 1000000}, {"cut_count", 2}});
+    auto fd = download(env, id, firstArtifact(*dep));
+    std::string data = readFd(fd.get());
+    CHECK(data.size() == 4u * 1024 * 1024);
+    CHECK(crypto::sha256Hex(data) == sha);
+    auto done = sig.waitFor("DownloadFinished");
+    REQUIRE(done);
+    CHECK(done->args[2] == "success");
+    int partial = 0;
+    for (const auto& r : env.requests("/artifacts/big.bin")) {
+        partial += r["status"] == 206 ? 1 : 0;
+    }
+    CHECK(partial == 2);
+}
+
+TEST_CASE("a download that is too slow is aborted and retried")
+{
+    CloudEnvOptions o;
+    o.config = {{"download", {{"low_speed_limit", 50000}, {"low_speed_time_sec", 1}, {"max_retries", 2}}}};
+    CloudEnv env(o);
+    SignalRecorder sig;
+    makeArtifact(env, "slow.bin", 512 * 1024);
+    const std::string id = deploy(env, {"slow.bin"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    env.cloud.admin("POST", "/admin/faults", {{"throttle_bps", 5000}});
+    auto fd = download(env, id, firstArtifact(*dep));
+    std::string data = readFd(fd.get());
+    auto done = sig.waitFor("DownloadFinished", 1, 30s);
+    REQUIRE(done);
+    CHECK(done->args[2] == "failure");
+    CHECK(contains(done->args[3], "gave up after 3 attempts"));
+    CHECK(data.size() < 512u * 1024);
+    CHECK(env.requests("/artifacts/slow.bin").size() == 3);
+}
+
+TEST_CASE("a hash mismatch ends the stream short, and the action closes with failure")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "bad.bin", 100000);
+    const std::string id = deploy(env, {"bad.bin"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    env.cloud.admin("POST", "/admin/faults", {{"corrupt", true}});
+    auto fd = download(env, id, firstArtifact(*dep));
+    std::string data = readFd(fd.get());
+    CHECK(data.size() == 99999u); // the reader sees a short stream
+    auto done = sig.waitFor("DownloadFinished");
+    REQUIRE(done);
+    CHECK(done->args[2] == "failure");
+    CHECK(contains(done->args[3], "SHA-256 mismatch"));
+    feedback(env, id, "closed", "failure", 0, 0, {done->args[3]});
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "ERROR"); }));
+}
+
+TEST_CASE("cancel before the download is accepted")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "a.bin", 1000);
+    const std::string id = deploy(env, {"a.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested"));
+    env.cloud.admin("POST", "/admin/actions/" + id, {{"cancel", true}});
+    auto c = sig.waitFor("CancelRequested");
+    REQUIRE(c);
+    CHECK(c->args[0] == id);
+    feedback(env, id, "closed", "success", 0, 0, {"cancelled before download"});
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "CANCELED"); }));
+    CHECK(action(env, id)["feedback"][0]["kind"] == "cancelAction");
+}
+
+TEST_CASE("cancel during the download is accepted and aborts the download")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "c.bin", 2 * 1024 * 1024);
+    const std::string id = deploy(env, {"c.bin"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    env.cloud.admin("POST", "/admin/faults", {{"throttle_bps", 200000}});
+    auto fd = download(env, id, firstArtifact(*dep));
+    env.cloud.admin("POST", "/admin/actions/" + id, {{"cancel", true}});
+    REQUIRE(sig.waitFor("CancelRequested"));
+    feedback(env, id, "canceled", "success");
+    auto done = sig.waitFor("DownloadFinished");
+    REQUIRE(done);
+    CHECK(done->args[2] == "cancelled");
+    std::string data = readFd(fd.get(), 10s);
+    CHECK(data.size() < 2u * 1024 * 1024);
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "CANCELED"); }));
+}
+
+TEST_CASE("cancel during the install is rejected and the action goes on to success")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "i.bin", 1000);
+    const std::string id = deploy(env, {"i.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested"));
+    feedback(env, id, "proceeding", "none", 2, 3, {"installing"});
+    REQUIRE(CloudEnv::waitUntil([&] { return action(env, id)["feedback"].size() == 1; }));
+    env.cloud.admin("POST", "/admin/actions/" + id, {{"cancel", true}});
+    REQUIRE(sig.waitFor("CancelRequested"));
+    feedback(env, id, "rejected", "none", 0, 0, {"installing, cannot cancel"});
+    REQUIRE(CloudEnv::waitUntil([&] { return action(env, id).value("cancel_rejected", false); }));
+    CHECK(actionStatus(env, id, "RUNNING"));
+    feedback(env, id, "closed", "success");
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }));
+}
+
+TEST_CASE("a download-only action is reported downloaded and not installed")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "d.bin", 5000);
+    const std::string id = deploy(env, {"d.bin"}, {{"update", "skip"}, {"download", "forced"}});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    json d = json::parse(dep->args[1]);
+    CHECK(d["download_only"] == true);
+    CHECK(d["install_allowed"] == false);
+    auto fd = download(env, id, firstArtifact(*dep));
+    CHECK(readFd(fd.get()).size() == 5000u);
+    feedback(env, id, "downloaded", "success");
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "DOWNLOADED"); }));
+}
+
+TEST_CASE("an unavailable maintenance window allows the download but not the install until it opens")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "m.bin", 5000);
+    const std::string id = deploy(env, {"m.bin"}, {{"maintenanceWindow", "unavailable"}, {"update", "forced"}});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    json d = json::parse(dep->args[1]);
+    CHECK(d["maintenance_window"] == "unavailable");
+    CHECK(d["install_allowed"] == false);
+    auto fd = download(env, id, firstArtifact(*dep));
+    CHECK(readFd(fd.get()).size() == 5000u);
+    feedback(env, id, "downloaded", "none");
+    std::this_thread::sleep_for(2500ms);
+    CHECK(sig.count("DeploymentRequested") == 1); // unchanged deployment: not announced again
+    env.cloud.admin("POST", "/admin/actions/" + id, {{"maintenanceWindow", "available"}});
+    auto again = sig.waitFor("DeploymentRequested", 2);
+    REQUIRE(again);
+    json d2 = json::parse(again->args[1]);
+    CHECK(d2["maintenance_window"] == "available");
+    CHECK(d2["install_allowed"] == true);
+}
+
+TEST_CASE("429 and 503 answers back off with jitter, honour Retry-After, and cause no request storm")
+{
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    env.cloud.admin("POST", "/admin/faults", {{"status", 503}, {"status_count", 1000}});
+    env.cloud.admin("POST", "/admin/reset-log");
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "disconnected"; }));
+    std::this_thread::sleep_for(4s);
+    auto reqs = env.requests("/controller/v1/dev-01");
+    // base 200 ms, cap 2 s: 200, 400, 800, 1600, 2000 … at most about 6 in 4 s.
+    CHECK(reqs.size() >= 3);
+    CHECK(reqs.size() <= 8);
+    CHECK(contains(env.stringProp("LastError"), "503"));
+
+    env.cloud.admin("POST", "/admin/faults", {{"status", 429}, {"status_count", 1000}, {"retry_after", 2}});
+    env.cloud.admin("POST", "/admin/reset-log");
+    std::this_thread::sleep_for(4100ms);
+    reqs = env.requests("/controller/v1/dev-01");
+    // Retry-After: 2 → at most one request per 2 s.
+    CHECK(reqs.size() <= 3);
+    for (std::size_t i = 1; i < reqs.size(); ++i) {
+        CHECK(reqs[i]["time"].get<double>() - reqs[i - 1]["time"].get<double>() >= 1.9);
+    }
+    env.cloud.admin("POST", "/admin/faults", json::object());
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+}
+
+TEST_CASE("feedback for a closed action gets 410 and ends that action's queue, others are delivered")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "x.bin", 100);
+    const std::string id = deploy(env, {"x.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested"));
+    feedback(env, id, "closed", "success");
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }));
+    feedback(env, id, "proceeding", "none", 0, 0, {"late"});
+    feedback(env, id, "closed", "failure", 0, 0, {"late too"});
+    REQUIRE(CloudEnv::waitUntil([&] {
+        int gone = 0;
+        for (const auto& r : env.requests("/deploymentBase/" + id + "/feedback")) {
+            gone += r["status"] == 410 ? 1 : 0;
+        }
+        return gone == 1; // the second message was dropped with the first 410
+    }));
+    const std::string id2 = deploy(env, {"x.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested", 2));
+    feedback(env, id2, "closed", "success");
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id2, "FINISHED"); }));
+    CHECK(action(env, id)["feedback"].size() == 1);
+    CHECK(contains(env.clientLog(), "410"));
+}
+
+TEST_CASE("feedback given while the server is unreachable is delivered in order after reconnecting")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "q.bin", 100);
+    const std::string id = deploy(env, {"q.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested"));
+    env.cloud.admin("POST", "/admin/faults", {{"drop_count", 100000}});
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "disconnected"; }));
+    for (int i = 1; i <= 5; ++i) {
+        feedback(env, id, "proceeding", "none", static_cast<std::uint32_t>(i), 6, {"step " + std::to_string(i)});
+    }
+    feedback(env, id, "closed", "success", 6, 6, {"done"});
+    CHECK(fs::exists(env.stack.root() + "/var/lib/mbl/cloud/feedback-queue.json"));
+    std::this_thread::sleep_for(1s);
+    CHECK(action(env, id)["feedback"].empty());
+    env.cloud.admin("POST", "/admin/faults", json::object());
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }, 30s));
+    auto fb = action(env, id)["feedback"];
+    REQUIRE(fb.size() == 6);
+    for (int i = 0; i < 5; ++i) {
+        CHECK(fb[i]["progress"]["cnt"] == i + 1);
+    }
+    CHECK(fb[5]["execution"] == "closed");
+}
+
+TEST_CASE("queued feedback survives a restart of the cloud client")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "r.bin", 100);
+    const std::string id = deploy(env, {"r.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested"));
+    env.cloud.admin("POST", "/admin/faults", {{"drop_count", 100000}});
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "disconnected"; }));
+    feedback(env, id, "closed", "success", 0, 0, {"before restart"});
+    env.stack.kill("cloud-client");
+    env.cloud.admin("POST", "/admin/faults", json::object());
+    env.startClient();
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }, 30s));
+}
+
+TEST_CASE("an ISO-8601 poll sleep is honoured")
+{
+    CloudEnv env;
+    env.cloud.admin("POST", "/admin/config", {{"sleep", "PT3S"}});
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.uintProp("PollInterval") == 3; }));
+    env.cloud.admin("POST", "/admin/config", {{"sleep", "PT36H"}});
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.uintProp("PollInterval") == 36 * 3600; }));
+}
+
+TEST_CASE("bad server documents are refused with a clear error and the client keeps running")
+{
+    CloudEnvOptions o;
+    o.config = {{"http", {{"max_body_bytes", 4096}}}};
+    CloudEnv env(o);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    struct Case {
+        json fault;
+        std::string expect;
+    };
+    const std::vector<Case> cases = {
+        {{{"poll_body", "{\"config\": {\"polling\": "}}, "malformed JSON"},
+        {{{"poll_body", "{\"config\": {\"polling\": {\"sleep\": 30}}}"}}, "not a string"},
+        {{{"poll_body", "{\"config\": {\"polling\": {\"sleep\": \"25:99:00\"}}}"}}, "above 59"},
+        {{{"poll_body", "{\"config\": {}, \"_links\": \"x\"}"}}, "_links"},
+        {{{"poll_body", "{\"pad\": \"" + std::string(10000, 'x') + "\"}"}}, "larger than 4096"},
+        {{{"redirect_loop", true}}, "too many redirects"},
+    };
+    for (const auto& c : cases) {
+        INFO(c.fault.dump().substr(0, 100));
+        env.cloud.admin("POST", "/admin/faults", c.fault);
+        pollNow(env);
+        CHECK(CloudEnv::waitUntil([&] { return contains(env.stringProp("LastError"), c.expect); }, 10s));
+        CHECK(env.stack.running("cloud-client"));
+    }
+    env.cloud.admin("POST", "/admin/faults", json::object());
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+}
+
+TEST_CASE("an http:// link or a link to another host is refused and no credentials are sent there")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "l.bin", 100);
+    env.cloud.admin("POST", "/admin/config", {{"link_base", "http://localhost:1"}});
+    deploy(env, {"l.bin"});
+    pollNow(env);
+    CHECK(CloudEnv::waitUntil([&] { return contains(env.stringProp("LastError"), "not https"); }, 10s));
+    env.cloud.admin("POST", "/admin/config", {{"link_base", env.cloud.wrongHostUrl()}});
+    pollNow(env);
+    CHECK(CloudEnv::waitUntil([&] { return contains(env.stringProp("LastError"), "another host"); }, 10s));
+    CHECK(sig.count("DeploymentRequested") == 0);
+    // Nothing but polls reached the server (the other-host link is the same nginx on another port).
+    for (const auto& r : env.requests("/deploymentBase")) {
+        FAIL("followed a refused link: " << r.dump());
+    }
+}
+
+TEST_CASE("a server certificate from the wrong CA or for the wrong host name is refused")
+{
+    SECTION("wrong CA")
+    {
+        CloudEnvOptions o;
+        o.startClient = false;
+        CloudEnv env(o);
+        env.writeSpec(env.provisioning("mtls", "", env.cloud.wrongCaUrl()));
+        env.startClient();
+        REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "disconnected"; }));
+        CHECK(contains(env.stringProp("LastError"), "certificate"));
+        CHECK(env.requests("/controller").empty());
+    }
+    SECTION("wrong host name")
+    {
+        CloudEnvOptions o;
+        o.startClient = false;
+        CloudEnv env(o);
+        env.writeSpec(env.provisioning("mtls", "", env.cloud.wrongHostUrl()));
+        env.startClient();
+        REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "disconnected"; }));
+        CHECK(contains(env.stringProp("LastError"), "certificate"));
+        CHECK(env.requests("/controller").empty());
+    }
+}
+
+TEST_CASE("without provisioning the state is unprovisioned, and provisioning later connects")
+{
+    CloudEnvOptions o;
+    o.startClient = false;
+    CloudEnv env(o);
+    env.writeSpec(nullptr);
+    env.startClient();
+    REQUIRE(CloudEnv::waitUntil([&] { return contains(env.stringProp("LastError"), "NotProvisioned"); }));
+    CHECK(env.stringProp("ConnectionState") == "unprovisioned");
+    env.writeSpec(env.provisioning("mtls", "", env.cloud.serverUrl()));
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+}
+
+TEST_CASE("bad method arguments are refused with InvalidArgument")
+{
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    auto err = [&](const std::function<void()>& f) -> std::string {
+        try {
+            f();
+            return "";
+        } catch (const sdbus::Error& e) {
+            return e.getName() + ": " + e.getMessage();
+        }
+    };
+    CHECK(contains(err([&] { feedback(env, "1", "finished", "success"); }), "InvalidArgument"));
+    CHECK(contains(err([&] { feedback(env, "1", "closed", "great"); }), "InvalidArgument"));
+    CHECK(contains(err([&] { feedback(env, "../1", "closed", "success"); }), "InvalidArgument"));
+    CHECK(contains(err([&] { feedback(env, "1", "closed", "success", 0, 0, std::vector<std::string>(49, "d")); }),
+                   "48"));
+    CHECK(contains(err([&] { download(env, "1", json{{"url", "x"}}); }), "InvalidArgument"));
+    CHECK(contains(err([&] { download(env, "1", json::parse("[1]")); }), "InvalidArgument"));
+    CHECK(contains(err([&] {
+                       download(env, "1", json{{"url", "https://evil.example.com/a"}, {"size", 1},
+                                               {"sha256", std::string(64, 'a')}});
+                   }),
+                   "another host"));
+}
+
+TEST_CASE("mblctl cloud shows status, polls and lists attributes")
+{
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    const std::string mblctl = buildRoot() + "/services/mblctl/mblctl";
+    auto st = env.stack.runTool({mblctl, "cloud", "status"});
+    INFO(st.out << st.err);
+    CHECK(st.status.code == 0);
+    CHECK(contains(st.out, "connected"));
+    CHECK(contains(st.out, env.cloud.serverUrl()));
+    auto js = env.stack.runTool({mblctl, "--json", "cloud", "status"});
+    auto j = json::parse(js.out, nullptr, false);
+    REQUIRE(j.is_object());
+    CHECK(j["ConnectionState"] == "connected");
+    CHECK(j["PollInterval"] == 2);
+    auto poll = env.stack.runTool({mblctl, "cloud", "poll"}, std::string("mbl-test-admin"));
+    CHECK(poll.status.code == 0);
+    auto denied = env.stack.runTool({mblctl, "cloud", "poll"}, std::string("mbl-test-user"));
+    CHECK(denied.status.code != 0);
+    CHECK(contains(denied.err, "ccess"));
+    auto attrs = env.stack.runTool({mblctl, "cloud", "attributes"});
+    CHECK(contains(attrs.out, "device_id"));
+    CHECK(contains(attrs.out, env.deviceId));
+}
+
+TEST_CASE("an unprivileged user may publish attributes but not report feedback or download")
+{
+    CloudEnv env;
+    auto set = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                 "SetAttributes", "sa{ss}", "app2", "1", "k", "v"},
+                                std::string("mbl-test-user"));
+    CHECK(set.status.success());
+    auto fb = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                "ReportFeedback", "sssuuas", "1", "closed", "success", "0", "0", "0"},
+                               std::string("mbl-test-user"));
+    CHECK_FALSE(fb.status.success());
+    CHECK(contains(fb.err, "ccess denied"));
+}
+
+TEST_CASE("the cloud client stops cleanly and quickly on SIGTERM in the middle of a download")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "t.bin", 2 * 1024 * 1024);
+    const std::string id = deploy(env, {"t.bin"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    env.cloud.admin("POST", "/admin/faults", {{"throttle_bps", 100000}});
+    auto fd = download(env, id, firstArtifact(*dep));
+    std::this_thread::sleep_for(500ms);
+    auto [status, took] = env.stack.stop("cloud-client");
+    INFO(env.clientLog());
+    CHECK(status.success()); // also: no sanitizer report at exit
+    CHECK(took < 3s);
+    CHECK(readFd(fd.get(), 5s).size() < 2u * 1024 * 1024);
+}

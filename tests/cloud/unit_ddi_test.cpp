@@ -1,0 +1,263 @@
+// The DDI protocol pieces of the cloud client, without network or bus.
+
+#include "ddi.h"
+#include "feedback_queue.h"
+#include "harness.h"
+
+#include "mbl/fs.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+using namespace mbl;
+using namespace mbl::cloud;
+using nlohmann::json;
+using std::chrono::seconds;
+
+namespace {
+const Origin kServer{"https", "hawkbit.example.com", 443};
+
+json deploymentDoc()
+{
+    return json::parse(R"({
+      "id": "8",
+      "deployment": {
+        "download": "forced", "update": "attempt", "maintenanceWindow": "unavailable",
+        "chunks": [{
+          "part": "os", "version": "2.1", "name": "rootfs",
+          "metadata": [{"key": "slot", "value": "b"}],
+          "artifacts": [{
+            "filename": "fw.bundle", "size": 1234,
+            "hashes": {"sha1": "aa", "md5": "bb",
+                       "sha256": "0000000000000000000000000000000000000000000000000000000000000001"},
+            "_links": {"download": {"href": "https://hawkbit.example.com/DEFAULT/controller/v1/d/softwaremodules/1/artifacts/fw.bundle"},
+                       "download-http": {"href": "http://hawkbit.example.com/x"}}
+          }]
+        }]
+      },
+      "actionHistory": {"status": "RUNNING", "messages": []}
+    })");
+}
+} // namespace
+
+TEST_CASE("poll sleep is read in HH:MM:SS and ISO-8601 forms")
+{
+    CHECK(*parseSleep("00:05:00") == seconds(300));
+    CHECK(*parseSleep("12:00:00") == seconds(43200));
+    CHECK(*parseSleep("PT36H") == seconds(36 * 3600));
+    CHECK(*parseSleep("PT5M30S") == seconds(330));
+    CHECK(*parseSleep("P1DT2H") == seconds(26 * 3600));
+}
+
+TEST_CASE("invalid poll sleep values are refused with InvalidArgument")
+{
+    for (const char* bad : {"", "5", "00:00:00", "00:99:00", "aa:bb:cc", "PT", "P", "PT5X", "PTH", "-00:01:00",
+                            "P400D", "999999999:00:00", "PT1H30", "01:02"}) {
+        INFO(bad);
+        auto r = parseSleep(bad);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == ErrorCode::InvalidArgument);
+    }
+}
+
+TEST_CASE("the controller base yields sleep and the links as given")
+{
+    auto r = parsePoll(R"({"config":{"polling":{"sleep":"00:00:30"}},
+        "_links":{"deploymentBase":{"href":"https://h/T/controller/v1/d/deploymentBase/5?c=-21"},
+                  "configData":{"href":"https://h/T/controller/v1/d/configData"},
+                  "cancelAction":{"href":"https://h/T/controller/v1/d/cancelAction/4"}}})");
+    REQUIRE(r);
+    CHECK(*r->sleep == seconds(30));
+    CHECK(r->deploymentBase == "https://h/T/controller/v1/d/deploymentBase/5?c=-21");
+    CHECK(actionIdFromHref(r->deploymentBase) == "5");
+    CHECK(actionIdFromHref(r->cancelAction) == "4");
+    CHECK(r->configData == "https://h/T/controller/v1/d/configData");
+}
+
+TEST_CASE("malformed, truncated or mistyped controller bases are refused with a clear error")
+{
+    for (const char* bad : {"{", "", "[]", "null", R"({"config":{"polling":{"sleep":300}}})",
+                            R"({"config":"x"})", R"({"_links":[]})", R"({"config":{"polling":{"sleep":"never"}}})",
+                            R"({"config":{"polling":{"sleep":"00:00:3)"}) {
+        INFO(bad);
+        auto r = parsePoll(bad);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == ErrorCode::InvalidArgument);
+        CHECK_FALSE(r.error().message.empty());
+    }
+}
+
+TEST_CASE("links must be https and point to the configured server")
+{
+    CHECK(checkLink("https://hawkbit.example.com/a", kServer));
+    CHECK(checkLink("https://HAWKBIT.example.com:443/a", kServer));
+    auto http = checkLink("http://hawkbit.example.com/a", kServer);
+    REQUIRE_FALSE(http);
+    CHECK(http.error().message.find("not https") != std::string::npos);
+    auto other = checkLink("https://evil.example.com/a", kServer);
+    REQUIRE_FALSE(other);
+    CHECK(other.error().message.find("another host") != std::string::npos);
+    CHECK_FALSE(checkLink("https://hawkbit.example.com:8443/a", kServer));
+    CHECK(checkLink("https://evil.example.com/a", kServer, true));
+    CHECK_FALSE(checkLink("not a url", kServer));
+}
+
+TEST_CASE("a deploymentBase is normalised for the coordinator")
+{
+    auto d = normaliseDeployment(deploymentDoc().dump(), kServer);
+    REQUIRE(d);
+    CHECK((*d)["action_id"] == "8");
+    CHECK((*d)["update"] == "attempt");
+    CHECK((*d)["maintenance_window"] == "unavailable");
+    CHECK((*d)["install_allowed"] == false);
+    CHECK((*d)["download_only"] == false);
+    const auto& a = (*d)["chunks"][0]["artifacts"][0];
+    CHECK((*d)["chunks"][0]["part"] == "os");
+    CHECK((*d)["chunks"][0]["metadata"]["slot"] == "b");
+    CHECK(a["filename"] == "fw.bundle");
+    CHECK(a["size"] == 1234);
+    CHECK(a["url"] == "https://hawkbit.example.com/DEFAULT/controller/v1/d/softwaremodules/1/artifacts/fw.bundle");
+}
+
+TEST_CASE("a download-only deployment is marked so and may not be installed")
+{
+    auto doc = deploymentDoc();
+    doc["deployment"]["update"] = "skip";
+    doc["deployment"].erase("maintenanceWindow");
+    auto d = normaliseDeployment(doc.dump(), kServer);
+    REQUIRE(d);
+    CHECK((*d)["download_only"] == true);
+    CHECK((*d)["install_allowed"] == false);
+    CHECK((*d)["maintenance_window"].is_null());
+}
+
+TEST_CASE("deploymentBase documents with bad fields are refused")
+{
+    auto check = [](const std::function<void(json&)>& mutate, const std::string& needle) {
+        auto doc = deploymentDoc();
+        mutate(doc);
+        auto d = normaliseDeployment(doc.dump(), kServer);
+        INFO(needle);
+        REQUIRE_FALSE(d);
+        CHECK(d.error().message.find(needle) != std::string::npos);
+    };
+    check([](json& j) { j["deployment"]["update"] = "now"; }, "update");
+    check([](json& j) { j["deployment"]["chunks"] = "x"; }, "chunks");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["size"] = "12"; }, "size");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["hashes"]["sha256"] = "abc"; }, "sha256");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["filename"] = "../etc/passwd"; }, "file name");
+    check([](json& j) {
+        j["deployment"]["chunks"][0]["artifacts"][0]["_links"]["download"]["href"] = "http://hawkbit.example.com/a";
+    }, "not https");
+    check([](json& j) {
+        j["deployment"]["chunks"][0]["artifacts"][0]["_links"]["download"]["href"] = "https://cdn.example.net/a";
+    }, "another host");
+    check([](json& j) { j.erase("id"); }, "id");
+    auto trunc = normaliseDeployment(deploymentDoc().dump().substr(0, 50), kServer);
+    REQUIRE_FALSE(trunc);
+    CHECK(trunc.error().message.find("malformed JSON") != std::string::npos);
+}
+
+TEST_CASE("feedback has the DDI shape and its limits are checked")
+{
+    Feedback f{"proceeding", "none", 2, 5, {"writing slot b"}};
+    REQUIRE(validateFeedback(f));
+    json j = json::parse(feedbackBody(f, 1700000000000));
+    CHECK(j["timestamp"] == 1700000000000);
+    CHECK(j["status"]["execution"] == "proceeding");
+    CHECK(j["status"]["result"]["finished"] == "none");
+    CHECK(j["status"]["result"]["progress"]["cnt"] == 2);
+    CHECK(j["status"]["result"]["progress"]["of"] == 5);
+    CHECK(j["status"]["details"][0] == "writing slot b");
+
+    CHECK_FALSE(validateFeedback({"done", "success", 0, 0, {}}));
+    CHECK_FALSE(validateFeedback({"closed", "ok", 0, 0, {}}));
+    CHECK_FALSE(validateFeedback({"closed", "success", 0, 0, std::vector<std::string>(49, "x")}));
+    CHECK(validateFeedback({"closed", "success", 0, 0, std::vector<std::string>(48, "x")}));
+    CHECK_FALSE(validateFeedback({"proceeding", "none", 6, 5, {}}));
+}
+
+TEST_CASE("attributes over the server's limits are refused with a clear error")
+{
+    std::map<std::string, std::string> a;
+    for (int i = 0; i < 100; ++i) {
+        a["k" + std::to_string(i)] = "v";
+    }
+    CHECK(validateAttributes(a));
+    a["one-more"] = "v";
+    auto r = validateAttributes(a);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("at most 100") != std::string::npos);
+    CHECK_FALSE(validateAttributes({{std::string(129, 'k'), "v"}}));
+    CHECK_FALSE(validateAttributes({{"k", std::string(129, 'v')}}));
+    CHECK(validateAttributes({{std::string(128, 'k'), std::string(128, 'v')}}));
+    json body = json::parse(configDataBody({{"a", "1"}}));
+    CHECK(body["mode"] == "merge");
+    CHECK(body["data"]["a"] == "1");
+}
+
+TEST_CASE("back-off grows exponentially with jitter and stays under its cap")
+{
+    Backoff b(std::chrono::milliseconds(100), std::chrono::milliseconds(1000), 42);
+    std::vector<long> waits;
+    for (int i = 0; i < 8; ++i) {
+        waits.push_back(static_cast<long>(b.next().count()));
+    }
+    CHECK(waits[0] >= 50);
+    CHECK(waits[0] <= 100);
+    CHECK(waits[3] >= 400);
+    CHECK(waits[3] <= 800);
+    for (long w : waits) {
+        CHECK(w <= 1000);
+    }
+    CHECK(waits[7] >= 500);
+    // Two devices with different seeds do not retry in lock step.
+    Backoff c(std::chrono::milliseconds(100), std::chrono::milliseconds(100000), 7);
+    Backoff d(std::chrono::milliseconds(100), std::chrono::milliseconds(100000), 8);
+    int same = 0;
+    for (int i = 0; i < 10; ++i) {
+        same += c.next() == d.next() ? 1 : 0;
+    }
+    CHECK(same < 10);
+}
+
+TEST_CASE("Retry-After is read as seconds or an HTTP date")
+{
+    CHECK(*parseRetryAfter("7", 0) == seconds(7));
+    CHECK(*parseRetryAfter("Wed, 21 Oct 2015 07:28:10 GMT", 1445412480) == seconds(10));
+    CHECK_FALSE(parseRetryAfter("soon", 0));
+    CHECK_FALSE(parseRetryAfter("", 0));
+}
+
+TEST_CASE("queued feedback survives a restart in order and a closed action's entries are dropped")
+{
+    test::TempDir dir;
+    const std::string path = dir.path() + "/queue.json";
+    {
+        auto q = FeedbackQueue::open(path);
+        REQUIRE(q);
+        REQUIRE((*q)->push({"1", "deploymentBase", "a"}));
+        REQUIRE((*q)->push({"2", "deploymentBase", "b"}));
+        REQUIRE((*q)->push({"1", "deploymentBase", "c"}));
+    }
+    auto q = FeedbackQueue::open(path);
+    REQUIRE(q);
+    CHECK((*q)->size() == 3);
+    CHECK((*q)->front()->body == "a");
+    REQUIRE((*q)->dropAction("1"));
+    CHECK((*q)->size() == 1);
+    CHECK((*q)->front()->body == "b");
+    REQUIRE((*q)->pop());
+    CHECK((*q)->size() == 0);
+}
+
+TEST_CASE("a corrupt feedback queue file is kept aside and the queue starts empty")
+{
+    test::TempDir dir;
+    const std::string path = dir.path() + "/queue.json";
+    REQUIRE(fs::writeFileAtomic(path, "[{\"action_id\": 1", 0600));
+    auto q = FeedbackQueue::open(path);
+    REQUIRE(q);
+    CHECK((*q)->size() == 0);
+    CHECK(fs::exists(path + ".corrupt"));
+}

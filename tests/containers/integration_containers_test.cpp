@@ -1,0 +1,410 @@
+// The container manager seen from outside, with real runc and real containers:
+// images built in the test by umoci (busybox from Debian's busybox-static) and
+// archived by skopeo or tar; every check is on what an operator would observe
+// (bus properties, the app's log, processes, files on the host).
+
+#include "cm_client.h"
+#include "harness.h"
+#include "image_tools.h"
+
+#include "mbl/fs.h"
+#include "mbl/strings.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <sys/stat.h>
+#include <thread>
+
+using namespace mbl;
+using test::CmClient;
+using test::TestStack;
+using nlohmann::json;
+
+namespace {
+
+bool contains(const std::string& hay, const std::string& needle)
+{
+    return hay.find(needle) != std::string::npos;
+}
+
+bool alive(pid_t pid)
+{
+    return pid > 0 && ::kill(pid, 0) == 0;
+}
+
+void requireRunc()
+{
+    if (!test::haveTool("runc")) {
+        test::skip("runc is not installed (tests/setup.sh installs it)");
+    }
+}
+
+// A stack whose container manager uses short timers, so tests stay quick.
+struct Fixture {
+    TestStack stack;
+    test::TempDir work{"mbl-cm-it"};
+
+    explicit Fixture(json config = json::object())
+    {
+        requireRunc();
+        json c = {{"stop_grace_ms", 1500}, {"backoff_base_ms", 200}, {"backoff_cap_ms", 800}};
+        for (auto it = config.begin(); it != config.end(); ++it) {
+            c[it.key()] = it.value();
+        }
+        (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json", c.dump());
+        startManager();
+    }
+    void startManager()
+    {
+        auto st = stack.start("container-manager");
+        if (!st) {
+            FAIL(st.error().describe());
+        }
+    }
+    std::string runcRoot() const { return stack.root() + "/run/mbl/apps/runc"; }
+    std::vector<std::string> runcContainers()
+    {
+        auto r = mbl::run({"runc", "--root", runcRoot(), "list", "-q"});
+        std::vector<std::string> out;
+        if (r) {
+            for (auto& l : str::split(r->out, '\n')) {
+                if (!str::trim(l).empty()) {
+                    out.push_back(str::trim(l));
+                }
+            }
+        }
+        return out;
+    }
+    std::string dataDir(const std::string& app) const { return stack.root() + "/var/lib/mbl/apps/" + app + "/data"; }
+
+    // An image made by umoci, archived by skopeo (oci-archive) or tar.
+    std::string image(const std::string& tag, const std::string& script, bool skopeo = true)
+    {
+        auto layout = test::umociBusyboxImage(work.path(), "layout", tag, {"/bin/sh", "-c", script});
+        return test::layoutArchive(layout, tag, work.path() + "/" + tag + ".tar", skopeo);
+    }
+    ~Fixture()
+    {
+        // Leave no container behind, also when a check failed.
+        for (const auto& id : runcContainers()) {
+            (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
+        }
+    }
+};
+
+std::string statusField(pid_t pid, const std::string& field)
+{
+    auto text = fs::readFile("/proc/" + std::to_string(pid) + "/status");
+    if (!text) {
+        return "";
+    }
+    for (const auto& line : str::split(*text, '\n')) {
+        if (str::startsWith(line, field + ":")) {
+            return str::trim(line.substr(field.size() + 1));
+        }
+    }
+    return "";
+}
+
+} // namespace
+
+TEST_CASE("an app built by umoci runs hardened: its output reaches the log, NoNewPrivs, reduced CapEff, Seccomp 2, "
+          "read-only /, writable /data and /tmp")
+{
+    Fixture f;
+    CmClient cm;
+    const std::string archive = f.image(
+        "v1", "grep -E '^(NoNewPrivs|CapEff|Seccomp):' /proc/self/status; "
+              "if touch /rootcheck 2>/dev/null; then echo ROOT_WRITABLE; else echo ROOT_READONLY; fi; "
+              "echo kept > /data/probe && echo DATA_WRITABLE; echo t > /tmp/t && echo TMP_WRITABLE; exec sleep 1000");
+    auto r = cm.install(archive, R"({"name": "hello", "version": "1"})");
+    INFO(r.errorName << ": " << r.message << "\n" << f.stack.log("container-manager"));
+    REQUIRE(r.success);
+    CHECK(r.name == "hello");
+    REQUIRE(cm.waitState("hello", "running"));
+    REQUIRE(cm.waitLog("hello", "TMP_WRITABLE"));
+    const std::string log = cm.logs("hello");
+    INFO(log);
+    CHECK(contains(log, "NoNewPrivs:\t1"));
+    CHECK(contains(log, "Seccomp:\t2"));
+    // CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_NET_BIND_SERVICE only.
+    CHECK(contains(log, "CapEff:\t00000000000004e0"));
+    CHECK(contains(log, "ROOT_READONLY"));
+    CHECK(contains(log, "DATA_WRITABLE"));
+    CHECK(*fs::readFile(f.dataDir("hello") + "/probe") == "kept\n");
+
+    // From outside: the process is real, confined, in its own pid namespace.
+    const pid_t pid = static_cast<pid_t>(cm.pid("hello"));
+    REQUIRE(alive(pid));
+    CHECK(statusField(pid, "NoNewPrivs") == "1");
+    CHECK(statusField(pid, "Seccomp") == "2");
+    auto myNs = fs::readFile("/proc/self/stat"); // placeholder read to keep the fd table warm
+    char a[256] = {}, b[256] = {};
+    REQUIRE(::readlink(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(), a, sizeof a - 1) > 0);
+    REQUIRE(::readlink("/proc/self/ns/pid", b, sizeof b - 1) > 0);
+    CHECK(std::string(a) != std::string(b));
+    CHECK(cm.appCount() == 1);
+    auto apps = cm.list();
+    REQUIRE(apps.size() == 1);
+    CHECK(apps[0].get<0>() == "hello");
+    CHECK(apps[0].get<1>() == "1");
+    CHECK(apps[0].get<2>() == "running");
+    auto tree = f.stack.busctl({"tree", "org.mbl.ContainerManager1"});
+    CHECK(contains(tree.out, "/org/mbl/ContainerManager1/apps/hello"));
+
+    // Stop: SIGTERM, grace, SIGKILL; nothing is left in runc.
+    cm.call("StopApp", "hello");
+    CHECK(cm.state("hello") == "stopped");
+    CHECK_FALSE(alive(pid));
+    CHECK(cm.pid("hello") == 0);
+    CHECK(f.runcContainers().empty());
+    auto changes = cm.stateChanges();
+    CHECK(std::count(changes.begin(), changes.end(), "hello=running") >= 1);
+    CHECK(std::count(changes.begin(), changes.end(), "hello=stopped") == 1);
+
+    // Remove keeps the data unless asked; a reinstall finds it.
+    cm.remove("hello", false);
+    CHECK(cm.appCount() == 0);
+    CHECK(fs::exists(f.dataDir("hello") + "/probe"));
+    auto again = cm.install(archive, R"({"name": "hello", "version": "1", "autostart": false})");
+    REQUIRE(again.success);
+    CHECK(cm.state("hello") == "installed");
+    CHECK(fs::exists(f.dataDir("hello") + "/probe"));
+    cm.remove("hello", true);
+    CHECK_FALSE(fs::exists(f.dataDir("hello")));
+    (void)myNs;
+}
+
+TEST_CASE("a memory hog is OOM-killed and reported as OOM")
+{
+    Fixture f;
+    CmClient cm;
+    const std::string archive = f.image("hog", "echo hogging; tail /dev/zero");
+    auto r = cm.install(archive, R"({"name": "hog", "memory_mb": 32, "restart": "no"})");
+    INFO(r.message);
+    REQUIRE(r.success);
+    REQUIRE(cm.waitState("hog", "failed", std::chrono::seconds(60)));
+    CHECK(cm.prop("hog", "ExitCode").get<int32_t>() == 137);
+    CHECK(cm.prop("hog", "OomKilled").get<bool>());
+    CHECK(cm.prop("hog", "RestartCount").get<uint32_t>() == 0);
+    CHECK(cm.waitLog("hog", "out of memory"));
+}
+
+TEST_CASE("a crashing app is restarted with exponential back-off and its exit code recorded")
+{
+    Fixture f;
+    CmClient cm;
+    const std::string archive = f.image("crash", "echo crashing; exit 3");
+    auto r = cm.install(archive, R"({"name": "crash", "restart": "on-failure"})");
+    REQUIRE(r.success);
+    // base 200 ms, cap 800 ms: restarts after about 200, 400, 800, 800 ms.
+    std::vector<std::chrono::steady_clock::time_point> seen;
+    std::uint32_t last = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    while (seen.size() < 4 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+        std::uint32_t n = cm.prop("crash", "RestartCount").get<uint32_t>();
+        if (n != last) {
+            last = n;
+            seen.push_back(std::chrono::steady_clock::now());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(seen.size() == 4);
+    auto gap = [&](std::size_t i) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(seen[i + 1] - seen[i]).count();
+    };
+    INFO("gaps " << gap(0) << " " << gap(1) << " " << gap(2));
+    CHECK(gap(0) >= 350);  // 400 ms back-off (+ the run)
+    CHECK(gap(1) >= 750);  // 800 ms (the cap)
+    CHECK(gap(2) >= 750);
+    CHECK(gap(2) < 3000);  // capped
+    CHECK(cm.prop("crash", "ExitCode").get<int32_t>() == 3);
+    // StopApp ends the restarts.
+    cm.call("StopApp", "crash");
+    const auto n = cm.prop("crash", "RestartCount").get<uint32_t>();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    CHECK(cm.prop("crash", "RestartCount").get<uint32_t>() == n);
+    CHECK(cm.state("crash") == "stopped");
+}
+
+TEST_CASE("an update to a crashing version rolls back, the old version keeps serving and /data survives the update")
+{
+    Fixture f;
+    CmClient cm;
+    auto layout = test::umociBusyboxImage(f.work.path(), "upd", "v1",
+                                          {"/bin/sh", "-c", "echo v1 >> /data/history; echo serving-v1; exec sleep 1000"});
+    test::umociBusyboxImage(f.work.path(), "upd", "v2", {"/bin/sh", "-c", "echo v2-crash; exit 1"});
+    test::umociBusyboxImage(f.work.path(), "upd", "v3", {"/bin/sh", "-c", "echo v3 running; exec sleep 1000"});
+    test::umociBusyboxImage(f.work.path(), "upd", "v4",
+                            {"/bin/sh", "-c", "cat /data/history; echo serving-v4; exec sleep 1000"});
+    const std::string v1 = test::layoutArchive(layout, "v1", f.work.path() + "/v1.tar", true);
+    // The whole layout (four manifests) by tar: the "image" option picks one.
+    const std::string all = test::layoutArchive(layout, "", f.work.path() + "/all.tar", false);
+
+    auto r1 = cm.install(v1, R"({"name": "web", "version": "1", "health": {"grace_ms": 1000}})");
+    REQUIRE(r1.success);
+    REQUIRE(cm.waitState("web", "running"));
+    REQUIRE(cm.waitLog("web", "serving-v1"));
+    const pid_t pid1 = static_cast<pid_t>(cm.pid("web"));
+
+    auto r2 = cm.install(all, R"({"name": "web", "version": "2", "image": "v2", "health": {"grace_ms": 1000}})");
+    INFO(r2.message);
+    CHECK_FALSE(r2.success);
+    CHECK(r2.errorName == "org.mbl.Error.Failed");
+    CHECK(contains(r2.message, "rolled back to 1"));
+    CHECK(cm.prop("web", "Version").get<std::string>() == "1");
+    CHECK(cm.state("web") == "running");
+    CHECK_FALSE(alive(pid1)); // the old version was stopped for the switch and started again
+    CHECK(alive(static_cast<pid_t>(cm.pid("web"))));
+    CHECK(contains(cm.logs("web"), "v2-crash"));
+
+    // A version that runs but fails its probe (run inside the container) is rolled back too.
+    auto r3 = cm.install(all, R"({"name": "web", "version": "3", "image": "v3",
+                                  "health": {"grace_ms": 500, "probe": ["test", "-f", "/data/ready"]}})");
+    INFO(r3.message);
+    CHECK_FALSE(r3.success);
+    CHECK(contains(r3.message, "health"));
+    if (r3.success) {
+        FAIL(f.stack.log("container-manager") + "\n" + cm.logs("web"));
+    }
+    CHECK(cm.prop("web", "Version").get<std::string>() == "1");
+    CHECK(cm.state("web") == "running");
+
+    auto r4 = cm.install(all, R"({"name": "web", "version": "4", "image": "v4", "health": {"grace_ms": 500}})");
+    INFO(r4.message);
+    REQUIRE(r4.success);
+    CHECK(cm.prop("web", "Version").get<std::string>() == "4");
+    REQUIRE(cm.waitLog("web", "serving-v4"));
+    // v4 printed the history v1 wrote to /data: twice (first start and the rollback).
+    const std::string log = cm.logs("web");
+    auto at = log.find("serving-v4");
+    auto hist = log.substr(0, at);
+    CHECK(contains(hist, "v1\nv1\n"));
+    // Only the current version is kept on disk (the old one goes in the background).
+    CHECK(CmClient::waitFor([&] {
+        auto versions = mbl::run({"ls", f.stack.root() + "/var/lib/mbl/apps/web/versions"});
+        return str::trim(versions->out) == "4";
+    }, std::chrono::seconds(10)));
+}
+
+TEST_CASE("kill -9 of the manager while apps run: the restarted manager re-adopts them and still learns of their exits")
+{
+    Fixture f;
+    CmClient cm;
+    const std::string archive = f.image("svc", "echo up; exec sleep 1000");
+    REQUIRE(cm.install(archive, R"({"name": "svc", "restart": "on-failure"})").success);
+    REQUIRE(cm.waitState("svc", "running"));
+    const pid_t pid = static_cast<pid_t>(cm.pid("svc"));
+    REQUIRE(alive(pid));
+
+    f.stack.kill("container-manager");
+    CHECK(alive(pid)); // the app keeps running without its manager
+    f.startManager();
+    CmClient cm2;
+    REQUIRE(cm2.waitState("svc", "running"));
+    CHECK(static_cast<pid_t>(cm2.pid("svc")) == pid); // adopted, not started again
+    CHECK(f.runcContainers() == std::vector<std::string>{"svc"});
+
+    // It is no longer the parent, yet learns of the exit at once and applies the policy.
+    ::kill(pid, SIGKILL);
+    REQUIRE(CmClient::waitFor([&] { return cm2.prop("svc", "RestartCount").get<uint32_t>() == 1; },
+                              std::chrono::seconds(20)));
+    REQUIRE(cm2.waitState("svc", "running"));
+    CHECK(static_cast<pid_t>(cm2.pid("svc")) != pid);
+    CHECK(f.runcContainers() == std::vector<std::string>{"svc"});
+    cm2.call("StopApp", "svc");
+    CHECK(f.runcContainers().empty());
+}
+
+TEST_CASE("bad input over the bus gets a named error and changes nothing that runs")
+{
+    Fixture f;
+    CmClient cm;
+    const std::string good = f.image("ok", "echo fine; exec sleep 1000");
+    REQUIRE(cm.install(good, R"({"name": "keep", "version": "1"})").success);
+    REQUIRE(cm.waitState("keep", "running"));
+    const auto pid = cm.pid("keep");
+
+    const std::string hostile = test::makeArchive(
+        f.work.path(), "hostile",
+        {{"kind", "image"},
+         {"config", {{"Cmd", {"/bin/sh"}}}},
+         {"layers", {json::array({{{"name", "../../etc/passwd"}, {"type", "file"}, {"data", "pwned"}}})}}});
+    auto r = cm.install(hostile, R"({"name": "keep", "version": "2"})");
+    CHECK_FALSE(r.success);
+    CHECK(r.errorName == "org.mbl.Error.InvalidArgument");
+    CHECK(cm.pid("keep") == pid);
+    CHECK(cm.prop("keep", "Version").get<std::string>() == "1");
+    CHECK(cm.appCount() == 1);
+    CHECK_FALSE(fs::exists(f.stack.root() + "/var/lib/mbl/apps/keep/versions/2"));
+    auto staging = mbl::run({"ls", "-A", f.stack.root() + "/var/lib/mbl/apps/.staging"});
+    CHECK(str::trim(staging->out).empty());
+
+    auto expectError = [&](const std::string& options, const std::string& name) {
+        try {
+            cm.installAsync(good, options);
+            FAIL("accepted " << options);
+        } catch (const sdbus::Error& e) {
+            CHECK(e.getName() == name);
+        }
+    };
+    expectError(R"({"name": "../evil"})", "org.mbl.Error.InvalidArgument");
+    expectError(R"({"name": "x", "host_pid": true})", "org.mbl.Error.AccessDenied");
+    expectError(R"({"name": "x", "capabilities": ["CAP_SYS_ADMIN"]})", "org.mbl.Error.AccessDenied");
+    expectError(R"({"name": "x", "mounts": [{"source": "/etc", "destination": "/host-etc"}]})",
+                "org.mbl.Error.AccessDenied");
+    try {
+        cm.call("StartApp", "nope");
+        FAIL("StartApp of an unknown app succeeded");
+    } catch (const sdbus::Error& e) {
+        CHECK(e.getName() == "org.mbl.Error.NotFound");
+    }
+    CHECK(cm.appCount() == 1);
+    CHECK(cm.pid("keep") == pid);
+
+    // The policy: anyone may list, only admins may change.
+    auto denied = f.stack.busctl({"call", "org.mbl.ContainerManager1", "/org/mbl/ContainerManager1",
+                                  "org.mbl.ContainerManager1", "StopApp", "s", "keep"},
+                                 "mbl-test-user");
+    CHECK(contains(denied.err, "Access denied"));
+    auto listed = f.stack.busctl({"call", "org.mbl.ContainerManager1", "/org/mbl/ContainerManager1",
+                                  "org.mbl.ContainerManager1", "ListApps"},
+                                 "mbl-test-user");
+    CHECK(contains(listed.out, "keep"));
+    CHECK(cm.pid("keep") == pid);
+}
+
+TEST_CASE("mblctl app drives the manager: install, list, logs, stop, start, restart, remove")
+{
+    Fixture f;
+    const std::string archive = f.image("cli", "echo from-the-app; exec sleep 1000");
+    const std::string mblctl = test::buildRoot() + "/services/mblctl/mblctl";
+    auto inst = f.stack.runTool({mblctl, "app", "install", archive, "--name", "cli", "--app-version", "7"});
+    INFO(inst.out << inst.err);
+    REQUIRE(inst.status.code == 0);
+    CmClient cm;
+    REQUIRE(cm.waitState("cli", "running"));
+    REQUIRE(cm.waitLog("cli", "from-the-app"));
+    auto list = f.stack.runTool({mblctl, "app", "list"});
+    CHECK(contains(list.out, "cli"));
+    CHECK(contains(list.out, "running"));
+    auto json = f.stack.runTool({mblctl, "--json", "app", "list"});
+    auto parsed = nlohmann::json::parse(json.out);
+    CHECK(parsed[0]["name"] == "cli");
+    CHECK(parsed[0]["version"] == "7");
+    auto logs = f.stack.runTool({mblctl, "app", "logs", "cli"});
+    CHECK(contains(logs.out, "from-the-app"));
+    CHECK(f.stack.runTool({mblctl, "app", "stop", "cli"}).status.code == 0);
+    CHECK(cm.state("cli") == "stopped");
+    CHECK(f.stack.runTool({mblctl, "app", "start", "cli"}).status.code == 0);
+    CHECK(cm.state("cli") == "running");
+    CHECK(f.stack.runTool({mblctl, "app", "restart", "cli"}).status.code == 0);
+    CHECK(cm.state("cli") == "running");
+    auto bad = f.stack.runTool({mblctl, "app", "start", "nope"});
+    CHECK(bad.status.code == 1);
+    CHECK(contains(bad.err, "NotFound"));
+    CHECK(f.stack.runTool({mblctl, "app", "remove", "cli", "--data"}).status.code == 0);
+    CHECK(cm.appCount() == 0);
+}

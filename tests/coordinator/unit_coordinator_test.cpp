@@ -1,0 +1,416 @@
+// The coordinator's state machine without a bus: its peers are a recording fake
+// that the test answers step by step, as the real services would.
+
+#include "coordinator.h"
+
+#include "harness.h"
+
+#include "mbl/fs.h"
+
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <fcntl.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace mbl;
+using namespace mbl::coordinator;
+
+namespace {
+
+struct FeedbackRecord {
+    std::string action, execution, result;
+    std::vector<std::string> details;
+};
+
+class FakePeers : public Peers {
+public:
+    // What the fake answers.
+    std::string artifactBytes = "BUNDLE-BYTES";
+    std::string manifest = R"({"version":"1.0.0","payloads":[{"name":"app1","type":"app","app_name":"hello","app_version":"1.0"}]})";
+    UpdateState update{"a", "a", "0.9", {{"a", "good", "0.9"}, {"b", "empty", ""}}};
+    std::vector<AppInfo> apps;
+    std::string cloudState = "connected";
+    bool pingFails = false;
+
+    // What the coordinator did.
+    std::vector<FeedbackRecord> feedback;
+    std::vector<std::string> calls;
+    std::string bundleReceived;
+    Callback<std::string> pendingInstall;
+    int reboots = 0;
+    int commits = 0;
+    int markBads = 0;
+    std::vector<std::string> removed;
+
+    void download(const std::string& actionId, const std::string&, Callback<Fd> cb) override
+    {
+        calls.push_back("download " + actionId);
+        int p[2];
+        REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+        REQUIRE(write(p[1], artifactBytes.data(), artifactBytes.size()) == static_cast<ssize_t>(artifactBytes.size()));
+        if (!holdDownloadOpen) {
+            close(p[1]);
+        } else {
+            heldWriter = Fd{p[1]};
+        }
+        cb(Fd{p[0]});
+    }
+    bool holdDownloadOpen = false;
+    Fd heldWriter;
+
+    void reportFeedback(const std::string& actionId, const std::string& execution, const std::string& result,
+                        std::uint32_t, std::uint32_t, const std::vector<std::string>& details, Done cb) override
+    {
+        feedback.push_back({actionId, execution, result, details});
+        cb({});
+    }
+    void setAttributes(const std::string&, const std::vector<std::pair<std::string, std::string>>&, Done cb) override
+    {
+        cb({});
+    }
+    void cloudConnectionState(Callback<std::string> cb) override { cb(cloudState); }
+    void installBundle(Fd bundle, Callback<std::string> cb) override
+    {
+        calls.push_back("install");
+        bundleFd = std::move(bundle);
+        cb(std::string("u" + std::to_string(++installs)));
+    }
+    Fd bundleFd;
+    int installs = 0;
+    // Reads what the coordinator relayed into the update service.
+    std::string drainBundle()
+    {
+        std::string out;
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(bundleFd.get(), buf, sizeof buf)) > 0) {
+            out.append(buf, static_cast<std::size_t>(n));
+        }
+        return out;
+    }
+    void operationManifest(const std::string&, Callback<std::string> cb) override { cb(manifest); }
+    void openPayload(const std::string&, const std::string& payload, Callback<Fd> cb) override
+    {
+        calls.push_back("open " + payload);
+        cb(Fd{open("/dev/null", O_RDONLY | O_CLOEXEC)});
+    }
+    void updateState(Callback<UpdateState> cb) override { cb(update); }
+    void commit(Done cb) override
+    {
+        ++commits;
+        cb({});
+    }
+    void markBad(Done cb) override
+    {
+        ++markBads;
+        cb({});
+    }
+    void installApp(Fd, const std::string& options, Callback<std::string> cb) override
+    {
+        calls.push_back("installApp " + options);
+        cb(std::string("c" + std::to_string(++appInstalls)));
+    }
+    int appInstalls = 0;
+    void removeApp(const std::string& name, bool, Done cb) override
+    {
+        removed.push_back(name);
+        cb({});
+    }
+    void listApps(Callback<std::vector<AppInfo>> cb) override { cb(apps); }
+    void ping(const std::string& name, Done cb) override
+    {
+        cb(pingFails && name == "org.mbl.CloudClient1" ? Status{unexpected(ErrorCode::Failed, "no reply")} : Status{});
+    }
+    void reboot(Done cb) override
+    {
+        ++reboots;
+        cb({});
+    }
+};
+
+class RecordingListener : public Listener {
+public:
+    void propertiesChanged(const std::vector<std::string>&) override {}
+    void operationCompleted(const std::string& id, bool success, const std::string& errorName,
+                            const std::string& message) override
+    {
+        completed.push_back({id, success, errorName, message});
+    }
+    struct Done {
+        std::string id;
+        bool success;
+        std::string errorName, message;
+    };
+    std::vector<Done> completed;
+};
+
+// Runs the loop until `until` holds or 3 s pass.
+void runUntil(EventLoop& loop, const std::function<bool()>& until)
+{
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (!until() && std::chrono::steady_clock::now() < deadline) {
+        loop.addTimer(std::chrono::milliseconds(5), [&loop] { loop.quit(); });
+        loop.run();
+    }
+}
+
+const char* kDeployment = R"({"action_id":"7","download":"forced","update":"forced","maintenance_window":null,
+  "download_only":false,"install_allowed":true,
+  "chunks":[{"part":"bApp","name":"bundle","version":"1.0","artifacts":[{"filename":"b.mblb","size":12,"sha256":"x"}]}]})";
+
+struct Fixture {
+    test::TempDir dir;
+    EventLoop loop;
+    FakePeers peers;
+    RecordingListener listener;
+    Settings settings;
+    std::unique_ptr<Coordinator> c;
+    Fixture()
+    {
+        settings.stateDir = dir.path() + "/coordinator";
+        settings.rebootCommand = {"true"};
+        settings.healthGrace = std::chrono::milliseconds(20);
+        restart();
+    }
+    // A new coordinator on the same journal, as after a crash or a reboot.
+    void restart()
+    {
+        c.reset();
+        c = std::make_unique<Coordinator>(settings, peers, loop, listener);
+        c->start();
+    }
+    bool hasFeedback(const std::string& execution, const std::string& result) const
+    {
+        for (const auto& f : peers.feedback) {
+            if (f.execution == execution && f.result == result) {
+                return true;
+            }
+        }
+        return false;
+    }
+};
+
+} // namespace
+
+TEST_CASE("an apps-only cloud deployment streams the bundle into the update service, installs the app, reports closed/success")
+{
+    Fixture f;
+    f.c->onDeploymentRequested("7", kDeployment);
+    CHECK(f.c->state() == "downloading");
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    CHECK(f.peers.drainBundle() == "BUNDLE-BYTES");
+    f.c->onUpdateCompleted("u1", true, "", "");
+    CHECK(f.c->state() == "installing-apps");
+    REQUIRE(f.peers.calls.back() == R"(installApp {"name":"hello","version":"1.0"})");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    CHECK(f.c->state() == "idle");
+    CHECK(f.peers.reboots == 0);
+    CHECK(f.hasFeedback("proceeding", "none"));
+    REQUIRE(f.peers.feedback.back().execution == "closed");
+    CHECK(f.peers.feedback.back().result == "success");
+    auto h = f.c->history(5);
+    REQUIRE(h.size() == 1);
+    CHECK(h[0]["state"] == "succeeded");
+    CHECK_FALSE(fs::exists(f.settings.stateDir + "/current.json"));
+}
+
+TEST_CASE("a firmware deployment reboots, and after the reboot is health-checked, committed and reported")
+{
+    Fixture f;
+    f.peers.manifest = R"({"version":"2.0.0","payloads":[{"name":"rootfs","type":"rootfs"}]})";
+    f.peers.update = {"a", "b", "0.9", {{"a", "good", "0.9"}, {"b", "trial", "2.0.0"}}}; // armed
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", true, "", "");
+    CHECK(f.c->state() == "rebooting");
+    CHECK(f.peers.reboots == 1);
+    CHECK(f.peers.commits == 0);
+
+    // The device comes back in slot b.
+    f.peers.update = {"b", "b", "2.0.0", {{"a", "good", "0.9"}, {"b", "trial", "2.0.0"}}};
+    f.restart();
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+    CHECK(f.peers.commits == 1);
+    REQUIRE(f.peers.feedback.back().execution == "closed");
+    CHECK(f.peers.feedback.back().result == "success");
+}
+
+TEST_CASE("a bootloader fallback after the reboot is reported as closed/failure, never success")
+{
+    Fixture f;
+    f.peers.manifest = R"({"version":"2.0.0","payloads":[{"name":"rootfs","type":"rootfs"}]})";
+    f.peers.update = {"a", "b", "0.9", {{"a", "good", "0.9"}, {"b", "trial", "2.0.0"}}};
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", true, "", "");
+    REQUIRE(f.c->state() == "rebooting");
+    // The trial boot failed: the bootloader went back to a.
+    f.peers.update = {"a", "a", "0.9", {{"a", "good", "0.9"}, {"b", "bad", "2.0.0"}}};
+    f.restart();
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+    CHECK(f.peers.commits == 0);
+    REQUIRE(f.peers.feedback.back().execution == "closed");
+    CHECK(f.peers.feedback.back().result == "failure");
+    CHECK(f.peers.feedback.back().details[0].find("rolled back") != std::string::npos);
+}
+
+TEST_CASE("a failed health check after the reboot marks the slot bad, reboots back and reports the failure")
+{
+    Fixture f;
+    f.peers.manifest = R"({"version":"2.0.0","payloads":[{"name":"rootfs","type":"rootfs"},
+        {"name":"app1","type":"app","app_name":"hello","app_version":"1.0"}]})";
+    f.peers.update = {"a", "b", "0.9", {{"a", "good", "0.9"}, {"b", "trial", "2.0.0"}}};
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", true, "", "");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    REQUIRE(f.c->state() == "rebooting");
+    f.peers.update = {"b", "b", "2.0.0", {{"a", "good", "0.9"}, {"b", "trial", "2.0.0"}}};
+    f.peers.apps = {{"hello", "1.0", "exited"}}; // the app does not run on the new firmware
+    f.restart();
+    runUntil(f.loop, [&] { return f.c->state() == "rolling-back"; });
+    CHECK(f.peers.markBads == 1);
+    CHECK(f.peers.reboots == 2);
+    CHECK(f.peers.commits == 0);
+    // Back in slot a.
+    f.peers.update = {"a", "a", "0.9", {{"a", "good", "0.9"}, {"b", "bad", "2.0.0"}}};
+    f.restart();
+    CHECK(f.c->state() == "idle");
+    REQUIRE(f.peers.feedback.back().result == "failure");
+    CHECK(f.peers.feedback.back().details[0].find("app hello is not running") != std::string::npos);
+}
+
+TEST_CASE("a coordinator killed while downloading starts the deployment again on restart")
+{
+    Fixture f;
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.peers.bundleFd.reset();
+    f.restart(); // killed before the update service finished
+    CHECK(f.c->state() == "downloading");
+    runUntil(f.loop, [&] { return f.peers.installs == 2; });
+    CHECK(f.c->status()["current"]["attempts"] == 2);
+    f.c->onUpdateCompleted("u1", true, "", ""); // a late signal of the first attempt is ignored
+    CHECK(f.c->state() == "downloading");
+    f.c->onUpdateCompleted("u2", true, "", "");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    CHECK(f.c->state() == "idle");
+    CHECK(f.peers.feedback.back().result == "success");
+}
+
+TEST_CASE("a cancel during the download is accepted and the update service gets a truncated stream")
+{
+    Fixture f;
+    f.peers.holdDownloadOpen = true; // the download is still running
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onCancelRequested("7");
+    runUntil(f.loop, [&] { return false; });
+    CHECK(f.peers.drainBundle() == "BUNDLE-BYTES"); // and then end of stream, though the download had more
+    f.c->onUpdateCompleted("u1", false, "org.mbl.Error.InvalidArgument", "truncated bundle");
+    CHECK(f.c->state() == "idle");
+    REQUIRE(f.peers.feedback.back().execution == "closed");
+    CHECK(f.peers.feedback.back().result == "success"); // the cancel was confirmed
+    for (const auto& fb : f.peers.feedback) {
+        CHECK_FALSE((fb.execution == "closed" && fb.result == "failure"));
+    }
+    CHECK(f.c->history(1)[0]["state"] == "cancelled");
+}
+
+TEST_CASE("a cancel once apps are installing is rejected and the deployment goes on")
+{
+    Fixture f;
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", true, "", "");
+    REQUIRE(f.c->state() == "installing-apps");
+    f.c->onCancelRequested("7");
+    CHECK(f.peers.feedback.back().execution == "rejected");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    CHECK(f.peers.feedback.back().result == "success");
+}
+
+TEST_CASE("a broken deployment or a refused bundle ends in closed/failure with a readable reason")
+{
+    Fixture f;
+    f.c->onDeploymentRequested("8", "{not json");
+    REQUIRE(f.peers.feedback.back().result == "failure");
+    CHECK(f.peers.feedback.back().details[0] == "the deployment is not valid JSON");
+    f.c->onDeploymentRequested("9", R"({"chunks":[]})");
+    CHECK(f.peers.feedback.back().details[0] == "deployment names no artifact");
+
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", false, "org.mbl.Error.SignatureInvalid", "signed by an unknown CA");
+    CHECK(f.c->state() == "idle");
+    CHECK(f.peers.feedback.back().result == "failure");
+    CHECK(f.peers.feedback.back().details[0] == "the bundle was refused: signed by an unknown CA");
+    CHECK(f.c->lastError() == "org.mbl.Error.SignatureInvalid: the bundle was refused: signed by an unknown CA");
+}
+
+TEST_CASE("a local bundle while an operation runs is refused with Busy; an app the deployment drops is removed")
+{
+    Fixture f;
+    f.peers.apps = {{"old-app", "3.0", "running"}};
+    f.c->onDeploymentRequested("7", kDeployment);
+    auto busy = f.c->installBundle(Fd{open("/dev/null", O_RDONLY | O_CLOEXEC)});
+    REQUIRE_FALSE(busy);
+    CHECK(busy.error().code == ErrorCode::Busy);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", true, "", "");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    CHECK(f.peers.removed == std::vector<std::string>{"old-app"});
+    CHECK(f.c->state() == "idle");
+}
+
+TEST_CASE("the same action sent again after it closed is not carried out twice")
+{
+    Fixture f;
+    f.peers.apps = {{"hello", "1.0", "running"}}; // already what the deployment wants
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", true, "", "");
+    CHECK(f.peers.appInstalls == 0); // desired state already reached
+    CHECK(f.c->state() == "idle");
+    f.c->onDeploymentRequested("7", kDeployment);
+    CHECK(f.c->state() == "idle");
+    CHECK(f.peers.installs == 1);
+    CHECK(f.peers.feedback.back().details[0].rfind("already carried out", 0) == 0);
+}
+
+TEST_CASE("with the maintenance window closed the bundle is downloaded, and installed once it opens")
+{
+    Fixture f;
+    auto d = nlohmann::json::parse(kDeployment);
+    d["maintenance_window"] = "unavailable";
+    d["install_allowed"] = false;
+    f.c->onDeploymentRequested("7", d.dump());
+    runUntil(f.loop, [&] { return f.c->state() == "waiting"; });
+    CHECK(f.hasFeedback("downloaded", "none"));
+    CHECK(f.peers.installs == 0);
+    f.restart(); // waiting survives a restart
+    CHECK(f.c->state() == "waiting");
+    d["maintenance_window"] = "available";
+    d["install_allowed"] = true;
+    f.c->onDeploymentRequested("7", d.dump());
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    CHECK(f.peers.drainBundle() == "BUNDLE-BYTES");
+    f.c->onUpdateCompleted("u1", true, "", "");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    CHECK(f.peers.feedback.back().result == "success");
+}
+
+TEST_CASE("a download-only action is stored and reported downloaded, then closed")
+{
+    Fixture f;
+    auto d = nlohmann::json::parse(kDeployment);
+    d["download_only"] = true;
+    d["install_allowed"] = false;
+    f.c->onDeploymentRequested("7", d.dump());
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+    CHECK(f.hasFeedback("downloaded", "none"));
+    CHECK(f.peers.installs == 0);
+    CHECK(f.c->history(1)[0]["state"] == "succeeded");
+}

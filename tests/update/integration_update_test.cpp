@@ -1,0 +1,338 @@
+// mbl-update on a private system bus with its real policy: Install streamed from
+// a pipe with progress and a Completed signal, Busy, Inspect, the reboot cycle
+// with the daemon restarted as after a real reboot, kill -9 at the test pause
+// points, mblctl update, and who may call what.
+
+#include "update_fixture.h"
+
+#include "harness.h"
+
+#include "mbl/crypto.h"
+#include "mbl/dbus/bus.h"
+#include "mbl/fs.h"
+
+#include <catch2/catch.hpp>
+
+#include <condition_variable>
+#include <fcntl.h>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+using namespace mbl;
+using namespace mbl::test::update;
+using test::TestStack;
+
+namespace {
+
+constexpr const char* kIface = "org.mbl.Update1";
+
+const Pki& pki()
+{
+    static test::TempDir dir("mbl-update-pki");
+    static Pki p(dir.path() + "/pki");
+    return p;
+}
+
+BundleSpec signedSpec()
+{
+    BundleSpec s;
+    s.key = pki().signKey;
+    s.cert = pki().signPem;
+    s.chain = pki().intPem;
+    return s;
+}
+
+// A client connection with its own event-loop thread, recording what the service emits.
+struct Client {
+    std::unique_ptr<sdbus::IConnection> conn = dbus::connectSystemBus();
+    std::unique_ptr<sdbus::IProxy> proxy;
+    std::mutex m;
+    std::condition_variable cv;
+    struct Done {
+        std::string id;
+        bool ok;
+        std::string name, message;
+    };
+    std::vector<Done> completed;
+    std::vector<std::uint32_t> progress;
+
+    Client()
+    {
+        proxy = sdbus::createProxy(*conn, "org.mbl.Update1", "/org/mbl/Update1");
+        proxy->uponSignal("Completed")
+            .onInterface(kIface)
+            .call([this](const std::string& id, bool ok, const std::string& n, const std::string& msg) {
+                std::lock_guard<std::mutex> l(m);
+                completed.push_back({id, ok, n, msg});
+                cv.notify_all();
+            });
+        proxy->uponSignal("PropertiesChanged")
+            .onInterface("org.freedesktop.DBus.Properties")
+            .call([this](const std::string&, const std::map<std::string, sdbus::Variant>& changed,
+                         const std::vector<std::string>&) {
+                auto it = changed.find("Progress");
+                if (it != changed.end()) {
+                    std::lock_guard<std::mutex> l(m);
+                    progress.push_back(it->second.get<std::uint32_t>());
+                }
+            });
+        proxy->finishRegistration();
+        conn->enterEventLoopAsync();
+    }
+    ~Client()
+    {
+        proxy.reset();
+        conn->leaveEventLoop();
+    }
+    std::string install(int fd)
+    {
+        std::string id;
+        proxy->callMethod("Install")
+            .onInterface(kIface)
+            .withArguments(sdbus::UnixFd(fd), std::map<std::string, sdbus::Variant>{})
+            .storeResultsTo(id);
+        return id;
+    }
+    Done waitCompleted(const std::string& id, std::chrono::seconds timeout = std::chrono::seconds(60))
+    {
+        std::unique_lock<std::mutex> l(m);
+        Done d{"", false, "timeout", "no Completed signal"};
+        cv.wait_for(l, timeout, [&] {
+            for (const auto& c : completed) {
+                if (c.id == id) {
+                    d = c;
+                    return true;
+                }
+            }
+            return false;
+        });
+        return d;
+    }
+    template <typename T>
+    T get(const char* name)
+    {
+        return proxy->getProperty(name).onInterface(kIface).get<T>();
+    }
+};
+
+Fd openRead(const std::string& path)
+{
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    return fd;
+}
+
+bool waitForFile(const std::string& path, std::chrono::seconds timeout)
+{
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+        if (fs::exists(path)) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+}
+
+std::string mblctl()
+{
+    return test::buildRoot() + "/services/mblctl/mblctl";
+}
+
+} // namespace
+
+TEST_CASE("Install streams a bundle from a pipe with progress and Completed; after the reboot Commit raises the floor")
+{
+    TestStack stack;
+    test::TempDir work("mbl-update-it");
+    Device dev(stack.root(), pki());
+    const std::string image = work.path() + "/rootfs.img";
+    makeImage(image, 3u << 20, 5);
+    auto spec = signedSpec();
+    spec.rootfs = image;
+    spec.securityVersion = 7;
+    const std::string bundle = work.path() + "/fw.bundle";
+    REQUIRE(createBundle(spec, bundle).status.success());
+    REQUIRE(stack.start("update"));
+    const std::string aBefore = sha256File(dev.slotA);
+    {
+        Client c;
+        CHECK(c.get<std::string>("BootedSlot") == "a");
+        CHECK(c.get<std::string>("FirmwareVersion") == "1.0.0");
+        int p[2];
+        REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+        Fd rd(p[0]);
+        Fd wr(p[1]);
+        const std::string id = c.install(rd.get());
+        rd.reset();
+        CHECK_FALSE(id.empty());
+        CHECK(c.get<std::string>("Operation") == id);
+        // A second install while the first runs is refused at once.
+        Fd other = openRead(bundle);
+        try {
+            c.install(other.get());
+            FAIL("second Install was accepted");
+        } catch (const sdbus::Error& e) {
+            CHECK(e.getName() == "org.mbl.Error.Busy");
+        }
+        const std::string data = readFile(bundle);
+        for (std::size_t off = 0; off < data.size(); off += 256 * 1024) {
+            REQUIRE(fs::writeAll(wr.get(), data.data() + off, std::min<std::size_t>(256 * 1024, data.size() - off)));
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        wr.reset();
+        auto done = c.waitCompleted(id);
+        INFO(done.name << ": " << done.message << "\n" << stack.log("update"));
+        REQUIRE(done.ok);
+        CHECK(c.get<std::string>("Operation").empty());
+        CHECK(c.get<std::uint32_t>("Progress") == 100);
+        CHECK(c.get<std::string>("ActiveSlot") == "b");
+        {
+            std::lock_guard<std::mutex> l(c.m);
+            CHECK(c.progress.size() >= 3);
+        }
+    }
+    CHECK(sha256File(dev.slotA) == aBefore);
+    stack.stop("update");
+    REQUIRE(dev.reboot() == "b");
+    REQUIRE(stack.start("update"));
+    auto status = stack.runTool({mblctl(), "--json", "update", "status"});
+    INFO(status.out << status.err);
+    auto sj = nlohmann::json::parse(status.out);
+    CHECK(sj["booted_slot"] == "b");
+    CHECK(sj["firmware_version"] == "2.0.0");
+    CHECK(sj["slots"][1]["state"] == "trial");
+    auto commit = stack.runTool({mblctl(), "update", "commit"});
+    INFO(commit.err);
+    CHECK(commit.status.success());
+    auto floor = stack.busctl({"get-property", "org.mbl.Update1", "/org/mbl/Update1", kIface, "SecurityVersionFloor"});
+    CHECK(floor.out == "t 7\n");
+}
+
+TEST_CASE("Inspect returns the verified manifest and writes nothing; a foreign signature is SignatureInvalid")
+{
+    TestStack stack;
+    test::TempDir work("mbl-update-it");
+    Device dev(stack.root(), pki());
+    const std::string image = work.path() + "/rootfs.img";
+    makeImage(image, 1u << 20, 6);
+    auto spec = signedSpec();
+    spec.rootfs = image;
+    const std::string bundle = work.path() + "/fw.bundle";
+    REQUIRE(createBundle(spec, bundle).status.success());
+    REQUIRE(stack.start("update"));
+    const std::string bBefore = sha256File(dev.slotB);
+    const auto envBefore = dev.readEnv();
+    Client c;
+    Fd fd = openRead(bundle);
+    std::string manifest;
+    c.proxy->callMethod("Inspect").onInterface(kIface).withArguments(sdbus::UnixFd(fd.get())).storeResultsTo(manifest);
+    auto j = nlohmann::json::parse(manifest);
+    CHECK(j["version"] == "2.0.0");
+    CHECK(j["payloads"][0]["type"] == "rootfs");
+    CHECK(sha256File(dev.slotB) == bBefore);
+    CHECK(dev.readEnv() == envBefore);
+
+    spec.key = pki().otherKey;
+    spec.cert = pki().otherPem;
+    spec.chain.clear();
+    REQUIRE(createBundle(spec, bundle).status.success());
+    Fd bad = openRead(bundle);
+    try {
+        c.proxy->callMethod("Inspect").onInterface(kIface).withArguments(sdbus::UnixFd(bad.get())).storeResultsTo(manifest);
+        FAIL("foreign bundle passed Inspect");
+    } catch (const sdbus::Error& e) {
+        CHECK(e.getName() == "org.mbl.Error.SignatureInvalid");
+    }
+    // Install of the same bundle: Completed with the error name, LastError set.
+    Fd bad2 = openRead(bundle);
+    const std::string id = c.install(bad2.get());
+    auto done = c.waitCompleted(id);
+    CHECK_FALSE(done.ok);
+    CHECK(done.name == "org.mbl.Error.SignatureInvalid");
+    CHECK(c.get<std::string>("LastError").rfind("org.mbl.Error.SignatureInvalid: ", 0) == 0);
+    CHECK(sha256File(dev.slotB) == bBefore);
+}
+
+TEST_CASE("kill -9 at any point of an install leaves the active slot untouched and the next start reports it failed")
+{
+    for (const char* point : {"verified", "rootfs-half", "rootfs-written", "before-arm", "after-arm"}) {
+        SECTION(point)
+        {
+            TestStack stack;
+            test::TempDir work("mbl-update-it");
+            Device dev(stack.root(), pki());
+            const std::string image = work.path() + "/rootfs.img";
+            makeImage(image, 3u << 20, 8);
+            auto spec = signedSpec();
+            spec.rootfs = image;
+            const std::string bundle = work.path() + "/fw.bundle";
+            REQUIRE(createBundle(spec, bundle).status.success());
+            TestStack::StartOptions so;
+            so.env = {std::string("MBL_UPDATE_TEST_PAUSE=") + point};
+            REQUIRE(stack.start("update", so));
+            const std::string aBefore = sha256File(dev.slotA);
+            {
+                Client c;
+                Fd fd = openRead(bundle);
+                c.install(fd.get());
+                REQUIRE(waitForFile(dev.stateDir + "/paused", std::chrono::seconds(30)));
+            }
+            stack.kill("update");
+            CHECK(sha256File(dev.slotA) == aBefore);
+            auto env = dev.readEnv();
+            const bool armed = env["BOOT_ORDER"].rfind("B", 0) == 0 && env["BOOT_B_LEFT"] != "0";
+            if (std::string(point) == "after-arm") {
+                // Armed, but only for a fully written and verified slot.
+                CHECK(armed);
+                CHECK(crypto::sha256Hex(readFile(dev.slotB).substr(0, 3u << 20)) == sha256File(image));
+            } else {
+                CHECK_FALSE(armed);
+            }
+            ::unlink((dev.stateDir + "/paused").c_str());
+            REQUIRE(stack.start("update"));
+            Client c;
+            CHECK(c.get<std::string>("LastError").find("interrupted") != std::string::npos);
+            CHECK(c.get<std::string>("Operation").empty());
+            CHECK(c.get<std::string>("ActiveSlot") == "a");
+            env = dev.readEnv();
+            CHECK(env["BOOT_ORDER"] == "A");
+            auto staging = mustRun({"find", dev.stateDir + "/staging", "-mindepth", "1"});
+            CHECK(staging.out.empty());
+            stack.stop("update");
+            CHECK(dev.reboot() == "a");
+        }
+    }
+}
+
+TEST_CASE("mblctl update install shows the result, and mutating methods are closed to unprivileged users")
+{
+    TestStack stack;
+    test::TempDir work("mbl-update-it");
+    Device dev(stack.root(), pki());
+    const std::string app = work.path() + "/app.tar";
+    makeImage(app, 200000, 3);
+    auto spec = signedSpec();
+    spec.apps = {{"hello", app}};
+    const std::string bundle = work.path() + "/apps.bundle";
+    REQUIRE(createBundle(spec, bundle).status.success());
+    REQUIRE(stack.start("update"));
+    auto r = stack.runTool({mblctl(), "update", "install", bundle});
+    INFO(r.out << r.err << stack.log("update"));
+    CHECK(r.status.success());
+    CHECK(r.out.find("installed (operation op-") != std::string::npos);
+    auto denied = stack.busctl({"call", "org.mbl.Update1", "/org/mbl/Update1", kIface, "Commit"}, "mbl-test-user");
+    CHECK_FALSE(denied.status.success());
+    CHECK(denied.err.find("Access denied") != std::string::npos);
+    auto deniedBad = stack.busctl({"call", "org.mbl.Update1", "/org/mbl/Update1", kIface, "MarkBad"}, "mbl-test-user");
+    CHECK(deniedBad.err.find("Access denied") != std::string::npos);
+    auto admin = stack.busctl({"call", "org.mbl.Update1", "/org/mbl/Update1", kIface, "Commit"}, "mbl-test-admin");
+    CHECK(admin.status.success()); // slot a is good already: Commit is idempotent
+    auto readable = stack.busctl({"get-property", "org.mbl.Update1", "/org/mbl/Update1", kIface, "SlotStates"},
+                                 "mbl-test-user");
+    CHECK(readable.status.success());
+    auto bad = stack.runTool({mblctl(), "update", "mark-bad"});
+    CHECK(bad.status.code == 1);
+    CHECK(bad.err.find("mblctl: InvalidArgument:") != std::string::npos);
+}

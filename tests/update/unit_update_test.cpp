@@ -1,0 +1,476 @@
+// The bundle format and the update engine without a bus: signatures in both
+// directions with plain openssl, every bad input of issue 5 refused with its
+// named error and nothing activated, and the A/B trial/commit/rollback cycle
+// through the boot simulator on all three bootloader backends.
+
+#include "update_fixture.h"
+
+#include "harness.h"
+#include "update_engine.h"
+
+#include "mbl/config.h"
+#include "mbl/crypto.h"
+#include "mbl/fs.h"
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace mbl;
+using namespace mbl::test::update;
+using mbl::update::UpdateEngine;
+
+namespace {
+
+const Pki& pki()
+{
+    static test::TempDir dir("mbl-update-pki");
+    static Pki p(dir.path() + "/pki");
+    return p;
+}
+
+BundleSpec signedSpec()
+{
+    BundleSpec s;
+    s.key = pki().signKey;
+    s.cert = pki().signPem;
+    s.chain = pki().intPem;
+    return s;
+}
+
+std::unique_ptr<UpdateEngine> openEngine(const Device& d)
+{
+    auto cfg = Config::load(d.configDir + "/update.json", false);
+    REQUIRE(cfg);
+    auto e = UpdateEngine::open(Paths::underRoot(d.root), *cfg);
+    if (!e) {
+        FAIL("engine did not start: " << e.error().describe());
+    }
+    return std::move(e).value();
+}
+
+Status installFile(UpdateEngine& e, const std::string& path)
+{
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    return e.install(fd.get(), UpdateEngine::newOperationId(), nullptr, {});
+}
+
+std::string slotState(const UpdateEngine& e, const std::string& slot)
+{
+    for (const auto& [name, s] : e.snapshot().slots) {
+        if (name == slot) {
+            return s.state;
+        }
+    }
+    return "?";
+}
+
+struct World {
+    test::TempDir dir{"mbl-update-unit"};
+    Device dev;
+    std::string image, bundle;
+    explicit World(const std::string& bl = "file") : dev(dir.path() + "/root", pki(), bl)
+    {
+        image = dir.path() + "/rootfs-2.0.0.img";
+        makeImage(image, 3u << 20, 42);
+        bundle = dir.path() + "/fw-2.0.0.bundle";
+    }
+};
+
+} // namespace
+
+TEST_CASE("a bundle made by mbl-bundle verifies with plain openssl cms -verify")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    auto r = createBundle(spec, w.bundle);
+    REQUIRE(r.status.success());
+    auto members = readTar(w.bundle);
+    REQUIRE(members.size() == 3);
+    CHECK(members[0].first == "manifest.json");
+    CHECK(members[1].first == "manifest.json.sig");
+    CHECK(members[2].first == "rootfs");
+    writeFile(w.dir.path() + "/m.json", members[0].second);
+    writeFile(w.dir.path() + "/m.sig", members[1].second);
+    auto v = mustRun({"openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", w.dir.path() + "/m.sig",
+                      "-content", w.dir.path() + "/m.json", "-CAfile", pki().caPem, "-purpose", "any", "-out",
+                      "/dev/null"});
+    INFO(v.err);
+    CHECK(v.status.success());
+}
+
+TEST_CASE("a manifest signed by plain openssl cms -sign is accepted by mbl-bundle verify and installed by the engine")
+{
+    World w;
+    const std::string manifest = w.dir.path() + "/manifest.json";
+    const std::string sig = w.dir.path() + "/manifest.json.sig";
+    auto m = mustRun({bundleTool(), "create", "--version", "2.0.0", "--security-version", "1", "--compatible",
+                      "mbl-test-board", "--rootfs", w.image, "--manifest-out", manifest});
+    REQUIRE(m.status.success());
+    auto s = mustRun({"openssl", "cms", "-sign", "-binary", "-in", manifest, "-signer", pki().signPem, "-inkey",
+                      pki().signKey, "-certfile", pki().intPem, "-outform", "DER", "-out", sig, "-nosmimecap"});
+    REQUIRE(s.status.success());
+    auto a = mustRun({bundleTool(), "assemble", "--manifest", manifest, "--signature", sig, "--rootfs", w.image, "-o",
+                      w.bundle});
+    INFO(a.err);
+    REQUIRE(a.status.success());
+    auto v = mustRun({bundleTool(), "verify", "--trust", w.dev.configDir + "/trust", w.bundle});
+    INFO(v.err);
+    CHECK(v.status.success());
+    auto e = openEngine(w.dev);
+    auto st = installFile(*e, w.bundle);
+    INFO((st ? std::string() : st.error().describe()));
+    CHECK(st);
+    CHECK(sha256File(w.dev.slotB).substr(0, 8) != std::string());
+}
+
+TEST_CASE("mbl-bundle inspect shows the manifest, as text and as JSON")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    auto t = mustRun({bundleTool(), "inspect", w.bundle});
+    CHECK(t.status.success());
+    CHECK(t.out.find("security_version: 1") != std::string::npos);
+    auto j = mustRun({bundleTool(), "inspect", "--json", w.bundle});
+    auto doc = nlohmann::json::parse(j.out);
+    CHECK(doc["version"] == "2.0.0");
+    CHECK(doc["payloads"][0]["sha256"] == sha256File(w.image));
+}
+
+TEST_CASE("firmware install → boot → commit makes the new slot permanent and raises the floor, on every backend")
+{
+    for (const char* bl : {"file", "uboot", "grub"}) {
+        SECTION(bl)
+        {
+            World w(bl);
+            auto spec = signedSpec();
+            spec.rootfs = w.image;
+            spec.securityVersion = 5;
+            REQUIRE(createBundle(spec, w.bundle).status.success());
+            const std::string slotABefore = sha256File(w.dev.slotA);
+            {
+                auto e = openEngine(w.dev);
+                CHECK(e->snapshot().bootedSlot == "a");
+                CHECK(e->snapshot().activeSlot == "a");
+                CHECK(e->snapshot().firmwareVersion == "1.0.0");
+                auto st = installFile(*e, w.bundle);
+                INFO((st ? std::string() : st.error().describe()));
+                REQUIRE(st);
+                CHECK(e->snapshot().activeSlot == "b");
+                CHECK(slotState(*e, "b") == "trial");
+                // Commit before the reboot is refused: the new slot has not run yet.
+                CHECK_FALSE(e->commit());
+            }
+            auto envArmed = w.dev.readEnv();
+            CHECK(envArmed["BOOT_ORDER"] == "B A");
+            CHECK(envArmed["BOOT_B_LEFT"] == "1");
+            CHECK(sha256File(w.dev.slotA) == slotABefore);
+            std::string bHead = readFile(w.dev.slotB).substr(0, 3u << 20);
+            CHECK(crypto::sha256Hex(bHead) == sha256File(w.image));
+
+            REQUIRE(w.dev.reboot() == "b");
+            auto e = openEngine(w.dev);
+            CHECK(e->snapshot().bootedSlot == "b");
+            CHECK(slotState(*e, "b") == "trial");
+            CHECK(e->snapshot().firmwareVersion == "2.0.0");
+            CHECK(e->snapshot().floor == 0);
+            REQUIRE(e->commit());
+            CHECK(e->snapshot().floor == 5);
+            CHECK(slotState(*e, "b") == "good");
+            CHECK(w.dev.readEnv()["BOOT_B_LEFT"] == "3");
+            // The floor is persistent.
+            auto again = openEngine(w.dev);
+            CHECK(again->snapshot().floor == 5);
+            CHECK(w.dev.reboot() == "b");
+        }
+    }
+}
+
+TEST_CASE("a trial that is never committed falls back to the old slot after its attempts and reports the rollback")
+{
+    World w;
+    w.dev.config["trialAttempts"] = 2;
+    w.dev.writeConfig();
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    spec.securityVersion = 3;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    {
+        auto e = openEngine(w.dev);
+        REQUIRE(installFile(*e, w.bundle));
+    }
+    for (int i = 0; i < 2; ++i) {
+        REQUIRE(w.dev.reboot() == "b");
+        auto e = openEngine(w.dev); // the new firmware runs, nobody commits
+        CHECK(slotState(*e, "b") == "trial");
+        CHECK(e->snapshot().lastError.empty());
+    }
+    REQUIRE(w.dev.reboot() == "a");
+    auto e = openEngine(w.dev);
+    CHECK(e->snapshot().bootedSlot == "a");
+    CHECK(e->snapshot().lastError.find("rollback") != std::string::npos);
+    CHECK(slotState(*e, "b") == "bad");
+    CHECK(e->snapshot().floor == 0);
+    CHECK(e->snapshot().firmwareVersion == "1.0.0");
+    CHECK(e->snapshot().activeSlot == "a");
+    CHECK(w.dev.reboot() == "a");
+}
+
+TEST_CASE("MarkBad abandons a trial: the next boot falls back to the old slot")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    REQUIRE(installFile(*openEngine(w.dev), w.bundle));
+    REQUIRE(w.dev.reboot() == "b");
+    auto e = openEngine(w.dev);
+    REQUIRE(e->markBad());
+    CHECK(slotState(*e, "b") == "bad");
+    CHECK(e->snapshot().activeSlot == "a");
+    CHECK(w.dev.reboot() == "a");
+    auto after = openEngine(w.dev);
+    CHECK(after->snapshot().floor == 0);
+}
+
+TEST_CASE("a bundle with a corrupted rootfs byte is refused with SignatureInvalid and nothing is armed")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    auto members = readTar(w.bundle);
+    members[2].second[members[2].second.size() / 2] ^= 0x01;
+    writeTar(w.bundle, members);
+    const std::string aBefore = sha256File(w.dev.slotA);
+    auto e = openEngine(w.dev);
+    auto envBefore = w.dev.readEnv();
+    auto st = installFile(*e, w.bundle);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::SignatureInvalid);
+    CHECK(sha256File(w.dev.slotA) == aBefore);
+    CHECK(e->snapshot().activeSlot == "a");
+    CHECK(w.dev.readEnv()["BOOT_B_LEFT"] == "0");
+    CHECK(w.dev.readEnv()["BOOT_ORDER"] == "A");
+    CHECK(slotState(*e, "b") == "empty");
+    CHECK(e->snapshot().lastError.find("SignatureInvalid") != std::string::npos);
+    CHECK(w.dev.reboot() == "a");
+}
+
+TEST_CASE("every malformed, foreign or older bundle is refused with its named error and changes nothing")
+{
+    World w;
+    auto good = signedSpec();
+    good.rootfs = w.image;
+    const std::string goodBundle = w.dir.path() + "/good.bundle";
+    REQUIRE(createBundle(good, goodBundle).status.success());
+    const auto members = readTar(goodBundle);
+    const std::string out = w.dir.path() + "/bad.bundle";
+
+    struct Case {
+        std::string name;
+        ErrorCode code;
+        std::function<void()> make;
+        // Found only after the rootfs streamed into the inactive slot: that slot
+        // may hold garbage then, but it is never armed and the active slot is untouched.
+        bool afterStreaming = false;
+    };
+    auto withSpec = [&](std::function<void(BundleSpec&)> f) {
+        return [&, f] {
+            BundleSpec s = good;
+            f(s);
+            auto r = createBundle(s, out);
+            REQUIRE(r.status.success());
+        };
+    };
+    auto withMembers = [&](std::function<void(std::vector<std::pair<std::string, std::string>>&)> f) {
+        return [&, f] {
+            auto m = members;
+            f(m);
+            writeTar(out, m);
+        };
+    };
+    const std::string bigImage = w.dir.path() + "/big.img";
+    makeImage(bigImage, (4u << 20) + 1, 7);
+    std::vector<Case> cases{
+        {"unsigned (no signature member)", ErrorCode::SignatureInvalid,
+         withMembers([](auto& m) { m.erase(m.begin() + 1); })},
+        {"empty signature", ErrorCode::SignatureInvalid, withMembers([](auto& m) { m[1].second.clear(); })},
+        {"signed by an unknown CA", ErrorCode::SignatureInvalid, withSpec([](BundleSpec& s) {
+             s.key = pki().otherKey;
+             s.cert = pki().otherPem;
+             s.chain.clear();
+         })},
+        {"signer without the code-signing purpose", ErrorCode::SignatureInvalid, withSpec([](BundleSpec& s) {
+             s.key = pki().noEkuKey;
+             s.cert = pki().noEkuPem;
+         })},
+        {"manifest altered by one byte", ErrorCode::SignatureInvalid,
+         withMembers([](auto& m) { m[0].second[m[0].second.find("2.0.0")] = '3'; })},
+        {"truncated bundle", ErrorCode::InvalidArgument,
+         [&] {
+             auto data = readFile(goodBundle);
+             writeFile(out, data.substr(0, data.size() / 2));
+         },
+         true},
+        {"extra member", ErrorCode::InvalidArgument,
+         withMembers([](auto& m) { m.emplace_back("evil.sh", "#!/bin/sh\n"); }), true},
+        {"missing payload", ErrorCode::InvalidArgument, withMembers([](auto& m) { m.pop_back(); })},
+        {"duplicated member", ErrorCode::InvalidArgument, withMembers([](auto& m) { m.push_back(m[2]); }), true},
+        {"reordered members", ErrorCode::InvalidArgument, withMembers([](auto& m) { std::swap(m[0], m[1]); })},
+        {"manifest over the size limit", ErrorCode::InvalidArgument,
+         withMembers([](auto& m) { m[0].second += std::string(2u << 20, ' '); })},
+        {"payload larger than the slot", ErrorCode::NoSpace, withSpec([&](BundleSpec& s) { s.rootfs = bigImage; })},
+        {"wrong compatible", ErrorCode::Incompatible,
+         withSpec([](BundleSpec& s) { s.compatible = "some-other-board"; })},
+    };
+    auto e = openEngine(w.dev);
+    const std::string aBefore = sha256File(w.dev.slotA);
+    const auto envBefore = w.dev.readEnv();
+    for (const auto& c : cases) {
+        INFO(c.name);
+        c.make();
+        const std::string bBefore = sha256File(w.dev.slotB);
+        auto st = installFile(*e, out);
+        REQUIRE_FALSE(st);
+        CHECK(errorCodeName(st.error().code) == std::string(errorCodeName(c.code)));
+        CHECK_FALSE(st.error().message.empty());
+        CHECK(sha256File(w.dev.slotA) == aBefore);
+        if (!c.afterStreaming) {
+            CHECK(sha256File(w.dev.slotB) == bBefore);
+        }
+        CHECK(slotState(*e, "b") == "empty");
+        CHECK(w.dev.readEnv() == envBefore);
+        CHECK(e->snapshot().activeSlot == "a");
+        // Inspect agrees for the errors it can see from the head.
+        Fd fd(::open(out.c_str(), O_RDONLY | O_CLOEXEC));
+        auto insp = e->inspect(fd.get(), nullptr);
+        if (c.code == ErrorCode::SignatureInvalid && c.name.find("manifest") != std::string::npos) {
+            CHECK_FALSE(insp);
+        }
+    }
+    CHECK(mbl::fs::exists(w.dev.stateDir + "/staging"));
+}
+
+TEST_CASE("a bundle below the anti-rollback floor is refused with Downgrade")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    spec.securityVersion = 4;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    REQUIRE(installFile(*openEngine(w.dev), w.bundle));
+    REQUIRE(w.dev.reboot() == "b");
+    REQUIRE(openEngine(w.dev)->commit());
+    spec.securityVersion = 3;
+    spec.version = "1.9.0";
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    auto e = openEngine(w.dev);
+    const std::string aBefore = sha256File(w.dev.slotA);
+    auto envBefore = w.dev.readEnv();
+    Fd fd(::open(w.bundle.c_str(), O_RDONLY | O_CLOEXEC));
+    auto insp = e->inspect(fd.get(), nullptr);
+    REQUIRE_FALSE(insp);
+    CHECK(insp.error().code == ErrorCode::Downgrade);
+    auto st = installFile(*e, w.bundle);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::Downgrade);
+    CHECK(sha256File(w.dev.slotA) == aBefore);
+    CHECK(w.dev.readEnv() == envBefore);
+}
+
+TEST_CASE("app and config payloads are verified, staged and handed out by file descriptor; no reboot needed")
+{
+    World w;
+    const std::string app = w.dir.path() + "/hello.oci.tar";
+    const std::string cfg = w.dir.path() + "/settings.json";
+    makeImage(app, 300000, 9);
+    writeFile(cfg, R"({"pollInterval": 60})");
+    auto spec = signedSpec();
+    spec.apps = {{"hello", app}};
+    spec.config = cfg;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    auto e = openEngine(w.dev);
+    const auto envBefore = w.dev.readEnv();
+    const std::string op = UpdateEngine::newOperationId();
+    Fd in(::open(w.bundle.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(e->install(in.get(), op, nullptr, {}));
+    CHECK(w.dev.readEnv() == envBefore);
+    CHECK(e->snapshot().activeSlot == "a");
+    auto fd = e->openPayload(op, "app-hello");
+    REQUIRE(fd);
+    auto h = crypto::sha256HexOfFd(fd->get());
+    REQUIRE(h);
+    CHECK(h->first == sha256File(app));
+    auto c = e->openPayload(op, "config");
+    REQUIRE(c);
+    CHECK(*fs::readAll(c->get()) == R"({"pollInterval": 60})");
+    auto missing = e->openPayload(op, "nope");
+    REQUIRE_FALSE(missing);
+    CHECK(missing.error().code == ErrorCode::NotFound);
+    CHECK_FALSE(e->openPayload("op-other", "config"));
+}
+
+TEST_CASE("a config payload that is not a JSON object is refused")
+{
+    World w;
+    const std::string cfg = w.dir.path() + "/settings.json";
+    writeFile(cfg, "not json");
+    auto spec = signedSpec();
+    spec.config = cfg;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    auto st = installFile(*openEngine(w.dev), w.bundle);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::InvalidArgument);
+}
+
+TEST_CASE("a bundle streamed through a pipe installs like a file")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    Fd rd(p[0]);
+    Fd wr(p[1]);
+    const std::string data = readFile(w.bundle);
+    std::thread writer([&] {
+        (void)fs::writeAll(wr.get(), data.data(), data.size());
+        wr.reset();
+    });
+    auto e = openEngine(w.dev);
+    std::vector<unsigned> progress;
+    auto st = e->install(rd.get(), UpdateEngine::newOperationId(), nullptr,
+                         [&](unsigned pct) { progress.push_back(pct); });
+    writer.join();
+    REQUIRE(st);
+    CHECK_FALSE(progress.empty());
+    CHECK(std::is_sorted(progress.begin(), progress.end()));
+    CHECK(crypto::sha256Hex(readFile(w.dev.slotB).substr(0, 3u << 20)) == sha256File(w.image));
+}
+
+TEST_CASE("manifest rules: semantic versions, safe names, one rootfs")
+{
+    CHECK(bundle::isSemver("1.2.3"));
+    CHECK(bundle::isSemver("1.2.3-rc.1+build.5"));
+    CHECK_FALSE(bundle::isSemver("1.2"));
+    CHECK_FALSE(bundle::isSemver("01.2.3"));
+    CHECK_FALSE(bundle::isSemver("1.2.3-"));
+    const std::string base = R"({"format":1,"version":"1.0.0","security_version":1,"compatible":["x"],"payloads":[)";
+    const std::string p = R"({"name":"rootfs","type":"rootfs","size":1,"sha256":")" + std::string(64, 'a') +
+                          R"(","slot_class":"rootfs"})";
+    CHECK(bundle::Manifest::parse(base + p + "]}"));
+    CHECK_FALSE(bundle::Manifest::parse(base + p + "," + p + "]}"));
+    CHECK_FALSE(bundle::Manifest::parse(base + "]}"));
+    auto evil = p;
+    evil.replace(evil.find("rootfs"), 6, "../etc");
+    CHECK_FALSE(bundle::Manifest::parse(base + evil + "]}"));
+    CHECK_FALSE(bundle::Manifest::parse("{\"format\":2}"));
+}
