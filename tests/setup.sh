@@ -8,7 +8,7 @@ PACKAGES=(
   libsdbus-c++-dev libsdbus-c++-bin libsystemd-dev
   libcurl4-openssl-dev libssl-dev openssl nlohmann-json3-dev libarchive-dev catch2
   dbus util-linux
-  runc umoci skopeo busybox-static
+  runc crun umoci skopeo busybox-static
   nginx-light curl python3
   libubootenv-tool grub-common
   zstd gzip tar

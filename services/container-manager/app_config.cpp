@@ -216,12 +216,20 @@ Expected<AppSettings> AppSettings::fromJson(const json& j)
 Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
 {
     ManagerConfig c;
-    if (auto st = config.rejectUnknownKeys({"runtime", "stop_grace_ms", "log_max_bytes", "log_keep", "quota_bytes",
+    if (auto st = config.rejectUnknownKeys({"runtime", "start_mode", "stop_grace_ms", "log_max_bytes", "log_keep", "quota_bytes",
                                             "backoff_base_ms", "backoff_cap_ms", "defaults", "policy"});
         !st) {
         return unexpected(st.error());
     }
     auto rt = config.getString("runtime", c.runtime);
+    auto mode = config.getString("start_mode", c.startMode);
+    if (!mode) {
+        return unexpected(mode.error());
+    }
+    if (*mode != "run" && *mode != "create-start") {
+        return unexpected(invalid(config.origin() + ": key 'start_mode' must be \"run\" or \"create-start\""));
+    }
+    c.startMode = *mode;
     auto grace = config.getInt("stop_grace_ms", c.stopGraceMs, 0, 600000);
     auto logMax = config.getInt("log_max_bytes", static_cast<std::int64_t>(c.logMaxBytes), 4096, 1ll << 34);
     auto keep = config.getInt("log_keep", c.logKeep, 0, 100);

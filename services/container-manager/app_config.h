@@ -63,6 +63,7 @@ struct AppSettings {
 // The daemon's configuration (containers.json).
 struct ManagerConfig {
     std::string runtime = "runc";
+    std::string startMode = "run"; // "run" (run --detach) or "create-start"
     std::uint32_t stopGraceMs = 10000;
     std::uint64_t logMaxBytes = 1u << 20;
     std::uint32_t logKeep = 2;

@@ -472,15 +472,20 @@ void ContainerManager::startApp(App& a, Done done)
     Runtime rt = runtime_;
     EventLoop* loop = &loop_;
     auto alive = alive_;
-    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive] {
-        auto pid = rt.create(name, bundle, out->get());
+    const bool oneCall = config_.startMode == "run";
+    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall] {
+        // "run --detach" is create + start in one runtime process; with
+        // "create-start" the two steps are separate runtime calls. Either way the
+        // init is our child (subreaper), so an early exit is never missed.
+        auto launch = [&] { return oneCall ? rt.runDetached(name, bundle, out->get()) : rt.create(name, bundle, out->get()); };
+        auto pid = launch();
         if (!pid) {
             // A container of that name left by a crash: delete it and try once more.
             if (rt.remove(name, true)) {
-                pid = rt.create(name, bundle, out->get());
+                pid = launch();
             }
         }
-        if (pid) {
+        if (pid && !oneCall) {
             if (auto st = rt.start(name); !st) {
                 (void)rt.remove(name, true);
                 pid = unexpected(st.error());

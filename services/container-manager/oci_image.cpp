@@ -620,44 +620,54 @@ Expected<std::pair<std::uint32_t, std::uint32_t>> resolveUser(const std::string&
     const auto colon = user.find(':');
     const std::string u = user.substr(0, colon);
     const std::string g = colon == std::string::npos ? std::string() : user.substr(colon + 1);
-    std::optional<std::uint32_t> uid = parseId(u);
-    std::optional<std::uint32_t> gid = g.empty() ? std::nullopt : parseId(g);
-    if (!uid || (!g.empty() && !gid) || g.empty()) {
+    // Plain values with flags (GCC 12 warns falsely about optionals here at -O3).
+    auto parsed = parseId(u);
+    bool haveUid = parsed.has_value();
+    std::uint32_t uid = parsed.value_or(0u);
+    parsed = g.empty() ? std::nullopt : parseId(g);
+    bool haveGid = parsed.has_value();
+    std::uint32_t gid = parsed.value_or(0u);
+    if (!haveUid || g.empty()) {
         auto passwd = readFileUnder(rootfs, "etc/passwd", 1 << 20);
-        if (!uid) {
-            auto line = passwd ? lookupLine(*passwd, u) : std::nullopt;
-            if (!line || line->size() < 4) {
-                return unexpected(invalid("the image's user '" + u + "' is not in its /etc/passwd"));
+        for (const auto& line : passwd ? str::split(*passwd, '\n') : std::vector<std::string>{}) {
+            auto f = str::split(line, ':');
+            if (f.size() < 4) {
+                continue;
             }
-            uid = parseId((*line)[2]);
-            if (g.empty()) {
-                gid = parseId((*line)[3]);
-            }
-        } else if (g.empty()) {
-            gid = *uid == 0 ? 0u : *uid;
-            if (passwd) {
-                for (const auto& line : str::split(*passwd, '\n')) {
-                    auto f = str::split(line, ':');
-                    if (f.size() >= 4 && parseId(f[2]) == uid) {
-                        gid = parseId(f[3]);
-                        break;
-                    }
+            const bool match = haveUid ? parseId(f[2]).value_or(0xffffffffu) == uid : f[0] == u;
+            if (match) {
+                if (!haveUid) {
+                    uid = parseId(f[2]).value_or(0u);
+                    haveUid = parseId(f[2]).has_value();
                 }
+                if (g.empty()) {
+                    gid = parseId(f[3]).value_or(0u);
+                    haveGid = parseId(f[3]).has_value();
+                }
+                break;
             }
         }
-        if (!g.empty() && !gid) {
-            auto group = readFileUnder(rootfs, "etc/group", 1 << 20);
-            auto line = group ? lookupLine(*group, g) : std::nullopt;
-            if (!line) {
-                return unexpected(invalid("the image's group '" + g + "' is not in its /etc/group"));
-            }
-            gid = parseId((*line)[2]);
+        if (!haveUid) {
+            return unexpected(invalid("the image's user '" + u + "' is not in its /etc/passwd"));
+        }
+        if (g.empty() && !haveGid) {
+            gid = uid; // a numeric user without a passwd entry: same group id
+            haveGid = true;
         }
     }
-    if (!uid || !gid) {
+    if (!haveGid) {
+        auto group = readFileUnder(rootfs, "etc/group", 1 << 20);
+        auto line = group ? lookupLine(*group, g) : std::nullopt;
+        if (!line) {
+            return unexpected(invalid("the image's group '" + g + "' is not in its /etc/group"));
+        }
+        gid = parseId((*line)[2]).value_or(0u);
+        haveGid = parseId((*line)[2]).has_value();
+    }
+    if (!haveUid || !haveGid) {
         return unexpected(invalid("the image's user '" + user + "' cannot be resolved"));
     }
-    return std::make_pair(*uid, *gid);
+    return std::make_pair(uid, gid);
 }
 
 } // namespace mbl::containers

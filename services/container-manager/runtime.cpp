@@ -66,15 +66,28 @@ std::string Runtime::runtimeError(const std::string& what, const std::string& st
 
 Expected<pid_t> Runtime::create(const std::string& id, const std::string& bundle, int outFd) const
 {
+    return spawnWithPid("create", id, bundle, outFd);
+}
+
+Expected<pid_t> Runtime::runDetached(const std::string& id, const std::string& bundle, int outFd) const
+{
+    return spawnWithPid("run", id, bundle, outFd);
+}
+
+Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string& id, const std::string& bundle,
+                                      int outFd) const
+{
     const std::string pidFile = root_ + "/" + id + ".pid";
     const std::string logFile = root_ + "/" + id + ".create.log";
     ::unlink(pidFile.c_str());
     ::unlink(logFile.c_str());
     auto argv = base();
     argv.insert(argv.begin() + 1, {"--log", logFile, "--log-format", "json"});
-    for (const char* a : {"create", "--bundle"}) {
-        argv.emplace_back(a);
+    argv.push_back(verb);
+    if (verb == "run") {
+        argv.emplace_back("--detach");
     }
+    argv.emplace_back("--bundle");
     argv.push_back(bundle);
     argv.emplace_back("--pid-file");
     argv.push_back(pidFile);
@@ -92,18 +105,18 @@ Expected<pid_t> Runtime::create(const std::string& id, const std::string& bundle
     if (!st.success()) {
         std::string msg = lastErrorFromLog(logFile);
         ::unlink(logFile.c_str());
-        return unexpected(ErrorCode::Failed, binary_ + " create failed (" + st.describe() + "): " +
+        return unexpected(ErrorCode::Failed, binary_ + " " + verb + " failed (" + st.describe() + "): " +
                                                  (msg.empty() ? std::string("see the app log") : msg));
     }
     ::unlink(logFile.c_str());
     auto pidText = fs::readFile(pidFile, 64);
     ::unlink(pidFile.c_str());
     if (!pidText) {
-        return unexpected(ErrorCode::Failed, binary_ + " create wrote no pid file");
+        return unexpected(ErrorCode::Failed, binary_ + " " + verb + " wrote no pid file");
     }
     long pid = std::strtol(str::trim(*pidText).c_str(), nullptr, 10);
     if (pid <= 0) {
-        return unexpected(ErrorCode::Failed, binary_ + " create wrote a bad pid file");
+        return unexpected(ErrorCode::Failed, binary_ + " " + verb + " wrote a bad pid file");
     }
     return static_cast<pid_t>(pid);
 }
