@@ -52,11 +52,16 @@ private:
     {
         throw sdbus::Error("org.mbl.Error.NotSupported", "test double");
     }
-    void InstallCertificate(const std::string&) override
+    // The double only serves what the cloud client reads; the mutating methods are
+    // not part of what it stands in for.
+    void InstallCertificate(sdbus::Result<>&& result, std::string) override
     {
-        throw sdbus::Error("org.mbl.Error.NotSupported", "test double");
+        result.returnError(sdbus::Error("org.mbl.Error.NotSupported", "test double"));
     }
-    void Provision(const std::string&) override { throw sdbus::Error("org.mbl.Error.NotSupported", "test double"); }
+    void Provision(sdbus::Result<>&& result, std::string) override
+    {
+        result.returnError(sdbus::Error("org.mbl.Error.NotSupported", "test double"));
+    }
     std::string GetProvisioning() override
     {
         return mbl::dbus::guard([&] {
@@ -94,7 +99,10 @@ private:
             return std::make_tuple(sdbus::UnixFd{fd.release(), sdbus::adopt_fd}, s.value("chain_pem", std::string()));
         });
     }
-    void FactoryReset() override { throw sdbus::Error("org.mbl.Error.NotSupported", "test double"); }
+    void FactoryReset(sdbus::Result<>&& result) override
+    {
+        result.returnError(sdbus::Error("org.mbl.Error.NotSupported", "test double"));
+    }
 
     std::string Version() override { return "test-double"; }
     std::string DeviceId() override
