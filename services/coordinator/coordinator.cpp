@@ -77,7 +77,7 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
     }
     Settings s;
     s.stateDir = paths.state("coordinator");
-    auto reboot = config.getStringList("reboot_command", {"systemctl", "reboot"});
+    auto reboot = config.getStringList("reboot_command", {});
     auto grace = config.getInt("health_grace_ms", 10000, 0, 3600000);
     auto attempts = config.getInt("max_attempts", 3, 1, 100);
     auto cloud = config.getBool("require_cloud_for_health", true);
@@ -87,10 +87,11 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
             return unexpected(*e);
         }
     }
-    if (reboot->empty()) {
+    if (config.json().contains("reboot_command") && reboot->empty()) {
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": key 'reboot_command' must not be empty");
     }
     s.rebootCommand = *reboot;
+    s.rebootRequestFile = paths.runtime("coordinator/reboot-request");
     s.healthGrace = std::chrono::milliseconds(*grace);
     s.maxAttempts = static_cast<unsigned>(*attempts);
     s.requireCloudForHealth = *cloud;

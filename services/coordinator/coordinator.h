@@ -26,7 +26,11 @@ namespace mbl::coordinator {
 
 struct Settings {
     std::string stateDir;                  // journal and stored downloads
-    std::vector<std::string> rebootCommand; // run to reboot after arming a firmware slot
+    // How to reboot after arming a firmware slot: the configured command, or by
+    // default a request file that mbl-reboot.path answers (the coordinator holds
+    // no privilege to reboot by itself).
+    std::vector<std::string> rebootCommand;
+    std::string rebootRequestFile;
     std::chrono::milliseconds healthGrace{10000};
     unsigned maxAttempts = 3;              // restarts of an interrupted operation before it fails
     bool requireCloudForHealth = true;     // the cloud must be reachable for a firmware commit

@@ -30,7 +30,8 @@ int main(int argc, char** argv)
         }
         auto svc = std::make_shared<Service>();
         svc->bus = std::make_unique<mbl::coordinator::CoordinatorBus>(ctx.connection);
-        svc->peers = std::make_unique<mbl::coordinator::BusPeers>(ctx.connection, ctx.loop, settings->rebootCommand);
+        svc->peers = std::make_unique<mbl::coordinator::BusPeers>(ctx.connection, ctx.loop, settings->rebootCommand,
+                                                                  settings->rebootRequestFile);
         svc->coordinator = std::make_unique<mbl::coordinator::Coordinator>(std::move(settings).value(), *svc->peers,
                                                                            ctx.loop, *svc->bus);
         svc->bus->attach(*svc->coordinator);

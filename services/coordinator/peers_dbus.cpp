@@ -1,9 +1,11 @@
 #include "peers_dbus.h"
 
 #include "mbl/dbus/bus.h"
+#include "mbl/fs.h"
 #include "mbl/log.h"
 #include "mbl/process.h"
 
+#include <ctime>
 #include <thread>
 
 namespace mbl::coordinator {
@@ -20,8 +22,10 @@ Error busError(const sdbus::Error* e)
 }
 } // namespace
 
-BusPeers::BusPeers(sdbus::IConnection& conn, EventLoop& loop, std::vector<std::string> rebootCommand)
+BusPeers::BusPeers(sdbus::IConnection& conn, EventLoop& loop, std::vector<std::string> rebootCommand,
+                   std::string rebootRequestFile)
     : conn_(conn), loop_(loop), rebootCommand_(std::move(rebootCommand)),
+      rebootRequestFile_(std::move(rebootRequestFile)),
       cloud_(sdbus::createProxy(conn, kCloud, "/org/mbl/CloudClient1")),
       update_(sdbus::createProxy(conn, kUpdate, "/org/mbl/Update1")),
       containers_(sdbus::createProxy(conn, kContainers, "/org/mbl/ContainerManager1"))
@@ -221,6 +225,12 @@ void BusPeers::ping(const std::string& busName, Done cb)
 
 void BusPeers::reboot(Done cb)
 {
+    if (rebootCommand_.empty()) {
+        // The unit's mbl-reboot.path answers the request with reboot.target.
+        log::notice("rebooting: requesting a reboot through " + rebootRequestFile_);
+        cb(fs::writeFileAtomic(rebootRequestFile_, std::to_string(::time(nullptr)) + "\n", 0644));
+        return;
+    }
     log::notice("rebooting: running the configured reboot command");
     auto child = Child::spawn(rebootCommand_);
     if (!child) {

@@ -18,7 +18,8 @@ namespace mbl::coordinator {
 
 class BusPeers final : public Peers {
 public:
-    BusPeers(sdbus::IConnection& conn, EventLoop& loop, std::vector<std::string> rebootCommand);
+    BusPeers(sdbus::IConnection& conn, EventLoop& loop, std::vector<std::string> rebootCommand,
+             std::string rebootRequestFile);
     ~BusPeers() override;
 
     // Subscribes the coordinator to the peers' signals.
@@ -47,6 +48,7 @@ private:
     sdbus::IConnection& conn_;
     EventLoop& loop_;
     std::vector<std::string> rebootCommand_;
+    std::string rebootRequestFile_;
     std::unique_ptr<sdbus::IProxy> cloud_;
     std::unique_ptr<sdbus::IProxy> update_;
     std::unique_ptr<sdbus::IProxy> containers_;
