@@ -401,25 +401,8 @@ Expected<std::string> Coordinator::installBundle(Fd bundle)
     op["deployment"] = {{"chunks", {{{"part", "bundle"}, {"artifacts", {{{"filename", "local bundle"}}}}}}}};
     begin(op);
     setState("downloading", "verifying and installing the local bundle");
-    auto p = makePipe();
-    if (!p) {
-        fail(p.error());
-        return cur("id");
-    }
     const std::string id = cur("id");
-    auto [readEnd, writeEnd] = std::move(p).value();
-    relay_ = std::make_unique<Relay>(loop_, std::move(bundle), std::move(writeEnd), [](Expected<std::uint64_t>) {});
-    peers_.installBundle(std::move(readEnd), [this, id](Expected<std::string> updateOp) {
-        if (!isCurrent(id)) {
-            return;
-        }
-        if (!updateOp) {
-            fail(updateOp.error());
-            return;
-        }
-        (*op_)["update_op"] = *updateOp;
-        save();
-    });
+    streamIntoUpdate(std::move(bundle));
     return id;
 }
 
@@ -488,25 +471,7 @@ void Coordinator::startDownloadAndInstall()
             fail(Error{fd.error().code, "download of " + name + " failed: " + fd.error().message});
             return;
         }
-        auto p = makePipe();
-        if (!p) {
-            fail(p.error());
-            return;
-        }
-        auto [readEnd, writeEnd] = std::move(p).value();
-        relay_ = std::make_unique<Relay>(loop_, std::move(fd).value(), std::move(writeEnd),
-                                         [](Expected<std::uint64_t>) {});
-        peers_.installBundle(std::move(readEnd), [this, id](Expected<std::string> updateOp) {
-            if (!isCurrent(id)) {
-                return;
-            }
-            if (!updateOp) {
-                fail(updateOp.error());
-                return;
-            }
-            (*op_)["update_op"] = *updateOp;
-            save();
-        });
+        streamIntoUpdate(std::move(fd).value());
     });
 }
 
@@ -592,6 +557,13 @@ void Coordinator::installStored()
         fail(errnoError("open " + path, errno));
         return;
     }
+    streamIntoUpdate(std::move(in));
+}
+
+void Coordinator::streamIntoUpdate(Fd source)
+{
+    // The coordinator stands between the source and the update service (see Relay):
+    // a cancel cuts the stream and the update service arms nothing.
     const std::string id = cur("id");
     auto p = makePipe();
     if (!p) {
@@ -599,7 +571,7 @@ void Coordinator::installStored()
         return;
     }
     auto [readEnd, writeEnd] = std::move(p).value();
-    relay_ = std::make_unique<Relay>(loop_, std::move(in), std::move(writeEnd), [](Expected<std::uint64_t>) {});
+    relay_ = std::make_unique<Relay>(loop_, std::move(source), std::move(writeEnd), [](Expected<std::uint64_t>) {});
     peers_.installBundle(std::move(readEnd), [this, id](Expected<std::string> updateOp) {
         if (!isCurrent(id)) {
             return;

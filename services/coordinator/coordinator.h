@@ -89,6 +89,7 @@ private:
 
     // Steps.
     void startDownloadAndInstall();
+    void streamIntoUpdate(Fd source);
     void startStoreOnly();
     void installStored();
     void afterBundleInstalled();
