@@ -628,7 +628,21 @@ Expected<std::string> UpdateEngine::inspect(int fd, const std::atomic<bool>* can
     if (!reader) {
         return unexpected(reader.error());
     }
-    auto head = (*reader)->readHead();
+    auto verified = verifyHead(**reader);
+    if (!verified) {
+        return unexpected(verified.error());
+    }
+    auto j = verified->manifest.toJson();
+    j["signer"] = verified->signer.subject;
+    return j.dump();
+}
+
+Expected<UpdateEngine::VerifiedHead> UpdateEngine::verifyHead(bundle::Reader& r)
+{
+    // The verification order of ARCHITECTURE §5, in one place for Inspect and Install:
+    // bounded manifest (the reader) -> signature and chain -> manifest rules ->
+    // compatibility and downgrade floor.
+    auto head = r.readHead();
     if (!head) {
         return unexpected(head.error());
     }
@@ -648,9 +662,7 @@ Expected<std::string> UpdateEngine::inspect(int fd, const std::atomic<bool>* can
     if (auto st = bundle::checkPolicy(*m, compatible_, floor); !st) {
         return unexpected(st.error());
     }
-    auto j = m->toJson();
-    j["signer"] = signer->subject;
-    return j.dump();
+    return VerifiedHead{std::move(m).value(), std::move(signer).value()};
 }
 
 // ---------------------------------------------------------------------------
@@ -759,26 +771,12 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         return unexpected(reader.error());
     }
     bundle::Reader& r = **reader;
-    auto head = r.readHead();
-    if (!head) {
-        return unexpected(head.error());
+    auto verified = verifyHead(r);
+    if (!verified) {
+        return unexpected(verified.error());
     }
-    auto signer = bundle::verifySignature(head->manifest, head->signature, trustDir_);
-    if (!signer) {
-        return unexpected(signer.error());
-    }
-    auto manifest = bundle::Manifest::parse(head->manifest);
-    if (!manifest) {
-        return unexpected(manifest.error());
-    }
-    std::uint64_t floor = 0;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        floor = floor_;
-    }
-    if (auto s = bundle::checkPolicy(*manifest, compatible_, floor); !s) {
-        return s;
-    }
+    const bundle::Manifest* manifest = &verified->manifest;
+    const bundle::SignerInfo* signer = &verified->signer;
     log::info("installing bundle " + manifest->version + " (security_version " +
               std::to_string(manifest->securityVersion) + ") signed by " + signer->subject);
     pausePoint("verified");

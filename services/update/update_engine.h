@@ -78,6 +78,12 @@ public:
 
 private:
     UpdateEngine() = default;
+    struct VerifiedHead {
+        bundle::Manifest manifest;
+        bundle::SignerInfo signer;
+    };
+    // Reads and verifies manifest and signature, then the device policy.
+    Expected<VerifiedHead> verifyHead(bundle::Reader& r);
     Status loadState();
     Status saveStateLocked();
     Status recover();
