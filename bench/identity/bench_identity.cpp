@@ -12,7 +12,7 @@
 #include "mbl/fs.h"
 #include "mbl/process.h"
 
-#include "org.mbl.DeviceIdentity1_proxy.h"
+#include "identity_client.h"
 
 #include <algorithm>
 #include <chrono>
@@ -26,19 +26,6 @@ using namespace mbl;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-class IdentityProxy final : public sdbus::ProxyInterfaces<org::mbl::DeviceIdentity1_proxy> {
-public:
-    explicit IdentityProxy(sdbus::IConnection& conn)
-        : ProxyInterfaces(conn, "org.mbl.DeviceIdentity1", "/org/mbl/DeviceIdentity1")
-    {
-        registerProxy();
-    }
-    ~IdentityProxy() { unregisterProxy(); }
-
-private:
-    void onIdentityChanged(const std::string&) override {}
-};
 
 struct Stats {
     double median;

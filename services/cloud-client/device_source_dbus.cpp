@@ -4,7 +4,7 @@
 #include "mbl/fs.h"
 #include "mbl/log.h"
 
-#include "org.mbl.DeviceIdentity1_proxy.h"
+#include "identity_client.h"
 
 #include <nlohmann/json.hpp>
 
@@ -13,21 +13,6 @@
 namespace mbl::cloud {
 
 namespace {
-
-class IdentityProxy final : public sdbus::ProxyInterfaces<org::mbl::DeviceIdentity1_proxy> {
-public:
-    explicit IdentityProxy(sdbus::IConnection& conn)
-        : ProxyInterfaces(conn, "org.mbl.DeviceIdentity1", "/org/mbl/DeviceIdentity1")
-    {
-        registerProxy();
-    }
-    ~IdentityProxy() { unregisterProxy(); }
-
-private:
-    // Signals are not watched on this connection (nobody processes it between calls);
-    // the worker asks again after an auth failure instead.
-    void onIdentityChanged(const std::string&) override {}
-};
 
 std::string str(const nlohmann::json& j, const char* key)
 {

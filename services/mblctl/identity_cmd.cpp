@@ -5,7 +5,7 @@
 
 #include "mbl/fs.h"
 
-#include "org.mbl.DeviceIdentity1_proxy.h"
+#include "identity_client.h"
 
 #include <nlohmann/json.hpp>
 
@@ -16,19 +16,6 @@
 namespace mbl::ctl {
 
 namespace {
-
-class IdentityProxy final : public sdbus::ProxyInterfaces<org::mbl::DeviceIdentity1_proxy> {
-public:
-    explicit IdentityProxy(sdbus::IConnection& conn)
-        : ProxyInterfaces(conn, "org.mbl.DeviceIdentity1", "/org/mbl/DeviceIdentity1")
-    {
-        registerProxy();
-    }
-    ~IdentityProxy() { unregisterProxy(); }
-
-private:
-    void onIdentityChanged(const std::string&) override {}
-};
 
 std::string isoTime(uint64_t t)
 {
