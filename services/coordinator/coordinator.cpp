@@ -70,8 +70,8 @@ Status validateDeployment(const nlohmann::json& d)
 
 Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config)
 {
-    if (auto st = config.rejectUnknownKeys({"reboot_command", "health_grace_ms", "max_attempts",
-                                            "require_cloud_for_health"});
+    if (auto st = config.rejectUnknownKeys({"reboot_command", "health_grace_ms", "health_timeout_ms",
+                                            "max_attempts", "require_cloud_for_health"});
         !st) {
         return unexpected(st.error());
     }
@@ -79,9 +79,11 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
     s.stateDir = paths.state("coordinator");
     auto reboot = config.getStringList("reboot_command", {});
     auto grace = config.getInt("health_grace_ms", 10000, 0, 3600000);
+    auto timeout = config.getInt("health_timeout_ms", 300000, 0, 86400000);
     auto attempts = config.getInt("max_attempts", 3, 1, 100);
     auto cloud = config.getBool("require_cloud_for_health", true);
     for (const Error* e : {reboot ? nullptr : &reboot.error(), grace ? nullptr : &grace.error(),
+                           timeout ? nullptr : &timeout.error(),
                            attempts ? nullptr : &attempts.error(), cloud ? nullptr : &cloud.error()}) {
         if (e != nullptr) {
             return unexpected(*e);
@@ -93,6 +95,7 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
     s.rebootCommand = *reboot;
     s.rebootRequestFile = paths.runtime("coordinator/reboot-request");
     s.healthGrace = std::chrono::milliseconds(*grace);
+    s.healthTimeout = std::chrono::milliseconds(*timeout);
     s.maxAttempts = static_cast<unsigned>(*attempts);
     s.requireCloudForHealth = *cloud;
     return s;
@@ -895,52 +898,92 @@ void Coordinator::verifyAfterReboot()
 
 void Coordinator::healthCheck(std::function<void(Status)> done)
 {
-    const std::string id = cur("id");
+    // After a reboot the peers, the cloud connection and the apps come up in
+    // their own time: probe until everything is up (or the deadline passes),
+    // then again after the grace period, so an app that dies right after its
+    // start or a service that crashes fails the check.
+    healthAttempt(cur("id"), std::chrono::steady_clock::now() + settings_.healthTimeout, std::move(done));
+}
+
+void Coordinator::healthAttempt(const std::string& id, std::chrono::steady_clock::time_point deadline,
+                                std::function<void(Status)> done)
+{
+    healthProbe(id, [this, id, deadline, done](Status st) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (st) {
+            (*op_)["health"] = "up; holding for the grace period";
+            loop_.addTimer(settings_.healthGrace, [this, id, done] {
+                if (!isCurrent(id)) {
+                    return;
+                }
+                healthProbe(id, [this, id, done](Status again) {
+                    if (isCurrent(id)) {
+                        done(again ? again : Status{unexpected(again.error().code,
+                                                               again.error().message + " after the grace period")});
+                    }
+                });
+            });
+            return;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            done(st);
+            return;
+        }
+        if (op_->value("health", "") != st.error().message) {
+            (*op_)["health"] = st.error().message;
+            log::info(id + ": health: waiting: " + st.error().message);
+        }
+        loop_.addTimer(std::chrono::milliseconds(500), [this, id, deadline, done] {
+            if (isCurrent(id)) {
+                healthAttempt(id, deadline, done);
+            }
+        });
+    });
+}
+
+void Coordinator::healthProbe(const std::string& id, std::function<void(Status)> done)
+{
     auto remaining = std::make_shared<std::size_t>(std::size(kPeerNames));
     auto firstError = std::make_shared<std::optional<Error>>();
-    auto afterPings = [this, id, done, firstError]() {
+    auto checkApps = [this, id, done]() {
+        peers_.listApps([this, id, done](Expected<std::vector<AppInfo>> list) {
+            if (!isCurrent(id)) {
+                return;
+            }
+            if (!list) {
+                done(unexpected(ErrorCode::Failed, "the container manager cannot list apps: " + list.error().message));
+                return;
+            }
+            for (const auto& w : (*op_)["apps"]) {
+                std::string state = "not installed";
+                for (const auto& a : *list) {
+                    if (a.name == w.value("name", "")) {
+                        state = a.state + " (version " + a.version + ")";
+                        if (a.state == "running") {
+                            state.clear();
+                        }
+                    }
+                }
+                if (!state.empty()) {
+                    done(unexpected(ErrorCode::Failed, "app " + w.value("name", "") + " is " + state));
+                    return;
+                }
+            }
+            done({});
+        });
+    };
+    auto afterPings = [this, id, done, firstError, checkApps]() {
+        if (!isCurrent(id)) {
+            return;
+        }
         if (*firstError) {
             done(unexpected(**firstError));
             return;
         }
-        auto checkApps = [this, id, done](std::function<void(Status)> next) {
-            peers_.listApps([this, id, next](Expected<std::vector<AppInfo>> list) {
-                if (!isCurrent(id)) {
-                    return;
-                }
-                if (!list) {
-                    next(unexpected(list.error()));
-                    return;
-                }
-                for (const auto& w : (*op_)["apps"]) {
-                    bool running = false;
-                    for (const auto& a : *list) {
-                        running = running || (a.name == w.value("name", "") && a.state == "running");
-                    }
-                    if (!running) {
-                        next(unexpected(ErrorCode::Failed, "app " + w.value("name", "") + " is not running"));
-                        return;
-                    }
-                }
-                next({});
-            });
-        };
-        auto cloudThenApps = [this, id, done, checkApps]() {
-            // Apps must be running now and still after the grace period.
-            checkApps([this, id, done, checkApps](Status first) {
-                if (!first) {
-                    done(first);
-                    return;
-                }
-                loop_.addTimer(settings_.healthGrace, [this, id, done, checkApps] {
-                    if (isCurrent(id)) {
-                        checkApps(done);
-                    }
-                });
-            });
-        };
         if (settings_.requireCloudForHealth && cur("source") == "cloud") {
-            peers_.cloudConnectionState([this, id, done, cloudThenApps](Expected<std::string> cs) {
+            peers_.cloudConnectionState([this, id, done, checkApps](Expected<std::string> cs) {
                 if (!isCurrent(id)) {
                     return;
                 }
@@ -949,11 +992,11 @@ void Coordinator::healthCheck(std::function<void(Status)> done)
                                     "the cloud is not reachable (" + (cs ? *cs : cs.error().message) + ")"));
                     return;
                 }
-                cloudThenApps();
+                checkApps();
             });
-        } else {
-            cloudThenApps();
+            return;
         }
+        checkApps();
     };
     for (const char* name : kPeerNames) {
         peers_.ping(name, [remaining, firstError, afterPings, name = std::string(name)](Status st) {

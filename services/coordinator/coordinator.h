@@ -31,7 +31,8 @@ struct Settings {
     // no privilege to reboot by itself).
     std::vector<std::string> rebootCommand;
     std::string rebootRequestFile;
-    std::chrono::milliseconds healthGrace{10000};
+    std::chrono::milliseconds healthGrace{10000};    // everything must stay up this long
+    std::chrono::milliseconds healthTimeout{300000}; // for everything to come up after a reboot
     unsigned maxAttempts = 3;              // restarts of an interrupted operation before it fails
     bool requireCloudForHealth = true;     // the cloud must be reachable for a firmware commit
 
@@ -99,6 +100,9 @@ private:
     void rebootNow();
     void verifyAfterReboot();
     void healthCheck(std::function<void(Status)> done);
+    void healthAttempt(const std::string& id, std::chrono::steady_clock::time_point deadline,
+                       std::function<void(Status)> done);
+    void healthProbe(const std::string& id, std::function<void(Status)> done);
     void commitFirmware();
     void resume(nlohmann::json op);
 

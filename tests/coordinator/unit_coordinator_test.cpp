@@ -172,6 +172,7 @@ struct Fixture {
         settings.stateDir = dir.path() + "/coordinator";
         settings.rebootCommand = {"true"};
         settings.healthGrace = std::chrono::milliseconds(20);
+        settings.healthTimeout = std::chrono::milliseconds(300);
         restart();
     }
     // A new coordinator on the same journal, as after a crash or a reboot.
@@ -279,7 +280,7 @@ TEST_CASE("a failed health check after the reboot marks the slot bad, reboots ba
     f.restart();
     CHECK(f.c->state() == "idle");
     REQUIRE(f.peers.feedback.back().result == "failure");
-    CHECK(f.peers.feedback.back().details[0].find("app hello is not running") != std::string::npos);
+    CHECK(f.peers.feedback.back().details[0].find("app hello is exited") != std::string::npos);
 }
 
 TEST_CASE("a coordinator killed while downloading starts the deployment again on restart")
