@@ -342,6 +342,7 @@ void Coordinator::resume(nlohmann::json op)
 
 void Coordinator::onDeploymentRequested(const std::string& actionId, const std::string& deploymentJson)
 {
+    log::info("the cloud requests deployment " + actionId);
     auto d = nlohmann::json::parse(deploymentJson, nullptr, false);
     if (op_ && cur("action_id") == actionId) {
         // The server repeats an action until it is closed. A waiting action may now install.
@@ -591,6 +592,7 @@ void Coordinator::streamIntoUpdate(Fd source)
 void Coordinator::onUpdateCompleted(const std::string& updateOp, bool success, const std::string& errorName,
                                     const std::string& message)
 {
+    log::debug("update operation " + updateOp + " completed: " + (success ? "success" : errorName + ": " + message));
     if (!op_ || cur("state") != "downloading") {
         return;
     }

@@ -34,23 +34,38 @@ BusPeers::BusPeers(sdbus::IConnection& conn, EventLoop& loop, std::vector<std::s
 
 BusPeers::~BusPeers() = default;
 
+namespace {
+// A signal has nobody to answer: an exception out of its handler is logged, never thrown into sdbus-c++.
+template <typename F>
+void inSignal(F&& fn)
+{
+    try {
+        fn();
+    } catch (const std::exception& e) {
+        log::error(std::string("handling a signal failed: ") + e.what());
+    } catch (...) {
+        log::error("handling a signal failed");
+    }
+}
+} // namespace
+
 void BusPeers::connectSignals(Coordinator& c)
 {
     cloud_->uponSignal("DeploymentRequested").onInterface(kCloud).call([&c](const std::string& action, const std::string& json) {
-        dbus::guard([&] { c.onDeploymentRequested(action, json); });
+        inSignal([&] { c.onDeploymentRequested(action, json); });
     });
     cloud_->uponSignal("CancelRequested").onInterface(kCloud).call([&c](const std::string& action) {
-        dbus::guard([&] { c.onCancelRequested(action); });
+        inSignal([&] { c.onCancelRequested(action); });
     });
     cloud_->finishRegistration();
     update_->uponSignal("Completed").onInterface(kUpdate).call(
         [&c](const std::string& op, bool ok, const std::string& err, const std::string& msg) {
-            dbus::guard([&] { c.onUpdateCompleted(op, ok, err, msg); });
+            inSignal([&] { c.onUpdateCompleted(op, ok, err, msg); });
         });
     update_->finishRegistration();
     containers_->uponSignal("InstallCompleted").onInterface(kContainers).call(
         [&c](const std::string& op, const std::string& name, bool ok, const std::string& err, const std::string& msg) {
-            dbus::guard([&] { c.onAppInstallCompleted(op, name, ok, err, msg); });
+            inSignal([&] { c.onAppInstallCompleted(op, name, ok, err, msg); });
         });
     containers_->finishRegistration();
 }

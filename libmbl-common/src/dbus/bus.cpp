@@ -4,6 +4,7 @@
 #include "mbl/notify.h"
 #include "mbl_version.h"
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -86,6 +87,9 @@ int runDaemon(int argc, char** argv, const DaemonInfo& info, const SetupFn& setu
     }
 
     log::init(info.program);
+    // Every daemon hands out and feeds pipes (bundles, downloads, app archives):
+    // a reader that goes away must be an EPIPE to handle, not a signal that kills.
+    std::signal(SIGPIPE, SIG_IGN);
     auto fail = [&](const std::string& why) {
         log::error(why);
         return 1;

@@ -1,0 +1,181 @@
+// End to end: deployments created on the DDI test server (behind nginx with
+// mutual TLS) carried out by the five real daemons on a private bus, with real
+// runc containers, real signed bundles and the simulated reboot of world.h.
+
+#include "world.h"
+
+#include "mbl/fs.h"
+
+#include <catch2/catch.hpp>
+
+using namespace mbl;
+using namespace mbl::test;
+using namespace mbl::test::e2e;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::vector<std::string> kServe = {"sh", "-c", "echo serving $0; while true; do sleep 1; done", "hello"};
+
+bool appRunning(World& w, const std::string& name, const std::string& version)
+{
+    for (const auto& a : w.apps()) {
+        if (a.name == name && a.version == version && a.state == "running") {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::string describe(World& w, const std::string& action)
+{
+    std::string out = "server action " + action + ": " + w.actionStatus(action) + "\n";
+    for (const auto& d : w.feedbackDetails(action)) {
+        out += "  " + d + "\n";
+    }
+    out += "coordinator log:\n" + w.stack.log("coordinator");
+    return out;
+}
+
+bool closedWith(World& w, const std::string& action, const std::string& status, std::chrono::milliseconds timeout)
+{
+    return w.runUntil([&] { return w.actionStatus(action) == status; }, timeout);
+}
+
+void requireClosed(World& w, const std::string& action, const std::string& status, std::chrono::milliseconds timeout)
+{
+    if (!closedWith(w, action, status, timeout)) {
+        FAIL("action " << action << " is not " << status << "\n" << describe(w, action) << "\ncloud client log:\n"
+                       << w.stack.log("cloud-client") << "\nupdate log:\n" << w.stack.log("update"));
+    }
+}
+
+// No staged payloads left once an operation is over (staging keeps at most the
+// last completed install's payloads until the next one).
+std::size_t stagedOperations(World& w)
+{
+    auto r = mbl::run({"sh", "-c", "ls -1 '" + w.stack.root() + "/var/lib/mbl/update/staging' 2>/dev/null | wc -l"});
+    return r ? std::stoul(r->out) : 0;
+}
+
+} // namespace
+
+TEST_CASE("a firmware and app deployment from the server ends with the new slot committed, the app running and "
+          "closed/success on the server")
+{
+    World w;
+    w.startAll();
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const auto bundle =
+        w.bundle({"2.0.0", 1, w.rootfsImage("2.0.0"), {{"hello@1.0.0", app}}, ""}, "fw-2.0.0.mblb");
+    const auto action = w.deploy(bundle);
+    w.pollNow();
+    requireClosed(w, action, "FINISHED", 180s);
+
+    CHECK(w.device->boots == 1);
+    CHECK(w.bootedSlot() == "b");
+    auto env = w.bootEnv();
+    CHECK(env["BOOT_ORDER"].rfind("B", 0) == 0); // committed: slot b boots first from now on
+    CHECK(appRunning(w, "hello", "1.0.0"));
+    CHECK(w.runcContainers().size() == 1);
+    // The server heard the steps, in order, and the truth at the end.
+    const auto details = w.feedbackDetails(action);
+    REQUIRE(!details.empty());
+    CHECK(details.back().find("closed/success") == 0);
+    bool sawReboot = false;
+    for (const auto& d : details) {
+        sawReboot = sawReboot || d.find("rebooting into the new firmware") != std::string::npos;
+    }
+    CHECK(sawReboot);
+    auto hist = w.coordinatorHistory(1);
+    REQUIRE(hist.size() == 1);
+    CHECK(hist[0]["result"]["success"] == true);
+    CHECK(w.coordinatorString("State") == "idle");
+
+    // Re-sending the same deployment is a no-op: nothing reinstalled, no second reboot.
+    const auto again = w.deploy(bundle);
+    w.pollNow();
+    requireClosed(w, again, "FINISHED", 120s);
+    CHECK(w.device->boots == 2); // a second bundle of the same version still goes through the slot (A/B)
+}
+
+TEST_CASE("an apps-only deployment installs and starts the app without a reboot, and a later deployment that "
+          "drops the app removes it")
+{
+    World w;
+    w.startAll();
+    const auto v1 = w.appImage("hello", "1.0.0", kServe);
+    const auto b1 = w.bundle({"1.1.0", 1, "", {{"hello@1.0.0", v1}}, ""}, "apps-1.mblb");
+    const auto a1 = w.deploy(b1);
+    w.pollNow();
+    requireClosed(w, a1, "FINISHED", 120s);
+    CHECK(w.device->boots == 0);
+    CHECK(w.bootedSlot() == "a");
+    CHECK(appRunning(w, "hello", "1.0.0"));
+
+    // Version 2 of the app: the container manager swaps it in as a transaction.
+    const auto v2 = w.appImage("hello", "2.0.0", kServe);
+    const auto other = w.appImage("other", "1.0.0", kServe);
+    const auto b2 = w.bundle({"1.2.0", 1, "", {{"hello@2.0.0", v2}, {"other@1.0.0", other}}, ""}, "apps-2.mblb");
+    const auto a2 = w.deploy(b2);
+    w.pollNow();
+    requireClosed(w, a2, "FINISHED", 120s);
+    CHECK(appRunning(w, "hello", "2.0.0"));
+    CHECK(appRunning(w, "other", "1.0.0"));
+
+    // A deployment that only names "other": hello is dropped.
+    const auto b3 = w.bundle({"1.3.0", 1, "", {{"other@1.0.0", other}}, ""}, "apps-3.mblb");
+    const auto a3 = w.deploy(b3);
+    w.pollNow();
+    requireClosed(w, a3, "FINISHED", 120s);
+    auto apps = w.apps();
+    REQUIRE(apps.size() == 1);
+    CHECK(apps[0].name == "other");
+    CHECK(w.runcContainers().size() == 1);
+    CHECK(w.device->boots == 0);
+}
+
+TEST_CASE("firmware that fails its health check after the reboot is marked bad, the device reboots back and the "
+          "server hears closed/failure")
+{
+    World w{WorldOptions{8u << 20, {{"health_timeout_ms", 4000}}, {}, {}, {}}};
+    w.startAll();
+    const auto bundle = w.bundle({"2.0.0", 1, w.rootfsImage("2.0.0"), {}, ""}, "fw.mblb");
+    const auto action = w.deploy(bundle);
+    w.pollNow();
+    // The server becomes unreachable for the device once the new slot boots: the
+    // health check (the cloud must be reachable) cannot pass.
+    REQUIRE(w.runUntil([&] { return w.bootedSlot() == "b"; }, 120s));
+    w.cloud.admin("POST", "/admin/faults", {{"poll_body", "{}"}, {"poll_status", 503}});
+    REQUIRE(w.runUntil([&] { return w.device->boots == 2; }, 60s));
+    CHECK(w.bootedSlot() == "a");
+    w.cloud.admin("POST", "/admin/faults", json::object());
+    w.pollNow();
+    requireClosed(w, action, "ERROR", 60s);
+    const auto details = w.feedbackDetails(action);
+    CHECK(details.back().find("closed/failure") == 0);
+    CHECK(details.back().find("health check") != std::string::npos);
+    // Slot a is what boots; b is never tried again.
+    auto env = w.bootEnv();
+    CHECK(env["BOOT_ORDER"].rfind("A", 0) == 0);
+    CHECK(w.coordinatorString("State") == "idle");
+}
+
+TEST_CASE("an artifact that is not a signed bundle ends closed/failure with the reason and changes nothing")
+{
+    World w;
+    w.startAll();
+    const std::string junk = w.work.path() + "/not-a-bundle.mblb";
+    update::writeFile(junk, std::string(300000, 'x'));
+    const auto envBefore = w.bootEnv();
+    const auto action = w.deploy(junk);
+    w.pollNow();
+    requireClosed(w, action, "ERROR", 60s);
+    const auto details = w.feedbackDetails(action);
+    CHECK(details.back().find("closed/failure") == 0);
+    CHECK(w.bootEnv() == envBefore);
+    CHECK(w.device->boots == 0);
+    CHECK(w.apps().empty());
+    CHECK(stagedOperations(w) == 0);
+}

@@ -1,0 +1,328 @@
+#include "world.h"
+
+#include "../containers/image_tools.h"
+
+#include "mbl/dbus/bus.h"
+#include "mbl/fs.h"
+#include "mbl/strings.h"
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include <cstdlib>
+#include <stdexcept>
+#include <sys/stat.h>
+#include <thread>
+
+namespace mbl::test::e2e {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string kib(const std::string& path)
+{
+    struct stat st{};
+    return ::stat(path.c_str(), &st) == 0 ? std::to_string(st.st_size >> 10) + " KiB" : "?";
+}
+
+constexpr const char* kCoordinator = "org.mbl.Coordinator1";
+constexpr const char* kCoordinatorPath = "/org/mbl/Coordinator1";
+
+std::unique_ptr<sdbus::IProxy> proxyFor(TestStack& stack, const std::string& label)
+{
+    const auto& spec = service(label);
+    return sdbus::createProxy(stack.bus(), spec.busName, spec.objectPath);
+}
+
+void merge(json& into, const json& patch)
+{
+    if (patch.is_object()) {
+        into.merge_patch(patch);
+    }
+}
+
+} // namespace
+
+World::World(WorldOptions options)
+    : pki(work.path() + "/pki"), options_(std::move(options))
+{
+    if (!haveTool("runc")) {
+        skip("runc is not installed (tests/setup.sh installs it)");
+    }
+    device = std::make_unique<update::Device>(stack.root(), pki, "file", options_.slotSize);
+    writeConfigs(options_);
+}
+
+World::~World()
+{
+    // Containers are children of nobody we own once the manager is gone: remove them.
+    for (const auto& label : {"coordinator", "cloud-client", "container-manager", "update", "device-identity"}) {
+        if (stack.running(label)) {
+            stack.stop(label);
+        }
+    }
+    for (const auto& id : runcContainers()) {
+        (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
+    }
+}
+
+void World::say(const std::string& line) const
+{
+    if (options_.narrate) {
+        options_.narrate(line);
+    }
+}
+
+void World::writeConfigs(const WorldOptions& o)
+{
+    json containers = {{"stop_grace_ms", 1500}, {"backoff_base_ms", 200}, {"backoff_cap_ms", 800}};
+    merge(containers, o.containers);
+    (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json", containers.dump(2), 0644);
+
+    json cloudCfg = {{"poll", {{"backoff_base_ms", 200}, {"backoff_cap_ms", 2000}, {"auth_retry_sec", 1},
+                               {"unprovisioned_retry_sec", 1}}},
+                     {"download", {{"retry_base_ms", 100}}},
+                     {"device_class", "mbl-test-board"}};
+    merge(cloudCfg, o.cloud);
+    (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/cloud.json", cloudCfg.dump(2), 0644);
+
+    json coord = {{"health_grace_ms", 1500}, {"health_timeout_ms", 60000}};
+    merge(coord, o.coordinator);
+    (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/coordinator.json", coord.dump(2), 0644);
+}
+
+void World::start(const std::string& label, const TestStack::StartOptions& opts)
+{
+    auto st = stack.start(label, opts);
+    if (!st) {
+        throw std::runtime_error(label + " did not start: " + st.error().describe());
+    }
+}
+
+void World::startAll(const std::map<std::string, TestStack::StartOptions>& extra)
+{
+    auto optsFor = [&](const std::string& label) {
+        auto it = extra.find(label);
+        auto o = it == extra.end() ? TestStack::StartOptions{} : it->second;
+        if (const char* lvl = std::getenv("MBL_E2E_LOG_LEVEL")) { // e.g. debug, when chasing a failure
+            o.env.push_back(std::string("MBL_LOG_LEVEL=") + lvl);
+        }
+        return o;
+    };
+    start("device-identity", optsFor("device-identity"));
+    if (!provisioned_) {
+        provision();
+    }
+    for (const char* label : {"update", "container-manager", "cloud-client", "coordinator"}) {
+        start(label, optsFor(label));
+    }
+}
+
+void World::provision()
+{
+    auto identity = proxyFor(stack, "device-identity");
+    std::string csr;
+    identity->callMethod("CreateCertificateRequest")
+        .onInterface("org.mbl.DeviceIdentity1")
+        .withArguments(std::map<std::string, sdbus::Variant>{{"O", sdbus::Variant(std::string("MBL demo"))}})
+        .storeResultsTo(csr);
+    deviceId = identity->getProperty("DeviceId").onInterface("org.mbl.DeviceIdentity1").get<std::string>();
+    say("device identity: key made on the device, DeviceId " + deviceId.substr(0, 16) + "…");
+
+    // The fleet CA (here the test CA) signs the request, as a factory station would.
+    const std::string pkiDir = cloud.dir() + "/pki";
+    (void)fs::writeFileAtomic(work.path() + "/device.csr", csr, 0644);
+    (void)fs::writeFileAtomic(work.path() + "/device.ext", "extendedKeyUsage=clientAuth\n", 0644);
+    update::mustRun({"openssl", "x509", "-req", "-in", work.path() + "/device.csr", "-CA", pkiDir + "/test-ca.pem",
+                     "-CAkey", pkiDir + "/test-ca.key", "-CAcreateserial", "-out", work.path() + "/device.pem",
+                     "-days", "2", "-extfile", work.path() + "/device.ext"});
+    const json doc = {{"server_url", cloud.serverUrl()},
+                      {"tenant", "DEFAULT"},
+                      {"auth_mode", "mtls"},
+                      {"server_ca_pem", cloud.caPem()},
+                      {"certificate_chain_pem", update::readFile(work.path() + "/device.pem")}};
+    identity->callMethod("Provision").onInterface("org.mbl.DeviceIdentity1").withArguments(doc.dump());
+    provisioned_ = true;
+    say("provisioned: certificate from the fleet CA, server " + cloud.serverUrl() + " (mutual TLS through nginx)");
+}
+
+std::string World::appImage(const std::string& name, const std::string& version, const std::vector<std::string>& cmd)
+{
+    const std::string tag = name + "-" + version;
+    const std::string layout = umociBusyboxImage(work.path(), "layout-" + std::to_string(++appImages_), tag, cmd, version);
+    const std::string out = work.path() + "/" + tag + ".oci.tar";
+    layoutArchive(layout, tag, out, true);
+    say("app image " + name + " " + version + ": OCI image made with umoci, archived with skopeo (" +
+        kib(out) + ")");
+    return out;
+}
+
+std::string World::rootfsImage(const std::string& version, std::size_t size)
+{
+    const std::string out = work.path() + "/rootfs-" + version + ".img";
+    update::makeImage(out, size ? size : options_.slotSize / 2, 7);
+    return out;
+}
+
+std::string World::bundle(const BundleParts& p, const std::string& fileName)
+{
+    update::BundleSpec s;
+    s.version = p.version;
+    s.securityVersion = p.securityVersion;
+    s.rootfs = p.rootfs;
+    s.apps = p.apps;
+    s.config = p.config;
+    s.key = pki.signKey;
+    s.cert = pki.signPem;
+    s.chain = pki.intPem;
+    const std::string out = work.path() + "/" + fileName;
+    update::createBundle(s, out);
+    say("bundle " + fileName + ": version " + p.version + (p.rootfs.empty() ? "" : ", rootfs") + ", " +
+        std::to_string(p.apps.size()) + " app(s), signed (CMS) by the test firmware CA (" +
+        kib(out) + ")");
+    return out;
+}
+
+std::string World::deploy(const std::string& bundlePath, const json& extra)
+{
+    const std::string name = bundlePath.substr(bundlePath.rfind('/') + 1);
+    cloud.admin("POST", "/admin/artifacts", {{"name", name}, {"path", bundlePath}});
+    json body = {{"target", deviceId},
+                 {"chunks", {{{"part", "bundle"}, {"name", name}, {"version", "1"}, {"artifacts", {name}}}}}};
+    merge(body, extra);
+    auto r = cloud.admin("POST", "/admin/deployments", body);
+    if (!r.contains("id")) {
+        throw std::runtime_error("the server did not create the deployment: " + r.dump());
+    }
+    const std::string id = r["id"].get<std::string>();
+    say("server: deployment (action " + id + ") of " + name + " created for the device");
+    return id;
+}
+
+json World::action(const std::string& actionId)
+{
+    auto st = cloud.state();
+    if (st.contains("actions") && st["actions"].contains(actionId)) {
+        return st["actions"][actionId];
+    }
+    return json::object();
+}
+
+std::string World::actionStatus(const std::string& actionId)
+{
+    return action(actionId).value("status", "");
+}
+
+std::vector<std::string> World::feedbackDetails(const std::string& actionId)
+{
+    std::vector<std::string> out;
+    for (const auto& f : action(actionId).value("feedback", json::array())) {
+        for (const auto& d : f.value("details", json::array())) {
+            out.push_back(f.value("execution", "") + "/" + f.value("finished", "") + ": " + d.get<std::string>());
+        }
+    }
+    return out;
+}
+
+bool World::rebootRequested() const
+{
+    return fs::exists(stack.root() + "/run/mbl/coordinator/reboot-request");
+}
+
+std::string World::simulateReboot()
+{
+    say("device: reboot requested — simulated power cycle (daemons and containers killed)");
+    for (const auto& label : {"coordinator", "cloud-client", "container-manager", "update", "device-identity"}) {
+        stack.kill(label);
+    }
+    for (const auto& id : runcContainers()) {
+        (void)mbl::run({"runc", "--root", runcRoot(), "kill", id, "KILL"});
+        (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
+    }
+    // /run is a tmpfs: the request does not survive a reboot.
+    (void)fs::removeTree(stack.root() + "/run/mbl/coordinator/reboot-request");
+    const std::string slot = device->reboot();
+    say("bootloader (simulated, reads the environment like the U-Boot/GRUB script): booted slot " + slot);
+    startAll();
+    return slot;
+}
+
+bool World::runUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout)
+{
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+        if (pred()) {
+            return true;
+        }
+        if (rebootRequested()) {
+            simulateReboot();
+            continue;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    return pred();
+}
+
+void World::pollNow()
+{
+    auto p = proxyFor(stack, "cloud-client");
+    p->callMethod("PollNow").onInterface("org.mbl.CloudClient1");
+}
+
+std::string World::coordinatorString(const std::string& property)
+{
+    try {
+        auto p = sdbus::createProxy(stack.bus(), kCoordinator, kCoordinatorPath);
+        return p->getProperty(property).onInterface(kCoordinator).get<std::string>();
+    } catch (const sdbus::Error&) {
+        return "";
+    }
+}
+
+json World::coordinatorStatus()
+{
+    auto p = sdbus::createProxy(stack.bus(), kCoordinator, kCoordinatorPath);
+    std::string out;
+    p->callMethod("GetStatus").onInterface(kCoordinator).storeResultsTo(out);
+    return json::parse(out);
+}
+
+json World::coordinatorHistory(unsigned count)
+{
+    auto p = sdbus::createProxy(stack.bus(), kCoordinator, kCoordinatorPath);
+    std::string out;
+    p->callMethod("GetHistory").onInterface(kCoordinator).withArguments(count).storeResultsTo(out);
+    return json::parse(out);
+}
+
+std::vector<AppRow> World::apps()
+{
+    std::vector<AppRow> out;
+    try {
+        auto p = proxyFor(stack, "container-manager");
+        std::vector<sdbus::Struct<std::string, std::string, std::string>> rows;
+        p->callMethod("ListApps").onInterface("org.mbl.ContainerManager1").storeResultsTo(rows);
+        for (const auto& r : rows) {
+            out.push_back({std::get<0>(r), std::get<1>(r), std::get<2>(r)});
+        }
+    } catch (const sdbus::Error&) {
+    }
+    return out;
+}
+
+std::vector<std::string> World::runcContainers()
+{
+    std::vector<std::string> out;
+    auto r = mbl::run({"runc", "--root", runcRoot(), "list", "-q"});
+    if (r && r->status.success()) {
+        for (const auto& l : str::split(r->out, '\n')) {
+            if (!str::trim(l).empty()) {
+                out.push_back(str::trim(l));
+            }
+        }
+    }
+    return out;
+}
+
+} // namespace mbl::test::e2e
