@@ -66,6 +66,16 @@ Status validateDeployment(const nlohmann::json& d)
     return {};
 }
 
+// A string member of a JSON object, or "" when absent or of another type.
+std::string stringAt(const nlohmann::json& j, const char* key)
+{
+    if (!j.is_object()) {
+        return {};
+    }
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 } // namespace
 
 Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config)
@@ -632,19 +642,29 @@ void Coordinator::afterBundleInstalled()
             return;
         }
         nlohmann::json apps = nlohmann::json::array();
+        nlohmann::json configs = nlohmann::json::array();
         bool firmware = false;
-        for (const auto& p : m.value("payloads", nlohmann::json::array())) {
-            const std::string type = p.value("type", "");
+        const auto payloads = m.contains("payloads") && m["payloads"].is_array() ? m["payloads"] : nlohmann::json::array();
+        for (const auto& p : payloads) {
+            const std::string type = stringAt(p, "type");
             if (type == "rootfs") {
                 firmware = true;
             } else if (type == "app") {
-                std::string appName = p.value("app_name", p.value("app", p.value("name", "")));
-                apps.push_back({{"payload", p.value("name", "")}, {"name", appName},
-                                {"version", p.value("app_version", p.value("version", ""))}});
+                // The update service's manifest: {"name": payload, "app": {"name", "version"}}.
+                const auto app = p.is_object() && p.contains("app") ? p["app"] : nlohmann::json::object();
+                const std::string appName = stringAt(app, "name");
+                if (appName.empty()) {
+                    fail(Error{ErrorCode::InvalidArgument, "app payload '" + stringAt(p, "name") + "' names no app"});
+                    return;
+                }
+                apps.push_back({{"payload", stringAt(p, "name")}, {"name", appName}, {"version", stringAt(app, "version")}});
+            } else if (type == "config") {
+                configs.push_back(stringAt(p, "name"));
             }
         }
-        (*op_)["manifest_version"] = m.value("version", "");
+        (*op_)["manifest_version"] = stringAt(m, "version");
         (*op_)["apps"] = apps;
+        (*op_)["configs"] = configs;
         (*op_)["firmware"] = firmware;
         (*op_)["app_index"] = 0;
         const auto arts = artifactsOf((*op_)["deployment"]);

@@ -28,7 +28,7 @@ class FakePeers : public Peers {
 public:
     // What the fake answers.
     std::string artifactBytes = "BUNDLE-BYTES";
-    std::string manifest = R"({"version":"1.0.0","payloads":[{"name":"app1","type":"app","app_name":"hello","app_version":"1.0"}]})";
+    std::string manifest = R"({"version":"1.0.0","payloads":[{"name":"app1","type":"app","app":{"name":"hello","version":"1.0"}}]})";
     UpdateState update{"a", "a", "0.9", {{"a", "good", "0.9"}, {"b", "empty", ""}}};
     std::vector<AppInfo> apps;
     std::string cloudState = "connected";
@@ -261,7 +261,7 @@ TEST_CASE("a failed health check after the reboot marks the slot bad, reboots ba
 {
     Fixture f;
     f.peers.manifest = R"({"version":"2.0.0","payloads":[{"name":"rootfs","type":"rootfs"},
-        {"name":"app1","type":"app","app_name":"hello","app_version":"1.0"}]})";
+        {"name":"app1","type":"app","app":{"name":"hello","version":"1.0"}}]})";
     f.peers.update = {"a", "b", "0.9", {{"a", "good", "0.9"}, {"b", "trial", "2.0.0"}}};
     f.c->onDeploymentRequested("7", kDeployment);
     runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
