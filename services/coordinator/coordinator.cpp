@@ -318,6 +318,10 @@ void Coordinator::resume(nlohmann::json op)
         verifyAfterReboot();
         return;
     }
+    if (state == "checking-apps") {
+        afterApps(); // everything is installed; the check starts again
+        return;
+    }
     if (state == "rolling-back") {
         // We rebooted back into the old slot after a failed health check.
         fail(Error{ErrorCode::Failed, op_->value("rollback_reason", std::string("rolled back"))});
@@ -818,7 +822,23 @@ void Coordinator::afterApps()
         rebootNow();
         return;
     }
-    finishOp(true, Error{}, "installed: " + std::to_string((*op_)["apps"].size()) + " app(s), no reboot needed");
+    if ((*op_)["apps"].empty()) {
+        finishOp(true, Error{}, "installed; no app and no firmware in the bundle");
+        return;
+    }
+    // Apps only: success once every app of the deployment runs and keeps running.
+    const std::string id = cur("id");
+    setState("checking-apps", "checking that the apps run");
+    healthCheck(false, [this, id](Status st) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!st) {
+            fail(Error{ErrorCode::Failed, "the apps did not come up: " + st.error().message});
+            return;
+        }
+        finishOp(true, Error{}, "installed: " + std::to_string((*op_)["apps"].size()) + " app(s) running, no reboot needed");
+    });
 }
 
 void Coordinator::rebootNow()
@@ -890,7 +910,7 @@ void Coordinator::verifyAfterReboot()
                                               us->bootedSlot});
             return;
         }
-        healthCheck([this, id](Status st) {
+        healthCheck(true, [this, id](Status st) {
             if (!isCurrent(id)) {
                 return;
             }
@@ -918,12 +938,13 @@ void Coordinator::verifyAfterReboot()
     });
 }
 
-void Coordinator::healthCheck(std::function<void(Status)> done)
+void Coordinator::healthCheck(bool withCloud, std::function<void(Status)> done)
 {
     // After a reboot the peers, the cloud connection and the apps come up in
     // their own time: probe until everything is up (or the deadline passes),
     // then again after the grace period, so an app that dies right after its
     // start or a service that crashes fails the check.
+    (*op_)["health_with_cloud"] = withCloud;
     healthAttempt(cur("id"), std::chrono::steady_clock::now() + settings_.healthTimeout, std::move(done));
 }
 
@@ -1004,7 +1025,7 @@ void Coordinator::healthProbe(const std::string& id, std::function<void(Status)>
             done(unexpected(**firstError));
             return;
         }
-        if (settings_.requireCloudForHealth && cur("source") == "cloud") {
+        if (op_->value("health_with_cloud", false) && settings_.requireCloudForHealth && cur("source") == "cloud") {
             peers_.cloudConnectionState([this, id, done, checkApps](Expected<std::string> cs) {
                 if (!isCurrent(id)) {
                     return;

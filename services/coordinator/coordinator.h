@@ -99,7 +99,7 @@ private:
     void afterApps();
     void rebootNow();
     void verifyAfterReboot();
-    void healthCheck(std::function<void(Status)> done);
+    void healthCheck(bool withCloud, std::function<void(Status)> done);
     void healthAttempt(const std::string& id, std::chrono::steady_clock::time_point deadline,
                        std::function<void(Status)> done);
     void healthProbe(const std::string& id, std::function<void(Status)> done);

@@ -110,9 +110,23 @@ public:
     void installApp(Fd, const std::string& options, Callback<std::string> cb) override
     {
         calls.push_back("installApp " + options);
+        // As the container manager does: the app is installed and started.
+        auto o = nlohmann::json::parse(options);
+        bool found = false;
+        for (auto& a : apps) {
+            if (a.name == o.value("name", "")) {
+                a.version = o.value("version", "");
+                a.state = installedAppState;
+                found = true;
+            }
+        }
+        if (!found) {
+            apps.push_back({o.value("name", ""), o.value("version", ""), installedAppState});
+        }
         cb(std::string("c" + std::to_string(++appInstalls)));
     }
     int appInstalls = 0;
+    std::string installedAppState = "running"; // what an installed app does next
     void removeApp(const std::string& name, bool, Done cb) override
     {
         removed.push_back(name);
@@ -206,6 +220,7 @@ TEST_CASE("an apps-only cloud deployment streams the bundle into the update serv
     CHECK(f.c->state() == "installing-apps");
     REQUIRE(f.peers.calls.back() == R"(installApp {"name":"hello","version":"1.0"})");
     f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
     CHECK(f.peers.reboots == 0);
     CHECK(f.hasFeedback("proceeding", "none"));
@@ -278,6 +293,7 @@ TEST_CASE("a failed health check after the reboot marks the slot bad, reboots ba
     // Back in slot a.
     f.peers.update = {"a", "a", "0.9", {{"a", "good", "0.9"}, {"b", "bad", "2.0.0"}}};
     f.restart();
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
     REQUIRE(f.peers.feedback.back().result == "failure");
     CHECK(f.peers.feedback.back().details[0].find("app hello is exited") != std::string::npos);
@@ -297,6 +313,7 @@ TEST_CASE("a coordinator killed while downloading starts the deployment again on
     CHECK(f.c->state() == "downloading");
     f.c->onUpdateCompleted("u2", true, "", "");
     f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
     CHECK(f.peers.feedback.back().result == "success");
 }
@@ -311,6 +328,7 @@ TEST_CASE("a cancel during the download is accepted and the update service gets 
     runUntil(f.loop, [&] { return false; });
     CHECK(f.peers.drainBundle() == "BUNDLE-BYTES"); // and then end of stream, though the download had more
     f.c->onUpdateCompleted("u1", false, "org.mbl.Error.InvalidArgument", "truncated bundle");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
     REQUIRE(f.peers.feedback.back().execution == "closed");
     CHECK(f.peers.feedback.back().result == "success"); // the cancel was confirmed
@@ -330,6 +348,7 @@ TEST_CASE("a cancel once apps are installing is rejected and the deployment goes
     f.c->onCancelRequested("7");
     CHECK(f.peers.feedback.back().execution == "rejected");
     f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.peers.feedback.back().result == "success");
 }
 
@@ -345,6 +364,7 @@ TEST_CASE("a broken deployment or a refused bundle ends in closed/failure with a
     f.c->onDeploymentRequested("7", kDeployment);
     runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
     f.c->onUpdateCompleted("u1", false, "org.mbl.Error.SignatureInvalid", "signed by an unknown CA");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
     CHECK(f.peers.feedback.back().result == "failure");
     CHECK(f.peers.feedback.back().details[0] == "the bundle was refused: signed by an unknown CA");
@@ -363,6 +383,7 @@ TEST_CASE("a local bundle while an operation runs is refused with Busy; an app t
     f.c->onUpdateCompleted("u1", true, "", "");
     f.c->onAppInstallCompleted("c1", "hello", true, "", "");
     CHECK(f.peers.removed == std::vector<std::string>{"old-app"});
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
 }
 
@@ -374,8 +395,10 @@ TEST_CASE("the same action sent again after it closed is not carried out twice")
     runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
     f.c->onUpdateCompleted("u1", true, "", "");
     CHECK(f.peers.appInstalls == 0); // desired state already reached
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
     f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.c->state() == "idle");
     CHECK(f.peers.installs == 1);
     CHECK(f.peers.feedback.back().details[0].rfind("already carried out", 0) == 0);
@@ -400,6 +423,7 @@ TEST_CASE("with the maintenance window closed the bundle is downloaded, and inst
     CHECK(f.peers.drainBundle() == "BUNDLE-BYTES");
     f.c->onUpdateCompleted("u1", true, "", "");
     f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
     CHECK(f.peers.feedback.back().result == "success");
 }
 
@@ -414,4 +438,20 @@ TEST_CASE("a download-only action is stored and reported downloaded, then closed
     CHECK(f.hasFeedback("downloaded", "none"));
     CHECK(f.peers.installs == 0);
     CHECK(f.c->history(1)[0]["state"] == "succeeded");
+}
+
+TEST_CASE("an apps-only deployment is reported successful only once its apps run; an app that never runs fails it")
+{
+    Fixture f;
+    f.peers.installedAppState = "exited";
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", true, "", "");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    CHECK(f.c->state() == "checking-apps");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+    REQUIRE(f.peers.feedback.back().execution == "closed");
+    CHECK(f.peers.feedback.back().result == "failure");
+    CHECK(f.peers.feedback.back().details[0].find("app hello is exited") != std::string::npos);
+    CHECK(f.peers.reboots == 0);
 }

@@ -51,6 +51,20 @@ void requireClosed(World& w, const std::string& action, const std::string& statu
     }
 }
 
+void requireEventually(World& w, const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+                       const std::string& what, const std::string& action)
+{
+    if (!w.runUntil(pred, timeout)) {
+        std::string apps;
+        for (const auto& a : w.apps()) {
+            apps += " " + a.name + "@" + a.version + ":" + a.state;
+        }
+        FAIL(what << " did not happen; booted slot " << w.bootedSlot() << ", boots " << w.device->boots << ", apps"
+                  << apps << "\n" << describe(w, action) << "\nupdate log:\n" << w.stack.log("update")
+                  << "\ncontainer manager log:\n" << w.stack.log("container-manager"));
+    }
+}
+
 // No staged payloads left once an operation is over (staging keeps at most the
 // last completed install's payloads until the next one).
 std::size_t stagedOperations(World& w)
@@ -112,7 +126,7 @@ TEST_CASE("an apps-only deployment installs and starts the app without a reboot,
     requireClosed(w, a1, "FINISHED", 120s);
     CHECK(w.device->boots == 0);
     CHECK(w.bootedSlot() == "a");
-    CHECK(appRunning(w, "hello", "1.0.0"));
+    requireEventually(w, [&] { return appRunning(w, "hello", "1.0.0"); }, 1s, "hello 1.0.0 running", a1);
 
     // Version 2 of the app: the container manager swaps it in as a transaction.
     const auto v2 = w.appImage("hello", "2.0.0", kServe);
@@ -146,9 +160,9 @@ TEST_CASE("firmware that fails its health check after the reboot is marked bad, 
     w.pollNow();
     // The server becomes unreachable for the device once the new slot boots: the
     // health check (the cloud must be reachable) cannot pass.
-    REQUIRE(w.runUntil([&] { return w.bootedSlot() == "b"; }, 120s));
+    requireEventually(w, [&] { return w.bootedSlot() == "b"; }, 120s, "boot into slot b", action);
     w.cloud.admin("POST", "/admin/faults", {{"poll_body", "{}"}, {"poll_status", 503}});
-    REQUIRE(w.runUntil([&] { return w.device->boots == 2; }, 60s));
+    requireEventually(w, [&] { return w.device->boots == 2; }, 60s, "the reboot back", action);
     CHECK(w.bootedSlot() == "a");
     w.cloud.admin("POST", "/admin/faults", json::object());
     w.pollNow();
