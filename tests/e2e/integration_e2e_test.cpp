@@ -160,8 +160,9 @@ TEST_CASE("firmware that fails its health check after the reboot is marked bad, 
     w.pollNow();
     // The server becomes unreachable for the device once the new slot boots: the
     // health check (the cloud must be reachable) cannot pass.
-    requireEventually(w, [&] { return w.bootedSlot() == "b"; }, 120s, "boot into slot b", action);
+    requireEventually(w, [&] { return w.rebootRequested(); }, 120s, "the reboot request", action);
     w.cloud.admin("POST", "/admin/faults", {{"poll_body", "{}"}, {"poll_status", 503}});
+    REQUIRE(w.simulateReboot() == "b");
     requireEventually(w, [&] { return w.device->boots == 2; }, 60s, "the reboot back", action);
     CHECK(w.bootedSlot() == "a");
     w.cloud.admin("POST", "/admin/faults", json::object());
