@@ -163,6 +163,32 @@ Expected<std::unique_ptr<CloudClient>> CloudClient::open(const Paths& paths, con
         }
     }
     c->backoff_ = std::make_unique<Backoff>(c->settings_.backoffBase, c->settings_.backoffCap);
+    // The level the daemon started with (log::init read MBL_LOG_LEVEL) is what an
+    // unset log_level reverts to.
+    if (const char* lvl = std::getenv("MBL_LOG_LEVEL")) {
+        log::Level parsed;
+        if (log::parseLevel(lvl, parsed)) {
+            c->startLogLevel_ = parsed;
+        }
+    }
+    // Over-the-air settings survive restarts; a damaged file is ignored (defaults), never fatal.
+    const std::string settingsPath = c->stateDir_ + "/settings.json";
+    if (fs::exists(settingsPath)) {
+        auto text = fs::readFile(settingsPath, RuntimeSettings::kMaxJsonBytes + 1);
+        auto parsed = text ? RuntimeSettings::parse(*text) : Expected<RuntimeSettings>(unexpected(text.error()));
+        if (parsed) {
+            c->overrides_ = *parsed;
+            if (parsed->logLevel) {
+                log::Level lvl;
+                (void)log::parseLevel(*parsed->logLevel, lvl);
+                log::setLevel(lvl);
+            }
+            c->snap_.pollInterval = c->effectivePollSecsLocked();
+            log::info("cloud: settings in effect: " + parsed->dump());
+        } else {
+            log::warning("cloud: ignoring " + settingsPath + ": " + parsed.error().message);
+        }
+    }
     return c;
 }
 
@@ -249,17 +275,78 @@ void CloudClient::setState(const std::string& state, const std::string& error)
 
 void CloudClient::run()
 {
+    using Clock = std::chrono::steady_clock;
     std::unique_lock<std::mutex> lk(mu_);
     while (!stop_) {
         lk.unlock();
+        pollSleep_ = false;
         milliseconds wait = cycle();
+        const auto cycleEnd = Clock::now();
         lk.lock();
-        if (stop_) {
-            break;
+        if (pollSleep_) {
+            wait = seconds(effectivePollSecsLocked()); // settings may have changed during the cycle
         }
-        cv_.wait_for(lk, wait, [&] { return stop_ || wake_; });
+        intervalChanged_ = false;
+        auto deadline = cycleEnd + wait;
+        while (!stop_ && !wake_) {
+            if (!cv_.wait_until(lk, deadline, [&] { return stop_ || wake_ || intervalChanged_; })) {
+                break; // time for the next poll
+            }
+            if (intervalChanged_) {
+                // A new poll interval counts from the end of the last poll, not from now.
+                intervalChanged_ = false;
+                if (pollSleep_) {
+                    deadline = cycleEnd + seconds(effectivePollSecsLocked());
+                }
+            }
+        }
         wake_ = false;
     }
+}
+
+std::uint32_t CloudClient::effectivePollSecsLocked() const
+{
+    return overrides_.pollIntervalSec ? *overrides_.pollIntervalSec : serverPollSecs_;
+}
+
+std::string CloudClient::settingsJson() const
+{
+    std::lock_guard<std::mutex> lk(mu_);
+    return overrides_.dump();
+}
+
+Status CloudClient::applySettings(const std::string& text)
+{
+    auto parsed = RuntimeSettings::parse(text);
+    if (!parsed) {
+        return unexpected(parsed.error());
+    }
+    bool intervalChanged = false;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        // Persist first: if the write fails, nothing changes.
+        if (auto st = fs::writeFileAtomic(stateDir_ + "/settings.json", parsed->dump() + "\n", 0600); !st) {
+            return st;
+        }
+        overrides_ = *parsed;
+        log::Level lvl = startLogLevel_;
+        if (overrides_.logLevel) {
+            (void)log::parseLevel(*overrides_.logLevel, lvl);
+        }
+        log::setLevel(lvl);
+        const std::uint32_t eff = effectivePollSecsLocked();
+        if (eff != snap_.pollInterval) {
+            snap_.pollInterval = eff;
+            intervalChanged = true;
+            intervalChanged_ = true;
+        }
+    }
+    log::notice("cloud: settings applied: " + parsed->dump());
+    if (intervalChanged) {
+        cv_.notify_all();
+        notify({"PollInterval"});
+    }
+    return {};
 }
 
 Status CloudClient::connect()
@@ -375,6 +462,7 @@ milliseconds CloudClient::cycle()
         // Transport failure, or an answer we refused (too large, redirect loop, bad redirect target).
         return serverTrouble(r.error().message, nullptr);
     }
+    log::debug("cloud: poll answered HTTP " + std::to_string(r->status));
     if (r->status == 401 || r->status == 403) {
         // Credentials may have changed (new certificate, new token): fetch them again next time.
         session_.reset();
@@ -401,13 +489,19 @@ milliseconds CloudClient::cycle()
         return serverTrouble("server answered HTTP " + std::to_string(r->status) + " to the poll of " + base, nullptr);
     }
     backoff_->reset();
-    const milliseconds sleep = poll.sleep.value_or(settings_.defaultSleep);
+    const milliseconds serverSleep = poll.sleep.value_or(settings_.defaultSleep);
+    milliseconds sleep = serverSleep;
     std::vector<std::string> changed;
     {
         std::lock_guard<std::mutex> lk(mu_);
         snap_.lastContact = nowEpoch();
         changed.push_back("LastContact");
-        const auto secs = static_cast<std::uint32_t>(std::chrono::duration_cast<seconds>(sleep).count());
+        serverPollSecs_ = static_cast<std::uint32_t>(std::chrono::duration_cast<seconds>(serverSleep).count());
+        // An over-the-air poll_interval_sec overrides the server's sleep.
+        const std::uint32_t secs = effectivePollSecsLocked();
+        if (overrides_.pollIntervalSec) {
+            sleep = seconds(secs);
+        }
         if (snap_.pollInterval != secs) {
             snap_.pollInterval = secs;
             changed.push_back("PollInterval");
@@ -445,6 +539,7 @@ milliseconds CloudClient::cycle()
             log::info("cloud: server reports installed action " + actionIdFromHref(poll.installedBase));
         }
     }
+    pollSleep_ = true;
     return sleep;
 }
 
