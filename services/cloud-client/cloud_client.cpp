@@ -8,7 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <deque>
 #include <ctime>
 #include <fcntl.h>
 #include <poll.h>
@@ -62,10 +64,116 @@ bool pipeWrite(int fd, const std::atomic<bool>& cancel, const char* data, std::s
     return true;
 }
 
+// SHA-256 and the pipe writes of a download on a thread of their own, so that
+// libcurl's TLS decryption (the download thread) and hashing + copying into the
+// pipe run in parallel, on two cores where there are. Chunks are hashed and
+// written strictly in order; at most kMaxQueued wait (back-pressure on the
+// download), and their buffers are reused.
+class PipeFeeder {
+public:
+    static constexpr std::size_t kChunk = 256 * 1024;
+    static constexpr std::size_t kMaxQueued = 4;
+
+    PipeFeeder(int fd, const std::atomic<bool>& cancel) : fd_(fd), cancel_(cancel), thread_([this] { run(); }) {}
+    ~PipeFeeder() { stop(); }
+    // Lets the thread finish what is queued and joins it: after this nothing touches the fd.
+    void stop()
+    {
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+    }
+    PipeFeeder(const PipeFeeder&) = delete;
+    PipeFeeder& operator=(const PipeFeeder&) = delete;
+
+    // An empty buffer with kChunk capacity (a used one when there is one).
+    std::vector<char> buffer()
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!spare_.empty()) {
+            std::vector<char> b = std::move(spare_.back());
+            spare_.pop_back();
+            return b;
+        }
+        std::vector<char> b;
+        b.reserve(kChunk);
+        return b;
+    }
+    // Queues a chunk; waits while kMaxQueued are queued. False once the pipe is gone.
+    bool push(std::vector<char>&& chunk)
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return queue_.size() < kMaxQueued || failed_; });
+        if (failed_) {
+            return false;
+        }
+        queue_.push_back(std::move(chunk));
+        cv_.notify_all();
+        return true;
+    }
+    // Waits until every queued chunk is hashed and written; false if the pipe went away.
+    bool drain()
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return (queue_.empty() && !busy_) || failed_; });
+        return !failed_;
+    }
+    // Only between drain() and the next push().
+    crypto::Sha256& hash() { return hash_; }
+
+private:
+    void run()
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        while (true) {
+            cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+            if (queue_.empty()) {
+                return; // stop_
+            }
+            std::vector<char> chunk = std::move(queue_.front());
+            queue_.pop_front();
+            busy_ = true;
+            const bool skip = failed_;
+            lk.unlock();
+            cv_.notify_all(); // room in the queue
+            bool ok = !skip;
+            if (ok) {
+                hash_.update(chunk.data(), chunk.size());
+                ok = pipeWrite(fd_, cancel_, chunk.data(), chunk.size());
+            }
+            chunk.clear();
+            lk.lock();
+            busy_ = false;
+            failed_ = failed_ || !ok;
+            spare_.push_back(std::move(chunk));
+            cv_.notify_all();
+        }
+    }
+
+    int fd_;
+    const std::atomic<bool>& cancel_;
+    crypto::Sha256 hash_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::vector<char>> queue_;
+    std::vector<std::vector<char>> spare_;
+    bool busy_ = false;
+    bool stop_ = false;
+    bool failed_ = false;
+    std::thread thread_; // last: starts when everything above exists
+};
+
 std::uint64_t nowEpoch()
 {
     return static_cast<std::uint64_t>(std::time(nullptr));
 }
+
+constexpr std::size_t kClosedActionsKept = 64;
 
 std::int64_t nowMs()
 {
@@ -169,6 +277,18 @@ Expected<std::unique_ptr<CloudClient>> CloudClient::open(const Paths& paths, con
         log::Level parsed;
         if (log::parseLevel(lvl, parsed)) {
             c->startLogLevel_ = parsed;
+        }
+    }
+    // Actions this device closed: a deploymentBase for one of them is never announced again
+    // (e.g. after a restart while its closing feedback was still queued).
+    if (auto text = fs::readFile(c->stateDir_ + "/closed-actions.json", 1u << 16)) {
+        json j = json::parse(*text, nullptr, false);
+        if (j.is_array()) {
+            for (const auto& v : j) {
+                if (v.is_string()) {
+                    c->closedActions_.push_back(v.get<std::string>());
+                }
+            }
         }
     }
     // Over-the-air settings survive restarts; a damaged file is ignored (defaults), never fatal.
@@ -534,10 +654,7 @@ milliseconds CloudClient::cycle()
         handleDeployment(poll.deploymentBase);
     }
     if (!poll.installedBase.empty() && poll.installedBase != installedBaseHref_) {
-        if (checkLink(poll.installedBase, origin_, settings_.allowOtherHosts)) {
-            installedBaseHref_ = poll.installedBase;
-            log::info("cloud: server reports installed action " + actionIdFromHref(poll.installedBase));
-        }
+        handleInstalledBase(poll.installedBase);
     }
     pollSleep_ = true;
     return sleep;
@@ -691,6 +808,17 @@ Status CloudClient::reportFeedback(const std::string& actionId, const Feedback& 
     std::string endpoint = "deploymentBase";
     {
         std::lock_guard<std::mutex> lk(mu_);
+        // After these the action is over for this device: it must not be announced again.
+        const bool closes = feedback.execution == "closed" ||
+                            (feedback.execution == "downloaded" && downloadOnly_.count(actionId) != 0) ||
+                            (cancelPending_.count(actionId) != 0 &&
+                             (feedback.execution == "closed" || feedback.execution == "canceled") &&
+                             feedback.result == "success");
+        if (closes) {
+            if (auto st = rememberClosedLocked(actionId); !st) {
+                return st;
+            }
+        }
         if (cancelPending_.count(actionId) != 0) {
             // The server asked to cancel: the answer goes to the cancel feedback endpoint.
             endpoint = "cancelAction";
@@ -746,9 +874,84 @@ void CloudClient::handleCancel(const std::string& hrefText)
     }
 }
 
+bool CloudClient::closedLocked(const std::string& actionId) const
+{
+    return std::find(closedActions_.begin(), closedActions_.end(), actionId) != closedActions_.end();
+}
+
+Status CloudClient::rememberClosedLocked(const std::string& actionId)
+{
+    if (closedLocked(actionId)) {
+        return {};
+    }
+    auto next = closedActions_;
+    next.push_back(actionId);
+    if (next.size() > kClosedActionsKept) {
+        next.erase(next.begin(), next.begin() + static_cast<std::ptrdiff_t>(next.size() - kClosedActionsKept));
+    }
+    if (auto st = fs::writeFileAtomic(stateDir_ + "/closed-actions.json", json(next).dump(), 0600); !st) {
+        return st;
+    }
+    closedActions_ = std::move(next);
+    return {};
+}
+
+std::string CloudClient::installedDeployment() const
+{
+    std::lock_guard<std::mutex> lk(mu_);
+    return installedJson_;
+}
+
+void CloudClient::handleInstalledBase(const std::string& hrefText)
+{
+    if (auto st = checkLink(hrefText, origin_, settings_.allowOtherHosts); !st) {
+        setState("connected", "installedBase refused: " + st.error().message);
+        installedBaseHref_ = hrefText; // do not try the same refused link every poll
+        return;
+    }
+    auto r = session_->request("GET", hrefText, "", {}, settings_.maxBodyBytes);
+    if (!r || r->status != 200) {
+        log::warning("cloud: cannot read installedBase: " + (r ? "HTTP " + std::to_string(r->status) : r.error().message));
+        return; // tried again next poll
+    }
+    installedBaseHref_ = hrefText;
+    auto dep = normaliseDeployment(r->body, origin_);
+    if (!dep) {
+        setState("connected", "installedBase refused: " + dep.error().message);
+        return;
+    }
+    const std::string id = (*dep)["action_id"].get<std::string>();
+    bool changed = false;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        installedJson_ = dep->dump();
+        changed = snap_.installedActionId != id;
+        snap_.installedActionId = id;
+        // The server says this action is finished: it is closed for this device too.
+        if (auto st = rememberClosedLocked(id); !st) {
+            log::warning("cloud: cannot record closed action " + id + ": " + st.error().message);
+        }
+    }
+    log::info("cloud: server reports installed action " + id);
+    if (changed) {
+        notify({"InstalledActionId"});
+    }
+}
+
 void CloudClient::handleDeployment(const std::string& hrefText)
 {
     const std::string id = actionIdFromHref(hrefText);
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (closedLocked(id)) {
+            // Closed by this device (its closing feedback may still be on its way): never again.
+            if (emittedDeployments_[id] != hrefText) {
+                log::info("cloud: deployment " + id + " is already closed on this device; not announced again");
+                emittedDeployments_[id] = hrefText;
+            }
+            return;
+        }
+    }
     auto it = emittedDeployments_.find(id);
     if (it != emittedDeployments_.end() && it->second == hrefText) {
         return; // unchanged since we told the coordinator
@@ -771,6 +974,10 @@ void CloudClient::handleDeployment(const std::string& hrefText)
     }
     emittedDeployments_[id] = hrefText;
     const std::string actionId = (*dep)["action_id"].get<std::string>();
+    if (dep->value("download_only", false)) {
+        std::lock_guard<std::mutex> lk(mu_);
+        downloadOnly_.insert(actionId);
+    }
     log::info("cloud: deployment requested, action " + actionId);
     if (listener_ != nullptr) {
         listener_->deploymentRequested(actionId, dep->dump());
@@ -841,7 +1048,7 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
 {
     HttpSession session(*job->tls, job->origin);
     session.setAbortFlag(&job->cancel);
-    crypto::Sha256 hash;
+    PipeFeeder feeder(job->writeEnd.get(), job->cancel);
     std::uint64_t received = 0; // bytes hashed (and written, except the held-back last byte)
     std::uint64_t skip = 0;     // bytes to drop when a server ignores Range
     bool held = false;
@@ -859,6 +1066,18 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             }
             notify({"DownloadProgress"});
         }
+    };
+    // The bytes go to the feeder (SHA-256 + pipe) in large chunks: libcurl hands
+    // over one TLS record (<= 16 KiB) at a time, and a pipe write per record meant a
+    // syscall and a wake-up of the reader per record.
+    std::vector<char> pending = feeder.buffer();
+    auto flush = [&]() -> bool {
+        if (pending.empty()) {
+            return true;
+        }
+        const bool ok = feeder.push(std::move(pending));
+        pending = feeder.buffer();
+        return ok;
     };
     bool firstPiece = true;
     auto sink = [&](long status, const char* data, std::size_t len) -> bool {
@@ -883,7 +1102,6 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             tooLong = true;
             return false;
         }
-        hash.update(data, len);
         received += len;
         // Hold back the very last byte until the hash is checked, so a reader
         // of a bad artifact always sees a short stream.
@@ -893,9 +1111,12 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             last = data[len - 1];
             held = true;
         }
-        if (out > 0 && !pipeWrite(job->writeEnd.get(), job->cancel, data, out)) {
-            pipeGone = true;
-            return false;
+        if (out > 0) {
+            pending.insert(pending.end(), data, data + out);
+            if (pending.size() >= PipeFeeder::kChunk && !flush()) {
+                pipeGone = true;
+                return false;
+            }
         }
         progress(received);
         return true;
@@ -914,6 +1135,10 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
         const std::uint64_t from = received;
         firstPiece = true;
         auto r = session.stream(job->url, from, sink);
+        // What this attempt received goes to the reader before any retry wait.
+        if (!pipeGone && (!flush() || !feeder.drain())) {
+            pipeGone = true;
+        }
         bool retry = false;
         if (pipeGone) {
             result = "cancelled";
@@ -971,8 +1196,11 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait_for(lk, wait, [&] { return stop_ || job->cancel.load(); });
     }
-    if (received == job->size && held) {
-        const std::string got = hash.finishHex();
+    // The feeder is idle here (drained after the last attempt): its hash covers every
+    // byte but the held-back last one.
+    if (received == job->size && held && result != "cancelled") {
+        feeder.hash().update(&last, 1);
+        const std::string got = feeder.hash().finishHex();
         if (got == job->sha256) {
             if (pipeWrite(job->writeEnd.get(), job->cancel, &last, 1)) {
                 result = "success";
@@ -987,13 +1215,14 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             message = "SHA-256 mismatch for " + job->filename + ": expected " + job->sha256 + ", got " + got;
         }
     } else if (job->size == 0 && result != "cancelled" && message.empty()) {
-        result = hash.finishHex() == job->sha256 ? "success" : "failure";
+        result = feeder.hash().finishHex() == job->sha256 ? "success" : "failure";
     }
     if (result != "success") {
         log::warning("cloud: download of " + job->filename + " failed: " + message);
     } else {
         log::info("cloud: downloaded " + job->filename + " (" + std::to_string(job->size) + " bytes, SHA-256 ok)");
     }
+    feeder.stop(); // before the fd goes
     {
         std::lock_guard<std::mutex> lk(mu_);
         job->writeEnd.reset(); // EOF for the reader (short on failure)

@@ -93,6 +93,7 @@ struct Snapshot {
     std::string serverUrl;
     std::uint32_t downloadProgress = 0;
     std::string lastError;
+    std::string installedActionId; // the server's installedBase: the last action finished on this device
 };
 
 class CloudClient {
@@ -115,6 +116,10 @@ public:
     // Apps' attributes under "<namespace>."; an empty map removes the namespace.
     Status setAttributes(const std::string& ns, const std::map<std::string, std::string>& attrs);
     std::map<std::string, std::string> attributes() const;
+
+    // The server's installedBase (the last finished action) as a normalised
+    // deployment JSON (same form as DeploymentRequested); "" when none is known.
+    std::string installedDeployment() const;
 
     // Over-the-air settings: the overrides in effect, in the form applySettings takes.
     std::string settingsJson() const;
@@ -144,6 +149,10 @@ private:
     Status pushAttributes(const std::string& url, bool force);
     void handleDeployment(const std::string& href);
     void handleCancel(const std::string& href);
+    void handleInstalledBase(const std::string& href);
+    // Actions this device closed (persisted): never announced again. mu_ held.
+    bool closedLocked(const std::string& actionId) const;
+    Status rememberClosedLocked(const std::string& actionId);
     void downloadWorker(std::shared_ptr<DownloadJob> job);
     std::map<std::string, std::string> mergedAttributes(const std::map<std::string, std::string>& system) const;
     void notify(const std::vector<std::string>& names);
@@ -167,6 +176,9 @@ private:
     log::Level startLogLevel_ = log::Level::Info;
     std::uint32_t serverPollSecs_ = 0; // the server's (or default) sleep; 0 before the first poll
     bool intervalChanged_ = false;     // settings changed the poll interval: recompute the wait
+    std::vector<std::string> closedActions_; // oldest first, at most kClosedActionsKept
+    std::set<std::string> downloadOnly_;      // announced download-only actions ("downloaded" closes them)
+    std::string installedJson_;
     Snapshot snap_;
     std::map<std::string, std::map<std::string, std::string>> appAttributes_;
     std::map<std::string, std::string> systemAttributes_;

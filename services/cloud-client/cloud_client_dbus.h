@@ -37,6 +37,8 @@ private:
     void SetAttributes(const std::string& ns, const std::map<std::string, std::string>& attributes) override;
     std::map<std::string, std::string> GetAttributes() override;
     std::string GetSettings() override;
+    std::string GetInstalledDeployment() override;
+    std::string InstalledActionId() override;
     void ApplySettings(const std::string& settingsJson) override;
 
     std::string Version() override;

@@ -880,3 +880,59 @@ TEST_CASE("settings may be read by anyone and changed by root, mbl-admin and the
     CHECK(refused.status.code != 0);
     CHECK(contains(refused.err, "poll_interval_sec"));
 }
+
+TEST_CASE("the installed action comes from installedBase: exposed as InstalledActionId and its deployment")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "inst.bin", 1000);
+    const std::string id = deploy(env, {"inst.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested"));
+    CHECK(env.stringProp("InstalledActionId").empty());
+    feedback(env, id, "closed", "success", 1, 1, {"installed"});
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }));
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("InstalledActionId") == id; }));
+    CHECK_FALSE(env.requests("/installedBase/" + id).empty());
+    std::string installed;
+    env.proxy().callMethod("GetInstalledDeployment").onInterface("org.mbl.CloudClient1").storeResultsTo(installed);
+    const json dep = json::parse(installed, nullptr, false);
+    REQUIRE(dep.is_object());
+    CHECK(dep["action_id"] == id);
+    CHECK(dep["chunks"][0]["artifacts"][0]["filename"] == "inst.bin");
+    // Anyone may read it (as the properties).
+    auto asUser = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                    "GetInstalledDeployment"},
+                                   std::string("mbl-test-user"));
+    CHECK(asUser.status.success());
+    // Polls go on; the closed action is not announced again.
+    const std::size_t polls = env.requests("/controller/v1/dev-01").size();
+    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() >= polls + 2; }, 10s));
+    CHECK(sig.count("DeploymentRequested") == 1);
+}
+
+TEST_CASE("an action closed while offline is not announced again after a restart")
+{
+    CloudEnv env;
+    makeArtifact(env, "off.bin", 100);
+    std::string id;
+    {
+        SignalRecorder sig;
+        id = deploy(env, {"off.bin"});
+        REQUIRE(sig.waitFor("DeploymentRequested"));
+    }
+    env.cloud.admin("POST", "/admin/faults", {{"drop_count", 100000}});
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "disconnected"; }));
+    feedback(env, id, "closed", "success", 0, 0, {"installed while offline"});
+    env.stack.kill("cloud-client");
+    env.cloud.admin("POST", "/admin/faults", json::object());
+    SignalRecorder after;
+    env.startClient();
+    // The first poll after the restart still carries the deploymentBase (the closing
+    // feedback is delivered right after it): it must not reach the coordinator again.
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }, 30s));
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("InstalledActionId") == id; }));
+    std::this_thread::sleep_for(500ms);
+    CHECK(after.count("DeploymentRequested") == 0);
+    CHECK(contains(env.clientLog(), "already closed on this device"));
+}
