@@ -442,12 +442,15 @@ Status CloudClient::applySettings(const std::string& text)
         return unexpected(parsed.error());
     }
     bool intervalChanged = false;
+    // One apply at a time; the file write (with its fsyncs) happens outside mu_ so
+    // the worker and the downloads never wait for the disk.
+    std::lock_guard<std::mutex> applying(settingsMu_);
+    // Persist first: if the write fails, nothing changes.
+    if (auto st = fs::writeFileAtomic(stateDir_ + "/settings.json", parsed->dump() + "\n", 0600); !st) {
+        return st;
+    }
     {
         std::lock_guard<std::mutex> lk(mu_);
-        // Persist first: if the write fails, nothing changes.
-        if (auto st = fs::writeFileAtomic(stateDir_ + "/settings.json", parsed->dump() + "\n", 0600); !st) {
-            return st;
-        }
         overrides_ = *parsed;
         log::Level lvl = startLogLevel_;
         if (overrides_.logLevel) {

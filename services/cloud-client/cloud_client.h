@@ -168,6 +168,7 @@ private:
     std::thread worker_;
 
     mutable std::mutex mu_;
+    std::mutex settingsMu_; // serialises applySettings (taken before mu_, never inside it)
     std::condition_variable cv_;
     bool stop_ = false;
     std::atomic<bool> stopping_{false}; // aborts the worker's transfer on stop()
