@@ -6,7 +6,7 @@
 //     TLS handshake per poll (a counting TCP relay sits between client and nginx);
 //  3. idle RSS/PSS of the daemon;
 //  4. wake-ups (context switches of all its threads) per idle minute.
-// Usage: cloud-bench [--size-mib N] [--polls N] [--idle-sec N]   (root; needs nginx)
+// Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--idle-sec N]   (root; needs nginx)
 // Build without sanitizers for meaningful figures (see the README).
 
 #include "cloud_env.h"
@@ -25,6 +25,7 @@
 #include <iostream>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -161,6 +162,31 @@ std::uint64_t contextSwitches(pid_t pid)
     return total;
 }
 
+// CPU seconds (user + system) a process has used so far.
+double processCpu(pid_t pid)
+{
+    auto st = fs::readFile("/proc/" + std::to_string(pid) + "/stat");
+    if (!st) {
+        return 0;
+    }
+    // Fields after the command name (which may contain spaces): utime is the 12th, stime the 13th.
+    const auto close = st->rfind(')');
+    auto fields = str::split(st->substr(close + 2), ' ');
+    if (fields.size() < 13) {
+        return 0;
+    }
+    const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;
+}
+
+double childrenCpu()
+{
+    rusage ru{};
+    ::getrusage(RUSAGE_CHILDREN, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -168,12 +194,15 @@ int main(int argc, char** argv)
     std::size_t sizeMib = 256;
     int polls = 20;
     int idleSec = 60;
+    int runs = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "--size-mib") {
             sizeMib = std::stoul(argv[i + 1]);
         } else if (a == "--polls") {
             polls = std::stoi(argv[i + 1]);
+        } else if (a == "--runs") {
+            runs = std::max(1, std::stoi(argv[i + 1]));
         } else if (a == "--idle-sec") {
             idleSec = std::stoi(argv[i + 1]);
         }
@@ -205,9 +234,11 @@ int main(int argc, char** argv)
                             std::to_string(art["smid"].get<int>()) + "/artifacts/big.bin";
     json artifact = {{"url", url}, {"size", art["size"]}, {"sha256", art["sha256"]}, {"filename", "big.bin"}};
     const double bytes = static_cast<double>(art["size"].get<std::uint64_t>());
-    std::vector<double> ours, theirs, inproc;
+    std::vector<double> ours, theirs, inproc, oursCpu, theirsCpu;
+    const pid_t daemonPid = env.stack.pid("cloud-client");
     const std::string pki = env.cloud.dir() + "/pki";
-    for (int run = 0; run < 3; ++run) {
+    for (int run = 0; run < runs; ++run) {
+        const double cpu0 = processCpu(daemonPid);
         auto t0 = Clock::now();
         sdbus::UnixFd fd;
         env.proxy().callMethod("Download").onInterface("org.mbl.CloudClient1").withArguments(std::string("1"), artifact.dump()).storeResultsTo(fd);
@@ -225,6 +256,8 @@ int main(int argc, char** argv)
             std::cerr << "daemon download incomplete: " << got << "\n";
         }
         ours.push_back(bytes / s / 1e6);
+        oursCpu.push_back((processCpu(daemonPid) - cpu0) / (bytes / (1 << 30)));
+        const double ccpu0 = childrenCpu();
         t0 = Clock::now();
         auto r = mbl::run({"curl", "-sS", "--fail", "--tlsv1.2", "--cacert", pki + "/test-ca.pem", "--cert",
                            pki + "/device-dev-01.pem", "--key", pki + "/device-dev-01.key", "-o", "/dev/null", url});
@@ -233,6 +266,7 @@ int main(int argc, char** argv)
             std::cerr << "curl failed: " << (r ? r->err : r.error().message) << "\n";
         }
         theirs.push_back(bytes / s / 1e6);
+        theirsCpu.push_back((childrenCpu() - ccpu0) / (bytes / (1 << 30)));
         // The same HTTPS code in-process, without pipe and hash: isolates the fd path's cost.
         {
             cloud::TlsSettings tls;
@@ -251,8 +285,18 @@ int main(int argc, char** argv)
         }
     }
     std::printf("download %zu MiB via nginx mTLS: mbl-cloud-client fd %.0f MB/s, curl %.0f MB/s, ratio %.2f; "
-                "in-process HttpSession without pipe/hash %.0f MB/s (medians of 3)\n",
-                sizeMib, median(ours), median(theirs), median(ours) / median(theirs), median(inproc));
+                "in-process HttpSession without pipe/hash %.0f MB/s (medians of %d)\n",
+                sizeMib, median(ours), median(theirs), median(ours) / median(theirs), median(inproc), runs);
+    std::printf("  per run (MB/s): daemon");
+    for (double v : ours) {
+        std::printf(" %.0f", v);
+    }
+    std::printf(" | curl");
+    for (double v : theirs) {
+        std::printf(" %.0f", v);
+    }
+    std::printf("\n  CPU per GiB (user+sys): daemon %.2f s (TLS + SHA-256 + pipe), curl %.2f s (medians)\n",
+                median(oursCpu), median(theirsCpu));
 
     // --- 2. bytes per idle poll ------------------------------------------------------
     {

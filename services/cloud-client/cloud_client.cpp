@@ -8,7 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <deque>
 #include <ctime>
 #include <fcntl.h>
 #include <poll.h>
@@ -62,10 +64,116 @@ bool pipeWrite(int fd, const std::atomic<bool>& cancel, const char* data, std::s
     return true;
 }
 
+// SHA-256 and the pipe writes of a download on a thread of their own, so that
+// libcurl's TLS decryption (the download thread) and hashing + copying into the
+// pipe run in parallel, on two cores where there are. Chunks are hashed and
+// written strictly in order; at most kMaxQueued wait (back-pressure on the
+// download), and their buffers are reused.
+class PipeFeeder {
+public:
+    static constexpr std::size_t kChunk = 256 * 1024;
+    static constexpr std::size_t kMaxQueued = 4;
+
+    PipeFeeder(int fd, const std::atomic<bool>& cancel) : fd_(fd), cancel_(cancel), thread_([this] { run(); }) {}
+    ~PipeFeeder() { stop(); }
+    // Lets the thread finish what is queued and joins it: after this nothing touches the fd.
+    void stop()
+    {
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+    }
+    PipeFeeder(const PipeFeeder&) = delete;
+    PipeFeeder& operator=(const PipeFeeder&) = delete;
+
+    // An empty buffer with kChunk capacity (a used one when there is one).
+    std::vector<char> buffer()
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!spare_.empty()) {
+            std::vector<char> b = std::move(spare_.back());
+            spare_.pop_back();
+            return b;
+        }
+        std::vector<char> b;
+        b.reserve(kChunk);
+        return b;
+    }
+    // Queues a chunk; waits while kMaxQueued are queued. False once the pipe is gone.
+    bool push(std::vector<char>&& chunk)
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return queue_.size() < kMaxQueued || failed_; });
+        if (failed_) {
+            return false;
+        }
+        queue_.push_back(std::move(chunk));
+        cv_.notify_all();
+        return true;
+    }
+    // Waits until every queued chunk is hashed and written; false if the pipe went away.
+    bool drain()
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return (queue_.empty() && !busy_) || failed_; });
+        return !failed_;
+    }
+    // Only between drain() and the next push().
+    crypto::Sha256& hash() { return hash_; }
+
+private:
+    void run()
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        while (true) {
+            cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+            if (queue_.empty()) {
+                return; // stop_
+            }
+            std::vector<char> chunk = std::move(queue_.front());
+            queue_.pop_front();
+            busy_ = true;
+            const bool skip = failed_;
+            lk.unlock();
+            cv_.notify_all(); // room in the queue
+            bool ok = !skip;
+            if (ok) {
+                hash_.update(chunk.data(), chunk.size());
+                ok = pipeWrite(fd_, cancel_, chunk.data(), chunk.size());
+            }
+            chunk.clear();
+            lk.lock();
+            busy_ = false;
+            failed_ = failed_ || !ok;
+            spare_.push_back(std::move(chunk));
+            cv_.notify_all();
+        }
+    }
+
+    int fd_;
+    const std::atomic<bool>& cancel_;
+    crypto::Sha256 hash_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::vector<char>> queue_;
+    std::vector<std::vector<char>> spare_;
+    bool busy_ = false;
+    bool stop_ = false;
+    bool failed_ = false;
+    std::thread thread_; // last: starts when everything above exists
+};
+
 std::uint64_t nowEpoch()
 {
     return static_cast<std::uint64_t>(std::time(nullptr));
 }
+
+constexpr std::size_t kClosedActionsKept = 64;
 
 std::int64_t nowMs()
 {
@@ -163,6 +271,44 @@ Expected<std::unique_ptr<CloudClient>> CloudClient::open(const Paths& paths, con
         }
     }
     c->backoff_ = std::make_unique<Backoff>(c->settings_.backoffBase, c->settings_.backoffCap);
+    // The level the daemon started with (log::init read MBL_LOG_LEVEL) is what an
+    // unset log_level reverts to.
+    if (const char* lvl = std::getenv("MBL_LOG_LEVEL")) {
+        log::Level parsed;
+        if (log::parseLevel(lvl, parsed)) {
+            c->startLogLevel_ = parsed;
+        }
+    }
+    // Actions this device closed: a deploymentBase for one of them is never announced again
+    // (e.g. after a restart while its closing feedback was still queued).
+    if (auto text = fs::readFile(c->stateDir_ + "/closed-actions.json", 1u << 16)) {
+        json j = json::parse(*text, nullptr, false);
+        if (j.is_array()) {
+            for (const auto& v : j) {
+                if (v.is_string()) {
+                    c->closedActions_.push_back(v.get<std::string>());
+                }
+            }
+        }
+    }
+    // Over-the-air settings survive restarts; a damaged file is ignored (defaults), never fatal.
+    const std::string settingsPath = c->stateDir_ + "/settings.json";
+    if (fs::exists(settingsPath)) {
+        auto text = fs::readFile(settingsPath, RuntimeSettings::kMaxJsonBytes + 1);
+        auto parsed = text ? RuntimeSettings::parse(*text) : Expected<RuntimeSettings>(unexpected(text.error()));
+        if (parsed) {
+            c->overrides_ = *parsed;
+            if (parsed->logLevel) {
+                log::Level lvl;
+                (void)log::parseLevel(*parsed->logLevel, lvl);
+                log::setLevel(lvl);
+            }
+            c->snap_.pollInterval = c->effectivePollSecsLocked();
+            log::info("cloud: settings in effect: " + parsed->dump());
+        } else {
+            log::warning("cloud: ignoring " + settingsPath + ": " + parsed.error().message);
+        }
+    }
     return c;
 }
 
@@ -249,17 +395,81 @@ void CloudClient::setState(const std::string& state, const std::string& error)
 
 void CloudClient::run()
 {
+    using Clock = std::chrono::steady_clock;
     std::unique_lock<std::mutex> lk(mu_);
     while (!stop_) {
         lk.unlock();
+        pollSleep_ = false;
         milliseconds wait = cycle();
+        const auto cycleEnd = Clock::now();
         lk.lock();
-        if (stop_) {
-            break;
+        if (pollSleep_) {
+            wait = seconds(effectivePollSecsLocked()); // settings may have changed during the cycle
         }
-        cv_.wait_for(lk, wait, [&] { return stop_ || wake_; });
+        intervalChanged_ = false;
+        auto deadline = cycleEnd + wait;
+        while (!stop_ && !wake_) {
+            if (!cv_.wait_until(lk, deadline, [&] { return stop_ || wake_ || intervalChanged_; })) {
+                break; // time for the next poll
+            }
+            if (intervalChanged_) {
+                // A new poll interval counts from the end of the last poll, not from now.
+                intervalChanged_ = false;
+                if (pollSleep_) {
+                    deadline = cycleEnd + seconds(effectivePollSecsLocked());
+                }
+            }
+        }
         wake_ = false;
     }
+}
+
+std::uint32_t CloudClient::effectivePollSecsLocked() const
+{
+    return overrides_.pollIntervalSec ? *overrides_.pollIntervalSec : serverPollSecs_;
+}
+
+std::string CloudClient::settingsJson() const
+{
+    std::lock_guard<std::mutex> lk(mu_);
+    return overrides_.dump();
+}
+
+Status CloudClient::applySettings(const std::string& text)
+{
+    auto parsed = RuntimeSettings::parse(text);
+    if (!parsed) {
+        return unexpected(parsed.error());
+    }
+    bool intervalChanged = false;
+    // One apply at a time; the file write (with its fsyncs) happens outside mu_ so
+    // the worker and the downloads never wait for the disk.
+    std::lock_guard<std::mutex> applying(settingsMu_);
+    // Persist first: if the write fails, nothing changes.
+    if (auto st = fs::writeFileAtomic(stateDir_ + "/settings.json", parsed->dump() + "\n", 0600); !st) {
+        return st;
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        overrides_ = *parsed;
+        log::Level lvl = startLogLevel_;
+        if (overrides_.logLevel) {
+            (void)log::parseLevel(*overrides_.logLevel, lvl);
+        }
+        log::setLevel(lvl);
+        const std::uint32_t eff = effectivePollSecsLocked();
+        if (eff != snap_.pollInterval) {
+            snap_.pollInterval = eff;
+            intervalChanged = true;
+            intervalChanged_ = true;
+        }
+    }
+    log::notice("cloud: settings applied: " + parsed->dump());
+    if (intervalChanged) {
+        cv_.notify_all();
+        notify({"PollInterval"});
+    }
+    return {};
 }
 
 Status CloudClient::connect()
@@ -375,6 +585,7 @@ milliseconds CloudClient::cycle()
         // Transport failure, or an answer we refused (too large, redirect loop, bad redirect target).
         return serverTrouble(r.error().message, nullptr);
     }
+    log::debug("cloud: poll answered HTTP " + std::to_string(r->status));
     if (r->status == 401 || r->status == 403) {
         // Credentials may have changed (new certificate, new token): fetch them again next time.
         session_.reset();
@@ -401,13 +612,19 @@ milliseconds CloudClient::cycle()
         return serverTrouble("server answered HTTP " + std::to_string(r->status) + " to the poll of " + base, nullptr);
     }
     backoff_->reset();
-    const milliseconds sleep = poll.sleep.value_or(settings_.defaultSleep);
+    const milliseconds serverSleep = poll.sleep.value_or(settings_.defaultSleep);
+    milliseconds sleep = serverSleep;
     std::vector<std::string> changed;
     {
         std::lock_guard<std::mutex> lk(mu_);
         snap_.lastContact = nowEpoch();
         changed.push_back("LastContact");
-        const auto secs = static_cast<std::uint32_t>(std::chrono::duration_cast<seconds>(sleep).count());
+        serverPollSecs_ = static_cast<std::uint32_t>(std::chrono::duration_cast<seconds>(serverSleep).count());
+        // An over-the-air poll_interval_sec overrides the server's sleep.
+        const std::uint32_t secs = effectivePollSecsLocked();
+        if (overrides_.pollIntervalSec) {
+            sleep = seconds(secs);
+        }
         if (snap_.pollInterval != secs) {
             snap_.pollInterval = secs;
             changed.push_back("PollInterval");
@@ -440,11 +657,9 @@ milliseconds CloudClient::cycle()
         handleDeployment(poll.deploymentBase);
     }
     if (!poll.installedBase.empty() && poll.installedBase != installedBaseHref_) {
-        if (checkLink(poll.installedBase, origin_, settings_.allowOtherHosts)) {
-            installedBaseHref_ = poll.installedBase;
-            log::info("cloud: server reports installed action " + actionIdFromHref(poll.installedBase));
-        }
+        handleInstalledBase(poll.installedBase);
     }
+    pollSleep_ = true;
     return sleep;
 }
 
@@ -596,6 +811,17 @@ Status CloudClient::reportFeedback(const std::string& actionId, const Feedback& 
     std::string endpoint = "deploymentBase";
     {
         std::lock_guard<std::mutex> lk(mu_);
+        // After these the action is over for this device: it must not be announced again.
+        const bool closes = feedback.execution == "closed" ||
+                            (feedback.execution == "downloaded" && downloadOnly_.count(actionId) != 0) ||
+                            (cancelPending_.count(actionId) != 0 &&
+                             (feedback.execution == "closed" || feedback.execution == "canceled") &&
+                             feedback.result == "success");
+        if (closes) {
+            if (auto st = rememberClosedLocked(actionId); !st) {
+                return st;
+            }
+        }
         if (cancelPending_.count(actionId) != 0) {
             // The server asked to cancel: the answer goes to the cancel feedback endpoint.
             endpoint = "cancelAction";
@@ -651,9 +877,84 @@ void CloudClient::handleCancel(const std::string& hrefText)
     }
 }
 
+bool CloudClient::closedLocked(const std::string& actionId) const
+{
+    return std::find(closedActions_.begin(), closedActions_.end(), actionId) != closedActions_.end();
+}
+
+Status CloudClient::rememberClosedLocked(const std::string& actionId)
+{
+    if (closedLocked(actionId)) {
+        return {};
+    }
+    auto next = closedActions_;
+    next.push_back(actionId);
+    if (next.size() > kClosedActionsKept) {
+        next.erase(next.begin(), next.begin() + static_cast<std::ptrdiff_t>(next.size() - kClosedActionsKept));
+    }
+    if (auto st = fs::writeFileAtomic(stateDir_ + "/closed-actions.json", json(next).dump(), 0600); !st) {
+        return st;
+    }
+    closedActions_ = std::move(next);
+    return {};
+}
+
+std::string CloudClient::installedDeployment() const
+{
+    std::lock_guard<std::mutex> lk(mu_);
+    return installedJson_;
+}
+
+void CloudClient::handleInstalledBase(const std::string& hrefText)
+{
+    if (auto st = checkLink(hrefText, origin_, settings_.allowOtherHosts); !st) {
+        setState("connected", "installedBase refused: " + st.error().message);
+        installedBaseHref_ = hrefText; // do not try the same refused link every poll
+        return;
+    }
+    auto r = session_->request("GET", hrefText, "", {}, settings_.maxBodyBytes);
+    if (!r || r->status != 200) {
+        log::warning("cloud: cannot read installedBase: " + (r ? "HTTP " + std::to_string(r->status) : r.error().message));
+        return; // tried again next poll
+    }
+    installedBaseHref_ = hrefText;
+    auto dep = normaliseDeployment(r->body, origin_);
+    if (!dep) {
+        setState("connected", "installedBase refused: " + dep.error().message);
+        return;
+    }
+    const std::string id = (*dep)["action_id"].get<std::string>();
+    bool changed = false;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        installedJson_ = dep->dump();
+        changed = snap_.installedActionId != id;
+        snap_.installedActionId = id;
+        // The server says this action is finished: it is closed for this device too.
+        if (auto st = rememberClosedLocked(id); !st) {
+            log::warning("cloud: cannot record closed action " + id + ": " + st.error().message);
+        }
+    }
+    log::info("cloud: server reports installed action " + id);
+    if (changed) {
+        notify({"InstalledActionId"});
+    }
+}
+
 void CloudClient::handleDeployment(const std::string& hrefText)
 {
     const std::string id = actionIdFromHref(hrefText);
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (closedLocked(id)) {
+            // Closed by this device (its closing feedback may still be on its way): never again.
+            if (emittedDeployments_[id] != hrefText) {
+                log::info("cloud: deployment " + id + " is already closed on this device; not announced again");
+                emittedDeployments_[id] = hrefText;
+            }
+            return;
+        }
+    }
     auto it = emittedDeployments_.find(id);
     if (it != emittedDeployments_.end() && it->second == hrefText) {
         return; // unchanged since we told the coordinator
@@ -676,6 +977,10 @@ void CloudClient::handleDeployment(const std::string& hrefText)
     }
     emittedDeployments_[id] = hrefText;
     const std::string actionId = (*dep)["action_id"].get<std::string>();
+    if (dep->value("download_only", false)) {
+        std::lock_guard<std::mutex> lk(mu_);
+        downloadOnly_.insert(actionId);
+    }
     log::info("cloud: deployment requested, action " + actionId);
     if (listener_ != nullptr) {
         listener_->deploymentRequested(actionId, dep->dump());
@@ -746,7 +1051,7 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
 {
     HttpSession session(*job->tls, job->origin);
     session.setAbortFlag(&job->cancel);
-    crypto::Sha256 hash;
+    PipeFeeder feeder(job->writeEnd.get(), job->cancel);
     std::uint64_t received = 0; // bytes hashed (and written, except the held-back last byte)
     std::uint64_t skip = 0;     // bytes to drop when a server ignores Range
     bool held = false;
@@ -764,6 +1069,18 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             }
             notify({"DownloadProgress"});
         }
+    };
+    // The bytes go to the feeder (SHA-256 + pipe) in large chunks: libcurl hands
+    // over one TLS record (<= 16 KiB) at a time, and a pipe write per record meant a
+    // syscall and a wake-up of the reader per record.
+    std::vector<char> pending = feeder.buffer();
+    auto flush = [&]() -> bool {
+        if (pending.empty()) {
+            return true;
+        }
+        const bool ok = feeder.push(std::move(pending));
+        pending = feeder.buffer();
+        return ok;
     };
     bool firstPiece = true;
     auto sink = [&](long status, const char* data, std::size_t len) -> bool {
@@ -788,7 +1105,6 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             tooLong = true;
             return false;
         }
-        hash.update(data, len);
         received += len;
         // Hold back the very last byte until the hash is checked, so a reader
         // of a bad artifact always sees a short stream.
@@ -798,9 +1114,12 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             last = data[len - 1];
             held = true;
         }
-        if (out > 0 && !pipeWrite(job->writeEnd.get(), job->cancel, data, out)) {
-            pipeGone = true;
-            return false;
+        if (out > 0) {
+            pending.insert(pending.end(), data, data + out);
+            if (pending.size() >= PipeFeeder::kChunk && !flush()) {
+                pipeGone = true;
+                return false;
+            }
         }
         progress(received);
         return true;
@@ -819,6 +1138,10 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
         const std::uint64_t from = received;
         firstPiece = true;
         auto r = session.stream(job->url, from, sink);
+        // What this attempt received goes to the reader before any retry wait.
+        if (!pipeGone && (!flush() || !feeder.drain())) {
+            pipeGone = true;
+        }
         bool retry = false;
         if (pipeGone) {
             result = "cancelled";
@@ -876,8 +1199,11 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait_for(lk, wait, [&] { return stop_ || job->cancel.load(); });
     }
-    if (received == job->size && held) {
-        const std::string got = hash.finishHex();
+    // The feeder is idle here (drained after the last attempt): its hash covers every
+    // byte but the held-back last one.
+    if (received == job->size && held && result != "cancelled") {
+        feeder.hash().update(&last, 1);
+        const std::string got = feeder.hash().finishHex();
         if (got == job->sha256) {
             if (pipeWrite(job->writeEnd.get(), job->cancel, &last, 1)) {
                 result = "success";
@@ -892,13 +1218,14 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             message = "SHA-256 mismatch for " + job->filename + ": expected " + job->sha256 + ", got " + got;
         }
     } else if (job->size == 0 && result != "cancelled" && message.empty()) {
-        result = hash.finishHex() == job->sha256 ? "success" : "failure";
+        result = feeder.hash().finishHex() == job->sha256 ? "success" : "failure";
     }
     if (result != "success") {
         log::warning("cloud: download of " + job->filename + " failed: " + message);
     } else {
         log::info("cloud: downloaded " + job->filename + " (" + std::to_string(job->size) + " bytes, SHA-256 ok)");
     }
+    feeder.stop(); // before the fd goes
     {
         std::lock_guard<std::mutex> lk(mu_);
         job->writeEnd.reset(); // EOF for the reader (short on failure)

@@ -7,10 +7,12 @@
 #include "ddi.h"
 #include "feedback_queue.h"
 #include "http.h"
+#include "settings.h"
 
 #include "mbl/config.h"
 #include "mbl/expected.h"
 #include "mbl/fd.h"
+#include "mbl/log.h"
 #include "mbl/paths.h"
 
 #include <atomic>
@@ -91,6 +93,7 @@ struct Snapshot {
     std::string serverUrl;
     std::uint32_t downloadProgress = 0;
     std::string lastError;
+    std::string installedActionId; // the server's installedBase: the last action finished on this device
 };
 
 class CloudClient {
@@ -114,6 +117,17 @@ public:
     Status setAttributes(const std::string& ns, const std::map<std::string, std::string>& attrs);
     std::map<std::string, std::string> attributes() const;
 
+    // The server's installedBase (the last finished action) as a normalised
+    // deployment JSON (same form as DeploymentRequested); "" when none is known.
+    std::string installedDeployment() const;
+
+    // Over-the-air settings: the overrides in effect, in the form applySettings takes.
+    std::string settingsJson() const;
+    // Replaces every override (absent keys revert to the defaults), persisted
+    // atomically in the state dir first; a bad document changes nothing. A new
+    // poll interval becomes PollInterval and the worker's current wait at once.
+    Status applySettings(const std::string& json);
+
     // Starts a download; returns the read end of a pipe. The stream is complete
     // only when exactly `size` bytes arrive: on any failure (hash or size
     // mismatch, retries exhausted, cancel) the pipe is closed early, before the
@@ -135,9 +149,15 @@ private:
     Status pushAttributes(const std::string& url, bool force);
     void handleDeployment(const std::string& href);
     void handleCancel(const std::string& href);
+    void handleInstalledBase(const std::string& href);
+    // Actions this device closed (persisted): never announced again. mu_ held.
+    bool closedLocked(const std::string& actionId) const;
+    Status rememberClosedLocked(const std::string& actionId);
     void downloadWorker(std::shared_ptr<DownloadJob> job);
     std::map<std::string, std::string> mergedAttributes(const std::map<std::string, std::string>& system) const;
     void notify(const std::vector<std::string>& names);
+    // The PollInterval in effect (override, else the server's sleep); mu_ held.
+    std::uint32_t effectivePollSecsLocked() const;
 
     std::string stateDir_;
     CloudSettings settings_;
@@ -148,10 +168,18 @@ private:
     std::thread worker_;
 
     mutable std::mutex mu_;
+    std::mutex settingsMu_; // serialises applySettings (taken before mu_, never inside it)
     std::condition_variable cv_;
     bool stop_ = false;
     std::atomic<bool> stopping_{false}; // aborts the worker's transfer on stop()
     bool wake_ = false;
+    RuntimeSettings overrides_;
+    log::Level startLogLevel_ = log::Level::Info;
+    std::uint32_t serverPollSecs_ = 0; // the server's (or default) sleep; 0 before the first poll
+    bool intervalChanged_ = false;     // settings changed the poll interval: recompute the wait
+    std::vector<std::string> closedActions_; // oldest first, at most kClosedActionsKept
+    std::set<std::string> downloadOnly_;      // announced download-only actions ("downloaded" closes them)
+    std::string installedJson_;
     Snapshot snap_;
     std::map<std::string, std::map<std::string, std::string>> appAttributes_;
     std::map<std::string, std::string> systemAttributes_;
@@ -171,6 +199,7 @@ private:
     std::string configDataUrl_;
     std::map<std::string, std::string> emittedDeployments_; // action id -> href
     std::string installedBaseHref_;
+    bool pollSleep_ = false; // the last cycle ended in a regular poll sleep (not a back-off)
 };
 
 } // namespace mbl::cloud

@@ -107,6 +107,26 @@ std::map<std::string, std::string> CloudClientBus::GetAttributes()
     return dbus::guard([&] { return client_.attributes(); });
 }
 
+std::string CloudClientBus::GetInstalledDeployment()
+{
+    return dbus::guard([&] { return client_.installedDeployment(); });
+}
+
+std::string CloudClientBus::InstalledActionId()
+{
+    return dbus::guard([&] { return client_.snapshot().installedActionId; });
+}
+
+std::string CloudClientBus::GetSettings()
+{
+    return dbus::guard([&] { return client_.settingsJson(); });
+}
+
+void CloudClientBus::ApplySettings(const std::string& settingsJson)
+{
+    dbus::guard([&] { dbus::unwrap(client_.applySettings(settingsJson)); });
+}
+
 std::string CloudClientBus::Version()
 {
     return MBL_VERSION;

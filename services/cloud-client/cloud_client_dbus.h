@@ -36,6 +36,10 @@ private:
                         const std::vector<std::string>& details) override;
     void SetAttributes(const std::string& ns, const std::map<std::string, std::string>& attributes) override;
     std::map<std::string, std::string> GetAttributes() override;
+    std::string GetSettings() override;
+    std::string GetInstalledDeployment() override;
+    std::string InstalledActionId() override;
+    void ApplySettings(const std::string& settingsJson) override;
 
     std::string Version() override;
     std::string ConnectionState() override;

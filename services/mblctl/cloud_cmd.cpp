@@ -1,4 +1,4 @@
-// mblctl cloud status | poll | attributes: the cloud client (org.mbl.CloudClient1).
+// mblctl cloud status | poll | attributes | settings [JSON]: the cloud client (org.mbl.CloudClient1).
 
 #include "mblctl.h"
 
@@ -82,12 +82,31 @@ int cloudAttributes(Context& ctx)
     return 0;
 }
 
+// Without JSON: prints the overrides in effect. With JSON: replaces them (ApplySettings),
+// then prints what is in effect.
+int cloudSettings(Context& ctx, const std::vector<std::string>& args)
+{
+    auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+    if (args.size() > 2) {
+        std::cerr << "mblctl: cloud settings takes one JSON argument, e.g. '{\"poll_interval_sec\": 60}'\n";
+        return 2;
+    }
+    if (args.size() == 2) {
+        proxy->callMethod("ApplySettings").onInterface(kBus).withArguments(args[1]);
+    }
+    std::string current;
+    proxy->callMethod("GetSettings").onInterface(kBus).storeResultsTo(current);
+    const auto j = nlohmann::json::parse(current, nullptr, false);
+    std::cout << (ctx.json || j.is_discarded() ? current : j.dump(2)) << "\n";
+    return 0;
+}
+
 } // namespace
 
 void registerCloudCommands(std::vector<Command>& out)
 {
-    out.push_back({"cloud", "cloud status|poll|attributes [--json]",
-                   "the device-management connection: state, poll now, device attributes",
+    out.push_back({"cloud", "cloud status|poll|attributes|settings [JSON] [--json]",
+                   "the device-management connection: state, poll now, device attributes, over-the-air settings",
                    [](Context& ctx, const std::vector<std::string>& args) -> int {
                        const std::string sub = args.empty() ? "status" : args[0];
                        if (sub == "status") {
@@ -99,7 +118,10 @@ void registerCloudCommands(std::vector<Command>& out)
                        if (sub == "attributes") {
                            return cloudAttributes(ctx);
                        }
-                       std::cerr << "mblctl: unknown cloud command '" << sub << "' (status, poll, attributes)\n";
+                       if (sub == "settings") {
+                           return cloudSettings(ctx, args);
+                       }
+                       std::cerr << "mblctl: unknown cloud command '" << sub << "' (status, poll, attributes, settings)\n";
                        return 2;
                    }});
 }

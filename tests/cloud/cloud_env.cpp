@@ -28,6 +28,21 @@ SignalRecorder::SignalRecorder()
         .call([this](const std::string& id, const std::string& file, const std::string& result, const std::string& msg) {
             add({"DownloadFinished", {id, file, result, msg}});
         });
+    // PropertiesChanged of the cloud client, recorded with the names of the changed properties.
+    proxy_->uponSignal("PropertiesChanged")
+        .onInterface("org.freedesktop.DBus.Properties")
+        .call([this](const std::string& ifaceName, const std::map<std::string, sdbus::Variant>& changed,
+                     const std::vector<std::string>& invalidated) {
+            if (ifaceName != "org.mbl.CloudClient1") {
+                return;
+            }
+            Signal s{"PropertiesChanged", {}};
+            for (const auto& [k, v] : changed) {
+                s.args.push_back(k);
+            }
+            s.args.insert(s.args.end(), invalidated.begin(), invalidated.end());
+            add(std::move(s));
+        });
     proxy_->finishRegistration();
     conn_->enterEventLoopAsync();
 }
@@ -81,21 +96,99 @@ std::optional<Signal> SignalRecorder::waitFor(const std::string& name, std::size
     return found;
 }
 
-CloudEnv::CloudEnv(const CloudEnvOptions& opts)
+namespace {
+
+constexpr const char* kIdentityBus = "org.mbl.DeviceIdentity1";
+constexpr const char* kIdentityPath = "/org/mbl/DeviceIdentity1";
+
+std::string readAll(int fd)
 {
-    creds = cloud.makeDevice(deviceId);
-    auto ids = lookupUser("mbl-identity");
-    if (!ids) {
+    std::string out;
+    char buf[4096];
+    while (true) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n > 0) {
+            out.append(buf, static_cast<std::size_t>(n));
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;
+        }
+    }
+    return out;
+}
+
+[[noreturn]] void identityFailed(TestStack& stack, const std::string& what, const std::string& why)
+{
+    throw std::runtime_error("identity service: " + what + ": " + why + "\n--- identity log ---\n" +
+                             stack.log("device-identity"));
+}
+
+} // namespace
+
+json identityProvisioningDoc(const CloudFixture& cloud, const IdentitySetup& setup)
+{
+    json doc = {{"server_url", setup.serverUrl.empty() ? cloud.serverUrl() : setup.serverUrl},
+                {"tenant", "DEFAULT"},
+                {"auth_mode", setup.authMode},
+                {"server_ca_pem", cloud.caPem()},
+                {"device_id", setup.deviceId}};
+    if (!setup.token.empty()) {
+        doc["token"] = setup.token;
+    }
+    return doc;
+}
+
+CloudFixture::DeviceCreds provisionIdentity(TestStack& stack, CloudFixture& cloud, const IdentitySetup& setup)
+{
+    if (!lookupUser("mbl-identity")) {
         skip("user mbl-identity does not exist (tests/setup.sh creates it)");
     }
-    // The key as the identity service would keep it: readable by its user only.
-    const std::string idDir = cloud.dir() + "/identity";
-    (void)fs::makeDirs(idDir, 0700);
-    (void)fs::writeFileAtomic(idDir + "/device.key", creds.keyPem, 0600);
-    ::chown(idDir.c_str(), ids->first, ids->second);
-    ::chown((idDir + "/device.key").c_str(), ids->first, ids->second);
-    specPath_ = cloud.dir() + "/identity-spec.json";
+    if (!stack.running("device-identity")) {
+        if (auto st = stack.start("device-identity"); !st) {
+            identityFailed(stack, "start", st.error().message);
+        }
+    }
+    auto proxy = sdbus::createProxy(stack.bus(), kIdentityBus, kIdentityPath);
+    const char* iface = kIdentityBus;
+    std::string step;
+    try {
+        step = "CreateCertificateRequest";
+        std::string csr;
+        proxy->callMethod("CreateCertificateRequest")
+            .onInterface(iface)
+            .withArguments(std::map<std::string, sdbus::Variant>{{"O", sdbus::Variant(std::string("MBL test"))}})
+            .storeResultsTo(csr);
+        step = "InstallCertificate";
+        const std::string chain = cloud.signDeviceCsr(csr, setup.deviceId);
+        proxy->callMethod("InstallCertificate").onInterface(iface).withArguments(chain);
+        if (setup.provision) {
+            step = "Provision";
+            proxy->callMethod("Provision").onInterface(iface).withArguments(identityProvisioningDoc(cloud, setup).dump());
+        }
+        step = "GetTlsCredentials";
+        sdbus::UnixFd keyFd;
+        std::string chainPem;
+        proxy->callMethod("GetTlsCredentials").onInterface(iface).storeResultsTo(keyFd, chainPem);
+        CloudFixture::DeviceCreds c;
+        c.keyPem = readAll(keyFd.get());
+        c.chainPem = chainPem;
+        if (c.keyPem.find("PRIVATE KEY") == std::string::npos) {
+            identityFailed(stack, step, "the key fd held no PEM key");
+        }
+        const std::string base = cloud.dir() + "/pki/device-" + setup.deviceId;
+        c.keyPath = base + ".key";
+        if (!fs::writeFileAtomic(c.keyPath, c.keyPem, 0600) || !fs::writeFileAtomic(base + ".pem", c.chainPem, 0644)) {
+            identityFailed(stack, step, "cannot write " + base + ".key/.pem");
+        }
+        return c;
+    } catch (const sdbus::Error& e) {
+        identityFailed(stack, step, e.getName() + ": " + e.getMessage());
+    }
+}
 
+CloudEnv::CloudEnv(const CloudEnvOptions& opts)
+{
     json cfg = {{"poll", {{"backoff_base_ms", 200}, {"backoff_cap_ms", 2000}, {"auth_retry_sec", 1},
                           {"unprovisioned_retry_sec", 1}}},
                 {"download", {{"retry_base_ms", 100}}},
@@ -103,25 +196,12 @@ CloudEnv::CloudEnv(const CloudEnvOptions& opts)
     cfg.merge_patch(opts.config);
     (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/cloud.json", cfg.dump(2), 0644);
 
-    writeSpec(provisioning(opts.authMode, opts.token, opts.serverUrl.empty() ? cloud.serverUrl() : opts.serverUrl));
-
-    SpawnOptions so;
-    so.env = stack.clientEnv();
-    so.env.push_back("MBL_TEST_IDENTITY_SPEC=" + specPath_);
-    so.dieWithParent = true;
-    so.uid = ids->first;
-    so.gid = ids->second;
-    Fd logFd{::open(stack.logPath("identity-double").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
-    so.stdoutFd = logFd.get();
-    so.stderrFd = logFd.get();
-    auto c = Child::spawn({buildRoot() + "/tests/cloud/mbl-identity-double", "--root", stack.root()}, so);
-    if (!c) {
-        throw std::runtime_error("cannot start the identity double: " + c.error().message);
-    }
-    identity_ = std::move(c).value();
-    if (!waitUntil([&] { return stack.nameHasOwner("org.mbl.DeviceIdentity1"); }, std::chrono::seconds(10))) {
-        throw std::runtime_error("identity double did not take its name: " + stack.log("identity-double"));
-    }
+    IdentitySetup id;
+    id.deviceId = deviceId;
+    id.authMode = opts.authMode;
+    id.token = opts.token;
+    id.serverUrl = opts.serverUrl;
+    creds = provisionIdentity(stack, cloud, id);
     if (opts.startClient) {
         startClient();
     }
@@ -131,9 +211,6 @@ CloudEnv::~CloudEnv()
 {
     proxy_.reset();
     stack.stop("cloud-client");
-    if (identity_.running()) {
-        identity_.terminate(std::chrono::milliseconds(2000));
-    }
 }
 
 void CloudEnv::startClient()
@@ -146,17 +223,31 @@ void CloudEnv::startClient()
 
 json CloudEnv::provisioning(const std::string& authMode, const std::string& token, const std::string& url)
 {
-    return {{"server_url", url},     {"tenant", "DEFAULT"},         {"auth_mode", authMode},
-            {"token", token},        {"server_ca_pem", cloud.caPem()}, {"device_id", deviceId}};
+    IdentitySetup id;
+    id.deviceId = deviceId;
+    id.authMode = authMode;
+    id.token = token;
+    id.serverUrl = url;
+    return identityProvisioningDoc(cloud, id);
 }
 
 void CloudEnv::writeSpec(const json& prov)
 {
-    json spec = {{"device_id", deviceId}, {"key_path", cloud.dir() + "/identity/device.key"}, {"chain_pem", creds.chainPem}};
-    if (!prov.is_null()) {
-        spec["provisioning"] = prov;
+    auto proxy = sdbus::createProxy(stack.bus(), kIdentityBus, kIdentityPath);
+    try {
+        if (prov.is_null()) {
+            // Back to an unprovisioned device: a new key, a certificate for it, no document.
+            proxy->callMethod("FactoryReset").onInterface(kIdentityBus);
+            IdentitySetup id;
+            id.deviceId = deviceId;
+            id.provision = false;
+            creds = provisionIdentity(stack, cloud, id);
+        } else {
+            proxy->callMethod("Provision").onInterface(kIdentityBus).withArguments(prov.dump());
+        }
+    } catch (const sdbus::Error& e) {
+        identityFailed(stack, prov.is_null() ? "FactoryReset" : "Provision", e.getName() + ": " + e.getMessage());
     }
-    (void)fs::writeFileAtomic(specPath_, spec.dump(2), 0644);
 }
 
 sdbus::IProxy& CloudEnv::proxy()

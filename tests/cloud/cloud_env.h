@@ -1,7 +1,9 @@
 #pragma once
 // One integration-test world for the cloud client: the private bus (TestStack),
-// the identity test double, the DDI test server behind real nginx with mutual
-// TLS, and mbl-cloud-client itself running as mbl-cloud. Plus a signal recorder.
+// the real identity service (mbl-device-identity) provisioned through its D-Bus
+// API, the DDI test server behind real nginx with mutual TLS, and
+// mbl-cloud-client itself running as mbl-cloud. Plus a signal recorder, and
+// provisionIdentity() for other tests that need a provisioned device.
 
 #include "cloud_fixture.h"
 #include "harness.h"
@@ -23,7 +25,8 @@ struct Signal {
     std::vector<std::string> args;
 };
 
-// Records the cloud client's signals on a connection of its own.
+// Records the cloud client's signals on a connection of its own (also
+// "PropertiesChanged", with the changed property names as args).
 class SignalRecorder {
 public:
     SignalRecorder();
@@ -43,6 +46,31 @@ private:
     std::vector<Signal> signals_;
 };
 
+// What provisionIdentity sets up.
+struct IdentitySetup {
+    std::string deviceId = "dev-01"; // the controllerId and the certificate's CN
+    std::string authMode = "mtls";   // mtls, target-token, gateway-token
+    std::string token;               // required for the token modes
+    std::string serverUrl;           // default: cloud.serverUrl()
+    bool provision = true;           // false: key and certificate only (no provisioning document)
+};
+
+// Provisions the REAL identity service (services/device-identity, TestStack label
+// "device-identity") on `stack` for `cloud`'s nginx + DDI test server, only through
+// its D-Bus API, as a factory would:
+//   starts the daemon if it is not running (it makes its key on first start),
+//   CreateCertificateRequest -> signed by the fixture's test CA with CN = deviceId
+//   (clientAuth) -> InstallCertificate -> Provision {server_url, tenant "DEFAULT",
+//   auth_mode, token, server_ca_pem, device_id}.
+// Returns the key and chain as the service hands them out (GetTlsCredentials), also
+// written to <cloud.dir()>/pki/device-<deviceId>.key/.pem for tools such as curl.
+// Call it again to re-provision (a new certificate for the same key, then Provision).
+// Throws std::runtime_error with the reason and the daemon's log on failure.
+// Then start "cloud-client" on the same stack: it connects as deviceId.
+CloudFixture::DeviceCreds provisionIdentity(TestStack& stack, CloudFixture& cloud, const IdentitySetup& setup = {});
+// The provisioning document provisionIdentity sends (no token field for mtls).
+nlohmann::json identityProvisioningDoc(const CloudFixture& cloud, const IdentitySetup& setup);
+
 struct CloudEnvOptions {
     std::string authMode = "mtls"; // mtls, target-token, gateway-token
     std::string token;
@@ -61,7 +89,10 @@ public:
     const std::string deviceId = "dev-01";
     CloudFixture::DeviceCreds creds;
 
+    // Re-provisions the identity service with this document (Provision); null:
+    // FactoryReset and a new certificate, but no provisioning (unprovisioned).
     void writeSpec(const nlohmann::json& provisioning);
+    // A provisioning document for this device (token left out when empty).
     nlohmann::json provisioning(const std::string& authMode, const std::string& token, const std::string& url);
     void startClient();
 
@@ -78,8 +109,6 @@ public:
     std::string clientLog() { return stack.log("cloud-client"); }
 
 private:
-    std::string specPath_;
-    Child identity_;
     std::unique_ptr<sdbus::IProxy> proxy_;
 };
 

@@ -157,6 +157,20 @@ CloudFixture::DeviceCreds CloudFixture::makeDevice(const std::string& deviceId)
     return c;
 }
 
+std::string CloudFixture::signDeviceCsr(const std::string& csrPem, const std::string& deviceId)
+{
+    const std::string d = dir() + "/pki";
+    const std::string name = "csr-" + deviceId;
+    if (auto st = fs::writeFileAtomic(d + "/" + name + ".csr", csrPem, 0644); !st) {
+        throw std::runtime_error(st.error().message);
+    }
+    (void)fs::writeFileAtomic(d + "/" + name + ".ext", "extendedKeyUsage=clientAuth\n", 0644);
+    must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/test-ca.pem", "-CAkey",
+          d + "/test-ca.key", "-CAcreateserial", "-subj", "/O=MBL test/CN=" + deviceId, "-out", d + "/" + name + ".pem",
+          "-days", "2", "-extfile", d + "/" + name + ".ext"});
+    return readOrThrow(d + "/" + name + ".pem");
+}
+
 void CloudFixture::startServer()
 {
     backendPort_ = freePort();

@@ -43,6 +43,9 @@ public:
         std::string chainPem;
     };
     DeviceCreds makeDevice(const std::string& deviceId);
+    // Issues a client certificate (PEM) for a CSR made elsewhere (e.g. by the
+    // identity service), signed by the test CA, with subject CN = deviceId.
+    std::string signDeviceCsr(const std::string& csrPem, const std::string& deviceId);
     const std::string& issuerHash() const { return issuerHash_; }
 
     // The test server's control API (plain HTTP on loopback, never through nginx).

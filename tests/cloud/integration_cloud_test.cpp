@@ -1,5 +1,5 @@
 // The cloud client against the DDI test server behind real nginx doing mutual
-// TLS, on a private system bus with the identity test double: the scenarios of
+// TLS, on a private system bus with the real identity service: the scenarios of
 // issue 6, seen from outside (the server's records, the bus, the bytes of the fd).
 
 #include "cloud_env.h"
@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <set>
 #include <thread>
 
@@ -710,4 +711,228 @@ TEST_CASE("the cloud client stops cleanly and quickly on SIGTERM in the middle o
     CHECK(status.success()); // also: no sanitizer report at exit
     CHECK(took < 3s);
     CHECK(readFd(fd.get(), 5s).size() < 2u * 1024 * 1024);
+}
+
+namespace {
+
+std::string getSettings(CloudEnv& env)
+{
+    std::string s;
+    env.proxy().callMethod("GetSettings").onInterface("org.mbl.CloudClient1").storeResultsTo(s);
+    return s;
+}
+
+void applySettings(CloudEnv& env, const std::string& s)
+{
+    env.proxy().callMethod("ApplySettings").onInterface("org.mbl.CloudClient1").withArguments(s);
+}
+
+std::size_t countLines(const std::string& text, const std::string& needle)
+{
+    std::size_t n = 0;
+    for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+} // namespace
+
+TEST_CASE("over-the-air settings override the server's poll sleep at once, persist, and revert when left out")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    env.cloud.admin("POST", "/admin/config", {{"sleep", "01:00:00"}});
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.uintProp("PollInterval") == 3600; }));
+    CHECK(getSettings(env) == "{}");
+
+    // The worker is now asleep for an hour; the override takes effect on that very wait.
+    const std::size_t before = env.requests("/controller/v1/dev-01").size();
+    const std::size_t changesBefore = sig.count("PropertiesChanged");
+    applySettings(env, R"({"poll_interval_sec": 1, "log_level": "debug"})");
+    CHECK(env.uintProp("PollInterval") == 1);
+    REQUIRE(sig.waitFor("PropertiesChanged", changesBefore + 1, 5s));
+    bool announced = false;
+    std::size_t seen = 0;
+    for (const auto& s : sig.all()) {
+        if (s.name == "PropertiesChanged" && ++seen > changesBefore) {
+            announced = announced || std::find(s.args.begin(), s.args.end(), "PollInterval") != s.args.end();
+        }
+    }
+    CHECK(announced);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() >= before + 3; }, 10s));
+    // The server's sleep does not replace the override.
+    CHECK(env.uintProp("PollInterval") == 1);
+    // log_level debug: each poll is logged.
+    REQUIRE(CloudEnv::waitUntil([&] { return countLines(env.clientLog(), "poll answered HTTP") >= 2; }, 10s));
+
+    const json saved = json::parse(getSettings(env));
+    CHECK(saved == json{{"poll_interval_sec", 1}, {"log_level", "debug"}});
+    auto onDisk = fs::readFile(env.stack.root() + "/var/lib/mbl/cloud/settings.json");
+    REQUIRE(onDisk);
+    CHECK(json::parse(*onDisk) == saved);
+
+    // ApplySettings(GetSettings()) changes nothing.
+    applySettings(env, getSettings(env));
+    CHECK(json::parse(getSettings(env)) == saved);
+    CHECK(env.uintProp("PollInterval") == 1);
+
+    // Survives a restart, in effect before the first poll.
+    env.stack.stop("cloud-client");
+    env.startClient();
+    CHECK(json::parse(getSettings(env)) == saved);
+    CHECK(env.uintProp("PollInterval") == 1);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+
+    // Replace semantics: the poll interval is left out, so the server's sleep rules again;
+    // log_level info: polls are no longer logged.
+    applySettings(env, R"({"log_level": "info"})");
+    CHECK(getSettings(env) == R"({"log_level":"info"})");
+    CHECK(env.uintProp("PollInterval") == 3600);
+    const std::size_t logged = countLines(env.clientLog(), "poll answered HTTP");
+    pollNow(env);
+    const std::size_t polls = env.requests("/controller/v1/dev-01").size();
+    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() > polls; }));
+    std::this_thread::sleep_for(300ms);
+    CHECK(countLines(env.clientLog(), "poll answered HTTP") == logged);
+
+    applySettings(env, "{}");
+    CHECK(getSettings(env) == "{}");
+    // The restored state keeps the hour-long sleep: no polls in the next seconds.
+    const std::size_t idle = env.requests("/controller/v1/dev-01").size();
+    std::this_thread::sleep_for(2500ms);
+    CHECK(env.requests("/controller/v1/dev-01").size() == idle);
+}
+
+TEST_CASE("bad over-the-air settings are refused with InvalidArgument and change nothing")
+{
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    applySettings(env, R"({"poll_interval_sec": 5})");
+    REQUIRE(env.uintProp("PollInterval") == 5);
+    const std::string path = env.stack.root() + "/var/lib/mbl/cloud/settings.json";
+    const auto fileBefore = fs::readFile(path);
+    REQUIRE(fileBefore);
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {R"({"poll_interval_sec": 0})", "between 1 and 2592000"},
+        {R"({"poll_interval_sec": 2592001})", "between 1 and 2592000"},
+        {R"({"poll_interval_sec": -1})", "between 1 and 2592000"},
+        {R"({"poll_interval_sec": "60"})", "integer"},
+        {R"({"poll_interval_sec": 1.5})", "integer"},
+        {R"({"log_level": "verbose"})", "log_level"},
+        {R"({"log_level": null})", "log_level"},
+        {R"({"poll_interval_sec": 60, "colour": "blue"})", "unknown key 'colour'"},
+        {R"(["poll_interval_sec", 60])", "object"},
+        {R"({"poll_interval_sec": 6)", "JSON"},
+    };
+    for (const auto& [text, why] : bad) {
+        INFO(text);
+        try {
+            applySettings(env, text);
+            FAIL("accepted");
+        } catch (const sdbus::Error& e) {
+            CHECK(e.getName() == "org.mbl.Error.InvalidArgument");
+            CHECK(contains(e.getMessage(), why));
+        }
+        CHECK(getSettings(env) == R"({"poll_interval_sec":5})");
+        CHECK(env.uintProp("PollInterval") == 5);
+    }
+    CHECK(fs::readFile(path).value() == *fileBefore);
+    CHECK(env.stack.running("cloud-client"));
+}
+
+TEST_CASE("settings may be read by anyone and changed by root, mbl-admin and the coordinator user only")
+{
+    CloudEnv env;
+    const std::vector<std::string> apply = {"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1",
+                                            "org.mbl.CloudClient1", "ApplySettings", "s"};
+    auto as = [&](const std::string& user, const std::string& doc) {
+        auto args = apply;
+        args.push_back(doc);
+        return env.stack.busctl(args, user);
+    };
+    auto denied = as("mbl-test-user", R"({"poll_interval_sec": 7})");
+    CHECK_FALSE(denied.status.success());
+    CHECK(contains(denied.err, "ccess denied"));
+    CHECK(getSettings(env) == "{}");
+    auto read = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                  "GetSettings"},
+                                 std::string("mbl-test-user"));
+    CHECK(read.status.success());
+    CHECK(as("mbl-test-admin", R"({"poll_interval_sec": 8})").status.success());
+    CHECK(getSettings(env) == R"({"poll_interval_sec":8})");
+    CHECK(as("mbl-coordinator", R"({"poll_interval_sec": 9})").status.success());
+    CHECK(getSettings(env) == R"({"poll_interval_sec":9})");
+
+    // mblctl cloud settings [JSON]
+    const std::string mblctl = buildRoot() + "/services/mblctl/mblctl";
+    auto set = env.stack.runTool({mblctl, "--json", "cloud", "settings", R"({"log_level":"notice"})"},
+                                 std::string("mbl-test-admin"));
+    INFO(set.out << set.err);
+    CHECK(set.status.code == 0);
+    CHECK(json::parse(set.out, nullptr, false) == json{{"log_level", "notice"}});
+    auto show = env.stack.runTool({mblctl, "cloud", "settings"}, std::string("mbl-test-user"));
+    CHECK(show.status.code == 0);
+    CHECK(contains(show.out, "\"log_level\": \"notice\""));
+    auto refused = env.stack.runTool({mblctl, "cloud", "settings", R"({"poll_interval_sec":0})"});
+    CHECK(refused.status.code != 0);
+    CHECK(contains(refused.err, "poll_interval_sec"));
+}
+
+TEST_CASE("the installed action comes from installedBase: exposed as InstalledActionId and its deployment")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "inst.bin", 1000);
+    const std::string id = deploy(env, {"inst.bin"});
+    REQUIRE(sig.waitFor("DeploymentRequested"));
+    CHECK(env.stringProp("InstalledActionId").empty());
+    feedback(env, id, "closed", "success", 1, 1, {"installed"});
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }));
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("InstalledActionId") == id; }));
+    CHECK_FALSE(env.requests("/installedBase/" + id).empty());
+    std::string installed;
+    env.proxy().callMethod("GetInstalledDeployment").onInterface("org.mbl.CloudClient1").storeResultsTo(installed);
+    const json dep = json::parse(installed, nullptr, false);
+    REQUIRE(dep.is_object());
+    CHECK(dep["action_id"] == id);
+    CHECK(dep["chunks"][0]["artifacts"][0]["filename"] == "inst.bin");
+    // Anyone may read it (as the properties).
+    auto asUser = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                    "GetInstalledDeployment"},
+                                   std::string("mbl-test-user"));
+    CHECK(asUser.status.success());
+    // Polls go on; the closed action is not announced again.
+    const std::size_t polls = env.requests("/controller/v1/dev-01").size();
+    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() >= polls + 2; }, 10s));
+    CHECK(sig.count("DeploymentRequested") == 1);
+}
+
+TEST_CASE("an action closed while offline is not announced again after a restart")
+{
+    CloudEnv env;
+    makeArtifact(env, "off.bin", 100);
+    std::string id;
+    {
+        SignalRecorder sig;
+        id = deploy(env, {"off.bin"});
+        REQUIRE(sig.waitFor("DeploymentRequested"));
+    }
+    env.cloud.admin("POST", "/admin/faults", {{"drop_count", 100000}});
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "disconnected"; }));
+    feedback(env, id, "closed", "success", 0, 0, {"installed while offline"});
+    env.stack.kill("cloud-client");
+    env.cloud.admin("POST", "/admin/faults", json::object());
+    SignalRecorder after;
+    env.startClient();
+    // The first poll after the restart still carries the deploymentBase (the closing
+    // feedback is delivered right after it): it must not reach the coordinator again.
+    REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }, 30s));
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("InstalledActionId") == id; }));
+    std::this_thread::sleep_for(500ms);
+    CHECK(after.count("DeploymentRequested") == 0);
+    CHECK(contains(env.clientLog(), "already closed on this device"));
 }

@@ -2,6 +2,7 @@
 
 #include "ddi.h"
 #include "feedback_queue.h"
+#include "settings.h"
 #include "harness.h"
 
 #include "mbl/fs.h"
@@ -260,4 +261,49 @@ TEST_CASE("a corrupt feedback queue file is kept aside and the queue starts empt
     REQUIRE(q);
     CHECK((*q)->size() == 0);
     CHECK(fs::exists(path + ".corrupt"));
+}
+
+TEST_CASE("over-the-air settings parse every documented key and print back in the same form")
+{
+    auto s = RuntimeSettings::parse(R"({"poll_interval_sec": 60, "log_level": "debug"})");
+    REQUIRE(s);
+    CHECK(s->pollIntervalSec == 60u);
+    CHECK(s->logLevel == std::string("debug"));
+    auto again = RuntimeSettings::parse(s->dump());
+    REQUIRE(again);
+    CHECK(*again == *s);
+    auto empty = RuntimeSettings::parse("{}");
+    REQUIRE(empty);
+    CHECK_FALSE(empty->pollIntervalSec);
+    CHECK_FALSE(empty->logLevel);
+    CHECK(empty->dump() == "{}");
+    CHECK(RuntimeSettings::parse(R"({"poll_interval_sec": 1})"));
+    CHECK(RuntimeSettings::parse(R"({"poll_interval_sec": 2592000})"));
+}
+
+TEST_CASE("bad over-the-air settings are refused with a reason naming the key")
+{
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {R"({"poll_interval_sec": 0})", "poll_interval_sec"},
+        {R"({"poll_interval_sec": 2592001})", "poll_interval_sec"},
+        {R"({"poll_interval_sec": -5})", "poll_interval_sec"},
+        {R"({"poll_interval_sec": 18446744073709551615})", "poll_interval_sec"},
+        {R"({"poll_interval_sec": "60"})", "integer"},
+        {R"({"poll_interval_sec": 60.5})", "integer"},
+        {R"({"poll_interval_sec": true})", "integer"},
+        {R"({"log_level": "verbose"})", "log_level"},
+        {R"({"log_level": 3})", "log_level"},
+        {R"({"loglevel": "debug"})", "unknown key 'loglevel'"},
+        {R"([1])", "object"},
+        {R"({"poll_interval_sec": )", "JSON"},
+        {"", "JSON"},
+        {"{\"log_level\": \"" + std::string(70000, 'x') + "\"}", "larger"},
+    };
+    for (const auto& [text, why] : cases) {
+        INFO(text.substr(0, 80));
+        auto s = RuntimeSettings::parse(text);
+        REQUIRE_FALSE(s);
+        CHECK(s.error().code == ErrorCode::InvalidArgument);
+        CHECK(s.error().message.find(why) != std::string::npos);
+    }
 }
