@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The README's demo command: set up, build, and start the whole stack on a
-# private system-type bus in a temporary folder, then show `mblctl status`.
+# The README's demo command: set up, build, start the whole stack in a sandbox
+# folder (private system-type bus with the real policies, the five daemons, the
+# DDI test server behind nginx with mutual TLS, a test CA), provision the device,
+# build and sign a bundle (rootfs + OCI app), deploy it from the server and show
+# the device carrying it out to closed/success (tests/e2e/demo_main.cpp).
 # --keep leaves it running for busctl and mblctl until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +19,5 @@ ninja -C "$BUILD" >/dev/null
 keep=()
 [ "${1:-}" = "--keep" ] && keep=(--keep)
 export MBL_BUILD_ROOT="$PWD/$BUILD" MBL_POLICY_DIR="$PWD/$BUILD/dbus-policy"
-exec "$BUILD/tests/mbl-dev-stack" "${keep[@]}" -- "$BUILD/services/mblctl/mblctl" status
+export MBL_SOURCE_ROOT="$PWD"
+exec "$BUILD/tests/e2e/mbl-demo" "${keep[@]}"

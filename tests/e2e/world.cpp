@@ -1,6 +1,7 @@
 #include "world.h"
 
 #include "../containers/image_tools.h"
+#include "cloud_env.h"
 
 #include "mbl/dbus/bus.h"
 #include "mbl/fs.h"
@@ -121,30 +122,15 @@ void World::startAll(const std::map<std::string, TestStack::StartOptions>& extra
 
 void World::provision()
 {
-    auto identity = proxyFor(stack, "device-identity");
-    std::string csr;
-    identity->callMethod("CreateCertificateRequest")
-        .onInterface("org.mbl.DeviceIdentity1")
-        .withArguments(std::map<std::string, sdbus::Variant>{{"O", sdbus::Variant(std::string("MBL demo"))}})
-        .storeResultsTo(csr);
-    deviceId = identity->getProperty("DeviceId").onInterface("org.mbl.DeviceIdentity1").get<std::string>();
-    say("device identity: key made on the device, DeviceId " + deviceId.substr(0, 16) + "…");
-
-    // The fleet CA (here the test CA) signs the request, as a factory station would.
-    const std::string pkiDir = cloud.dir() + "/pki";
-    (void)fs::writeFileAtomic(work.path() + "/device.csr", csr, 0644);
-    (void)fs::writeFileAtomic(work.path() + "/device.ext", "extendedKeyUsage=clientAuth\n", 0644);
-    update::mustRun({"openssl", "x509", "-req", "-in", work.path() + "/device.csr", "-CA", pkiDir + "/test-ca.pem",
-                     "-CAkey", pkiDir + "/test-ca.key", "-CAcreateserial", "-out", work.path() + "/device.pem",
-                     "-days", "2", "-extfile", work.path() + "/device.ext"});
-    const json doc = {{"server_url", cloud.serverUrl()},
-                      {"tenant", "DEFAULT"},
-                      {"auth_mode", "mtls"},
-                      {"server_ca_pem", cloud.caPem()},
-                      {"certificate_chain_pem", update::readFile(work.path() + "/device.pem")}};
-    identity->callMethod("Provision").onInterface("org.mbl.DeviceIdentity1").withArguments(doc.dump());
+    // As a factory station would: the key is made on the device, the fleet CA (the
+    // test CA) signs the device's CSR, and the provisioning document names the server.
+    IdentitySetup setup;
+    setup.deviceId = "mbl-device-0001";
+    provisionIdentity(stack, cloud, setup);
+    deviceId = setup.deviceId;
     provisioned_ = true;
-    say("provisioned: certificate from the fleet CA, server " + cloud.serverUrl() + " (mutual TLS through nginx)");
+    say("device identity: key made on the device, CSR signed by the fleet CA (CN " + deviceId +
+        "), provisioned for " + cloud.serverUrl() + " (mutual TLS through nginx)");
 }
 
 std::string World::appImage(const std::string& name, const std::string& version, const std::vector<std::string>& cmd)
