@@ -215,6 +215,108 @@ void Coordinator::begin(nlohmann::json op)
     cancelRequested_ = false;
     lastError_.clear();
     listener_.propertiesChanged({"LastError"});
+    armWatchdog();
+}
+
+// ---------------------------------------------------------------- peers that restart
+
+void Coordinator::after(std::chrono::milliseconds delay, std::function<void()> fn)
+{
+    // Timers belong to the loop, which may outlive this object.
+    loop_.addTimer(delay, [life = std::weak_ptr<int>(life_), fn = std::move(fn)] {
+        if (!life.expired()) {
+            fn();
+        }
+    });
+}
+
+void Coordinator::later(std::function<void()> fn)
+{
+    loop_.post([life = std::weak_ptr<int>(life_), fn = std::move(fn)] {
+        if (!life.expired()) {
+            fn();
+        }
+    });
+}
+
+void Coordinator::armWatchdog()
+{
+    const std::string id = cur("id");
+    after(settings_.peerCheckInterval, [this, id] {
+        if (isCurrent(id)) {
+            checkPeers();
+        }
+    });
+}
+
+void Coordinator::checkPeers()
+{
+    // An install the update service or the container manager was doing dies with
+    // it (kill -9, crash, OOM); its restart cleans up but sends no completion. So
+    // while one is pending, ask the service which install it is running.
+    const std::string id = cur("id");
+    const std::string state = cur("state");
+    std::string bus;
+    std::string key;
+    if (state == "downloading" && op_->contains("update_op") && !op_->contains("bundle_installed")) {
+        bus = "org.mbl.Update1";
+        key = "update_op";
+    } else if (state == "installing-apps" && op_->contains("app_install_op")) {
+        bus = "org.mbl.ContainerManager1";
+        key = "app_install_op";
+    }
+    if (bus.empty()) {
+        armWatchdog();
+        return;
+    }
+    const std::string expected = cur(key.c_str());
+    peers_.runningOperation(bus, [this, id, bus, key, expected, state](Expected<std::string> running) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        const bool stillWaiting = cur("state") == state && op_->contains(key) && cur(key.c_str()) == expected &&
+                                  !(key == "update_op" && op_->contains("bundle_installed"));
+        // No answer (the service is restarting): look again later.
+        if (stillWaiting && running && *running != expected) {
+            peerLostOperation(bus);
+        }
+        armWatchdog();
+    });
+}
+
+void Coordinator::peerLostOperation(const std::string& bus)
+{
+    const unsigned attempts = op_->value("attempts", 1u) + 1;
+    (*op_)["attempts"] = attempts;
+    if (bus == "org.mbl.Update1") {
+        relay_.reset();
+        const std::string why = "the update service stopped during the install (nothing was activated)";
+        log::warning(cur("id") + ": " + why);
+        if (cur("source") == "local") {
+            fail(Error{ErrorCode::Failed, why + "; install the bundle again"});
+            return;
+        }
+        if (attempts > settings_.maxAttempts) {
+            fail(Error{ErrorCode::Failed, why + ", " + std::to_string(attempts - 1) + " times"});
+            return;
+        }
+        op_->erase("update_op");
+        (*op_)["artifact"] = 0;
+        (*op_)["steps_done"] = 0;
+        feedbackProgress(why + "; downloading and installing again");
+        startDownloadAndInstall();
+        return;
+    }
+    const std::string why = "the container manager stopped while installing an app (it removes what it left)";
+    log::warning(cur("id") + ": " + why);
+    if (attempts > settings_.maxAttempts) {
+        fail(Error{ErrorCode::Failed, why + ", " + std::to_string(attempts - 1) + " times"});
+        return;
+    }
+    op_->erase("app_install_op");
+    save();
+    feedbackProgress(why + "; installing the app again");
+    installNextApp();
 }
 
 void Coordinator::feedback(const std::string& execution, const std::string& result,
@@ -279,7 +381,7 @@ void Coordinator::finishOp(bool success, const Error& e, const std::string& mess
     if (pending_) {
         auto next = std::move(*pending_);
         pending_.reset();
-        loop_.post([this, next]() {
+        later([this, next]() {
             onDeploymentRequested(next.value("action_id", ""), next.dump());
         });
     }
@@ -312,6 +414,7 @@ void Coordinator::start()
 void Coordinator::resume(nlohmann::json op)
 {
     op_ = std::move(op);
+    armWatchdog();
     const std::string state = cur("state");
     log::notice(cur("id") + ": resuming after a restart in state '" + state + "'");
     if (state == "rebooting" || state == "verifying" || state == "committing") {
@@ -878,7 +981,7 @@ void Coordinator::verifyAfterReboot()
         }
         if (!us) {
             // The update service is not up yet; try again shortly.
-            loop_.addTimer(std::chrono::milliseconds(500), [this, id] {
+            after(std::chrono::milliseconds(500), [this, id] {
                 if (isCurrent(id)) {
                     verifyAfterReboot();
                 }
@@ -957,7 +1060,7 @@ void Coordinator::healthAttempt(const std::string& id, std::chrono::steady_clock
         }
         if (st) {
             (*op_)["health"] = "up; holding for the grace period";
-            loop_.addTimer(settings_.healthGrace, [this, id, done] {
+            after(settings_.healthGrace, [this, id, done] {
                 if (!isCurrent(id)) {
                     return;
                 }
@@ -978,7 +1081,7 @@ void Coordinator::healthAttempt(const std::string& id, std::chrono::steady_clock
             (*op_)["health"] = st.error().message;
             log::info(id + ": health: waiting: " + st.error().message);
         }
-        loop_.addTimer(std::chrono::milliseconds(500), [this, id, deadline, done] {
+        after(std::chrono::milliseconds(500), [this, id, deadline, done] {
             if (isCurrent(id)) {
                 healthAttempt(id, deadline, done);
             }

@@ -35,6 +35,7 @@ struct Settings {
     std::chrono::milliseconds healthTimeout{300000}; // for everything to come up after a reboot
     unsigned maxAttempts = 3;              // restarts of an interrupted operation before it fails
     bool requireCloudForHealth = true;     // the cloud must be reachable for a firmware commit
+    std::chrono::milliseconds peerCheckInterval{2000}; // how often a pending install is checked for a peer restart
 
     static Expected<Settings> fromConfig(const Paths& paths, const Config& config);
 };
@@ -105,6 +106,12 @@ private:
     void healthProbe(const std::string& id, std::function<void(Status)> done);
     void commitFirmware();
     void resume(nlohmann::json op);
+    // loop_.addTimer / loop_.post for callbacks that touch this object.
+    void after(std::chrono::milliseconds delay, std::function<void()> fn);
+    void later(std::function<void()> fn);
+    void armWatchdog();
+    void checkPeers();
+    void peerLostOperation(const std::string& bus);
 
     bool isCurrent(const std::string& opId) const;
     std::string cur(const char* key) const;
@@ -121,6 +128,7 @@ private:
     std::function<void(std::size_t)> storeNext_; // download-only: stores artifact i, then the next
     std::string lastError_;
     bool cancelRequested_ = false;
+    std::shared_ptr<int> life_ = std::make_shared<int>(0);
 };
 
 } // namespace mbl::coordinator

@@ -62,6 +62,11 @@ public:
     virtual void removeApp(const std::string& name, bool removeData, Done cb) = 0;
     virtual void listApps(Callback<std::vector<AppInfo>> cb) = 0;
 
+    // The "Operation" property of org.mbl.Update1 or org.mbl.ContainerManager1: the
+    // install running there ("" when idle). A service that restarted has forgotten
+    // the install it was doing; this is how the coordinator notices.
+    virtual void runningOperation(const std::string& busName, Callback<std::string> cb) = 0;
+
     // any service answers Peer.Ping
     virtual void ping(const std::string& busName, Done cb) = 0;
 

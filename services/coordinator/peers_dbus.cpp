@@ -224,6 +224,24 @@ void BusPeers::listApps(Callback<std::vector<AppInfo>> cb)
         });
 }
 
+void BusPeers::runningOperation(const std::string& busName, Callback<std::string> cb)
+{
+    auto& proxy = busName == kUpdate ? update_ : containers_;
+    proxy->callMethodAsync("Get").onInterface("org.freedesktop.DBus.Properties").withTimeout(kCallTimeout)
+        .withArguments(busName, std::string("Operation"))
+        .uponReplyInvoke([cb](const sdbus::Error* e, sdbus::Variant v) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            if (!v.containsValueOfType<std::string>()) {
+                cb(unexpected(ErrorCode::Failed, "the Operation property is not a string"));
+                return;
+            }
+            cb(v.get<std::string>());
+        });
+}
+
 void BusPeers::ping(const std::string& busName, Done cb)
 {
     std::string path = "/" + busName;

@@ -41,6 +41,7 @@ public:
     void installApp(Fd archive, const std::string& optionsJson, Callback<std::string> cb) override;
     void removeApp(const std::string& name, bool removeData, Done cb) override;
     void listApps(Callback<std::vector<AppInfo>> cb) override;
+    void runningOperation(const std::string& busName, Callback<std::string> cb) override;
     void ping(const std::string& busName, Done cb) override;
     void reboot(Done cb) override;
 

@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <map>
+
 #include <deque>
 #include <fcntl.h>
 #include <thread>
@@ -133,6 +135,17 @@ public:
         cb({});
     }
     void listApps(Callback<std::vector<AppInfo>> cb) override { cb(apps); }
+    // By default the last install handed out is still running there.
+    std::map<std::string, std::string> running;
+    void runningOperation(const std::string& bus, Callback<std::string> cb) override
+    {
+        auto it = running.find(bus);
+        if (it != running.end()) {
+            cb(it->second);
+            return;
+        }
+        cb(bus == "org.mbl.Update1" ? "u" + std::to_string(installs) : "c" + std::to_string(appInstalls));
+    }
     void ping(const std::string& name, Done cb) override
     {
         cb(pingFails && name == "org.mbl.CloudClient1" ? Status{unexpected(ErrorCode::Failed, "no reply")} : Status{});
@@ -187,6 +200,7 @@ struct Fixture {
         settings.rebootCommand = {"true"};
         settings.healthGrace = std::chrono::milliseconds(20);
         settings.healthTimeout = std::chrono::milliseconds(300);
+        settings.peerCheckInterval = std::chrono::milliseconds(20);
         restart();
     }
     // A new coordinator on the same journal, as after a crash or a reboot.
@@ -454,4 +468,36 @@ TEST_CASE("an apps-only deployment is reported successful only once its apps run
     CHECK(f.peers.feedback.back().result == "failure");
     CHECK(f.peers.feedback.back().details[0].find("app hello is exited") != std::string::npos);
     CHECK(f.peers.reboots == 0);
+}
+
+TEST_CASE("an update service that restarts during the install is noticed and the deployment starts again; a "
+          "container manager that restarts during an app install gets the app again")
+{
+    Fixture f;
+    f.peers.manifest = R"({"version":"2.0.0","payloads":[{"name":"rootfs","type":"rootfs"},
+        {"name":"app1","type":"app","app":{"name":"hello","version":"1.0"}}]})";
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.installs == 1; });
+    f.peers.running["org.mbl.Update1"] = ""; // killed: its restart forgot u1
+    runUntil(f.loop, [&] { return f.peers.installs == 2; });
+    CHECK(f.peers.installs == 2);
+    CHECK(f.c->status()["current"]["attempts"] == 2);
+    f.peers.running.erase("org.mbl.Update1");
+    f.c->onUpdateCompleted("u2", true, "", "");
+    REQUIRE(f.c->state() == "installing-apps");
+    runUntil(f.loop, [&] { return f.peers.appInstalls == 1; });
+    f.peers.running["org.mbl.ContainerManager1"] = ""; // killed: its restart removed the half-installed app
+    f.peers.apps.clear();
+    runUntil(f.loop, [&] { return f.peers.appInstalls == 2; });
+    CHECK(f.peers.appInstalls == 2);
+    f.peers.running.erase("org.mbl.ContainerManager1");
+    f.c->onAppInstallCompleted("c2", "hello", true, "", "");
+    CHECK(f.c->state() == "rebooting");
+    bool told = false;
+    for (const auto& fb : f.peers.feedback) {
+        for (const auto& d : fb.details) {
+            told = told || d.find("the update service stopped during the install") != std::string::npos;
+        }
+    }
+    CHECK(told);
 }
