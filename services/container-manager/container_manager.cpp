@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -112,6 +113,9 @@ struct ContainerManager::App {
     unsigned backoffAttempt = 0;
     Clock::time_point startedAt;
     std::uint64_t oomAtStart = 0;
+    // The effective settings (and version) config.json was last generated for:
+    // a start regenerates it only when they changed.
+    std::string specKey;
 };
 
 struct ContainerManager::Staged {
@@ -180,9 +184,61 @@ std::string nowStamp()
     return buf;
 }
 
+std::string joined(const std::vector<std::string>& v)
+{
+    std::string out;
+    for (const auto& x : v) {
+        out += (out.empty() ? "" : ", ") + x;
+    }
+    return out;
+}
+
 int pidfdOpen(pid_t pid)
 {
     return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+json processJson(const ImageProcess& p)
+{
+    return json{{"args", p.args}, {"env", p.env}, {"cwd", p.cwd}, {"user", p.user}};
+}
+
+// Regenerates the bundle's config.json from the image's process (kept in
+// mbl-app.json at install) and the app's effective settings; rewrites it only
+// when it differs. Runs on the runtime worker, before the runtime reads it.
+Status ensureSpec(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
+                  const std::string& cgroupsPath)
+{
+    auto meta = fs::readFile(bundle + "/" + kVersionMeta);
+    if (!meta) {
+        return unexpected(meta.error());
+    }
+    SpecInputs in;
+    try {
+        const json m = json::parse(*meta);
+        if (!m.contains("process")) {
+            // Installed before settings could be layered: its config.json stays as generated then.
+            log::warning(bundle + ": no image process recorded; settings overrides do not apply to this version");
+            return {};
+        }
+        const json& p = m.at("process");
+        in.process.args = p.at("args").get<std::vector<std::string>>();
+        in.process.env = p.at("env").get<std::vector<std::string>>();
+        in.process.cwd = p.at("cwd").get<std::string>();
+        in.process.user = p.at("user").get<std::string>();
+        in.uid = m.at("uid").get<std::uint32_t>();
+        in.gid = m.at("gid").get<std::uint32_t>();
+    } catch (const std::exception& e) {
+        return unexpected(ErrorCode::Io, bundle + "/" + kVersionMeta + " is unreadable: " + e.what());
+    }
+    in.dataDir = dataDir;
+    in.cgroupsPath = cgroupsPath;
+    const std::string text = generateSpec(settings, in).dump(2) + "\n";
+    auto current = fs::readFile(bundle + "/config.json", 16u << 20);
+    if (current && *current == text) {
+        return {};
+    }
+    return fs::writeFileAtomic(bundle + "/config.json", text, 0600);
 }
 
 } // namespace
@@ -243,6 +299,8 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
     if (auto st = m->loadApps(); !st) {
         return unexpected(st.error());
     }
+    m->settingsPath_ = m->appsDir_ + "/.settings.json";
+    m->loadOverrides();
     m->adopt();
     m->watchLogs();
     return m;
@@ -473,7 +531,31 @@ void ContainerManager::startApp(App& a, Done done)
     EventLoop* loop = &loop_;
     auto alive = alive_;
     const bool oneCall = config_.startMode == "run";
-    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall] {
+    // The runtime config follows the effective settings (install options plus
+    // the over-the-air overrides): regenerated when they changed since the last start.
+    std::shared_ptr<AppSettings> spec;
+    AppSettings eff = effective(a);
+    const std::string key = a.version + "\n" + eff.toJson().dump();
+    if (key != a.specKey) {
+        spec = std::make_shared<AppSettings>(std::move(eff));
+        a.specKey = key;
+    }
+    const std::string dataDir = appDir(name) + "/data";
+    const std::string cgPath = cgroupsPath(name);
+    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, dataDir, cgPath] {
+        if (spec) {
+            if (auto st = ensureSpec(bundle, *spec, dataDir, cgPath); !st) {
+                loop->post([this, name, gen, st, alive] {
+                    if (*alive) {
+                        if (App* x = find(name)) {
+                            x->specKey.clear();
+                        }
+                        onStarted(name, gen, unexpected(st.error()));
+                    }
+                });
+                return;
+            }
+        }
         // "run --detach" is create + start in one runtime process; with
         // "create-start" the two steps are separate runtime calls. Either way the
         // init is our child (subreaper), so an early exit is never missed.
@@ -946,6 +1028,98 @@ std::string ContainerManager::operation() const
     return installs_.empty() ? std::string() : installs_.begin()->first;
 }
 
+// ---------------------------------------------------------------- over-the-air settings
+
+AppSettings ContainerManager::effective(const App& a) const
+{
+    return applyOverride(a.settings, overrides_.forApp(a.settings.name));
+}
+
+void ContainerManager::loadOverrides()
+{
+    if (const char* lvl = std::getenv("MBL_LOG_LEVEL")) {
+        (void)log::parseLevel(lvl, baseLogLevel_);
+    }
+    if (!fs::exists(settingsPath_)) {
+        return;
+    }
+    auto text = fs::readFile(settingsPath_, 1u << 20);
+    auto parsed = text ? parseOverrides(*text, config_.policy) : Expected<Overrides>(unexpected(text.error()));
+    if (!parsed) {
+        // E.g. the device policy was tightened since they were applied: run on the defaults.
+        log::error(settingsPath_ + " is not applied: " + parsed.error().message);
+        return;
+    }
+    overrides_ = std::move(parsed).value();
+    if (overrides_.logLevel) {
+        log::Level l;
+        if (log::parseLevel(*overrides_.logLevel, l)) {
+            log::setLevel(l);
+        }
+    }
+}
+
+Status ContainerManager::applySettings(const std::string& text)
+{
+    auto parsed = parseOverrides(text, config_.policy);
+    if (!parsed) {
+        return unexpected(parsed.error());
+    }
+    Overrides next = std::move(parsed).value();
+    const std::string doc = next.toJson().dump(2) + "\n";
+    if (auto st = fs::writeFileAtomic(settingsPath_, doc, 0600); !st) {
+        return st;
+    }
+    Overrides previous = std::move(overrides_);
+    overrides_ = std::move(next);
+    log::Level level = baseLogLevel_;
+    if (overrides_.logLevel) {
+        (void)log::parseLevel(*overrides_.logLevel, level);
+    }
+    log::setLevel(level);
+
+    // Running apps whose effective settings changed restart to take them.
+    std::vector<std::string> restarted;
+    std::vector<std::string> later;
+    for (auto& [name, a] : apps_) {
+        if (previous.forApp(name) == overrides_.forApp(name)) {
+            continue;
+        }
+        if (a->pid <= 0 && !a->starting) {
+            continue; // the next start takes them
+        }
+        if (a->removing || a->inTransaction || a->stopping) {
+            later.push_back(name); // its next start takes them
+            continue;
+        }
+        restarted.push_back(name);
+        appendLine(logPath(name), "[mbl " + nowStamp() + "] restarting to apply new settings");
+        App& app = *a;
+        app.suppressRestart = true;
+        const std::string n = name;
+        stopApp(app, [this, n](Status) {
+            App* x = find(n);
+            if (x == nullptr) {
+                return;
+            }
+            x->suppressRestart = false;
+            if (x->desiredRunning && !x->removing && !x->inTransaction) {
+                x->backoffAttempt = 0;
+                startApp(*x, [n](Status st) {
+                    if (!st) {
+                        log::warning("app " + n + " did not start with its new settings: " + st.error().message);
+                    }
+                });
+            }
+        });
+    }
+    log::notice("settings applied (" + std::to_string(overrides_.apps.size()) + " app override(s)" +
+                (overrides_.logLevel ? ", log level " + *overrides_.logLevel : std::string()) + "); restarted: " +
+                (restarted.empty() ? std::string("none") : joined(restarted)) +
+                (later.empty() ? std::string() : "; at their next start: " + joined(later)));
+    return {};
+}
+
 // ---------------------------------------------------------------- logs
 
 void ContainerManager::watchLogs()
@@ -1094,6 +1268,7 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
                          {"kind", img->kind},
                          {"digest", img->manifestDigest},
                          {"installed", nowStamp()},
+                         {"process", processJson(img->process)},
                          {"uid", ids->first},
                          {"gid", ids->second}};
             return fs::writeFileAtomic(staged->dir + "/" + kVersionMeta, meta.dump(2) + "\n", 0600);

@@ -11,12 +11,14 @@
 // Runtime: <runtime>/apps/runc is the runtime's --root; logs in <log>/apps/<name>.log.
 
 #include "app_config.h"
+#include "app_overrides.h"
 #include "runtime.h"
 
 #include "mbl/config.h"
 #include "mbl/event_loop.h"
 #include "mbl/expected.h"
 #include "mbl/fd.h"
+#include "mbl/log.h"
 #include "mbl/paths.h"
 
 #include <chrono>
@@ -99,6 +101,13 @@ public:
     Expected<AppView> app(const std::string& name) const;
     Expected<std::string> logs(const std::string& name, std::uint32_t lines) const;
 
+    // Over-the-air settings: the overrides in effect, in the form applySettings takes.
+    std::string settings() const { return overrides_.toJson().dump(); }
+    // Replaces all overrides (absent keys revert to the defaults): checked first
+    // (InvalidArgument, nothing changed), persisted atomically, the log level set
+    // at once, and running apps whose effective settings changed restarted.
+    Status applySettings(const std::string& json);
+
     std::string operation() const;
     std::uint32_t appCount() const { return static_cast<std::uint32_t>(apps_.size()); }
     const std::string& appsDir() const { return appsDir_; }
@@ -137,6 +146,8 @@ private:
     void updateTransaction(const std::string& op, std::shared_ptr<Staged> staged);
 
     Status persist(const App& a);
+    void loadOverrides();
+    AppSettings effective(const App& a) const;
     std::string appDir(const std::string& name) const { return appsDir_ + "/" + name; }
     std::string versionDir(const std::string& name, const std::string& v) const
     {
@@ -158,6 +169,9 @@ private:
     ManagerEvents* events_ = nullptr;
     std::map<std::string, std::unique_ptr<App>> apps_;
     std::map<std::string, std::string> installs_; // operation id -> app name ("" until known)
+    Overrides overrides_;
+    log::Level baseLogLevel_ = log::Level::Info;
+    std::string settingsPath_;
     std::uint64_t nextOp_ = 1;
     bool firstSinceBoot_ = false;
     Fd inotify_;
