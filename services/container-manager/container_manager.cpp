@@ -93,6 +93,7 @@ struct ContainerManager::App {
 
     Fd pidfd;
     bool ownChild = false;
+    pid_t shimPid = 0; // the pidfd is the shim's (its exit status is in the exit record)
     std::uint64_t gen = 0;
     bool starting = false;
     bool stopping = false;
@@ -182,6 +183,39 @@ std::string nowStamp()
     ::gmtime_r(&t, &tm);
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
+}
+
+// "<a> <b>\n" records of the shim directory.
+std::pair<long, long> readPair(const std::string& path)
+{
+    auto text = fs::readFile(path, 256);
+    if (!text) {
+        return {0, 0};
+    }
+    auto f = str::split(str::trim(*text), ' ');
+    if (f.size() != 2) {
+        return {0, 0};
+    }
+    return {std::strtol(f[0].c_str(), nullptr, 10), std::strtol(f[1].c_str(), nullptr, 10)};
+}
+
+// Is pid (still) a shim? Guards against a reused pid after a reboot-less restart.
+bool isShim(pid_t pid, const std::string& shimPath)
+{
+    auto cmd = fs::readFile("/proc/" + std::to_string(pid) + "/cmdline", 4096);
+    return cmd && !shimPath.empty() && str::startsWith(*cmd, shimPath + std::string(1, '\0'));
+}
+
+std::string shimBinary()
+{
+    char buf[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) {
+        return "";
+    }
+    std::string self(buf, static_cast<std::size_t>(n));
+    const std::string path = self.substr(0, self.rfind('/')) + "/mbl-container-shim";
+    return ::access(path.c_str(), X_OK) == 0 ? path : std::string();
 }
 
 std::string joined(const std::vector<std::string>& v)
@@ -300,6 +334,15 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
         return unexpected(st.error());
     }
     m->settingsPath_ = m->appsDir_ + "/.settings.json";
+    m->shimDir_ = paths.runtime("apps") + "/shim";
+    if (m->config_.startMode == "run") {
+        m->shimPath_ = shimBinary();
+        if (m->shimPath_.empty()) {
+            log::warning("mbl-container-shim not found beside the daemon: exit codes of apps that exit while the "
+                         "manager is not running will be unknown");
+        }
+    }
+    (void)fs::makeDirs(m->shimDir_, 0700);
     m->loadOverrides();
     m->adopt();
     m->watchLogs();
@@ -367,7 +410,12 @@ void ContainerManager::adopt()
             a->oomAtStart = oomKills(c.id);
             a->state = "running";
             a->health = "starting";
-            watchExit(*a, c.pid, false);
+            // Its shim (if it still runs) is the init's parent and will record the exit status.
+            const auto rec = readPair(shimRecord(c.id));
+            const pid_t shim = rec.second == c.pid && rec.first > 0 && isShim(static_cast<pid_t>(rec.first), shimPath_)
+                                   ? static_cast<pid_t>(rec.first)
+                                   : 0;
+            watchExit(*a, c.pid, false, shim);
             const std::uint64_t gen = a->gen;
             const std::string name = c.id;
             a->graceTimer = loop_.addTimer(std::chrono::milliseconds(a->settings.health.graceMs),
@@ -377,10 +425,17 @@ void ContainerManager::adopt()
             // Exited (or never started) while the manager was away.
             (void)runtime_.remove(c.id, true);
             if (c.status == "stopped") {
-                a->state = "failed";
-                a->exitCode = -1;
+                // The shim recorded how it ended (the init pid ties the two records together).
+                const auto rec = readPair(shimRecord(c.id));
+                const auto ex = readPair(exitRecord(c.id));
+                const bool known = rec.second > 0 && ex.first == rec.second && ex.second >= 0;
+                a->exitCode = known ? static_cast<std::int32_t>(ex.second) : -1;
+                a->state = a->exitCode == 0 ? "exited" : "failed";
                 a->exitedWhileAway = true;
-                appendLine(logPath(c.id), "[mbl " + nowStamp() + "] exited while the manager was not running");
+                appendLine(logPath(c.id), "[mbl " + nowStamp() + "] exited while the manager was not running (" +
+                                              (known ? "exit code " + std::to_string(a->exitCode)
+                                                     : std::string("exit status unknown")) +
+                                              ")");
             }
         }
     }
@@ -402,7 +457,8 @@ void ContainerManager::startup()
         }
         bool want = a->desiredRunning || (firstSinceBoot_ && a->settings.autostart);
         if (a->exitedWhileAway) {
-            want = a->desiredRunning && a->settings.restart != "no";
+            want = a->desiredRunning && (a->settings.restart == "always" ||
+                                         (a->settings.restart == "on-failure" && a->exitCode != 0));
             if (want) {
                 a->restartCount++;
             }
@@ -542,7 +598,12 @@ void ContainerManager::startApp(App& a, Done done)
     }
     const std::string dataDir = appDir(name) + "/data";
     const std::string cgPath = cgroupsPath(name);
-    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, dataDir, cgPath] {
+    const std::string shim = shimPath_;
+    const std::string logFile = logPath(name);
+    const std::string exitFile = exitRecord(name);
+    const std::string shimFile = shimRecord(name);
+    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, dataDir, cgPath, shim, logFile,
+                        exitFile, shimFile] {
         if (spec) {
             if (auto st = ensureSpec(bundle, *spec, dataDir, cgPath); !st) {
                 loop->post([this, name, gen, st, alive] {
@@ -559,7 +620,19 @@ void ContainerManager::startApp(App& a, Done done)
         // "run --detach" is create + start in one runtime process; with
         // "create-start" the two steps are separate runtime calls. Either way the
         // init is our child (subreaper), so an early exit is never missed.
-        auto launch = [&] { return oneCall ? rt.runDetached(name, bundle, out->get()) : rt.create(name, bundle, out->get()); };
+        pid_t shimPid = 0;
+        auto launch = [&]() -> Expected<pid_t> {
+            if (oneCall && !shim.empty()) {
+                auto r = rt.runWithShim(shim, name, bundle, logFile, exitFile, out->get());
+                if (!r) {
+                    return unexpected(r.error());
+                }
+                shimPid = r->shim;
+                (void)fs::writeFileAtomic(shimFile, std::to_string(r->shim) + " " + std::to_string(r->init) + "\n", 0600);
+                return r->init;
+            }
+            return oneCall ? rt.runDetached(name, bundle, out->get()) : rt.create(name, bundle, out->get());
+        };
         auto pid = launch();
         if (!pid) {
             // A container of that name left by a crash: delete it and try once more.
@@ -573,15 +646,15 @@ void ContainerManager::startApp(App& a, Done done)
                 pid = unexpected(st.error());
             }
         }
-        loop->post([this, name, gen, pid, alive] {
+        loop->post([this, name, gen, pid, alive, shimPid] {
             if (*alive) {
-                onStarted(name, gen, pid);
+                onStarted(name, gen, pid, shimPid);
             }
         });
     });
 }
 
-void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid)
+void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid, pid_t shimPid)
 {
     App* a = find(name);
     if (a == nullptr || a->gen != gen) {
@@ -606,7 +679,7 @@ void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Exp
     a->pid = *pid;
     a->startedAt = Clock::now();
     a->oomAtStart = oomKills(name);
-    watchExit(*a, *pid, true);
+    watchExit(*a, *pid, true, shimPid);
     a->health = "starting";
     setState(*a, "running");
     changed(*a, {"Pid", "Health"});
@@ -617,13 +690,14 @@ void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Exp
     }
 }
 
-void ContainerManager::watchExit(App& a, pid_t pid, bool ownChild)
+void ContainerManager::watchExit(App& a, pid_t pid, bool ownChild, pid_t shimPid)
 {
     const std::string name = a.settings.name;
     const std::uint64_t gen = a.gen;
     a.pid = pid;
     a.ownChild = ownChild;
-    a.pidfd = Fd{pidfdOpen(pid)};
+    a.shimPid = shimPid;
+    a.pidfd = Fd{pidfdOpen(shimPid > 0 ? shimPid : pid)};
     if (!a.pidfd) {
         // Already gone (and reaped by someone else): report the exit now.
         loop_.post([this, name, gen] { onExit(name, gen); });
@@ -639,7 +713,25 @@ void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
         return;
     }
     std::int32_t code = -1;
-    if (a->pidfd) {
+    if (a->pidfd && a->shimPid > 0) {
+        loop_.unwatchFd(a->pidfd.get());
+        siginfo_t si {};
+        // Reap the shim (our child unless the manager restarted since).
+        (void)::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(a->pidfd.get()), &si, WEXITED | WNOHANG);
+        a->pidfd.reset();
+        const auto ex = readPair(exitRecord(name));
+        if (ex.first == a->pid && ex.second >= 0) {
+            code = static_cast<std::int32_t>(ex.second);
+        } else if (::kill(a->pid, 0) == 0) {
+            // The shim died (killed?) but the container runs on: watch the init itself.
+            log::warning("app " + name + ": its shim (pid " + std::to_string(a->shimPid) +
+                         ") ended before the app; watching the app's process directly");
+            a->shimPid = 0;
+            watchExit(*a, a->pid, true, 0);
+            return;
+        }
+        a->shimPid = 0;
+    } else if (a->pidfd) {
         loop_.unwatchFd(a->pidfd.get());
         siginfo_t si {};
         // We are the subreaper, so the container's init is our child (unless it was
@@ -660,7 +752,7 @@ void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
             *t = 0;
         }
     }
-    std::string how = code < 0 ? std::string("exited (status unknown: re-adopted)")
+    std::string how = code < 0 ? std::string("exited (exit status unknown)")
                                : code > 128 ? "killed by signal " + std::to_string(code - 128) + " (exit code " +
                                                   std::to_string(code) + ")"
                                             : "exited with code " + std::to_string(code);
@@ -937,6 +1029,8 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
         const std::string logs = logPath(name);
         // The record goes first (durably): a crash from here on leaves no app.
         ::unlink((dir + "/" + kAppFile).c_str());
+        ::unlink(shimRecord(name).c_str());
+        ::unlink(exitRecord(name).c_str());
         (void)fs::syncDir(dir);
         EventLoop* loop = &loop_;
         auto alive = alive_;

@@ -127,8 +127,12 @@ private:
     // Lifecycle on the loop thread.
     void startApp(App& a, Done done);
     void stopApp(App& a, Done done);
-    void onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid);
-    void watchExit(App& a, pid_t pid, bool ownChild);
+    void onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid, pid_t shimPid = 0);
+    // Watches for the exit of the app's init: through its shim when there is one
+    // (the shim records the exit status), else through the init itself.
+    void watchExit(App& a, pid_t pid, bool ownChild, pid_t shimPid = 0);
+    std::string shimRecord(const std::string& name) const { return shimDir_ + "/" + name + ".shim"; }
+    std::string exitRecord(const std::string& name) const { return shimDir_ + "/" + name + ".exit"; }
     void onExit(const std::string& name, std::uint64_t gen);
     void onDeleted(const std::string& name);
     void onGraceOver(const std::string& name, std::uint64_t gen);
@@ -172,6 +176,8 @@ private:
     Overrides overrides_;
     log::Level baseLogLevel_ = log::Level::Info;
     std::string settingsPath_;
+    std::string shimPath_; // "" : no shim (the manager is the inits' parent while it runs)
+    std::string shimDir_;  // <runtime>/apps/shim: per app, "<shim pid> <init pid>" and "<init pid> <exit code>"
     std::uint64_t nextOp_ = 1;
     bool firstSinceBoot_ = false;
     Fd inotify_;

@@ -74,8 +74,7 @@ Expected<pid_t> Runtime::runDetached(const std::string& id, const std::string& b
     return spawnWithPid("run", id, bundle, outFd);
 }
 
-Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string& id, const std::string& bundle,
-                                      int outFd) const
+std::vector<std::string> Runtime::runArgv(const std::string& verb, const std::string& id, const std::string& bundle) const
 {
     const std::string pidFile = root_ + "/" + id + ".pid";
     const std::string logFile = root_ + "/" + id + ".create.log";
@@ -92,6 +91,71 @@ Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string
     argv.emplace_back("--pid-file");
     argv.push_back(pidFile);
     argv.push_back(id);
+    return argv;
+}
+
+Expected<Runtime::ShimStart> Runtime::runWithShim(const std::string& shim, const std::string& id,
+                                                  const std::string& bundle, const std::string& logFile,
+                                                  const std::string& statusFile, int errFd) const
+{
+    const std::string pidFile = root_ + "/" + id + ".pid";
+    const std::string runtimeLog = root_ + "/" + id + ".create.log";
+    std::vector<std::string> argv = {shim, logFile, statusFile, "--"};
+    for (auto& a : runArgv("run", id, bundle)) {
+        argv.push_back(std::move(a));
+    }
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        return unexpected(errnoError("pipe", errno));
+    }
+    Fd readEnd{fds[0]};
+    Fd writeEnd{fds[1]};
+    Fd in = devNull(O_RDONLY);
+    SpawnOptions so;
+    so.stdinFd = in.get();
+    so.stdoutFd = writeEnd.get();
+    so.stderrFd = errFd;
+    auto child = Child::spawn(argv, so);
+    if (!child) {
+        return unexpected(child.error());
+    }
+    writeEnd.reset();
+    // One line: "ok <init pid>" once the runtime has exited, or "error ...".
+    std::string line;
+    char c = 0;
+    while (line.size() < 4096) {
+        const ssize_t n = ::read(readEnd.get(), &c, 1);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0 || c == '\n') {
+            break;
+        }
+        line += c;
+    }
+    ::unlink(pidFile.c_str());
+    if (str::startsWith(line, "ok ")) {
+        const long pid = std::strtol(line.c_str() + 3, nullptr, 10);
+        ::unlink(runtimeLog.c_str());
+        if (pid > 0) {
+            return ShimStart{static_cast<pid_t>(pid), child->release()};
+        }
+    }
+    const ExitStatus st = child->wait();
+    std::string msg = lastErrorFromLog(runtimeLog);
+    ::unlink(runtimeLog.c_str());
+    if (msg.empty()) {
+        msg = str::startsWith(line, "error ") ? line.substr(6) : "the shim " + st.describe();
+    }
+    return unexpected(ErrorCode::Failed, binary_ + " run failed: " + msg);
+}
+
+Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string& id, const std::string& bundle,
+                                      int outFd) const
+{
+    const std::string pidFile = root_ + "/" + id + ".pid";
+    const std::string logFile = root_ + "/" + id + ".create.log";
+    auto argv = runArgv(verb, id, bundle);
     Fd in = devNull(O_RDONLY);
     SpawnOptions so;
     so.stdinFd = in.get();

@@ -552,3 +552,49 @@ TEST_CASE("ApplySettings: env and memory overrides restart the running app with 
                                  "mbl-test-user");
     CHECK(contains(denied.err, "Access denied"));
 }
+
+TEST_CASE("after kill -9 of the manager the exit code of a re-adopted app is still known (its shim records it), and "
+          "the restart policy applies to it")
+{
+    Fixture f;
+    CmClient cm;
+    // Exits with code 7 each time /data/go appears (and removes it, so the next run waits again).
+    const std::string archive =
+        f.image("seven", "echo up; while [ ! -e /data/go ]; do sleep 0.1; done; rm /data/go; echo bye; exit 7");
+    REQUIRE(cm.install(archive, R"({"name": "seven", "restart": "on-failure"})").success);
+    REQUIRE(cm.waitState("seven", "running"));
+    const pid_t pid = static_cast<pid_t>(cm.pid("seven"));
+
+    // 1. The app exits while the restarted manager runs: it is not the init's parent.
+    f.stack.kill("container-manager");
+    REQUIRE(alive(pid));
+    f.startManager();
+    CmClient cm2;
+    REQUIRE(cm2.waitState("seven", "running"));
+    REQUIRE(static_cast<pid_t>(cm2.pid("seven")) == pid);
+    REQUIRE(fs::writeFileAtomic(f.dataDir("seven") + "/go", "now"));
+    REQUIRE(CmClient::waitFor([&] { return cm2.prop("seven", "RestartCount").get<uint32_t>() == 1; },
+                              std::chrono::seconds(20)));
+    CHECK(cm2.prop("seven", "ExitCode").get<int32_t>() == 7);
+    CHECK(contains(cm2.logs("seven"), "exited with code 7"));
+    REQUIRE(cm2.waitState("seven", "running"));
+    const pid_t pid2 = static_cast<pid_t>(cm2.pid("seven"));
+    CHECK(pid2 != pid);
+
+    // 2. The app exits while no manager runs at all.
+    f.stack.kill("container-manager");
+    REQUIRE(fs::writeFileAtomic(f.dataDir("seven") + "/go", "now"));
+    REQUIRE(CmClient::waitFor([&] { return !alive(pid2) || statusField(pid2, "State").rfind("Z", 0) == 0; },
+                              std::chrono::seconds(20)));
+    f.startManager();
+    CmClient cm3;
+    REQUIRE(CmClient::waitFor([&] { return cm3.prop("seven", "RestartCount").get<uint32_t>() == 2; },
+                              std::chrono::seconds(20)));
+    CHECK(cm3.prop("seven", "ExitCode").get<int32_t>() == 7);
+    CHECK(contains(cm3.logs("seven"), "exited while the manager was not running (exit code 7)"));
+    REQUIRE(cm3.waitState("seven", "running"));
+    CHECK(f.runcContainers() == std::vector<std::string>{"seven"});
+
+    cm3.call("StopApp", "seven");
+    CHECK(cm3.state("seven") == "stopped");
+}

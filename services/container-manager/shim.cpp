@@ -1,0 +1,125 @@
+// mbl-container-shim: the parent of one container's init, so that its exit
+// status is never lost, even while the container manager is not running.
+//
+//   mbl-container-shim LOG STATUS -- RUNTIME-ARGV...   (RUNTIME-ARGV: "runc ... run --detach --pid-file P ID")
+//
+// It becomes a child subreaper in its own session (signals to the manager's
+// process group do not reach it), runs the runtime with stdio on LOG (O_APPEND),
+// and when the runtime has exited — the container's init is then re-parented to
+// the shim — writes one line on stdout for the manager: "ok <init pid>" or
+// "error <status>". Then it waits for the init and records "<init pid> <code>"
+// (exit code, or 128 + signal) in STATUS (written atomically), and exits.
+// The manager learns of the exit through a pidfd on the shim and reads STATUS,
+// also after it was restarted while the container ran.
+
+#include "mbl/fd.h"
+#include "mbl/fs.h"
+#include "mbl/process.h"
+#include "mbl/strings.h"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <string>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+void say(const std::string& line)
+{
+    const std::string l = line + "\n";
+    (void)mbl::fs::writeAll(STDOUT_FILENO, l.data(), l.size());
+}
+
+void ignoreSignal(int) {}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc < 5 || std::string(argv[3]) != "--") {
+        std::fprintf(stderr, "usage: mbl-container-shim LOG STATUS -- RUNTIME-ARGV...\n");
+        return 2;
+    }
+    const std::string logPath = argv[1];
+    const std::string statusPath = argv[2];
+    std::vector<std::string> runtimeArgv(argv + 4, argv + argc);
+    std::string pidFile;
+    for (std::size_t i = 0; i + 1 < runtimeArgv.size(); ++i) {
+        if (runtimeArgv[i] == "--pid-file") {
+            pidFile = runtimeArgv[i + 1];
+        }
+    }
+    if (pidFile.empty()) {
+        say("error the runtime command has no --pid-file");
+        return 2;
+    }
+    (void)::setsid();
+    // Survive stray signals; a handler (unlike SIG_IGN) is reset at exec, so the
+    // runtime and the container get the default dispositions.
+    struct sigaction sa {};
+    sa.sa_handler = ignoreSignal;
+    ::sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) {
+        ::sigaction(sig, &sa, nullptr);
+    }
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        say(std::string("error PR_SET_CHILD_SUBREAPER: ") + std::strerror(errno));
+        return 1;
+    }
+    ::unlink(statusPath.c_str());
+    mbl::Fd log{::open(logPath.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)};
+    mbl::Fd null{::open("/dev/null", O_RDWR | O_CLOEXEC)};
+    if (!log || !null) {
+        say("error cannot open " + logPath + ": " + std::strerror(errno));
+        return 1;
+    }
+    mbl::SpawnOptions so;
+    so.stdinFd = null.get();
+    so.stdoutFd = log.get();
+    so.stderrFd = log.get();
+    auto child = mbl::Child::spawn(runtimeArgv, so);
+    if (!child) {
+        say("error " + child.error().message);
+        return 1;
+    }
+    const mbl::ExitStatus rs = child->wait();
+    if (!rs.success()) {
+        say("error " + rs.describe());
+        return 1;
+    }
+    auto pidText = mbl::fs::readFile(pidFile, 64);
+    const long pid = pidText ? std::strtol(mbl::str::trim(*pidText).c_str(), nullptr, 10) : 0;
+    if (pid <= 0) {
+        say("error the runtime wrote no pid file");
+        return 1;
+    }
+    say("ok " + std::to_string(pid));
+    // The manager has what it needs: nothing more on its pipe.
+    (void)::dup2(null.get(), STDOUT_FILENO);
+    log.reset();
+
+    int code = -1;
+    while (true) {
+        int ws = 0;
+        const pid_t r = ::waitpid(-1, &ws, 0);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break; // ECHILD: nothing left (the init was not our child)
+        }
+        if (r == static_cast<pid_t>(pid)) {
+            code = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+            break;
+        }
+    }
+    (void)mbl::fs::writeFileAtomic(statusPath, std::to_string(pid) + " " + std::to_string(code) + "\n", 0600);
+    return 0;
+}
