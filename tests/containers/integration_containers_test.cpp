@@ -598,3 +598,39 @@ TEST_CASE("after kill -9 of the manager the exit code of a re-adopted app is sti
     cm3.call("StopApp", "seven");
     CHECK(cm3.state("seven") == "stopped");
 }
+
+TEST_CASE("an app writing more than log_max_bytes gets its log rotated: at most log_keep old files, GetLogs ends with "
+          "the newest lines")
+{
+    Fixture f(json{{"log_max_bytes", 4096}, {"log_keep", 2}});
+    CmClient cm;
+    // ~16 KiB in 80 lines of 200 bytes, written over ~2 s, then a last marker.
+    const std::string archive = f.image(
+        "chatty",
+        "P=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789;"
+        "i=0; while [ $i -lt 80 ]; do i=$((i+1)); echo \"line-$i $P$P\"; sleep 0.025; done; echo all-written; "
+        "exec sleep 1000");
+    REQUIRE(cm.install(archive, R"({"name": "chatty"})").success);
+    REQUIRE(cm.waitLog("chatty", "all-written"));
+    const std::string log = f.stack.root() + "/var/log/mbl/apps/chatty.log";
+    CHECK(fs::exists(log + ".1"));
+    CHECK(fs::exists(log + ".2"));
+    CHECK_FALSE(fs::exists(log + ".3"));
+    struct stat st {};
+    REQUIRE(::stat(log.c_str(), &st) == 0);
+    CHECK(static_cast<std::uint64_t>(st.st_size) <= 4096 + 1024); // the current file was truncated along the way
+    const std::string tail = cm.logs("chatty", 2);
+    INFO(tail);
+    CHECK(str::split(str::trim(tail), '\n').size() == 2);
+    CHECK(contains(tail, "line-80 "));
+    CHECK(str::endsWith(tail, "all-written\n"));
+    // The oldest lines went with the oldest rotation (only log_keep rotated files are kept).
+    std::string kept;
+    for (const auto& p : {log + ".2", log + ".1", log}) {
+        if (auto t = fs::readFile(p)) {
+            kept += *t;
+        }
+    }
+    CHECK_FALSE(contains(kept, "line-1 "));
+    CHECK(contains(kept, "line-80 "));
+}
