@@ -1,6 +1,7 @@
 #include "container_manager.h"
 
 #include "oci_image.h"
+#include "shim_record.h"
 
 #include "mbl/crypto.h"
 #include "mbl/fs.h"
@@ -485,7 +486,22 @@ const ContainerManager::App* ContainerManager::find(const std::string& name) con
 Status ContainerManager::persist(const App& a)
 {
     json rec = {{"version", a.version}, {"desired_running", a.desiredRunning}, {"restart_count", a.restartCount}};
-    return fs::writeFileAtomic(appDir(a.settings.name) + "/" + kAppFile, rec.dump(2) + "\n", 0600);
+    auto done = std::make_shared<std::promise<Status>>();
+    auto result = done->get_future();
+    diskQueue_.post([path = appDir(a.settings.name) + "/" + kAppFile, text = rec.dump(2) + "\n", done] {
+        done->set_value(fs::writeFileAtomic(path, text, 0600));
+    });
+    return result.get();
+}
+
+void ContainerManager::persistLater(const App& a)
+{
+    json rec = {{"version", a.version}, {"desired_running", a.desiredRunning}, {"restart_count", a.restartCount}};
+    diskQueue_.post([path = appDir(a.settings.name) + "/" + kAppFile, text = rec.dump(2) + "\n"] {
+        if (auto st = fs::writeFileAtomic(path, text, 0600); !st) {
+            log::error("cannot write " + path + ": " + st.error().message);
+        }
+    });
 }
 
 std::uint64_t ContainerManager::oomKills(const std::string& name) const
@@ -628,7 +644,7 @@ void ContainerManager::startApp(App& a, Done done)
                     return unexpected(r.error());
                 }
                 shimPid = r->shim;
-                (void)fs::writeFileAtomic(shimFile, std::to_string(r->shim) + " " + std::to_string(r->init) + "\n", 0600);
+                (void)writeShimRecord(shimFile, std::to_string(r->shim) + " " + std::to_string(r->init) + "\n");
                 return r->init;
             }
             return oneCall ? rt.runDetached(name, bundle, out->get()) : rt.create(name, bundle, out->get());
@@ -849,7 +865,7 @@ void ContainerManager::scheduleRestart(App& a, bool failed)
         }
         x->restartCount++;
         changed(*x, {"RestartCount"});
-        (void)persist(*x);
+        persistLater(*x);
         startApp(*x, [](Status) {});
     });
 }
@@ -976,7 +992,7 @@ void ContainerManager::start(const std::string& name, Done done)
     }
     if (!a->desiredRunning) {
         a->desiredRunning = true;
-        (void)persist(*a);
+        persistLater(*a);
     }
     a->backoffAttempt = 0;
     startApp(*a, std::move(done));
@@ -995,7 +1011,7 @@ void ContainerManager::stop(const std::string& name, Done done)
     }
     if (a->desiredRunning) {
         a->desiredRunning = false;
-        (void)persist(*a);
+        persistLater(*a);
     }
     stopApp(*a, std::move(done));
 }
@@ -1027,14 +1043,15 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
     stopApp(*a, [this, name, removeData, done](Status) {
         const std::string dir = appDir(name);
         const std::string logs = logPath(name);
-        // The record goes first (durably): a crash from here on leaves no app.
-        ::unlink((dir + "/" + kAppFile).c_str());
         ::unlink(shimRecord(name).c_str());
         ::unlink(exitRecord(name).c_str());
-        (void)fs::syncDir(dir);
         EventLoop* loop = &loop_;
         auto alive = alive_;
-        runtimeQueue_.post([this, dir, logs, removeData, name, done, loop, alive] {
+        // In the records' queue: no record write queued before can bring the app back.
+        diskQueue_.post([this, dir, logs, removeData, name, done, loop, alive] {
+            // The record goes first (durably): a crash from here on leaves no app.
+            ::unlink((dir + "/" + kAppFile).c_str());
+            (void)fs::syncDir(dir);
             Status st;
             if (removeData) {
                 st = fs::removeTree(dir);

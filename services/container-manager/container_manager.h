@@ -25,6 +25,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <functional>
 #include <map>
 #include <memory>
@@ -149,7 +150,10 @@ private:
     void finishInstall(const std::string& op, const std::string& name, Status result);
     void updateTransaction(const std::string& op, std::shared_ptr<Staged> staged);
 
+    // The app's record, written atomically by diskQueue_ (so writes stay in order):
+    // persist waits for it, persistLater does not (the hot paths: start, stop, restarts).
     Status persist(const App& a);
+    void persistLater(const App& a);
     void loadOverrides();
     AppSettings effective(const App& a) const;
     std::string appDir(const std::string& name) const { return appsDir_ + "/" + name; }
@@ -183,6 +187,7 @@ private:
     Fd inotify_;
     WorkQueue runtimeQueue_;
     WorkQueue probeQueue_; // health probes may take long: not in the runtime's queue
+    WorkQueue diskQueue_;  // app records and app removal, in order
     std::vector<std::thread> installThreads_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -8,9 +8,12 @@
 // and when the runtime has exited — the container's init is then re-parented to
 // the shim — writes one line on stdout for the manager: "ok <init pid>" or
 // "error <status>". Then it waits for the init and records "<init pid> <code>"
-// (exit code, or 128 + signal) in STATUS (written atomically), and exits.
+// (exit code, or 128 + signal) in STATUS (renamed into place; not fsynced: it
+// lives in /run), and exits.
 // The manager learns of the exit through a pidfd on the shim and reads STATUS,
 // also after it was restarted while the container ran.
+
+#include "shim_record.h"
 
 #include "mbl/fd.h"
 #include "mbl/fs.h"
@@ -38,6 +41,8 @@ void say(const std::string& line)
 }
 
 void ignoreSignal(int) {}
+
+
 
 } // namespace
 
@@ -120,6 +125,6 @@ int main(int argc, char** argv)
             break;
         }
     }
-    (void)mbl::fs::writeFileAtomic(statusPath, std::to_string(pid) + " " + std::to_string(code) + "\n", 0600);
+    (void)mbl::containers::writeShimRecord(statusPath, std::to_string(pid) + " " + std::to_string(code) + "\n");
     return 0;
 }
