@@ -344,6 +344,9 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
         }
     }
     (void)fs::makeDirs(m->shimDir_, 0700);
+    if (!m->shimPath_.empty()) {
+        m->refillShim();
+    }
     m->loadOverrides();
     m->adopt();
     m->watchLogs();
@@ -639,7 +642,12 @@ void ContainerManager::startApp(App& a, Done done)
         pid_t shimPid = 0;
         auto launch = [&]() -> Expected<pid_t> {
             if (oneCall && !shim.empty()) {
-                auto r = rt.runWithShim(shim, name, bundle, logFile, exitFile, out->get());
+                auto waiting = takeShim();
+                if (!waiting) {
+                    return unexpected(waiting.error());
+                }
+                refillShim();
+                auto r = rt.runWithShim(std::move(waiting).value(), name, bundle, logFile, exitFile);
                 if (!r) {
                     return unexpected(r.error());
                 }
@@ -1137,6 +1145,36 @@ Expected<std::string> ContainerManager::logs(const std::string& name, std::uint3
 std::string ContainerManager::operation() const
 {
     return installs_.empty() ? std::string() : installs_.begin()->first;
+}
+
+// ---------------------------------------------------------------- shims
+
+Expected<Runtime::WaitingShim> ContainerManager::takeShim()
+{
+    {
+        std::lock_guard<std::mutex> lock(shimMutex_);
+        if (waitingShim_) {
+            Runtime::WaitingShim w = std::move(*waitingShim_);
+            waitingShim_.reset();
+            return w;
+        }
+    }
+    return Runtime::spawnShim(shimPath_);
+}
+
+void ContainerManager::refillShim()
+{
+    diskQueue_.post([this] {
+        auto w = Runtime::spawnShim(shimPath_);
+        if (!w) {
+            log::warning("cannot start " + shimPath_ + ": " + w.error().message);
+            return;
+        }
+        std::lock_guard<std::mutex> lock(shimMutex_);
+        if (!waitingShim_) {
+            waitingShim_ = std::move(w).value();
+        }
+    });
 }
 
 // ---------------------------------------------------------------- over-the-air settings

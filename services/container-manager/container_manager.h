@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -185,6 +186,11 @@ private:
     std::uint64_t nextOp_ = 1;
     bool firstSinceBoot_ = false;
     Fd inotify_;
+    // One shim started ahead of time (taken by a start, refilled in the background).
+    std::mutex shimMutex_;
+    std::optional<Runtime::WaitingShim> waitingShim_;
+    Expected<Runtime::WaitingShim> takeShim();
+    void refillShim();
     WorkQueue runtimeQueue_;
     WorkQueue probeQueue_; // health probes may take long: not in the runtime's queue
     WorkQueue diskQueue_;  // app records and app removal, in order

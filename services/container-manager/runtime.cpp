@@ -94,37 +94,55 @@ std::vector<std::string> Runtime::runArgv(const std::string& verb, const std::st
     return argv;
 }
 
-Expected<Runtime::ShimStart> Runtime::runWithShim(const std::string& shim, const std::string& id,
-                                                  const std::string& bundle, const std::string& logFile,
-                                                  const std::string& statusFile, int errFd) const
+Expected<Runtime::WaitingShim> Runtime::spawnShim(const std::string& shim)
 {
-    const std::string pidFile = root_ + "/" + id + ".pid";
-    const std::string runtimeLog = root_ + "/" + id + ".create.log";
-    std::vector<std::string> argv = {shim, logFile, statusFile, "--"};
-    for (auto& a : runArgv("run", id, bundle)) {
-        argv.push_back(std::move(a));
-    }
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
+    int in[2];
+    int out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0) {
         return unexpected(errnoError("pipe", errno));
     }
-    Fd readEnd{fds[0]};
-    Fd writeEnd{fds[1]};
-    Fd in = devNull(O_RDONLY);
+    Fd inRead{in[0]};
+    Fd inWrite{in[1]};
+    if (::pipe2(out, O_CLOEXEC) != 0) {
+        return unexpected(errnoError("pipe", errno));
+    }
+    Fd outRead{out[0]};
+    Fd outWrite{out[1]};
+    Fd null = devNull(O_WRONLY);
     SpawnOptions so;
-    so.stdinFd = in.get();
-    so.stdoutFd = writeEnd.get();
-    so.stderrFd = errFd;
-    auto child = Child::spawn(argv, so);
+    so.stdinFd = inRead.get();
+    so.stdoutFd = outWrite.get();
+    so.stderrFd = null.get();
+    auto child = Child::spawn({shim, "--wait"}, so);
     if (!child) {
         return unexpected(child.error());
     }
-    writeEnd.reset();
+    return WaitingShim{std::move(child).value(), std::move(inWrite), std::move(outRead)};
+}
+
+Expected<Runtime::ShimStart> Runtime::runWithShim(WaitingShim shim, const std::string& id, const std::string& bundle,
+                                                  const std::string& logFile, const std::string& statusFile) const
+{
+    const std::string pidFile = root_ + "/" + id + ".pid";
+    const std::string runtimeLog = root_ + "/" + id + ".create.log";
+    std::string req;
+    for (const auto& a : std::vector<std::string>{logFile, statusFile, "--"}) {
+        req += a;
+        req.push_back('\0');
+    }
+    for (const auto& a : runArgv("run", id, bundle)) {
+        req += a;
+        req.push_back('\0');
+    }
+    if (auto st = fs::writeAll(shim.request.get(), req.data(), req.size()); !st) {
+        return unexpected(st.error());
+    }
+    shim.request.reset(); // EOF: the request is complete
     // One line: "ok <init pid>" once the runtime has exited, or "error ...".
     std::string line;
     char c = 0;
     while (line.size() < 4096) {
-        const ssize_t n = ::read(readEnd.get(), &c, 1);
+        const ssize_t n = ::read(shim.reply.get(), &c, 1);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -138,10 +156,10 @@ Expected<Runtime::ShimStart> Runtime::runWithShim(const std::string& shim, const
         const long pid = std::strtol(line.c_str() + 3, nullptr, 10);
         ::unlink(runtimeLog.c_str());
         if (pid > 0) {
-            return ShimStart{static_cast<pid_t>(pid), child->release()};
+            return ShimStart{static_cast<pid_t>(pid), shim.child.release()};
         }
     }
-    const ExitStatus st = child->wait();
+    const ExitStatus st = shim.child.wait();
     std::string msg = lastErrorFromLog(runtimeLog);
     ::unlink(runtimeLog.c_str());
     if (msg.empty()) {

@@ -4,6 +4,8 @@
 // call blocks for the runtime's duration, so callers run it on a worker thread.
 
 #include "mbl/expected.h"
+#include "mbl/fd.h"
+#include "mbl/process.h"
 
 #include <chrono>
 #include <string>
@@ -38,8 +40,15 @@ public:
         pid_t init = 0;
         pid_t shim = 0;
     };
-    Expected<ShimStart> runWithShim(const std::string& shim, const std::string& id, const std::string& bundle,
-                                    const std::string& logFile, const std::string& statusFile, int errFd) const;
+    // A shim started ahead of time (`--wait`): it reads its request on stdin.
+    struct WaitingShim {
+        Child child;
+        Fd request; // its stdin
+        Fd reply;   // its stdout
+    };
+    static Expected<WaitingShim> spawnShim(const std::string& shim);
+    Expected<ShimStart> runWithShim(WaitingShim shim, const std::string& id, const std::string& bundle,
+                                    const std::string& logFile, const std::string& statusFile) const;
     Status start(const std::string& id) const;
     // Signals the container's init (or, with all, every process in it).
     Status kill(const std::string& id, int sig, bool all = false) const;

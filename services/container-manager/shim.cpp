@@ -2,6 +2,10 @@
 // status is never lost, even while the container manager is not running.
 //
 //   mbl-container-shim LOG STATUS -- RUNTIME-ARGV...   (RUNTIME-ARGV: "runc ... run --detach --pid-file P ID")
+//   mbl-container-shim --wait                          (the same arguments, NUL-separated, on stdin)
+//
+// The manager keeps one shim started ahead with --wait, so an app's start does
+// not wait for the shim's own exec.
 //
 // It becomes a child subreaper in its own session (signals to the manager's
 // process group do not reach it), runs the runtime with stdio on LOG (O_APPEND),
@@ -42,19 +46,52 @@ void say(const std::string& line)
 
 void ignoreSignal(int) {}
 
-
+// The request: from the command line, or (--wait, a shim started ahead of
+// time) NUL-separated on stdin up to EOF, so its start-up is off the app's start.
+std::vector<std::string> request(int argc, char** argv)
+{
+    std::vector<std::string> args;
+    if (argc == 2 && std::string(argv[1]) == "--wait") {
+        std::string text;
+        char buf[4096];
+        while (true) {
+            const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                break;
+            }
+            text.append(buf, static_cast<std::size_t>(n));
+        }
+        std::size_t pos = 0;
+        while (pos < text.size()) {
+            const std::size_t end = text.find('\0', pos);
+            args.push_back(text.substr(pos, end == std::string::npos ? std::string::npos : end - pos));
+            pos = end == std::string::npos ? text.size() : end + 1;
+        }
+    } else {
+        args.assign(argv + 1, argv + argc);
+    }
+    return args;
+}
 
 } // namespace
 
 int main(int argc, char** argv)
 {
-    if (argc < 5 || std::string(argv[3]) != "--") {
-        std::fprintf(stderr, "usage: mbl-container-shim LOG STATUS -- RUNTIME-ARGV...\n");
+    const std::vector<std::string> args = request(argc, argv);
+    if (args.empty()) {
+        return 0; // a waiting shim the manager did not need
+    }
+    if (args.size() < 4 || args[2] != "--") {
+        std::fprintf(stderr, "usage: mbl-container-shim LOG STATUS -- RUNTIME-ARGV...\n"
+                             "       mbl-container-shim --wait   (the same, NUL-separated on stdin)\n");
         return 2;
     }
-    const std::string logPath = argv[1];
-    const std::string statusPath = argv[2];
-    std::vector<std::string> runtimeArgv(argv + 4, argv + argc);
+    const std::string logPath = args[0];
+    const std::string statusPath = args[1];
+    std::vector<std::string> runtimeArgv(args.begin() + 3, args.end());
     std::string pidFile;
     for (std::size_t i = 0; i + 1 < runtimeArgv.size(); ++i) {
         if (runtimeArgv[i] == "--pid-file") {
