@@ -618,7 +618,8 @@ TEST_CASE("an app writing more than log_max_bytes gets its log rotated: at most 
     CHECK_FALSE(fs::exists(log + ".3"));
     struct stat st {};
     REQUIRE(::stat(log.c_str(), &st) == 0);
-    CHECK(static_cast<std::uint64_t>(st.st_size) <= 4096 + 1024); // the current file was truncated along the way
+    // The current file was truncated along the way (rotation follows the writes through inotify).
+    CHECK(static_cast<std::uint64_t>(st.st_size) <= 2 * 4096);
     const std::string tail = cm.logs("chatty", 2);
     INFO(tail);
     CHECK(str::split(str::trim(tail), '\n').size() == 2);
