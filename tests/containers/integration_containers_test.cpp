@@ -87,7 +87,12 @@ struct Fixture {
     }
     ~Fixture()
     {
-        // Leave no container behind, also when a check failed.
+        // Leave no container behind, also when a check failed. The manager stops
+        // first (leaving its containers running), or it could restart an app
+        // deleted here before the stack stops it.
+        if (stack.running("container-manager")) {
+            (void)stack.stop("container-manager");
+        }
         for (const auto& id : runcContainers()) {
             (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
         }
