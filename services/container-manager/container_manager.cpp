@@ -102,6 +102,7 @@ struct ContainerManager::App {
     bool inTransaction = false;
     bool suppressRestart = false;
     bool exitedWhileAway = false;
+    bool staleSettings = false; // re-adopted, started with settings older than those in effect
     // The runtime's delete of an exited container is queued: starts and stops wait for it.
     bool deleting = false;
     std::vector<std::function<void()>> afterDelete;
@@ -241,8 +242,10 @@ json processJson(const ImageProcess& p)
 // Regenerates the bundle's config.json from the image's process (kept in
 // mbl-app.json at install) and the app's effective settings; rewrites it only
 // when it differs. Runs on the runtime worker, before the runtime reads it.
-Status ensureSpec(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
-                  const std::string& cgroupsPath)
+// The bundle's config.json for these settings, from the image's process kept in
+// mbl-app.json; "" for a version installed before that was kept.
+Expected<std::string> specText(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
+                               const std::string& cgroupsPath)
 {
     auto meta = fs::readFile(bundle + "/" + kVersionMeta);
     if (!meta) {
@@ -252,9 +255,7 @@ Status ensureSpec(const std::string& bundle, const AppSettings& settings, const 
     try {
         const json m = json::parse(*meta);
         if (!m.contains("process")) {
-            // Installed before settings could be layered: its config.json stays as generated then.
-            log::warning(bundle + ": no image process recorded; settings overrides do not apply to this version");
-            return {};
+            return std::string();
         }
         const json& p = m.at("process");
         in.process.args = p.at("args").get<std::vector<std::string>>();
@@ -268,12 +269,29 @@ Status ensureSpec(const std::string& bundle, const AppSettings& settings, const 
     }
     in.dataDir = dataDir;
     in.cgroupsPath = cgroupsPath;
-    const std::string text = generateSpec(settings, in).dump(2) + "\n";
-    auto current = fs::readFile(bundle + "/config.json", 16u << 20);
-    if (current && *current == text) {
+    return generateSpec(settings, in).dump(2) + "\n";
+}
+
+// Regenerates the bundle's config.json from the image's process and the app's
+// effective settings; rewrites it only when it differs. Runs on the runtime
+// worker, before the runtime reads it.
+Status ensureSpec(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
+                  const std::string& cgroupsPath)
+{
+    auto text = specText(bundle, settings, dataDir, cgroupsPath);
+    if (!text) {
+        return unexpected(text.error());
+    }
+    if (text->empty()) {
+        // Installed before settings could be layered: its config.json stays as generated then.
+        log::warning(bundle + ": no image process recorded; settings overrides do not apply to this version");
         return {};
     }
-    return fs::writeFileAtomic(bundle + "/config.json", text, 0600);
+    auto current = fs::readFile(bundle + "/config.json", 16u << 20);
+    if (current && *current == *text) {
+        return {};
+    }
+    return fs::writeFileAtomic(bundle + "/config.json", *text, 0600);
 }
 
 } // namespace
@@ -420,6 +438,11 @@ void ContainerManager::adopt()
                                    ? static_cast<pid_t>(rec.first)
                                    : 0;
             watchExit(*a, c.pid, false, shim);
+            // Settings applied while it ran whose restart never happened (the manager
+            // stopped first): it restarts once the loop runs (startup()).
+            auto want = specText(c.bundle, effective(*a), appDir(c.id) + "/data", cgroupsPath(c.id));
+            auto have = fs::readFile(c.bundle + "/config.json", 16u << 20);
+            a->staleSettings = want && !want->empty() && have && *have != *want;
             const std::uint64_t gen = a->gen;
             const std::string name = c.id;
             a->graceTimer = loop_.addTimer(std::chrono::milliseconds(a->settings.health.graceMs),
@@ -456,6 +479,13 @@ void ContainerManager::adopt()
 void ContainerManager::startup()
 {
     for (auto& [name, a] : apps_) {
+        if (a->staleSettings && a->pid > 0) {
+            a->staleSettings = false;
+            a->desiredRunning = true; // it runs: it is wanted
+            log::notice("app " + name + " runs with settings older than those in effect: restarting it");
+            restartForSettings(*a);
+            continue;
+        }
         if (a->pid > 0 || a->starting) {
             continue;
         }
@@ -1208,6 +1238,28 @@ void ContainerManager::loadOverrides()
     }
 }
 
+void ContainerManager::restartForSettings(App& app)
+{
+    const std::string n = app.settings.name;
+    appendLine(logPath(n), "[mbl " + nowStamp() + "] restarting to apply new settings");
+    app.suppressRestart = true;
+    stopApp(app, [this, n](Status) {
+        App* x = find(n);
+        if (x == nullptr) {
+            return;
+        }
+        x->suppressRestart = false;
+        if (x->desiredRunning && !x->removing && !x->inTransaction) {
+            x->backoffAttempt = 0;
+            startApp(*x, [n](Status st) {
+                if (!st) {
+                    log::warning("app " + n + " did not start with its new settings: " + st.error().message);
+                }
+            });
+        }
+    });
+}
+
 Status ContainerManager::applySettings(const std::string& text)
 {
     auto parsed = parseOverrides(text, config_.policy);
@@ -1242,25 +1294,7 @@ Status ContainerManager::applySettings(const std::string& text)
             continue;
         }
         restarted.push_back(name);
-        appendLine(logPath(name), "[mbl " + nowStamp() + "] restarting to apply new settings");
-        App& app = *a;
-        app.suppressRestart = true;
-        const std::string n = name;
-        stopApp(app, [this, n](Status) {
-            App* x = find(n);
-            if (x == nullptr) {
-                return;
-            }
-            x->suppressRestart = false;
-            if (x->desiredRunning && !x->removing && !x->inTransaction) {
-                x->backoffAttempt = 0;
-                startApp(*x, [n](Status st) {
-                    if (!st) {
-                        log::warning("app " + n + " did not start with its new settings: " + st.error().message);
-                    }
-                });
-            }
-        });
+        restartForSettings(*a);
     }
     log::notice("settings applied (" + std::to_string(overrides_.apps.size()) + " app override(s)" +
                 (overrides_.logLevel ? ", log level " + *overrides_.logLevel : std::string()) + "); restarted: " +

@@ -156,6 +156,8 @@ private:
     Status persist(const App& a);
     void persistLater(const App& a);
     void loadOverrides();
+    // Stops a running app and starts it again with the settings now in effect.
+    void restartForSettings(App& a);
     AppSettings effective(const App& a) const;
     std::string appDir(const std::string& name) const { return appsDir_ + "/" + name; }
     std::string versionDir(const std::string& name, const std::string& v) const

@@ -556,6 +556,21 @@ TEST_CASE("ApplySettings: env and memory overrides restart the running app with 
                                   "org.mbl.ContainerManager1", "GetSettings"},
                                  "mbl-test-user");
     CHECK(contains(denied.err, "Access denied"));
+
+    // Settings persisted while the manager died before restarting the app: the
+    // next manager re-adopts it, sees it runs with older settings and restarts it.
+    const pid_t cfgPid = static_cast<pid_t>(cm2.pid("cfg"));
+    const auto laterPid2 = cm2.pid("later");
+    f.stack.kill("container-manager");
+    const json pending = {{"apps", {{"cfg", {{"env", {{"GREETING", "pending"}}}}}}}};
+    REQUIRE(fs::writeFileAtomic(f.stack.root() + "/var/lib/mbl/apps/.settings.json", pending.dump()));
+    f.startManager();
+    CmClient cm3;
+    REQUIRE(cm3.waitLog("cfg", "GREETING=pending"));
+    REQUIRE(CmClient::waitFor([&] { return cm3.state("cfg") == "running" && cm3.pid("cfg") != 0; }));
+    CHECK(static_cast<pid_t>(cm3.pid("cfg")) != cfgPid);
+    CHECK(cm3.pid("later") == laterPid2); // its settings did not change: left running
+    CHECK(json::parse(cm3.getSettings()) == pending);
 }
 
 TEST_CASE("after kill -9 of the manager the exit code of a re-adopted app is still known (its shim records it), and "
