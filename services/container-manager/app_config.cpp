@@ -3,6 +3,7 @@
 #include "mbl/strings.h"
 
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -71,6 +72,25 @@ bool normalPath(const std::string& p)
 }
 
 } // namespace
+
+std::uint64_t DevicePolicy::memoryCeiling() const
+{
+    if (maxMemoryBytes != 0) {
+        return maxMemoryBytes;
+    }
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long page = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : (1ull << 40);
+}
+
+std::uint32_t DevicePolicy::cpuCeiling() const
+{
+    if (maxCpuPercent != 0) {
+        return maxCpuPercent;
+    }
+    const long n = ::sysconf(_SC_NPROCESSORS_CONF);
+    return static_cast<std::uint32_t>(100 * (n > 0 ? n : 1));
+}
 
 const std::vector<std::string>& defaultCapabilities()
 {
@@ -242,13 +262,17 @@ Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
     auto caps = config.getStringList("policy.allowed_capabilities", {});
     auto mounts = config.getStringList("policy.allowed_mounts", {});
     auto devices = config.getStringList("policy.allowed_devices", {});
+    auto maxMem = config.getInt("policy.max_memory_bytes", 0, 0, 1ll << 50);
+    auto maxPids = config.getInt("policy.max_pids", c.policy.maxPids, 1, 1 << 22);
+    auto maxCpu = config.getInt("policy.max_cpu_percent", 0, 0, 100000);
     for (const Error* e : {rt ? nullptr : &rt.error(), grace ? nullptr : &grace.error(),
                            logMax ? nullptr : &logMax.error(), keep ? nullptr : &keep.error(),
                            quota ? nullptr : &quota.error(), base ? nullptr : &base.error(),
                            cap ? nullptr : &cap.error(), hostNet ? nullptr : &hostNet.error(),
                            hostPid ? nullptr : &hostPid.error(), setuid ? nullptr : &setuid.error(),
                            caps ? nullptr : &caps.error(), mounts ? nullptr : &mounts.error(),
-                           devices ? nullptr : &devices.error()}) {
+                           devices ? nullptr : &devices.error(), maxMem ? nullptr : &maxMem.error(),
+                           maxPids ? nullptr : &maxPids.error(), maxCpu ? nullptr : &maxCpu.error()}) {
         if (e != nullptr) {
             return unexpected(*e);
         }
@@ -266,6 +290,9 @@ Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
     c.policy.allowedCapabilities = *caps;
     c.policy.allowedMounts = *mounts;
     c.policy.allowedDevices = *devices;
+    c.policy.maxMemoryBytes = static_cast<std::uint64_t>(*maxMem);
+    c.policy.maxPids = *maxPids;
+    c.policy.maxCpuPercent = static_cast<std::uint32_t>(*maxCpu);
     if (config.json().contains("defaults")) {
         c.defaults = config.json()["defaults"];
         if (!c.defaults.is_object()) {
@@ -325,6 +352,15 @@ Expected<AppSettings> parseSettings(const std::string& optionsJson, const Manage
     }
     if (s->pidsMax < 1 || s->cpuPercent < 1 || s->cpuPercent > 100000) {
         return unexpected(invalid("pids_max and cpu_percent must be positive"));
+    }
+    if (s->memoryBytes > p.memoryCeiling()) {
+        return unexpected(denied("a memory limit above " + std::to_string(p.memoryCeiling()) + " bytes"));
+    }
+    if (s->pidsMax > p.maxPids) {
+        return unexpected(denied("a pids limit above " + std::to_string(p.maxPids)));
+    }
+    if (s->cpuPercent > p.cpuCeiling()) {
+        return unexpected(denied("a CPU share above " + std::to_string(p.cpuCeiling()) + " %"));
     }
     for (const auto& c : s->capabilities) {
         if (!contains(defaultCapabilities(), c) && !contains(p.allowedCapabilities, c)) {

@@ -24,6 +24,12 @@ struct DevicePolicy {
     std::vector<std::string> allowedCapabilities; // beyond the default set
     std::vector<std::string> allowedMounts;       // host paths apps may bind read-only
     std::vector<std::string> allowedDevices;      // host device nodes apps may get
+    std::uint64_t maxMemoryBytes = 0;             // largest memory limit an app may get (0: the RAM)
+    std::int64_t maxPids = 32768;                 // largest pids limit
+    std::uint32_t maxCpuPercent = 0;              // largest CPU share (0: 100 per CPU)
+
+    std::uint64_t memoryCeiling() const;
+    std::uint32_t cpuCeiling() const;
 };
 
 struct HealthSettings {

@@ -1,6 +1,7 @@
 #include "container_manager.h"
 
 #include "oci_image.h"
+#include "shim_record.h"
 
 #include "mbl/crypto.h"
 #include "mbl/fs.h"
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -92,6 +94,7 @@ struct ContainerManager::App {
 
     Fd pidfd;
     bool ownChild = false;
+    pid_t shimPid = 0; // the pidfd is the shim's (its exit status is in the exit record)
     std::uint64_t gen = 0;
     bool starting = false;
     bool stopping = false;
@@ -99,6 +102,7 @@ struct ContainerManager::App {
     bool inTransaction = false;
     bool suppressRestart = false;
     bool exitedWhileAway = false;
+    bool staleSettings = false; // re-adopted, started with settings older than those in effect
     // The runtime's delete of an exited container is queued: starts and stops wait for it.
     bool deleting = false;
     std::vector<std::function<void()>> afterDelete;
@@ -112,6 +116,9 @@ struct ContainerManager::App {
     unsigned backoffAttempt = 0;
     Clock::time_point startedAt;
     std::uint64_t oomAtStart = 0;
+    // The effective settings (and version) config.json was last generated for:
+    // a start regenerates it only when they changed.
+    std::string specKey;
 };
 
 struct ContainerManager::Staged {
@@ -180,9 +187,111 @@ std::string nowStamp()
     return buf;
 }
 
+// "<a> <b>\n" records of the shim directory.
+std::pair<long, long> readPair(const std::string& path)
+{
+    auto text = fs::readFile(path, 256);
+    if (!text) {
+        return {0, 0};
+    }
+    auto f = str::split(str::trim(*text), ' ');
+    if (f.size() != 2) {
+        return {0, 0};
+    }
+    return {std::strtol(f[0].c_str(), nullptr, 10), std::strtol(f[1].c_str(), nullptr, 10)};
+}
+
+// Is pid (still) a shim? Guards against a reused pid after a reboot-less restart.
+bool isShim(pid_t pid, const std::string& shimPath)
+{
+    auto cmd = fs::readFile("/proc/" + std::to_string(pid) + "/cmdline", 4096);
+    return cmd && !shimPath.empty() && str::startsWith(*cmd, shimPath + std::string(1, '\0'));
+}
+
+std::string shimBinary()
+{
+    char buf[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) {
+        return "";
+    }
+    std::string self(buf, static_cast<std::size_t>(n));
+    const std::string path = self.substr(0, self.rfind('/')) + "/mbl-container-shim";
+    return ::access(path.c_str(), X_OK) == 0 ? path : std::string();
+}
+
+std::string joined(const std::vector<std::string>& v)
+{
+    std::string out;
+    for (const auto& x : v) {
+        out += (out.empty() ? "" : ", ") + x;
+    }
+    return out;
+}
+
 int pidfdOpen(pid_t pid)
 {
     return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+json processJson(const ImageProcess& p)
+{
+    return json{{"args", p.args}, {"env", p.env}, {"cwd", p.cwd}, {"user", p.user}};
+}
+
+// Regenerates the bundle's config.json from the image's process (kept in
+// mbl-app.json at install) and the app's effective settings; rewrites it only
+// when it differs. Runs on the runtime worker, before the runtime reads it.
+// The bundle's config.json for these settings, from the image's process kept in
+// mbl-app.json; "" for a version installed before that was kept.
+Expected<std::string> specText(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
+                               const std::string& cgroupsPath)
+{
+    auto meta = fs::readFile(bundle + "/" + kVersionMeta);
+    if (!meta) {
+        return unexpected(meta.error());
+    }
+    SpecInputs in;
+    try {
+        const json m = json::parse(*meta);
+        if (!m.contains("process")) {
+            return std::string();
+        }
+        const json& p = m.at("process");
+        in.process.args = p.at("args").get<std::vector<std::string>>();
+        in.process.env = p.at("env").get<std::vector<std::string>>();
+        in.process.cwd = p.at("cwd").get<std::string>();
+        in.process.user = p.at("user").get<std::string>();
+        in.uid = m.at("uid").get<std::uint32_t>();
+        in.gid = m.at("gid").get<std::uint32_t>();
+    } catch (const std::exception& e) {
+        return unexpected(ErrorCode::Io, bundle + "/" + kVersionMeta + " is unreadable: " + e.what());
+    }
+    in.dataDir = dataDir;
+    in.cgroupsPath = cgroupsPath;
+    return generateSpec(settings, in).dump(2) + "\n";
+}
+
+// Regenerates the bundle's config.json from the image's process and the app's
+// effective settings; rewrites it only when it differs. Runs on the runtime
+// worker, before the runtime reads it.
+Status ensureSpec(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
+                  const std::string& cgroupsPath)
+{
+    auto text = specText(bundle, settings, dataDir, cgroupsPath);
+    if (!text) {
+        return unexpected(text.error());
+    }
+    if (text->empty()) {
+        // Installed before settings could be layered: its config.json stays as generated then.
+        log::warning(bundle + ": no image process recorded; settings overrides do not apply to this version");
+        return {};
+    }
+    auto current = fs::readFile(bundle + "/config.json", 16u << 20);
+    if (current && *current == *text) {
+        return {};
+    }
+    return fs::writeFileAtomic(bundle + "/config.json", *text, 0600);
 }
 
 } // namespace
@@ -243,6 +352,20 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
     if (auto st = m->loadApps(); !st) {
         return unexpected(st.error());
     }
+    m->settingsPath_ = m->appsDir_ + "/.settings.json";
+    m->shimDir_ = paths.runtime("apps") + "/shim";
+    if (m->config_.startMode == "run") {
+        m->shimPath_ = shimBinary();
+        if (m->shimPath_.empty()) {
+            log::warning("mbl-container-shim not found beside the daemon: exit codes of apps that exit while the "
+                         "manager is not running will be unknown");
+        }
+    }
+    (void)fs::makeDirs(m->shimDir_, 0700);
+    if (!m->shimPath_.empty()) {
+        m->refillShim();
+    }
+    m->loadOverrides();
     m->adopt();
     m->watchLogs();
     return m;
@@ -309,7 +432,17 @@ void ContainerManager::adopt()
             a->oomAtStart = oomKills(c.id);
             a->state = "running";
             a->health = "starting";
-            watchExit(*a, c.pid, false);
+            // Its shim (if it still runs) is the init's parent and will record the exit status.
+            const auto rec = readPair(shimRecord(c.id));
+            const pid_t shim = rec.second == c.pid && rec.first > 0 && isShim(static_cast<pid_t>(rec.first), shimPath_)
+                                   ? static_cast<pid_t>(rec.first)
+                                   : 0;
+            watchExit(*a, c.pid, false, shim);
+            // Settings applied while it ran whose restart never happened (the manager
+            // stopped first): it restarts once the loop runs (startup()).
+            auto want = specText(c.bundle, effective(*a), appDir(c.id) + "/data", cgroupsPath(c.id));
+            auto have = fs::readFile(c.bundle + "/config.json", 16u << 20);
+            a->staleSettings = want && !want->empty() && have && *have != *want;
             const std::uint64_t gen = a->gen;
             const std::string name = c.id;
             a->graceTimer = loop_.addTimer(std::chrono::milliseconds(a->settings.health.graceMs),
@@ -319,10 +452,17 @@ void ContainerManager::adopt()
             // Exited (or never started) while the manager was away.
             (void)runtime_.remove(c.id, true);
             if (c.status == "stopped") {
-                a->state = "failed";
-                a->exitCode = -1;
+                // The shim recorded how it ended (the init pid ties the two records together).
+                const auto rec = readPair(shimRecord(c.id));
+                const auto ex = readPair(exitRecord(c.id));
+                const bool known = rec.second > 0 && ex.first == rec.second && ex.second >= 0;
+                a->exitCode = known ? static_cast<std::int32_t>(ex.second) : -1;
+                a->state = a->exitCode == 0 ? "exited" : "failed";
                 a->exitedWhileAway = true;
-                appendLine(logPath(c.id), "[mbl " + nowStamp() + "] exited while the manager was not running");
+                appendLine(logPath(c.id), "[mbl " + nowStamp() + "] exited while the manager was not running (" +
+                                              (known ? "exit code " + std::to_string(a->exitCode)
+                                                     : std::string("exit status unknown")) +
+                                              ")");
             }
         }
     }
@@ -339,12 +479,20 @@ void ContainerManager::adopt()
 void ContainerManager::startup()
 {
     for (auto& [name, a] : apps_) {
+        if (a->staleSettings && a->pid > 0) {
+            a->staleSettings = false;
+            a->desiredRunning = true; // it runs: it is wanted
+            log::notice("app " + name + " runs with settings older than those in effect: restarting it");
+            restartForSettings(*a);
+            continue;
+        }
         if (a->pid > 0 || a->starting) {
             continue;
         }
         bool want = a->desiredRunning || (firstSinceBoot_ && a->settings.autostart);
         if (a->exitedWhileAway) {
-            want = a->desiredRunning && a->settings.restart != "no";
+            want = a->desiredRunning && (a->settings.restart == "always" ||
+                                         (a->settings.restart == "on-failure" && a->exitCode != 0));
             if (want) {
                 a->restartCount++;
             }
@@ -371,7 +519,22 @@ const ContainerManager::App* ContainerManager::find(const std::string& name) con
 Status ContainerManager::persist(const App& a)
 {
     json rec = {{"version", a.version}, {"desired_running", a.desiredRunning}, {"restart_count", a.restartCount}};
-    return fs::writeFileAtomic(appDir(a.settings.name) + "/" + kAppFile, rec.dump(2) + "\n", 0600);
+    auto done = std::make_shared<std::promise<Status>>();
+    auto result = done->get_future();
+    diskQueue_.post([path = appDir(a.settings.name) + "/" + kAppFile, text = rec.dump(2) + "\n", done] {
+        done->set_value(fs::writeFileAtomic(path, text, 0600));
+    });
+    return result.get();
+}
+
+void ContainerManager::persistLater(const App& a)
+{
+    json rec = {{"version", a.version}, {"desired_running", a.desiredRunning}, {"restart_count", a.restartCount}};
+    diskQueue_.post([path = appDir(a.settings.name) + "/" + kAppFile, text = rec.dump(2) + "\n"] {
+        if (auto st = fs::writeFileAtomic(path, text, 0600); !st) {
+            log::error("cannot write " + path + ": " + st.error().message);
+        }
+    });
 }
 
 std::uint64_t ContainerManager::oomKills(const std::string& name) const
@@ -473,11 +636,57 @@ void ContainerManager::startApp(App& a, Done done)
     EventLoop* loop = &loop_;
     auto alive = alive_;
     const bool oneCall = config_.startMode == "run";
-    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall] {
+    // The runtime config follows the effective settings (install options plus
+    // the over-the-air overrides): regenerated when they changed since the last start.
+    std::shared_ptr<AppSettings> spec;
+    AppSettings eff = effective(a);
+    const std::string key = a.version + "\n" + eff.toJson().dump();
+    if (key != a.specKey) {
+        spec = std::make_shared<AppSettings>(std::move(eff));
+        a.specKey = key;
+    }
+    const std::string dataDir = appDir(name) + "/data";
+    const std::string cgPath = cgroupsPath(name);
+    const std::string shim = shimPath_;
+    const std::string logFile = logPath(name);
+    const std::string exitFile = exitRecord(name);
+    const std::string shimFile = shimRecord(name);
+    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, dataDir, cgPath, shim, logFile,
+                        exitFile, shimFile] {
+        if (spec) {
+            if (auto st = ensureSpec(bundle, *spec, dataDir, cgPath); !st) {
+                loop->post([this, name, gen, st, alive] {
+                    if (*alive) {
+                        if (App* x = find(name)) {
+                            x->specKey.clear();
+                        }
+                        onStarted(name, gen, unexpected(st.error()));
+                    }
+                });
+                return;
+            }
+        }
         // "run --detach" is create + start in one runtime process; with
         // "create-start" the two steps are separate runtime calls. Either way the
         // init is our child (subreaper), so an early exit is never missed.
-        auto launch = [&] { return oneCall ? rt.runDetached(name, bundle, out->get()) : rt.create(name, bundle, out->get()); };
+        pid_t shimPid = 0;
+        auto launch = [&]() -> Expected<pid_t> {
+            if (oneCall && !shim.empty()) {
+                auto waiting = takeShim();
+                if (!waiting) {
+                    return unexpected(waiting.error());
+                }
+                refillShim();
+                auto r = rt.runWithShim(std::move(waiting).value(), name, bundle, logFile, exitFile);
+                if (!r) {
+                    return unexpected(r.error());
+                }
+                shimPid = r->shim;
+                (void)writeShimRecord(shimFile, std::to_string(r->shim) + " " + std::to_string(r->init) + "\n");
+                return r->init;
+            }
+            return oneCall ? rt.runDetached(name, bundle, out->get()) : rt.create(name, bundle, out->get());
+        };
         auto pid = launch();
         if (!pid) {
             // A container of that name left by a crash: delete it and try once more.
@@ -491,15 +700,15 @@ void ContainerManager::startApp(App& a, Done done)
                 pid = unexpected(st.error());
             }
         }
-        loop->post([this, name, gen, pid, alive] {
+        loop->post([this, name, gen, pid, alive, shimPid] {
             if (*alive) {
-                onStarted(name, gen, pid);
+                onStarted(name, gen, pid, shimPid);
             }
         });
     });
 }
 
-void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid)
+void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid, pid_t shimPid)
 {
     App* a = find(name);
     if (a == nullptr || a->gen != gen) {
@@ -524,7 +733,7 @@ void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Exp
     a->pid = *pid;
     a->startedAt = Clock::now();
     a->oomAtStart = oomKills(name);
-    watchExit(*a, *pid, true);
+    watchExit(*a, *pid, true, shimPid);
     a->health = "starting";
     setState(*a, "running");
     changed(*a, {"Pid", "Health"});
@@ -535,13 +744,14 @@ void ContainerManager::onStarted(const std::string& name, std::uint64_t gen, Exp
     }
 }
 
-void ContainerManager::watchExit(App& a, pid_t pid, bool ownChild)
+void ContainerManager::watchExit(App& a, pid_t pid, bool ownChild, pid_t shimPid)
 {
     const std::string name = a.settings.name;
     const std::uint64_t gen = a.gen;
     a.pid = pid;
     a.ownChild = ownChild;
-    a.pidfd = Fd{pidfdOpen(pid)};
+    a.shimPid = shimPid;
+    a.pidfd = Fd{pidfdOpen(shimPid > 0 ? shimPid : pid)};
     if (!a.pidfd) {
         // Already gone (and reaped by someone else): report the exit now.
         loop_.post([this, name, gen] { onExit(name, gen); });
@@ -557,7 +767,25 @@ void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
         return;
     }
     std::int32_t code = -1;
-    if (a->pidfd) {
+    if (a->pidfd && a->shimPid > 0) {
+        loop_.unwatchFd(a->pidfd.get());
+        siginfo_t si {};
+        // Reap the shim (our child unless the manager restarted since).
+        (void)::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(a->pidfd.get()), &si, WEXITED | WNOHANG);
+        a->pidfd.reset();
+        const auto ex = readPair(exitRecord(name));
+        if (ex.first == a->pid && ex.second >= 0) {
+            code = static_cast<std::int32_t>(ex.second);
+        } else if (::kill(a->pid, 0) == 0) {
+            // The shim died (killed?) but the container runs on: watch the init itself.
+            log::warning("app " + name + ": its shim (pid " + std::to_string(a->shimPid) +
+                         ") ended before the app; watching the app's process directly");
+            a->shimPid = 0;
+            watchExit(*a, a->pid, true, 0);
+            return;
+        }
+        a->shimPid = 0;
+    } else if (a->pidfd) {
         loop_.unwatchFd(a->pidfd.get());
         siginfo_t si {};
         // We are the subreaper, so the container's init is our child (unless it was
@@ -578,7 +806,7 @@ void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
             *t = 0;
         }
     }
-    std::string how = code < 0 ? std::string("exited (status unknown: re-adopted)")
+    std::string how = code < 0 ? std::string("exited (exit status unknown)")
                                : code > 128 ? "killed by signal " + std::to_string(code - 128) + " (exit code " +
                                                   std::to_string(code) + ")"
                                             : "exited with code " + std::to_string(code);
@@ -675,7 +903,7 @@ void ContainerManager::scheduleRestart(App& a, bool failed)
         }
         x->restartCount++;
         changed(*x, {"RestartCount"});
-        (void)persist(*x);
+        persistLater(*x);
         startApp(*x, [](Status) {});
     });
 }
@@ -802,7 +1030,7 @@ void ContainerManager::start(const std::string& name, Done done)
     }
     if (!a->desiredRunning) {
         a->desiredRunning = true;
-        (void)persist(*a);
+        persistLater(*a);
     }
     a->backoffAttempt = 0;
     startApp(*a, std::move(done));
@@ -821,7 +1049,7 @@ void ContainerManager::stop(const std::string& name, Done done)
     }
     if (a->desiredRunning) {
         a->desiredRunning = false;
-        (void)persist(*a);
+        persistLater(*a);
     }
     stopApp(*a, std::move(done));
 }
@@ -853,12 +1081,15 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
     stopApp(*a, [this, name, removeData, done](Status) {
         const std::string dir = appDir(name);
         const std::string logs = logPath(name);
-        // The record goes first (durably): a crash from here on leaves no app.
-        ::unlink((dir + "/" + kAppFile).c_str());
-        (void)fs::syncDir(dir);
+        ::unlink(shimRecord(name).c_str());
+        ::unlink(exitRecord(name).c_str());
         EventLoop* loop = &loop_;
         auto alive = alive_;
-        runtimeQueue_.post([this, dir, logs, removeData, name, done, loop, alive] {
+        // In the records' queue: no record write queued before can bring the app back.
+        diskQueue_.post([this, dir, logs, removeData, name, done, loop, alive] {
+            // The record goes first (durably): a crash from here on leaves no app.
+            ::unlink((dir + "/" + kAppFile).c_str());
+            (void)fs::syncDir(dir);
             Status st;
             if (removeData) {
                 st = fs::removeTree(dir);
@@ -944,6 +1175,132 @@ Expected<std::string> ContainerManager::logs(const std::string& name, std::uint3
 std::string ContainerManager::operation() const
 {
     return installs_.empty() ? std::string() : installs_.begin()->first;
+}
+
+// ---------------------------------------------------------------- shims
+
+Expected<Runtime::WaitingShim> ContainerManager::takeShim()
+{
+    {
+        std::lock_guard<std::mutex> lock(shimMutex_);
+        if (waitingShim_) {
+            Runtime::WaitingShim w = std::move(*waitingShim_);
+            waitingShim_.reset();
+            return w;
+        }
+    }
+    return Runtime::spawnShim(shimPath_);
+}
+
+void ContainerManager::refillShim()
+{
+    diskQueue_.post([this] {
+        auto w = Runtime::spawnShim(shimPath_);
+        if (!w) {
+            log::warning("cannot start " + shimPath_ + ": " + w.error().message);
+            return;
+        }
+        std::lock_guard<std::mutex> lock(shimMutex_);
+        if (!waitingShim_) {
+            waitingShim_ = std::move(w).value();
+        }
+    });
+}
+
+// ---------------------------------------------------------------- over-the-air settings
+
+AppSettings ContainerManager::effective(const App& a) const
+{
+    return applyOverride(a.settings, overrides_.forApp(a.settings.name));
+}
+
+void ContainerManager::loadOverrides()
+{
+    if (const char* lvl = std::getenv("MBL_LOG_LEVEL")) {
+        (void)log::parseLevel(lvl, baseLogLevel_);
+    }
+    if (!fs::exists(settingsPath_)) {
+        return;
+    }
+    auto text = fs::readFile(settingsPath_, 1u << 20);
+    auto parsed = text ? parseOverrides(*text, config_.policy) : Expected<Overrides>(unexpected(text.error()));
+    if (!parsed) {
+        // E.g. the device policy was tightened since they were applied: run on the defaults.
+        log::error(settingsPath_ + " is not applied: " + parsed.error().message);
+        return;
+    }
+    overrides_ = std::move(parsed).value();
+    if (overrides_.logLevel) {
+        log::Level l;
+        if (log::parseLevel(*overrides_.logLevel, l)) {
+            log::setLevel(l);
+        }
+    }
+}
+
+void ContainerManager::restartForSettings(App& app)
+{
+    const std::string n = app.settings.name;
+    appendLine(logPath(n), "[mbl " + nowStamp() + "] restarting to apply new settings");
+    app.suppressRestart = true;
+    stopApp(app, [this, n](Status) {
+        App* x = find(n);
+        if (x == nullptr) {
+            return;
+        }
+        x->suppressRestart = false;
+        if (x->desiredRunning && !x->removing && !x->inTransaction) {
+            x->backoffAttempt = 0;
+            startApp(*x, [n](Status st) {
+                if (!st) {
+                    log::warning("app " + n + " did not start with its new settings: " + st.error().message);
+                }
+            });
+        }
+    });
+}
+
+Status ContainerManager::applySettings(const std::string& text)
+{
+    auto parsed = parseOverrides(text, config_.policy);
+    if (!parsed) {
+        return unexpected(parsed.error());
+    }
+    Overrides next = std::move(parsed).value();
+    const std::string doc = next.toJson().dump(2) + "\n";
+    if (auto st = fs::writeFileAtomic(settingsPath_, doc, 0600); !st) {
+        return st;
+    }
+    Overrides previous = std::move(overrides_);
+    overrides_ = std::move(next);
+    log::Level level = baseLogLevel_;
+    if (overrides_.logLevel) {
+        (void)log::parseLevel(*overrides_.logLevel, level);
+    }
+    log::setLevel(level);
+
+    // Running apps whose effective settings changed restart to take them.
+    std::vector<std::string> restarted;
+    std::vector<std::string> later;
+    for (auto& [name, a] : apps_) {
+        if (previous.forApp(name) == overrides_.forApp(name)) {
+            continue;
+        }
+        if (a->pid <= 0 && !a->starting) {
+            continue; // the next start takes them
+        }
+        if (a->removing || a->inTransaction || a->stopping) {
+            later.push_back(name); // its next start takes them
+            continue;
+        }
+        restarted.push_back(name);
+        restartForSettings(*a);
+    }
+    log::notice("settings applied (" + std::to_string(overrides_.apps.size()) + " app override(s)" +
+                (overrides_.logLevel ? ", log level " + *overrides_.logLevel : std::string()) + "); restarted: " +
+                (restarted.empty() ? std::string("none") : joined(restarted)) +
+                (later.empty() ? std::string() : "; at their next start: " + joined(later)));
+    return {};
 }
 
 // ---------------------------------------------------------------- logs
@@ -1094,6 +1451,7 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
                          {"kind", img->kind},
                          {"digest", img->manifestDigest},
                          {"installed", nowStamp()},
+                         {"process", processJson(img->process)},
                          {"uid", ids->first},
                          {"gid", ids->second}};
             return fs::writeFileAtomic(staged->dir + "/" + kVersionMeta, meta.dump(2) + "\n", 0600);

@@ -11,22 +11,26 @@
 // Runtime: <runtime>/apps/runc is the runtime's --root; logs in <log>/apps/<name>.log.
 
 #include "app_config.h"
+#include "app_overrides.h"
 #include "runtime.h"
 
 #include "mbl/config.h"
 #include "mbl/event_loop.h"
 #include "mbl/expected.h"
 #include "mbl/fd.h"
+#include "mbl/log.h"
 #include "mbl/paths.h"
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,6 +103,13 @@ public:
     Expected<AppView> app(const std::string& name) const;
     Expected<std::string> logs(const std::string& name, std::uint32_t lines) const;
 
+    // Over-the-air settings: the overrides in effect, in the form applySettings takes.
+    std::string settings() const { return overrides_.toJson().dump(); }
+    // Replaces all overrides (absent keys revert to the defaults): checked first
+    // (InvalidArgument, nothing changed), persisted atomically, the log level set
+    // at once, and running apps whose effective settings changed restarted.
+    Status applySettings(const std::string& json);
+
     std::string operation() const;
     std::uint32_t appCount() const { return static_cast<std::uint32_t>(apps_.size()); }
     const std::string& appsDir() const { return appsDir_; }
@@ -118,8 +129,12 @@ private:
     // Lifecycle on the loop thread.
     void startApp(App& a, Done done);
     void stopApp(App& a, Done done);
-    void onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid);
-    void watchExit(App& a, pid_t pid, bool ownChild);
+    void onStarted(const std::string& name, std::uint64_t gen, Expected<pid_t> pid, pid_t shimPid = 0);
+    // Watches for the exit of the app's init: through its shim when there is one
+    // (the shim records the exit status), else through the init itself.
+    void watchExit(App& a, pid_t pid, bool ownChild, pid_t shimPid = 0);
+    std::string shimRecord(const std::string& name) const { return shimDir_ + "/" + name + ".shim"; }
+    std::string exitRecord(const std::string& name) const { return shimDir_ + "/" + name + ".exit"; }
     void onExit(const std::string& name, std::uint64_t gen);
     void onDeleted(const std::string& name);
     void onGraceOver(const std::string& name, std::uint64_t gen);
@@ -136,7 +151,14 @@ private:
     void finishInstall(const std::string& op, const std::string& name, Status result);
     void updateTransaction(const std::string& op, std::shared_ptr<Staged> staged);
 
+    // The app's record, written atomically by diskQueue_ (so writes stay in order):
+    // persist waits for it, persistLater does not (the hot paths: start, stop, restarts).
     Status persist(const App& a);
+    void persistLater(const App& a);
+    void loadOverrides();
+    // Stops a running app and starts it again with the settings now in effect.
+    void restartForSettings(App& a);
+    AppSettings effective(const App& a) const;
     std::string appDir(const std::string& name) const { return appsDir_ + "/" + name; }
     std::string versionDir(const std::string& name, const std::string& v) const
     {
@@ -158,11 +180,22 @@ private:
     ManagerEvents* events_ = nullptr;
     std::map<std::string, std::unique_ptr<App>> apps_;
     std::map<std::string, std::string> installs_; // operation id -> app name ("" until known)
+    Overrides overrides_;
+    log::Level baseLogLevel_ = log::Level::Info;
+    std::string settingsPath_;
+    std::string shimPath_; // "" : no shim (the manager is the inits' parent while it runs)
+    std::string shimDir_;  // <runtime>/apps/shim: per app, "<shim pid> <init pid>" and "<init pid> <exit code>"
     std::uint64_t nextOp_ = 1;
     bool firstSinceBoot_ = false;
     Fd inotify_;
+    // One shim started ahead of time (taken by a start, refilled in the background).
+    std::mutex shimMutex_;
+    std::optional<Runtime::WaitingShim> waitingShim_;
+    Expected<Runtime::WaitingShim> takeShim();
+    void refillShim();
     WorkQueue runtimeQueue_;
     WorkQueue probeQueue_; // health probes may take long: not in the runtime's queue
+    WorkQueue diskQueue_;  // app records and app removal, in order
     std::vector<std::thread> installThreads_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

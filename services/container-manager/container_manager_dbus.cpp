@@ -166,6 +166,16 @@ void ContainerManagerBus::RestartApp(sdbus::Result<>&& result, std::string name)
     dbus::guard([&] { manager_.restart(name, replier(r)); });
 }
 
+std::string ContainerManagerBus::GetSettings()
+{
+    return dbus::guard([&] { return manager_.settings(); });
+}
+
+void ContainerManagerBus::ApplySettings(const std::string& settingsJson)
+{
+    dbus::guard([&] { dbus::unwrap(manager_.applySettings(settingsJson)); });
+}
+
 std::vector<sdbus::Struct<std::string, std::string, std::string>> ContainerManagerBus::ListApps()
 {
     return dbus::guard([&] {

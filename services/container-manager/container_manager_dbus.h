@@ -56,6 +56,8 @@ private:
     void RestartApp(sdbus::Result<>&& result, std::string name) override;
     std::vector<sdbus::Struct<std::string, std::string, std::string>> ListApps() override;
     std::string GetLogs(const std::string& name, const uint32_t& lines) override;
+    std::string GetSettings() override;
+    void ApplySettings(const std::string& settingsJson) override;
 
     std::string Version() override;
     std::string Operation() override;

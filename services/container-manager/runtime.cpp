@@ -74,8 +74,7 @@ Expected<pid_t> Runtime::runDetached(const std::string& id, const std::string& b
     return spawnWithPid("run", id, bundle, outFd);
 }
 
-Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string& id, const std::string& bundle,
-                                      int outFd) const
+std::vector<std::string> Runtime::runArgv(const std::string& verb, const std::string& id, const std::string& bundle) const
 {
     const std::string pidFile = root_ + "/" + id + ".pid";
     const std::string logFile = root_ + "/" + id + ".create.log";
@@ -92,6 +91,89 @@ Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string
     argv.emplace_back("--pid-file");
     argv.push_back(pidFile);
     argv.push_back(id);
+    return argv;
+}
+
+Expected<Runtime::WaitingShim> Runtime::spawnShim(const std::string& shim)
+{
+    int in[2];
+    int out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0) {
+        return unexpected(errnoError("pipe", errno));
+    }
+    Fd inRead{in[0]};
+    Fd inWrite{in[1]};
+    if (::pipe2(out, O_CLOEXEC) != 0) {
+        return unexpected(errnoError("pipe", errno));
+    }
+    Fd outRead{out[0]};
+    Fd outWrite{out[1]};
+    Fd null = devNull(O_WRONLY);
+    SpawnOptions so;
+    so.stdinFd = inRead.get();
+    so.stdoutFd = outWrite.get();
+    so.stderrFd = null.get();
+    auto child = Child::spawn({shim, "--wait"}, so);
+    if (!child) {
+        return unexpected(child.error());
+    }
+    return WaitingShim{std::move(child).value(), std::move(inWrite), std::move(outRead)};
+}
+
+Expected<Runtime::ShimStart> Runtime::runWithShim(WaitingShim shim, const std::string& id, const std::string& bundle,
+                                                  const std::string& logFile, const std::string& statusFile) const
+{
+    const std::string pidFile = root_ + "/" + id + ".pid";
+    const std::string runtimeLog = root_ + "/" + id + ".create.log";
+    std::string req;
+    for (const auto& a : std::vector<std::string>{logFile, statusFile, "--"}) {
+        req += a;
+        req.push_back('\0');
+    }
+    for (const auto& a : runArgv("run", id, bundle)) {
+        req += a;
+        req.push_back('\0');
+    }
+    if (auto st = fs::writeAll(shim.request.get(), req.data(), req.size()); !st) {
+        return unexpected(st.error());
+    }
+    shim.request.reset(); // EOF: the request is complete
+    // One line: "ok <init pid>" once the runtime has exited, or "error ...".
+    std::string line;
+    char c = 0;
+    while (line.size() < 4096) {
+        const ssize_t n = ::read(shim.reply.get(), &c, 1);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0 || c == '\n') {
+            break;
+        }
+        line += c;
+    }
+    ::unlink(pidFile.c_str());
+    if (str::startsWith(line, "ok ")) {
+        const long pid = std::strtol(line.c_str() + 3, nullptr, 10);
+        ::unlink(runtimeLog.c_str());
+        if (pid > 0) {
+            return ShimStart{static_cast<pid_t>(pid), shim.child.release()};
+        }
+    }
+    const ExitStatus st = shim.child.wait();
+    std::string msg = lastErrorFromLog(runtimeLog);
+    ::unlink(runtimeLog.c_str());
+    if (msg.empty()) {
+        msg = str::startsWith(line, "error ") ? line.substr(6) : "the shim " + st.describe();
+    }
+    return unexpected(ErrorCode::Failed, binary_ + " run failed: " + msg);
+}
+
+Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string& id, const std::string& bundle,
+                                      int outFd) const
+{
+    const std::string pidFile = root_ + "/" + id + ".pid";
+    const std::string logFile = root_ + "/" + id + ".create.log";
+    auto argv = runArgv(verb, id, bundle);
     Fd in = devNull(O_RDONLY);
     SpawnOptions so;
     so.stdinFd = in.get();

@@ -4,6 +4,8 @@
 // call blocks for the runtime's duration, so callers run it on a worker thread.
 
 #include "mbl/expected.h"
+#include "mbl/fd.h"
+#include "mbl/process.h"
 
 #include <chrono>
 #include <string>
@@ -32,6 +34,21 @@ public:
     // `runtime run --detach`: create and start in one runtime process (half the
     // runtime start-up cost); returns the pid of the container's init.
     Expected<pid_t> runDetached(const std::string& id, const std::string& bundle, int outFd) const;
+    // `runtime run --detach` under mbl-container-shim (the init's parent, which
+    // records its exit status in statusFile): returns the init's and the shim's pids.
+    struct ShimStart {
+        pid_t init = 0;
+        pid_t shim = 0;
+    };
+    // A shim started ahead of time (`--wait`): it reads its request on stdin.
+    struct WaitingShim {
+        Child child;
+        Fd request; // its stdin
+        Fd reply;   // its stdout
+    };
+    static Expected<WaitingShim> spawnShim(const std::string& shim);
+    Expected<ShimStart> runWithShim(WaitingShim shim, const std::string& id, const std::string& bundle,
+                                    const std::string& logFile, const std::string& statusFile) const;
     Status start(const std::string& id) const;
     // Signals the container's init (or, with all, every process in it).
     Status kill(const std::string& id, int sig, bool all = false) const;
@@ -47,6 +64,7 @@ public:
 private:
     Expected<pid_t> spawnWithPid(const std::string& verb, const std::string& id, const std::string& bundle,
                                  int outFd) const;
+    std::vector<std::string> runArgv(const std::string& verb, const std::string& id, const std::string& bundle) const;
     std::vector<std::string> base() const;
     std::string runtimeError(const std::string& what, const std::string& stderrText) const;
 

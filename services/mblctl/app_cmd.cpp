@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <iomanip>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <unistd.h>
@@ -29,7 +30,9 @@ const char kUsage[] =
     "       mblctl app install FILE [--name NAME] [--app-version V] [--options JSON] [--no-wait]\n"
     "       mblctl app start|stop|restart NAME\n"
     "       mblctl app remove NAME [--data]\n"
-    "       mblctl app logs NAME [--lines N]\n";
+    "       mblctl app logs NAME [--lines N]\n"
+    "       mblctl app settings [JSON | -]   (no argument: show the over-the-air settings;\n"
+    "                                         JSON or - (stdin): replace them all)\n";
 
 int usageError(const std::string& why)
 {
@@ -144,6 +147,25 @@ int runApp(Context& ctx, const std::vector<std::string>& args)
     if (sub == "install") {
         return install(ctx, rest);
     }
+    if (sub == "settings") {
+        auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+        if (rest.empty()) {
+            std::string text;
+            proxy->callMethod("GetSettings").onInterface(kIface).storeResultsTo(text);
+            try {
+                std::cout << nlohmann::json::parse(text).dump(ctx.json ? -1 : 2) << "\n";
+            } catch (const std::exception&) {
+                std::cout << text << "\n";
+            }
+            return 0;
+        }
+        std::string doc = rest[0];
+        if (doc == "-") {
+            doc.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+        }
+        proxy->callMethod("ApplySettings").onInterface(kIface).withTimeout(std::chrono::minutes(1)).withArguments(doc);
+        return 0;
+    }
     if (rest.empty()) {
         return usageError(sub + " needs an app NAME");
     }
@@ -176,7 +198,7 @@ int runApp(Context& ctx, const std::vector<std::string>& args)
 
 void registerAppCommands(std::vector<Command>& out)
 {
-    out.push_back(Command{"app", "app list|install FILE|start|stop|restart|remove|logs NAME",
+    out.push_back(Command{"app", "app list|install FILE|start|stop|restart|remove|logs NAME|settings [JSON]",
                           "OCI apps: install, lifecycle and logs (mblctl app --help for details)",
                           [](Context& ctx, const std::vector<std::string>& args) {
                               if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {

@@ -108,6 +108,16 @@ public:
         proxy_->callMethod("GetLogs").onInterface(kIface).withArguments(name, lines).storeResultsTo(out);
         return out;
     }
+    std::string getSettings()
+    {
+        std::string out;
+        proxy_->callMethod("GetSettings").onInterface(kIface).storeResultsTo(out);
+        return out;
+    }
+    void applySettings(const std::string& doc)
+    {
+        proxy_->callMethod("ApplySettings").onInterface(kIface).withTimeout(std::chrono::seconds(30)).withArguments(doc);
+    }
     sdbus::Variant prop(const std::string& app, const std::string& property)
     {
         auto p = sdbus::createProxy(*conn_, kBus, std::string(kPath) + "/apps/" + app);

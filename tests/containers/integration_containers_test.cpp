@@ -87,7 +87,12 @@ struct Fixture {
     }
     ~Fixture()
     {
-        // Leave no container behind, also when a check failed.
+        // Leave no container behind, also when a check failed. The manager stops
+        // first (leaving its containers running), or it could restart an app
+        // deleted here before the stack stops it.
+        if (stack.running("container-manager")) {
+            (void)stack.stop("container-manager");
+        }
         for (const auto& id : runcContainers()) {
             (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
         }
@@ -405,6 +410,248 @@ TEST_CASE("mblctl app drives the manager: install, list, logs, stop, start, rest
     auto bad = f.stack.runTool({mblctl, "app", "start", "nope"});
     CHECK(bad.status.code == 1);
     CHECK(contains(bad.err, "NotFound"));
+    auto applied = f.stack.runTool({mblctl, "app", "settings", R"({"apps": {"cli": {"pids_limit": 64}}})"});
+    CHECK(applied.status.code == 0);
+    auto shown = f.stack.runTool({mblctl, "--json", "app", "settings"});
+    CHECK(nlohmann::json::parse(shown.out) == nlohmann::json::parse(R"({"apps": {"cli": {"pids_limit": 64}}})"));
+    auto refused = f.stack.runTool({mblctl, "app", "settings", R"({"apps": {"cli": {"pids_limit": "many"}}})"});
+    CHECK(refused.status.code == 1);
+    CHECK(contains(refused.err, "InvalidArgument"));
     CHECK(f.stack.runTool({mblctl, "app", "remove", "cli", "--data"}).status.code == 0);
     CHECK(cm.appCount() == 0);
+}
+
+namespace {
+
+// A cgroup limit file of a process (cgroup v2 unified, else the v1 controller's).
+std::string cgroupLimit(pid_t pid, const std::string& v1Controller, const std::string& v1File, const std::string& v2File)
+{
+    auto text = fs::readFile("/proc/" + std::to_string(pid) + "/cgroup");
+    if (!text) {
+        return "";
+    }
+    std::string v1, v2;
+    for (const auto& line : str::split(*text, '\n')) {
+        auto f = str::split(line, ':');
+        if (f.size() < 3) {
+            continue;
+        }
+        const std::string path = line.substr(f[0].size() + f[1].size() + 2);
+        if (f[0] == "0" && f[1].empty()) {
+            v2 = path;
+        }
+        for (const auto& c : str::split(f[1], ',')) {
+            if (c == v1Controller) {
+                v1 = path;
+            }
+        }
+    }
+    if (!v1.empty()) {
+        if (auto t = fs::readFile("/sys/fs/cgroup/" + v1Controller + v1 + "/" + v1File)) {
+            return str::trim(*t);
+        }
+    }
+    if (auto t = fs::readFile("/sys/fs/cgroup" + v2 + "/" + v2File)) {
+        return str::trim(*t);
+    }
+    return "";
+}
+
+std::size_t count(const std::string& hay, const std::string& needle)
+{
+    std::size_t n = 0;
+    for (auto p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+} // namespace
+
+TEST_CASE("ApplySettings: env and memory overrides restart the running app with them; bad documents change nothing; "
+          "they survive a daemon restart and the previous document restores the app")
+{
+    Fixture f(json{{"policy", {{"max_memory_bytes", 512 << 20}}}});
+    CmClient cm;
+    const std::string archive = f.image("cfg", "echo \"GREETING=$GREETING\"; exec sleep 1000");
+    REQUIRE(cm.install(archive, R"({"name": "cfg", "memory_mb": 64, "env": {"GREETING": "install"}})").success);
+    REQUIRE(cm.waitState("cfg", "running"));
+    REQUIRE(cm.waitLog("cfg", "GREETING=install"));
+    const pid_t pid1 = static_cast<pid_t>(cm.pid("cfg"));
+    CHECK(cgroupLimit(pid1, "memory", "memory.limit_in_bytes", "memory.max") == std::to_string(64 << 20));
+    const std::string before = cm.getSettings();
+    CHECK(json::parse(before) == json::object());
+
+    const json doc = {{"log_level", "info"},
+                      {"apps",
+                       {{"cfg", {{"env", {{"GREETING", "over-the-air"}}}, {"memory_limit", 96 << 20}}},
+                        {"later", {{"pids_limit", 50}}}}}};
+    cm.applySettings(doc.dump());
+    CHECK(json::parse(cm.getSettings()) == doc);
+    REQUIRE(cm.waitLog("cfg", "GREETING=over-the-air"));
+    REQUIRE(cm.waitState("cfg", "running"));
+    const pid_t pid2 = static_cast<pid_t>(cm.pid("cfg"));
+    CHECK(pid2 != pid1);
+    CHECK(cgroupLimit(pid2, "memory", "memory.limit_in_bytes", "memory.max") == std::to_string(96 << 20));
+    CHECK(cm.prop("cfg", "RestartCount").get<uint32_t>() == 0); // a restart for settings is no crash
+    CHECK(contains(f.stack.log("container-manager"), "restarted: cfg"));
+
+    // Invalid documents: InvalidArgument, nothing changed, nothing restarted.
+    for (const std::string bad :
+         {R"({"apps": {"cfg": {"memory_limit": 1073741824}}})",     // beyond the device policy (512 MiB)
+          R"({"apps": {"cfg": {"memory_limit": "big"}}})",          // wrong type
+          R"({"apps": {"cfg": {"pids_limit": 0}}})",                // out of range
+          R"({"apps": {"cfg": {"cpu_percent": -5}}})",              // negative
+          R"({"apps": {"../etc": {"pids_limit": 5}}})",             // unsafe app name
+          R"({"apps": {"cfg": {"privileged": true}}})",             // unknown key
+          R"({"log_level": "chatty"})",                             // unknown level
+          R"({"apps": {"cfg": {"env": {"A=B": "x"}}}})",            // not a variable name
+          R"([1, 2])", R"(not json)"}) {
+        try {
+            cm.applySettings(bad);
+            FAIL("accepted " << bad);
+        } catch (const sdbus::Error& e) {
+            INFO(bad << " -> " << e.getMessage());
+            CHECK(e.getName() == "org.mbl.Error.InvalidArgument");
+        }
+    }
+    CHECK(json::parse(cm.getSettings()) == doc);
+    CHECK(static_cast<pid_t>(cm.pid("cfg")) == pid2);
+
+    // Overrides of an app not installed yet apply when it is.
+    REQUIRE(cm.install(archive, R"({"name": "later"})").success);
+    REQUIRE(cm.waitState("later", "running"));
+    CHECK(cgroupLimit(static_cast<pid_t>(cm.pid("later")), "pids", "pids.max", "pids.max") == "50");
+
+    // A daemon restart keeps them (and the running app is re-adopted as it is).
+    f.stack.kill("container-manager");
+    f.startManager();
+    CmClient cm2;
+    CHECK(json::parse(cm2.getSettings()) == doc);
+    REQUIRE(cm2.waitState("cfg", "running"));
+    CHECK(static_cast<pid_t>(cm2.pid("cfg")) == pid2);
+
+    // The previous document restores the app's install settings.
+    const auto laterPid = cm2.pid("later");
+    cm2.applySettings(before);
+    CHECK(json::parse(cm2.getSettings()) == json::object());
+    REQUIRE(CmClient::waitFor([&] { return count(cm2.logs("cfg"), "GREETING=install") == 2; }));
+    REQUIRE(cm2.waitState("cfg", "running"));
+    const pid_t pid3 = static_cast<pid_t>(cm2.pid("cfg"));
+    CHECK(pid3 != pid2);
+    CHECK(cgroupLimit(pid3, "memory", "memory.limit_in_bytes", "memory.max") == std::to_string(64 << 20));
+    REQUIRE(CmClient::waitFor([&] { return cm2.pid("later") != laterPid && cm2.state("later") == "running"; }));
+    CHECK(cgroupLimit(static_cast<pid_t>(cm2.pid("later")), "pids", "pids.max", "pids.max") == "256");
+    CHECK(json::parse(cm2.getSettings()) == json::object());
+
+    // log_level takes effect at once: at "warning" the manager's notices are not logged.
+    cm2.applySettings(R"({"log_level": "warning"})");
+    cm2.applySettings(R"({"log_level": "warning", "apps": {"nothing-here": {"cpu_percent": 50}}})");
+    CHECK_FALSE(contains(f.stack.log("container-manager"), "settings applied (1 app override(s), log level warning)"));
+    cm2.applySettings("{}");
+    CHECK(contains(f.stack.log("container-manager"), "settings applied (0 app override(s)); restarted: none"));
+
+    // Only admins may read or change them.
+    auto denied = f.stack.busctl({"call", "org.mbl.ContainerManager1", "/org/mbl/ContainerManager1",
+                                  "org.mbl.ContainerManager1", "GetSettings"},
+                                 "mbl-test-user");
+    CHECK(contains(denied.err, "Access denied"));
+
+    // Settings persisted while the manager died before restarting the app: the
+    // next manager re-adopts it, sees it runs with older settings and restarts it.
+    const pid_t cfgPid = static_cast<pid_t>(cm2.pid("cfg"));
+    const auto laterPid2 = cm2.pid("later");
+    f.stack.kill("container-manager");
+    const json pending = {{"apps", {{"cfg", {{"env", {{"GREETING", "pending"}}}}}}}};
+    REQUIRE(fs::writeFileAtomic(f.stack.root() + "/var/lib/mbl/apps/.settings.json", pending.dump()));
+    f.startManager();
+    CmClient cm3;
+    REQUIRE(cm3.waitLog("cfg", "GREETING=pending"));
+    REQUIRE(CmClient::waitFor([&] { return cm3.state("cfg") == "running" && cm3.pid("cfg") != 0; }));
+    CHECK(static_cast<pid_t>(cm3.pid("cfg")) != cfgPid);
+    CHECK(cm3.pid("later") == laterPid2); // its settings did not change: left running
+    CHECK(json::parse(cm3.getSettings()) == pending);
+}
+
+TEST_CASE("after kill -9 of the manager the exit code of a re-adopted app is still known (its shim records it), and "
+          "the restart policy applies to it")
+{
+    Fixture f;
+    CmClient cm;
+    // Exits with code 7 each time /data/go appears (and removes it, so the next run waits again).
+    const std::string archive =
+        f.image("seven", "echo up; while [ ! -e /data/go ]; do sleep 0.1; done; rm /data/go; echo bye; exit 7");
+    REQUIRE(cm.install(archive, R"({"name": "seven", "restart": "on-failure"})").success);
+    REQUIRE(cm.waitState("seven", "running"));
+    const pid_t pid = static_cast<pid_t>(cm.pid("seven"));
+
+    // 1. The app exits while the restarted manager runs: it is not the init's parent.
+    f.stack.kill("container-manager");
+    REQUIRE(alive(pid));
+    f.startManager();
+    CmClient cm2;
+    REQUIRE(cm2.waitState("seven", "running"));
+    REQUIRE(static_cast<pid_t>(cm2.pid("seven")) == pid);
+    REQUIRE(fs::writeFileAtomic(f.dataDir("seven") + "/go", "now"));
+    REQUIRE(CmClient::waitFor([&] { return cm2.prop("seven", "RestartCount").get<uint32_t>() == 1; },
+                              std::chrono::seconds(20)));
+    CHECK(cm2.prop("seven", "ExitCode").get<int32_t>() == 7);
+    CHECK(contains(cm2.logs("seven"), "exited with code 7"));
+    REQUIRE(cm2.waitState("seven", "running"));
+    const pid_t pid2 = static_cast<pid_t>(cm2.pid("seven"));
+    CHECK(pid2 != pid);
+
+    // 2. The app exits while no manager runs at all.
+    f.stack.kill("container-manager");
+    REQUIRE(fs::writeFileAtomic(f.dataDir("seven") + "/go", "now"));
+    REQUIRE(CmClient::waitFor([&] { return !alive(pid2) || statusField(pid2, "State").rfind("Z", 0) == 0; },
+                              std::chrono::seconds(20)));
+    f.startManager();
+    CmClient cm3;
+    REQUIRE(CmClient::waitFor([&] { return cm3.prop("seven", "RestartCount").get<uint32_t>() == 2; },
+                              std::chrono::seconds(20)));
+    CHECK(cm3.prop("seven", "ExitCode").get<int32_t>() == 7);
+    CHECK(contains(cm3.logs("seven"), "exited while the manager was not running (exit code 7)"));
+    REQUIRE(cm3.waitState("seven", "running"));
+    CHECK(f.runcContainers() == std::vector<std::string>{"seven"});
+
+    cm3.call("StopApp", "seven");
+    CHECK(cm3.state("seven") == "stopped");
+}
+
+TEST_CASE("an app writing more than log_max_bytes gets its log rotated: at most log_keep old files, GetLogs ends with "
+          "the newest lines")
+{
+    Fixture f(json{{"log_max_bytes", 4096}, {"log_keep", 2}});
+    CmClient cm;
+    // ~16 KiB in 80 lines of 200 bytes, written over ~2 s, then a last marker.
+    const std::string archive = f.image(
+        "chatty",
+        "P=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789;"
+        "i=0; while [ $i -lt 80 ]; do i=$((i+1)); echo \"line-$i $P$P\"; sleep 0.025; done; echo all-written; "
+        "exec sleep 1000");
+    REQUIRE(cm.install(archive, R"({"name": "chatty"})").success);
+    REQUIRE(cm.waitLog("chatty", "all-written"));
+    const std::string log = f.stack.root() + "/var/log/mbl/apps/chatty.log";
+    CHECK(fs::exists(log + ".1"));
+    CHECK(fs::exists(log + ".2"));
+    CHECK_FALSE(fs::exists(log + ".3"));
+    struct stat st {};
+    REQUIRE(::stat(log.c_str(), &st) == 0);
+    // The current file was truncated along the way (rotation follows the writes through inotify).
+    CHECK(static_cast<std::uint64_t>(st.st_size) <= 2 * 4096);
+    const std::string tail = cm.logs("chatty", 2);
+    INFO(tail);
+    CHECK(str::split(str::trim(tail), '\n').size() == 2);
+    CHECK(contains(tail, "line-80 "));
+    CHECK(str::endsWith(tail, "all-written\n"));
+    // The oldest lines went with the oldest rotation (only log_keep rotated files are kept).
+    std::string kept;
+    for (const auto& p : {log + ".2", log + ".1", log}) {
+        if (auto t = fs::readFile(p)) {
+            kept += *t;
+        }
+    }
+    CHECK_FALSE(contains(kept, "line-1 "));
+    CHECK(contains(kept, "line-80 "));
 }
