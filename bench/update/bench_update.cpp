@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstdio>
 #include <fcntl.h>
 #include <iostream>
@@ -93,7 +94,9 @@ int main(int argc, char** argv)
     if (sizes.empty()) {
         sizes = {256, 1024};
     }
-    const int rounds = 5;
+    // Rounds alternate bare and install; BENCH_ROUNDS overrides the default 5.
+    const char* roundsEnv = std::getenv("BENCH_ROUNDS");
+    const int rounds = roundsEnv != nullptr ? std::max(1, std::atoi(roundsEnv)) : 5;
     test::TempDir work("mbl-bench-update");
     const std::string w = work.path();
     makePki(w);
@@ -177,6 +180,13 @@ int main(int argc, char** argv)
         }
         proxy.reset();
         conn->leaveEventLoop();
+        // The daemon's own split of the last install (stream+write+sync, then the read-back tail).
+        std::string split;
+        for (const auto& line : str::split(stack.log("update"), '\n')) {
+            if (line.find("bytes streamed") != std::string::npos || line.find("install timing") != std::string::npos) {
+                split = line.find("bytes streamed") != std::string::npos ? line : split + "\n         " + line;
+            }
+        }
 
         const double mb = static_cast<double>(bytes) / 1e6;
         const std::string sz = std::to_string(mib) + "M";
@@ -188,6 +198,9 @@ int main(int argc, char** argv)
         std::printf("%-8s %-34s %10.2f ms\n", sz.c_str(), "Inspect (signature check) median", median(insp) * 1000);
         std::printf("%-8s %-34s %7llu KiB idle, %llu KiB peak\n", sz.c_str(), "daemon VmHWM",
                     static_cast<unsigned long long>(idleHwm), static_cast<unsigned long long>(hwm));
+        if (!split.empty()) {
+            std::printf("%-8s last install: %s\n", sz.c_str(), split.c_str());
+        }
         std::fflush(stdout);
         ::unlink(slotA.c_str());
         ::unlink(slotB.c_str());
