@@ -1,5 +1,5 @@
 // Benchmark of mbl-update against the bare tools, in the same run:
-//   bare:    openssl dgst -sha256 IMG  +  dd if=IMG of=SLOT bs=1M conv=fsync
+//   bare:    openssl dgst -sha256 IMG  +  dd if=IMG of=SLOT bs=1M conv=fsync,notrunc
 //   install: Install(fd of the bundle) over the bus, streaming, hashing through EVP,
 //            writing the inactive slot, fsync, read-back hash, arm the bootloader
 // for 256 MiB and 1 GiB rootfs images; the daemon's peak RSS (VmHWM) for each
@@ -118,8 +118,14 @@ int main(int argc, char** argv)
         (void)fs::writeFileAtomic(root + "/etc/mbl/trust/ca.pem", *fs::readFile(w + "/ca.pem"));
         const std::string slotA = w + "/slot-a.img";
         const std::string slotB = w + "/slot-b.img";
-        must({"truncate", "-s", std::to_string(bytes), slotA});
-        must({"truncate", "-s", std::to_string(bytes), slotB});
+        // Slots are written like partitions: allocated up front (zero-filled, as a block
+        // device is), overwritten in place (dd conv=notrunc); then everything is synced
+        // so neither side pays for the other's or the setup's dirty pages.
+        const std::string bareSlot = w + "/bare-slot.img";
+        for (const auto& f : {slotA, slotB, bareSlot}) {
+            must({"dd", "if=/dev/zero", "of=" + f, "bs=1M", "count=" + std::to_string(mib), "conv=fsync", "status=none"});
+        }
+        must({"sync"});
         nlohmann::json cfg = {{"compatible", "bench-board"},
                               {"bootedSlot", "a"},
                               {"bootloader", {{"type", "file"}, {"path", w + "/bootenv"}}},
@@ -151,7 +157,7 @@ int main(int argc, char** argv)
             {
                 const auto t0 = Clock::now();
                 must({"openssl", "dgst", "-sha256", img});
-                must({"dd", "if=" + img, "of=" + w + "/bare-slot.img", "bs=1M", "conv=fsync", "status=none"});
+                must({"dd", "if=" + img, "of=" + bareSlot, "bs=1M", "conv=fsync,notrunc", "status=none"});
                 bare.push_back(seconds(t0, Clock::now()));
             }
             Fd fd(::open(bundle.c_str(), O_RDONLY | O_CLOEXEC));
@@ -204,7 +210,7 @@ int main(int argc, char** argv)
         std::fflush(stdout);
         ::unlink(slotA.c_str());
         ::unlink(slotB.c_str());
-        ::unlink((w + "/bare-slot.img").c_str());
+        ::unlink(bareSlot.c_str());
     }
     return 0;
 }

@@ -1097,9 +1097,10 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         }
     };
 
-    if (target != nullptr) {
-        // The inactive slot is about to be overwritten: make sure the bootloader
-        // cannot pick it until it is fully written and verified.
+    // The inactive slot is about to be overwritten (only now: a bundle refused
+    // before its rootfs leaves that slot as it was): make sure the bootloader
+    // cannot pick it until it is fully written and verified.
+    auto claimSlot = [&]() -> Status {
         mj["target"] = target->name;
         if (auto s = fs::writeFileAtomic(marker, mj.dump() + "\n", 0600); !s) {
             return s;
@@ -1119,7 +1120,8 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         if (env) {
             active_ = activeSlotFrom(*env);
         }
-    }
+        return {};
+    };
 
     const auto tStream = std::chrono::steady_clock::now();
     // From here on the inactive slot may hold part of a refused image: a failure
@@ -1137,7 +1139,12 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         if (auto s = r.beginPayload(p); !s) {
             return abandon(s);
         }
-        slotTouched = slotTouched || p.type == bundle::PayloadType::Rootfs;
+        if (p.type == bundle::PayloadType::Rootfs) {
+            if (auto s = claimSlot(); !s) {
+                return s;
+            }
+            slotTouched = true;
+        }
         Status s = p.type == bundle::PayloadType::Rootfs ? writeRootfs(r, p, *target, advanced)
                                                           : stagePayload(r, p, dir, advanced);
         if (!s) {
