@@ -118,6 +118,8 @@ private:
     std::uint64_t maxManifestBytes_ = bundle::kDefaultMaxManifestBytes;
     int trialAttempts_ = 1;
     int goodAttempts_ = 3;
+    bool readBack_ = true;
+    bool noDirect_ = false;
     std::vector<SlotConfig> slots_;
     std::unique_ptr<Bootloader> bootloader_;
     std::string pause_;

@@ -254,6 +254,41 @@ TEST_CASE("a trial that is never committed falls back to the old slot after its 
     }
 }
 
+TEST_CASE("the slot is written and verified the same with O_DIRECT, through the page cache, and with readBack off")
+{
+    struct Mode {
+        const char* name;
+        bool buffered;
+        bool readBack;
+    };
+    for (const Mode& m : {Mode{"O_DIRECT, read back", false, true}, Mode{"page cache, read back", true, true},
+                          Mode{"O_DIRECT, readBack off", false, false}}) {
+        SECTION(m.name)
+        {
+            World w;
+            w.dev.config["readBack"] = m.readBack;
+            w.dev.writeConfig();
+            // An image whose size is not a multiple of the O_DIRECT alignment: the tail goes
+            // through the page cache.
+            makeImage(w.image, (3u << 20) + 1234, 77);
+            auto spec = signedSpec();
+            spec.rootfs = w.image;
+            REQUIRE(createBundle(spec, w.bundle).status.success());
+            if (m.buffered) {
+                ::setenv("MBL_UPDATE_TEST_BUFFERED", "1", 1);
+            }
+            auto e = openEngine(w.dev);
+            ::unsetenv("MBL_UPDATE_TEST_BUFFERED");
+            auto st = installFile(*e, w.bundle);
+            INFO((st ? std::string() : st.error().describe()));
+            REQUIRE(st);
+            CHECK(slotState(*e, "b") == "trial");
+            CHECK(crypto::sha256Hex(readFile(w.dev.slotB).substr(0, (3u << 20) + 1234)) == sha256File(w.image));
+            CHECK(w.dev.reboot() == "b");
+        }
+    }
+}
+
 TEST_CASE("MarkBad abandons a trial: the next boot falls back to the old slot")
 {
     World w;
