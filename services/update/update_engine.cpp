@@ -984,9 +984,12 @@ Status UpdateEngine::install(int fd, const std::string& operationId, const std::
         lastError_ = st.error().name() + ": " + st.error().message;
         (void)saveStateLocked();
     } else {
+        // installLocked recorded the cleared error with the rest of its state.
         std::lock_guard<std::mutex> lock(mutex_);
-        lastError_.clear();
-        (void)saveStateLocked();
+        if (!lastError_.empty()) {
+            lastError_.clear();
+            (void)saveStateLocked();
+        }
     }
     (void)fs::removeTree(marker);
     (void)fs::syncDir(stateDir_);
@@ -1166,56 +1169,62 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
     pausePoint("before-arm");
     const auto tArm = std::chrono::steady_clock::now();
 
-    if (target != nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        SlotState ns;
-        ns.state = "trial";
-        ns.version = manifest->version;
-        ns.installed = nowSeconds();
-        ns.securityVersion = manifest->securityVersion;
-        slotStates_[target->name] = ns;
-        pending_ = Pending{target->name, manifest->version, manifest->securityVersion, readBootId(), operationId};
-        if (auto s = saveStateLocked(); !s) {
-            return s;
-        }
-        const SlotConfig* b = slot(booted_);
-        std::string order = target->bootname;
-        if (b != nullptr && slotStates_[b->name].state == "good") {
-            order += " " + b->bootname;
-        }
-        if (auto s = bootloader_->write({{"BOOT_ORDER", order}, {leftVar(target->bootname), std::to_string(trialAttempts_)}});
-            !s) {
-            // Not armed after all: the record must not claim a trial.
-            slotStates_[target->name] = SlotState{};
-            pending_.reset();
-            (void)saveStateLocked();
-            (void)disarm(*target);
-            return s;
-        }
-        auto env = bootloader_->read();
-        if (env) {
-            active_ = activeSlotFrom(*env);
-        }
-        log::notice("slot " + target->name + " holds " + manifest->version +
-                    " and is armed for one trial boot; reboot to try it");
-    }
-    pausePoint("after-arm");
-    // The verified manifest stays beside the staged payloads for GetOperationManifest.
+    // The verified manifest stays beside the staged payloads (operationManifest);
+    // it is written first so that one state write records the staged operation,
+    // the cleared error and the pending trial before the bootloader is armed.
     if (auto s = fs::makeDirs(dir, 0700); !s) {
         return s;
     }
     if (auto s = fs::writeFileAtomic(dir + "/" + kManifestFile, manifest->toJson().dump(), 0600); !s) {
         return s;
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (stagedBytes > 0 || fs::exists(dir)) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
         stagedOperation_ = operationId;
+        lastError_.clear();
+        if (target != nullptr) {
+            SlotState ns;
+            ns.state = "trial";
+            ns.version = manifest->version;
+            ns.installed = nowSeconds();
+            ns.securityVersion = manifest->securityVersion;
+            slotStates_[target->name] = ns;
+            pending_ = Pending{target->name, manifest->version, manifest->securityVersion, readBootId(), operationId};
+        }
+        if (auto s = saveStateLocked(); !s) {
+            return s;
+        }
+        if (target != nullptr) {
+            const SlotConfig* b = slot(booted_);
+            std::string order = target->bootname;
+            if (b != nullptr && slotStates_[b->name].state == "good") {
+                order += " " + b->bootname;
+            }
+            if (auto s = bootloader_->write(
+                    {{"BOOT_ORDER", order}, {leftVar(target->bootname), std::to_string(trialAttempts_)}});
+                !s) {
+                // Not armed after all: the record must not claim a trial or staged payloads.
+                slotStates_[target->name] = SlotState{};
+                pending_.reset();
+                stagedOperation_.clear();
+                (void)saveStateLocked();
+                (void)disarm(*target);
+                return s;
+            }
+            auto env = bootloader_->read();
+            if (env) {
+                active_ = activeSlotFrom(*env);
+            }
+            log::notice("slot " + target->name + " holds " + manifest->version +
+                        " and is armed for one trial boot; reboot to try it");
+        }
     }
+    pausePoint("after-arm");
     auto ms = [](auto a, auto b) { return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count()); };
-    const auto tEnd = std::chrono::steady_clock::now();
     log::info("install timing " + operationId + ": head verified at " + ms(tStart, tVerified) + " ms, payloads from " +
-              ms(tStart, tStream) + " to " + ms(tStart, tArm) + " ms, armed and recorded at " + ms(tStart, tEnd) + " ms");
-    return saveStateLocked();
+              ms(tStart, tStream) + " to " + ms(tStart, tArm) + " ms, armed and recorded at " +
+              ms(tStart, std::chrono::steady_clock::now()) + " ms");
+    return {};
 }
 
 Status UpdateEngine::writeRootfs(bundle::Reader& r, const bundle::Payload& p, const SlotConfig& target,
