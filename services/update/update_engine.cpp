@@ -768,7 +768,8 @@ Status UpdateEngine::recover()
                     log::warning("slot " + t->name + " could not be wiped: " + st.error().message);
                 }
             }
-            if (pending_ && pending_->operation == id) {
+            // The interrupted install had claimed the target: no trial of it is pending.
+            if (pending_ && (pending_->operation == id || pending_->slot == target)) {
                 pending_.reset();
             }
         }
@@ -1120,13 +1121,12 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         if (auto s = disarm(*target); !s) {
             return s;
         }
+        // Not written to state.json here: a crash from now on is recovered through the
+        // marker (target disarmed, state empty), a failure is saved by install().
         std::lock_guard<std::mutex> lock(mutex_);
         slotStates_[target->name] = SlotState{};
         if (pending_ && pending_->slot == target->name) {
             pending_.reset();
-        }
-        if (auto s = saveStateLocked(); !s) {
-            return s;
         }
         auto env = bootloader_->read();
         if (env) {
