@@ -10,7 +10,7 @@ PACKAGES=(
   dbus util-linux
   runc crun umoci skopeo busybox-static
   nginx-light curl python3
-  libubootenv-tool grub-common
+  libubootenv-tool grub-common grub-emu e2fsprogs
   zstd gzip tar
   systemd systemd-container debootstrap
 )

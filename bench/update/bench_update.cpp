@@ -1,5 +1,5 @@
 // Benchmark of mbl-update against the bare tools, in the same run:
-//   bare:    openssl dgst -sha256 IMG  +  dd if=IMG of=SLOT bs=1M conv=fsync
+//   bare:    openssl dgst -sha256 IMG  +  dd if=IMG of=SLOT bs=1M conv=fsync,notrunc
 //   install: Install(fd of the bundle) over the bus, streaming, hashing through EVP,
 //            writing the inactive slot, fsync, read-back hash, arm the bootloader
 // for 256 MiB and 1 GiB rootfs images; the daemon's peak RSS (VmHWM) for each
@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstdio>
 #include <fcntl.h>
 #include <iostream>
@@ -93,7 +94,9 @@ int main(int argc, char** argv)
     if (sizes.empty()) {
         sizes = {256, 1024};
     }
-    const int rounds = 5;
+    // Rounds alternate bare and install; BENCH_ROUNDS overrides the default 5.
+    const char* roundsEnv = std::getenv("BENCH_ROUNDS");
+    const int rounds = roundsEnv != nullptr ? std::max(1, std::atoi(roundsEnv)) : 5;
     test::TempDir work("mbl-bench-update");
     const std::string w = work.path();
     makePki(w);
@@ -108,90 +111,112 @@ int main(int argc, char** argv)
         must({bundleTool, "create", "--key", w + "/s.key", "--cert", w + "/s.pem", "--version", "2.0.0",
               "--security-version", "1", "--compatible", "bench-board", "--rootfs", img, "-o", bundle});
 
-        // The daemon.
-        test::TestStack stack;
-        const std::string root = stack.root();
-        (void)fs::makeDirs(root + "/etc/mbl/trust");
-        (void)fs::writeFileAtomic(root + "/etc/mbl/trust/ca.pem", *fs::readFile(w + "/ca.pem"));
         const std::string slotA = w + "/slot-a.img";
         const std::string slotB = w + "/slot-b.img";
-        must({"truncate", "-s", std::to_string(bytes), slotA});
-        must({"truncate", "-s", std::to_string(bytes), slotB});
-        nlohmann::json cfg = {{"compatible", "bench-board"},
-                              {"bootedSlot", "a"},
-                              {"bootloader", {{"type", "file"}, {"path", w + "/bootenv"}}},
-                              {"slots", {{{"name", "a"}, {"device", slotA}}, {{"name", "b"}, {"device", slotB}}}}};
-        (void)fs::writeFileAtomic(root + "/etc/mbl/update.json", cfg.dump());
-        if (auto st = stack.start("update"); !st) {
-            std::cerr << "bench-update: " << st.error().message << "\n";
-            return 1;
+        // Slots are written like partitions: allocated up front (zero-filled, as a block
+        // device is), overwritten in place (dd conv=notrunc); then everything is synced
+        // so neither side pays for the other's or the setup's dirty pages.
+        const std::string bareSlot = w + "/bare-slot.img";
+        for (const auto& f : {slotA, slotB, bareSlot}) {
+            must({"dd", "if=/dev/zero", "of=" + f, "bs=1M", "count=" + std::to_string(mib), "conv=fsync", "status=none"});
         }
-        const std::uint64_t idleHwm = vmHwmKiB(stack.pid("update"));
-        auto conn = dbus::connectSystemBus();
-        auto proxy = sdbus::createProxy(*conn, "org.mbl.Update1", "/org/mbl/Update1");
-        std::mutex m;
-        std::condition_variable cv;
-        std::map<std::string, std::pair<bool, std::string>> done;
-        proxy->uponSignal("Completed")
-            .onInterface(kIface)
-            .call([&](const std::string& id, bool ok, const std::string& name, const std::string& msg) {
-                std::lock_guard<std::mutex> l(m);
-                done[id] = {ok, name + ": " + msg};
-                cv.notify_all();
-            });
-        proxy->finishRegistration();
-        conn->enterEventLoopAsync();
-        // Rounds alternate bare and install so both see the same machine load.
-        std::vector<double> bare;
-        std::vector<double> inst;
-        for (int r = 0; r < rounds; ++r) {
-            {
-                const auto t0 = Clock::now();
-                must({"openssl", "dgst", "-sha256", img});
-                must({"dd", "if=" + img, "of=" + w + "/bare-slot.img", "bs=1M", "conv=fsync", "status=none"});
-                bare.push_back(seconds(t0, Clock::now()));
-            }
-            Fd fd(::open(bundle.c_str(), O_RDONLY | O_CLOEXEC));
-            const auto t0 = Clock::now();
-            std::string id;
-            proxy->callMethod("Install")
-                .onInterface(kIface)
-                .withArguments(sdbus::UnixFd(fd.get()), std::map<std::string, sdbus::Variant>{})
-                .storeResultsTo(id);
-            std::unique_lock<std::mutex> l(m);
-            cv.wait(l, [&] { return done.count(id) > 0; });
-            inst.push_back(seconds(t0, Clock::now()));
-            if (!done[id].first) {
-                std::cerr << "bench-update: install failed: " << done[id].second << "\n";
+        must({"sync"});
+        // Both settings of readBack, each against its own interleaved bare rounds.
+        for (bool readBack : {true, false}) {
+            // The daemon, on a fresh state and bootloader environment.
+            ::unlink((w + "/bootenv").c_str());
+            test::TestStack stack;
+            const std::string root = stack.root();
+            (void)fs::makeDirs(root + "/etc/mbl/trust");
+            (void)fs::writeFileAtomic(root + "/etc/mbl/trust/ca.pem", *fs::readFile(w + "/ca.pem"));
+            nlohmann::json cfg = {{"compatible", "bench-board"},
+                                  {"bootedSlot", "a"},
+                                  {"bootloader", {{"type", "file"}, {"path", w + "/bootenv"}}},
+                                  {"readBack", readBack},
+                                  {"slots", {{{"name", "a"}, {"device", slotA}}, {{"name", "b"}, {"device", slotB}}}}};
+            (void)fs::writeFileAtomic(root + "/etc/mbl/update.json", cfg.dump());
+            if (auto st = stack.start("update"); !st) {
+                std::cerr << "bench-update: " << st.error().message << "\n";
                 return 1;
             }
-        }
-        const std::uint64_t hwm = vmHwmKiB(stack.pid("update"));
-        std::vector<double> insp;
-        for (int r = 0; r < 20; ++r) {
-            Fd fd(::open(bundle.c_str(), O_RDONLY | O_CLOEXEC));
-            const auto t0 = Clock::now();
-            std::string manifest;
-            proxy->callMethod("Inspect").onInterface(kIface).withArguments(sdbus::UnixFd(fd.get())).storeResultsTo(manifest);
-            insp.push_back(seconds(t0, Clock::now()));
-        }
-        proxy.reset();
-        conn->leaveEventLoop();
+            const std::uint64_t idleHwm = vmHwmKiB(stack.pid("update"));
+            auto conn = dbus::connectSystemBus();
+            auto proxy = sdbus::createProxy(*conn, "org.mbl.Update1", "/org/mbl/Update1");
+            std::mutex m;
+            std::condition_variable cv;
+            std::map<std::string, std::pair<bool, std::string>> done;
+            proxy->uponSignal("Completed")
+                .onInterface(kIface)
+                .call([&](const std::string& id, bool ok, const std::string& name, const std::string& msg) {
+                    std::lock_guard<std::mutex> l(m);
+                    done[id] = {ok, name + ": " + msg};
+                    cv.notify_all();
+                });
+            proxy->finishRegistration();
+            conn->enterEventLoopAsync();
+            // Rounds alternate bare and install so both see the same machine load.
+            std::vector<double> bare;
+            std::vector<double> inst;
+            for (int r = 0; r < rounds; ++r) {
+                {
+                    const auto t0 = Clock::now();
+                    must({"openssl", "dgst", "-sha256", img});
+                    must({"dd", "if=" + img, "of=" + bareSlot, "bs=1M", "conv=fsync,notrunc", "status=none"});
+                    bare.push_back(seconds(t0, Clock::now()));
+                }
+                Fd fd(::open(bundle.c_str(), O_RDONLY | O_CLOEXEC));
+                const auto t0 = Clock::now();
+                std::string id;
+                proxy->callMethod("Install")
+                    .onInterface(kIface)
+                    .withArguments(sdbus::UnixFd(fd.get()), std::map<std::string, sdbus::Variant>{})
+                    .storeResultsTo(id);
+                std::unique_lock<std::mutex> l(m);
+                cv.wait(l, [&] { return done.count(id) > 0; });
+                inst.push_back(seconds(t0, Clock::now()));
+                if (!done[id].first) {
+                    std::cerr << "bench-update: install failed: " << done[id].second << "\n";
+                    return 1;
+                }
+            }
+            const std::uint64_t hwm = vmHwmKiB(stack.pid("update"));
+            std::vector<double> insp;
+            for (int r = 0; r < 20; ++r) {
+                Fd fd(::open(bundle.c_str(), O_RDONLY | O_CLOEXEC));
+                const auto t0 = Clock::now();
+                std::string manifest;
+                proxy->callMethod("Inspect").onInterface(kIface).withArguments(sdbus::UnixFd(fd.get())).storeResultsTo(manifest);
+                insp.push_back(seconds(t0, Clock::now()));
+            }
+            proxy.reset();
+            conn->leaveEventLoop();
+            // The daemon's own split of the last install (stream+write+sync, then the read-back tail).
+            std::string split;
+            for (const auto& line : str::split(stack.log("update"), '\n')) {
+                if (line.find("bytes streamed") != std::string::npos || line.find("install timing") != std::string::npos) {
+                    split = line.find("bytes streamed") != std::string::npos ? line : split + "\n         " + line;
+                }
+            }
 
-        const double mb = static_cast<double>(bytes) / 1e6;
-        const std::string sz = std::to_string(mib) + "M";
-        std::printf("%-8s %-34s %10.3f %10.0f\n", sz.c_str(), "bare: openssl dgst + dd conv=fsync", median(bare),
-                    mb / median(bare));
-        std::printf("%-8s %-34s %10.3f %10.0f\n", sz.c_str(), "mbl-update Install (bus, verified)", median(inst),
-                    mb / median(inst));
-        std::printf("%-8s %-34s %10.2f\n", sz.c_str(), "ratio install/bare throughput", median(bare) / median(inst));
-        std::printf("%-8s %-34s %10.2f ms\n", sz.c_str(), "Inspect (signature check) median", median(insp) * 1000);
-        std::printf("%-8s %-34s %7llu KiB idle, %llu KiB peak\n", sz.c_str(), "daemon VmHWM",
-                    static_cast<unsigned long long>(idleHwm), static_cast<unsigned long long>(hwm));
-        std::fflush(stdout);
+            const double mb = static_cast<double>(bytes) / 1e6;
+            const std::string sz = std::to_string(mib) + "M";
+            std::printf("%-8s %-34s %10.3f %10.0f\n", sz.c_str(), "bare: openssl dgst + dd conv=fsync", median(bare),
+                        mb / median(bare));
+            std::printf("%-8s %-34s %10.3f %10.0f\n", sz.c_str(),
+                        readBack ? "Install, readBack on (default)" : "Install, readBack off", median(inst),
+                        mb / median(inst));
+            std::printf("%-8s %-34s %10.2f\n", sz.c_str(), "ratio install/bare throughput", median(bare) / median(inst));
+            std::printf("%-8s %-34s %10.2f ms\n", sz.c_str(), "Inspect (signature check) median", median(insp) * 1000);
+            std::printf("%-8s %-34s %7llu KiB idle, %llu KiB peak\n", sz.c_str(), "daemon VmHWM",
+                        static_cast<unsigned long long>(idleHwm), static_cast<unsigned long long>(hwm));
+            if (!split.empty()) {
+                std::printf("%-8s last install: %s\n", sz.c_str(), split.c_str());
+            }
+            std::fflush(stdout);
+        }
         ::unlink(slotA.c_str());
         ::unlink(slotB.c_str());
-        ::unlink((w + "/bare-slot.img").c_str());
+        ::unlink(bareSlot.c_str());
     }
     return 0;
 }

@@ -94,6 +94,9 @@ private:
     std::string activeSlotFrom(const std::map<std::string, std::string>& env) const;
     Expected<std::uint64_t> slotCapacity(const SlotConfig& s) const;
     Status disarm(const SlotConfig& s);
+    // Zeroes the first MiB of a slot that holds a partial or refused image, so no
+    // file system or kernel header of it survives to be mounted or booted by hand.
+    Status wipeHead(const SlotConfig& s);
     Status writeRootfs(bundle::Reader& r, const bundle::Payload& p, const SlotConfig& target,
                        const std::function<void(std::uint64_t)>& advanced);
     Status stagePayload(bundle::Reader& r, const bundle::Payload& p, const std::string& dir,
@@ -115,6 +118,8 @@ private:
     std::uint64_t maxManifestBytes_ = bundle::kDefaultMaxManifestBytes;
     int trialAttempts_ = 1;
     int goodAttempts_ = 3;
+    bool readBack_ = true;
+    bool noDirect_ = false;
     std::vector<SlotConfig> slots_;
     std::unique_ptr<Bootloader> bootloader_;
     std::string pause_;

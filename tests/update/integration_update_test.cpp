@@ -306,6 +306,72 @@ TEST_CASE("kill -9 at any point of an install leaves the active slot untouched a
     }
 }
 
+TEST_CASE("kill -9 while app payloads are being staged leaves no staged garbage and the next start reports that "
+          "operation failed")
+{
+    // "rootfs-half": the rootfs (first payload) is half written, staging made for the
+    // apps; "staged": the rootfs is written and verified, one app staged, one not.
+    for (const char* point : {"staged", "rootfs-half"}) {
+        SECTION(point)
+        {
+            TestStack stack;
+            test::TempDir work("mbl-update-it");
+            Device dev(stack.root(), pki());
+            const std::string image = work.path() + "/rootfs.img";
+            const std::string app1 = work.path() + "/one.oci.tar";
+            const std::string app2 = work.path() + "/two.oci.tar";
+            makeImage(image, 3u << 20, 8);
+            makeImage(app1, 200000, 3);
+            makeImage(app2, 200000, 4);
+            auto spec = signedSpec();
+            spec.rootfs = image;
+            spec.apps = {{"one", app1}, {"two", app2}};
+            const std::string bundle = work.path() + "/fw.bundle";
+            REQUIRE(createBundle(spec, bundle).status.success());
+            TestStack::StartOptions so;
+            so.env = {std::string("MBL_UPDATE_TEST_PAUSE=") + point};
+            REQUIRE(stack.start("update", so));
+            std::string id;
+            {
+                Client c;
+                Fd fd = openRead(bundle);
+                id = c.install(fd.get());
+                REQUIRE(waitForFile(dev.stateDir + "/paused", std::chrono::seconds(30)));
+            }
+            auto before = mustRun({"find", dev.stateDir + "/staging", "-mindepth", "2", "-type", "f"});
+            INFO("staged at the kill: " << before.out);
+            stack.kill("update");
+            ::unlink((dev.stateDir + "/paused").c_str());
+            REQUIRE(stack.start("update"));
+            Client c;
+            const std::string last = c.get<std::string>("LastError");
+            CHECK(last.rfind("org.mbl.Error.Failed: install " + id + " was interrupted", 0) == 0);
+            CHECK(c.get<std::string>("Operation").empty());
+            CHECK(c.get<std::string>("ActiveSlot") == "a");
+            auto staging = mustRun({"find", dev.stateDir + "/staging", "-mindepth", "1"});
+            CHECK(staging.out.empty());
+            // Nothing of the interrupted operation can be handed on.
+            CHECK_THROWS(c.proxy->callMethod("OpenPayload").onInterface(kIface).withArguments(id, std::string("app-one")));
+            auto states = c.get<std::vector<sdbus::Struct<std::string, std::string, std::string, std::uint64_t>>>(
+                "SlotStates");
+            for (const auto& st : states) {
+                if (st.get<0>() == "b") {
+                    CHECK(st.get<1>() == "empty");
+                    CHECK(st.get<2>().empty());
+                }
+            }
+            // A new install after the restart works.
+            Fd fd = openRead(bundle);
+            const std::string again = c.install(fd.get());
+            auto done = c.waitCompleted(again);
+            INFO(done.name << ": " << done.message);
+            CHECK(done.ok);
+            stack.stop("update");
+            CHECK(dev.reboot() == "b");
+        }
+    }
+}
+
 TEST_CASE("mblctl update install shows the result, and mutating methods are closed to unprivileged users")
 {
     TestStack stack;

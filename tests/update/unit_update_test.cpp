@@ -192,34 +192,101 @@ TEST_CASE("firmware install → boot → commit makes the new slot permanent and
     }
 }
 
+TEST_CASE("the GRUB script mbl-ab.cfg passes grub-script-check")
+{
+    if (!fs::exists("/usr/bin/grub-script-check")) {
+        test::skip("grub-script-check (grub-common) is not installed");
+    }
+    auto r = mustRun({"grub-script-check", test::sourceRoot() + "/services/update/grub/mbl-ab.cfg"});
+    INFO(r.out << r.err);
+    CHECK(r.status.success());
+}
+
+TEST_CASE("the GRUB script boots the first slot of BOOT_ORDER with attempts left and counts down in decimal")
+{
+    World w("grub");
+    // Counters of two and three digits, an invalid counter and an unsafe name are handled.
+    w.dev.writeEnv({{"BOOT_ORDER", "X;echo B A"}, {"BOOT_B_LEFT", "10"}, {"BOOT_A_LEFT", "100"}});
+    for (int i = 10; i > 0; --i) {
+        REQUIRE(w.dev.reboot() == "b");
+        CHECK(w.dev.readEnv()["BOOT_B_LEFT"] == std::to_string(i - 1));
+    }
+    CHECK(w.dev.reboot() == "a");
+    CHECK(w.dev.readEnv()["BOOT_A_LEFT"] == "99");
+    CHECK(w.dev.readEnv()["BOOT_B_LEFT"] == "0");
+    w.dev.writeEnv({{"BOOT_ORDER", "A B"}, {"BOOT_A_LEFT", "garbage"}, {"BOOT_B_LEFT", "1"}});
+    CHECK(w.dev.reboot() == "b");
+    CHECK(w.dev.reboot() == "");
+}
+
 TEST_CASE("a trial that is never committed falls back to the old slot after its attempts and reports the rollback")
 {
-    World w;
-    w.dev.config["trialAttempts"] = 2;
-    w.dev.writeConfig();
-    auto spec = signedSpec();
-    spec.rootfs = w.image;
-    spec.securityVersion = 3;
-    REQUIRE(createBundle(spec, w.bundle).status.success());
-    {
-        auto e = openEngine(w.dev);
-        REQUIRE(installFile(*e, w.bundle));
+    for (const char* bl : {"file", "grub"}) {
+        SECTION(bl)
+        {
+            World w(bl);
+            w.dev.config["trialAttempts"] = 2;
+            w.dev.writeConfig();
+            auto spec = signedSpec();
+            spec.rootfs = w.image;
+            spec.securityVersion = 3;
+            REQUIRE(createBundle(spec, w.bundle).status.success());
+            {
+                auto e = openEngine(w.dev);
+                REQUIRE(installFile(*e, w.bundle));
+            }
+            for (int i = 0; i < 2; ++i) {
+                REQUIRE(w.dev.reboot() == "b");
+                auto e = openEngine(w.dev); // the new firmware runs, nobody commits
+                CHECK(slotState(*e, "b") == "trial");
+                CHECK(e->snapshot().lastError.empty());
+            }
+            REQUIRE(w.dev.reboot() == "a");
+            auto e = openEngine(w.dev);
+            CHECK(e->snapshot().bootedSlot == "a");
+            CHECK(e->snapshot().lastError.find("rollback") != std::string::npos);
+            CHECK(slotState(*e, "b") == "bad");
+            CHECK(e->snapshot().floor == 0);
+            CHECK(e->snapshot().firmwareVersion == "1.0.0");
+            CHECK(e->snapshot().activeSlot == "a");
+            CHECK(w.dev.reboot() == "a");
+        }
     }
-    for (int i = 0; i < 2; ++i) {
-        REQUIRE(w.dev.reboot() == "b");
-        auto e = openEngine(w.dev); // the new firmware runs, nobody commits
-        CHECK(slotState(*e, "b") == "trial");
-        CHECK(e->snapshot().lastError.empty());
+}
+
+TEST_CASE("the slot is written and verified the same with O_DIRECT, through the page cache, and with readBack off")
+{
+    struct Mode {
+        const char* name;
+        bool buffered;
+        bool readBack;
+    };
+    for (const Mode& m : {Mode{"O_DIRECT, read back", false, true}, Mode{"page cache, read back", true, true},
+                          Mode{"O_DIRECT, readBack off", false, false}}) {
+        SECTION(m.name)
+        {
+            World w;
+            w.dev.config["readBack"] = m.readBack;
+            w.dev.writeConfig();
+            // An image whose size is not a multiple of the O_DIRECT alignment: the tail goes
+            // through the page cache.
+            makeImage(w.image, (3u << 20) + 1234, 77);
+            auto spec = signedSpec();
+            spec.rootfs = w.image;
+            REQUIRE(createBundle(spec, w.bundle).status.success());
+            if (m.buffered) {
+                ::setenv("MBL_UPDATE_TEST_BUFFERED", "1", 1);
+            }
+            auto e = openEngine(w.dev);
+            ::unsetenv("MBL_UPDATE_TEST_BUFFERED");
+            auto st = installFile(*e, w.bundle);
+            INFO((st ? std::string() : st.error().describe()));
+            REQUIRE(st);
+            CHECK(slotState(*e, "b") == "trial");
+            CHECK(crypto::sha256Hex(readFile(w.dev.slotB).substr(0, (3u << 20) + 1234)) == sha256File(w.image));
+            CHECK(w.dev.reboot() == "b");
+        }
     }
-    REQUIRE(w.dev.reboot() == "a");
-    auto e = openEngine(w.dev);
-    CHECK(e->snapshot().bootedSlot == "a");
-    CHECK(e->snapshot().lastError.find("rollback") != std::string::npos);
-    CHECK(slotState(*e, "b") == "bad");
-    CHECK(e->snapshot().floor == 0);
-    CHECK(e->snapshot().firmwareVersion == "1.0.0");
-    CHECK(e->snapshot().activeSlot == "a");
-    CHECK(w.dev.reboot() == "a");
 }
 
 TEST_CASE("MarkBad abandons a trial: the next boot falls back to the old slot")
@@ -261,6 +328,70 @@ TEST_CASE("a bundle with a corrupted rootfs byte is refused with SignatureInvali
     CHECK(slotState(*e, "b") == "empty");
     CHECK(e->snapshot().lastError.find("SignatureInvalid") != std::string::npos);
     CHECK(w.dev.reboot() == "a");
+}
+
+TEST_CASE("a rootfs found bad only after it streamed leaves the inactive slot empty, wiped and unarmed; the next good "
+          "install works")
+{
+    for (const char* bl : {"file", "grub"}) {
+        SECTION(bl)
+        {
+            World w(bl);
+            auto spec = signedSpec();
+            spec.rootfs = w.image;
+            REQUIRE(createBundle(spec, w.bundle).status.success());
+            const std::string good = w.dir.path() + "/good.bundle";
+            REQUIRE(mustRun({"cp", w.bundle, good}).status.success());
+            // The very last byte of the rootfs: known bad only once the whole payload was written.
+            auto members = readTar(w.bundle);
+            members[2].second.back() ^= 0x01;
+            writeTar(w.bundle, members);
+            const std::string aBefore = sha256File(w.dev.slotA);
+            {
+                auto e = openEngine(w.dev);
+                auto st = installFile(*e, w.bundle);
+                REQUIRE_FALSE(st);
+                CHECK(st.error().code == ErrorCode::SignatureInvalid);
+                for (const auto& [name, s] : e->snapshot().slots) {
+                    if (name == "b") {
+                        CHECK(s.state == "empty");
+                        CHECK(s.version.empty());
+                        CHECK(s.installed == 0);
+                    }
+                }
+                CHECK(e->snapshot().activeSlot == "a");
+                CHECK(e->snapshot().firmwareVersion == "1.0.0");
+                // Neither Commit nor MarkBad can make anything of the refused slot.
+                (void)e->commit();
+                CHECK_FALSE(e->markBad());
+                CHECK(slotState(*e, "b") == "empty");
+            }
+            CHECK(sha256File(w.dev.slotA) == aBefore);
+            // Its head is zeroed: no file system of the refused image can be mounted or booted by hand.
+            CHECK(readFile(w.dev.slotB).substr(0, 1u << 20) == std::string(1u << 20, '\0'));
+            auto env = w.dev.readEnv();
+            CHECK(env["BOOT_ORDER"] == "A");
+            CHECK(env["BOOT_B_LEFT"] == "0");
+            // Reboots keep running slot a, and a restart still reports b as empty.
+            CHECK(w.dev.reboot() == "a");
+            {
+                auto e = openEngine(w.dev);
+                CHECK(slotState(*e, "b") == "empty");
+                CHECK(e->snapshot().bootedSlot == "a");
+                // A good bundle afterwards installs, boots and commits as usual.
+                auto st = installFile(*e, good);
+                INFO((st ? std::string() : st.error().describe()));
+                REQUIRE(st);
+                CHECK(slotState(*e, "b") == "trial");
+            }
+            REQUIRE(w.dev.reboot() == "b");
+            auto e = openEngine(w.dev);
+            REQUIRE(e->commit());
+            CHECK(slotState(*e, "b") == "good");
+            CHECK(e->snapshot().firmwareVersion == "2.0.0");
+            CHECK(crypto::sha256Hex(readFile(w.dev.slotB).substr(0, 3u << 20)) == sha256File(w.image));
+        }
+    }
 }
 
 TEST_CASE("every malformed, foreign or older bundle is refused with its named error and changes nothing")

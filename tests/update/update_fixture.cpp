@@ -1,5 +1,7 @@
 #include "update_fixture.h"
 
+#include <catch2/catch.hpp>
+
 #include "harness.h"
 
 #include "mbl/archive_ptr.h"
@@ -8,6 +10,7 @@
 #include "mbl/strings.h"
 
 #include <fcntl.h>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <unistd.h>
@@ -265,25 +268,90 @@ void Device::writeEnv(const std::map<std::string, std::string>& vars) const
     }
 }
 
+namespace {
+
+// The boot script of the GRUB backend, run by GRUB itself: grub-emu (GRUB built
+// for user space) sources services/update/grub/mbl-ab.cfg over an ext2 disk image
+// holding a copy of the grubenv (GRUB's save_env writes only to a disk, here the
+// emulated one), and the grubenv is copied back out with debugfs. Returns the boot
+// name GRUB chose ("" for none); std::nullopt when grub-emu is not installed.
+std::optional<std::string> grubEmuBoot(const std::string& env)
+{
+    if (!fs::exists("/usr/bin/grub-emu") || !fs::exists("/sbin/mkfs.ext2") || !fs::exists("/sbin/debugfs")) {
+        return std::nullopt;
+    }
+    test::TempDir d("mbl-grub-boot");
+    const std::string dir = d.path();
+    (void)fs::makeDirs(dir + "/fs", 0755);
+    (void)fs::makeDirs(dir + "/grub", 0755);
+    if (fs::exists(env)) {
+        writeFile(dir + "/fs/grubenv", readFile(env));
+    } else {
+        mustRun({"grub-editenv", dir + "/fs/grubenv", "create"});
+    }
+    const std::string disk = dir + "/disk.img";
+    mustRun({"truncate", "-s", "4M", disk});
+    auto mk = mustRun({"/sbin/mkfs.ext2", "-q", "-F", "-d", dir + "/fs", disk});
+    if (!mk.status.success()) {
+        throw std::runtime_error("mkfs.ext2 -d failed: " + mk.err);
+    }
+    writeFile(dir + "/device.map", "(hd0) " + disk + "\n");
+    writeFile(dir + "/grub/grub.cfg", "set mbl_env=(hd0)/grubenv\n"
+                                      "source (host)" + test::sourceRoot() + "/services/update/grub/mbl-ab.cfg\n"
+                                      "echo \"mbl-boot-result [$mbl_slot] [$default]\"\n"
+                                      "halt\n");
+    Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    SpawnOptions o;
+    o.stdinFd = devnull.get();
+    auto r = run({"timeout", "60", "grub-emu", "-m", dir + "/device.map", "-d", dir + "/grub"}, o);
+    if (!r || !r->status.success()) {
+        throw std::runtime_error("grub-emu failed: " + (r ? r->out + r->err : r.error().message));
+    }
+    const auto at = r->out.find("mbl-boot-result [");
+    if (at == std::string::npos) {
+        throw std::runtime_error("grub-emu did not run mbl-ab.cfg to its end: " + r->out);
+    }
+    const auto from = at + std::string("mbl-boot-result [").size();
+    const std::string chosen = r->out.substr(from, r->out.find(']', from) - from);
+    mustRun({"/sbin/debugfs", "-R", "dump /grubenv " + dir + "/grubenv.out", disk});
+    writeFile(env, readFile(dir + "/grubenv.out"));
+    return chosen;
+}
+
+} // namespace
+
 std::string Device::reboot()
 {
-    // What the boot script does (U-Boot: for BOOT_SLOT in "${BOOT_ORDER}"; GRUB: the
-    // same loop over ${BOOT_ORDER}): the first slot with attempts left boots and
-    // loses one attempt.
-    auto envNow = readEnv();
-    std::string chosen;
-    for (const auto& bn : str::split(envNow["BOOT_ORDER"], ' ')) {
-        if (bn.empty()) {
-            continue;
-        }
-        const std::string var = "BOOT_" + bn + "_LEFT";
-        int left = envNow.count(var) ? std::atoi(envNow[var].c_str()) : 0;
-        if (left > 0) {
-            writeEnv({{var, std::to_string(left - 1)}});
-            chosen = bn == "A" ? "a" : bn == "B" ? "b" : bn;
-            break;
+    std::string bootname;
+    std::optional<std::string> byGrub;
+    if (bootloader == "grub") {
+        byGrub = grubEmuBoot(env);
+        if (!byGrub) {
+            WARN("grub-emu is not installed (tests/setup.sh installs it): the GRUB script's "
+                 "contract is simulated in C++");
         }
     }
+    if (byGrub) {
+        bootname = *byGrub;
+    } else {
+        // What the boot script does (U-Boot: for BOOT_SLOT in "${BOOT_ORDER}"; GRUB:
+        // mbl-ab.cfg's loop over $BOOT_ORDER): the first slot with attempts left boots
+        // and loses one attempt.
+        auto envNow = readEnv();
+        for (const auto& bn : str::split(envNow["BOOT_ORDER"], ' ')) {
+            if (bn.empty()) {
+                continue;
+            }
+            const std::string var = "BOOT_" + bn + "_LEFT";
+            int left = envNow.count(var) ? std::atoi(envNow[var].c_str()) : 0;
+            if (left > 0) {
+                writeEnv({{var, std::to_string(left - 1)}});
+                bootname = bn;
+                break;
+            }
+        }
+    }
+    const std::string chosen = bootname == "A" ? "a" : bootname == "B" ? "b" : bootname;
     ++boots;
     writeFile(cmdline, "console=ttyS0 mbl.slot=" + chosen + " rootwait\n");
     writeFile(bootId, "boot-" + std::to_string(boots) + "\n");
