@@ -80,7 +80,7 @@ std::string stringAt(const nlohmann::json& j, const char* key)
 
 Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config)
 {
-    if (auto st = config.rejectUnknownKeys({"reboot_command", "health_grace_ms", "health_timeout_ms",
+    if (auto st = config.rejectUnknownKeys({"reboot_command", "hostname_command", "health_grace_ms", "health_timeout_ms",
                                             "max_attempts", "require_cloud_for_health"});
         !st) {
         return unexpected(st.error());
@@ -88,11 +88,13 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
     Settings s;
     s.stateDir = paths.state("coordinator");
     auto reboot = config.getStringList("reboot_command", {});
+    auto hostname = config.getStringList("hostname_command", {});
     auto grace = config.getInt("health_grace_ms", 10000, 0, 3600000);
     auto timeout = config.getInt("health_timeout_ms", 300000, 0, 86400000);
     auto attempts = config.getInt("max_attempts", 3, 1, 100);
     auto cloud = config.getBool("require_cloud_for_health", true);
-    for (const Error* e : {reboot ? nullptr : &reboot.error(), grace ? nullptr : &grace.error(),
+    for (const Error* e : {reboot ? nullptr : &reboot.error(), hostname ? nullptr : &hostname.error(),
+                           grace ? nullptr : &grace.error(),
                            timeout ? nullptr : &timeout.error(),
                            attempts ? nullptr : &attempts.error(), cloud ? nullptr : &cloud.error()}) {
         if (e != nullptr) {
@@ -103,6 +105,7 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": key 'reboot_command' must not be empty");
     }
     s.rebootCommand = *reboot;
+    s.hostnameCommand = *hostname;
     s.rebootRequestFile = paths.runtime("coordinator/reboot-request");
     s.healthGrace = std::chrono::milliseconds(*grace);
     s.healthTimeout = std::chrono::milliseconds(*timeout);
@@ -419,6 +422,15 @@ void Coordinator::resume(nlohmann::json op)
     log::notice(cur("id") + ": resuming after a restart in state '" + state + "'");
     if (state == "rebooting" || state == "verifying" || state == "committing") {
         verifyAfterReboot();
+        return;
+    }
+    if (state == "configuring") {
+        // Interrupted while applying: put back what was in effect, then apply again.
+        restoreConfig([this, id = cur("id")] {
+            if (isCurrent(id)) {
+                applyConfigs();
+            }
+        });
         return;
     }
     if (state == "checking-apps") {
@@ -793,7 +805,7 @@ void Coordinator::installNextApp()
     const auto& apps = (*op_)["apps"];
     const std::size_t i = op_->value("app_index", 0u);
     if (i >= apps.size()) {
-        removeDroppedApps();
+        applyConfigs();
         return;
     }
     const std::string appName = apps[i].value("name", "");
@@ -870,6 +882,233 @@ void Coordinator::onAppInstallCompleted(const std::string& installOp, const std:
     op_->erase("app_install_op");
     save();
     installNextApp();
+}
+
+// ---------------------------------------------------------------- over-the-air configuration
+
+namespace {
+const char* const kCloudBus = "org.mbl.CloudClient1";
+const char* const kContainersBus = "org.mbl.ContainerManager1";
+
+// A config payload: {"version": s, "cloud": {...}, "containers": {...}, "hostname": s}.
+Status checkConfigDocument(const nlohmann::json& doc)
+{
+    if (!doc.is_object()) {
+        return unexpected(ErrorCode::InvalidArgument, "the config payload is not a JSON object");
+    }
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+        const std::string& k = it.key();
+        if (k == "version" || k == "hostname") {
+            if (!it->is_string() || it->get<std::string>().empty()) {
+                return unexpected(ErrorCode::InvalidArgument, "config payload: '" + k + "' must be a non-empty string");
+            }
+        } else if (k == "cloud" || k == "containers") {
+            if (!it->is_object()) {
+                return unexpected(ErrorCode::InvalidArgument, "config payload: '" + k + "' must be an object");
+            }
+        } else {
+            return unexpected(ErrorCode::InvalidArgument, "config payload: unknown key '" + k +
+                                                              "' (known: version, cloud, containers, hostname)");
+        }
+    }
+    if (!doc.contains("version")) {
+        return unexpected(ErrorCode::InvalidArgument, "config payload: 'version' is missing");
+    }
+    const auto& h = doc.value("hostname", std::string("x"));
+    for (char c : h) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) {
+            return unexpected(ErrorCode::InvalidArgument, "config payload: 'hostname' has a character outside [A-Za-z0-9.-]");
+        }
+    }
+    if (h.size() > 63 || h.front() == '-') {
+        return unexpected(ErrorCode::InvalidArgument, "config payload: 'hostname' is not a valid host name");
+    }
+    return {};
+}
+} // namespace
+
+void Coordinator::applyConfigs()
+{
+    const auto configs = op_->value("configs", nlohmann::json::array());
+    if (configs.empty() || op_->value("config_done", false)) {
+        removeDroppedApps();
+        return;
+    }
+    if (configs.size() > 1) {
+        fail(Error{ErrorCode::InvalidArgument, "the bundle has more than one config payload"});
+        return;
+    }
+    const std::string id = cur("id");
+    setState("configuring", "applying the device configuration");
+    peers_.openPayload(cur("update_op"), configs[0].get<std::string>(), [this, id](Expected<Fd> fd) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!fd) {
+            fail(fd.error());
+            return;
+        }
+        std::string text;
+        char buf[8192];
+        ssize_t n;
+        while ((n = ::read(fd->get(), buf, sizeof buf)) > 0 && text.size() < (1u << 20)) {
+            text.append(buf, static_cast<std::size_t>(n));
+        }
+        auto doc = nlohmann::json::parse(text, nullptr, false);
+        if (doc.is_discarded()) {
+            fail(Error{ErrorCode::InvalidArgument, "the config payload is not JSON"});
+            return;
+        }
+        if (auto st = checkConfigDocument(doc); !st) {
+            fail(st.error());
+            return;
+        }
+        applyConfigDocument(doc);
+    });
+}
+
+void Coordinator::applyConfigDocument(const nlohmann::json& doc)
+{
+    const std::string id = cur("id");
+    // 1. What is in effect now, journaled before anything changes (a restart in the
+    //    middle restores it; a second pass must not take a half-applied snapshot).
+    if (!op_->contains("config_previous")) {
+        auto prev = std::make_shared<nlohmann::json>(nlohmann::json::object());
+        auto sections = std::make_shared<std::vector<std::string>>();
+        if (doc.contains("cloud")) {
+            sections->push_back(kCloudBus);
+        }
+        if (doc.contains("containers")) {
+            sections->push_back(kContainersBus);
+        }
+        auto step = std::make_shared<std::function<void(std::size_t)>>();
+        *step = [this, id, doc, prev, sections, weak = std::weak_ptr<std::function<void(std::size_t)>>(step)](std::size_t i) {
+            if (!isCurrent(id)) {
+                return;
+            }
+            if (i == sections->size()) {
+                (*op_)["config_previous"] = *prev;
+                save();
+                applyConfigDocument(doc);
+                return;
+            }
+            const std::string bus = (*sections)[i];
+            // The pending call holds the chain (the chain holds itself only weakly).
+            peers_.getSettings(bus, [this, id, prev, bus, i, self = weak.lock()](Expected<std::string> cur) {
+                if (!isCurrent(id)) {
+                    return;
+                }
+                if (!cur) {
+                    fail(Error{cur.error().code, "config: cannot read the settings of " + bus + ": " + cur.error().message});
+                    return;
+                }
+                (*prev)[bus] = *cur;
+                if (self) {
+                    (*self)(i + 1);
+                }
+            });
+        };
+        later([step] { (*step)(0); });
+        return;
+    }
+    // 2. Apply each section through the service that owns it; the first refusal
+    //    restores everything.
+    const std::string cloudDoc = doc.contains("cloud") ? doc["cloud"].dump() : "";
+    const std::string cmDoc = doc.contains("containers") ? doc["containers"].dump() : "";
+    const std::string hostname = doc.value("hostname", std::string());
+    auto afterHostname = [this, id, doc](Status st) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!st) {
+            configFailed(Error{st.error().code, "config: hostname: " + st.error().message});
+            return;
+        }
+        configApplied(doc);
+    };
+    auto afterContainers = [this, id, hostname, afterHostname](Status st) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!st) {
+            configFailed(Error{st.error().code, "config: containers: " + st.error().message});
+            return;
+        }
+        if (hostname.empty()) {
+            afterHostname({});
+            return;
+        }
+        peers_.setHostname(hostname, afterHostname);
+    };
+    auto afterCloud = [this, id, cmDoc, afterContainers](Status st) {
+        if (!isCurrent(id)) {
+            return;
+        }
+        if (!st) {
+            configFailed(Error{st.error().code, "config: cloud: " + st.error().message});
+            return;
+        }
+        if (cmDoc.empty()) {
+            afterContainers({});
+            return;
+        }
+        peers_.applySettings(kContainersBus, cmDoc, afterContainers);
+    };
+    if (cloudDoc.empty()) {
+        afterCloud({});
+    } else {
+        peers_.applySettings(kCloudBus, cloudDoc, afterCloud);
+    }
+}
+
+void Coordinator::configApplied(const nlohmann::json& doc)
+{
+    const std::string version = doc.value("version", std::string());
+    (*op_)["config_done"] = true;
+    (*op_)["config_version"] = version;
+    save();
+    feedbackProgress("device configuration " + version + " applied");
+    // Published for the fleet operator (device attribute mbl.config_version).
+    peers_.setAttributes("mbl", {{"config_version", version}}, [version](Status st) {
+        if (!st) {
+            log::warning("cannot publish config version " + version + ": " + st.error().describe());
+        }
+    });
+    removeDroppedApps();
+}
+
+void Coordinator::configFailed(const Error& e)
+{
+    const std::string id = cur("id");
+    restoreConfig([this, id, e] {
+        if (isCurrent(id)) {
+            fail(Error{e.code, e.message + "; the previous configuration was restored"});
+        }
+    });
+}
+
+void Coordinator::restoreConfig(std::function<void()> then)
+{
+    const auto prev = op_->value("config_previous", nlohmann::json::object());
+    op_->erase("config_previous");
+    op_->erase("config_done");
+    save();
+    auto remaining = std::make_shared<std::size_t>(prev.size());
+    if (prev.empty()) {
+        then();
+        return;
+    }
+    for (auto it = prev.begin(); it != prev.end(); ++it) {
+        const std::string bus = it.key();
+        peers_.applySettings(bus, it->get<std::string>(), [remaining, then, bus](Status st) {
+            if (!st) {
+                log::error("restoring the settings of " + bus + " failed: " + st.error().describe());
+            }
+            if (--*remaining == 0) {
+                then();
+            }
+        });
+    }
 }
 
 void Coordinator::removeDroppedApps()

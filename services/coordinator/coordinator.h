@@ -30,6 +30,8 @@ struct Settings {
     // default a request file that mbl-reboot.path answers (the coordinator holds
     // no privilege to reboot by itself).
     std::vector<std::string> rebootCommand;
+    // Applies a config payload's "hostname" (the name is appended); empty: not supported.
+    std::vector<std::string> hostnameCommand;
     std::string rebootRequestFile;
     std::chrono::milliseconds healthGrace{10000};    // everything must stay up this long
     std::chrono::milliseconds healthTimeout{300000}; // for everything to come up after a reboot
@@ -96,6 +98,11 @@ private:
     void installStored();
     void afterBundleInstalled();
     void installNextApp();
+    void applyConfigs();
+    void applyConfigDocument(const nlohmann::json& doc);
+    void configApplied(const nlohmann::json& doc);
+    void configFailed(const Error& e);
+    void restoreConfig(std::function<void()> then);
     void removeDroppedApps();
     void afterApps();
     void rebootNow();

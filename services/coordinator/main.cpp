@@ -32,6 +32,7 @@ int main(int argc, char** argv)
         svc->bus = std::make_unique<mbl::coordinator::CoordinatorBus>(ctx.connection);
         svc->peers = std::make_unique<mbl::coordinator::BusPeers>(ctx.connection, ctx.loop, settings->rebootCommand,
                                                                   settings->rebootRequestFile);
+        svc->peers->setHostnameCommand(settings->hostnameCommand);
         svc->coordinator = std::make_unique<mbl::coordinator::Coordinator>(std::move(settings).value(), *svc->peers,
                                                                            ctx.loop, *svc->bus);
         svc->bus->attach(*svc->coordinator);

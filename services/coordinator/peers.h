@@ -62,6 +62,13 @@ public:
     virtual void removeApp(const std::string& name, bool removeData, Done cb) = 0;
     virtual void listApps(Callback<std::vector<AppInfo>> cb) = 0;
 
+    // Over-the-air settings of org.mbl.CloudClient1 / org.mbl.ContainerManager1
+    // (GetSettings / ApplySettings: replace semantics, so a saved document restores).
+    virtual void getSettings(const std::string& busName, Callback<std::string> cb) = 0;
+    virtual void applySettings(const std::string& busName, const std::string& settingsJson, Done cb) = 0;
+    // The configured hostname command with the name appended.
+    virtual void setHostname(const std::string& hostname, Done cb) = 0;
+
     // The "Operation" property of org.mbl.Update1 or org.mbl.ContainerManager1: the
     // install running there ("" when idle). A service that restarted has forgotten
     // the install it was doing; this is how the coordinator notices.

@@ -224,6 +224,47 @@ void BusPeers::listApps(Callback<std::vector<AppInfo>> cb)
         });
 }
 
+void BusPeers::getSettings(const std::string& busName, Callback<std::string> cb)
+{
+    auto& proxy = busName == kCloud ? cloud_ : containers_;
+    proxy->callMethodAsync("GetSettings").onInterface(busName).withTimeout(kCallTimeout)
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::string settings) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            cb(settings);
+        });
+}
+
+void BusPeers::applySettings(const std::string& busName, const std::string& settingsJson, Done cb)
+{
+    auto& proxy = busName == kCloud ? cloud_ : containers_;
+    proxy->callMethodAsync("ApplySettings").onInterface(busName).withTimeout(kCallTimeout).withArguments(settingsJson)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::setHostname(const std::string& hostname, Done cb)
+{
+    if (hostnameCommand_.empty()) {
+        cb(unexpected(ErrorCode::NotSupported, "hostname changes are not configured on this device "
+                                               "(coordinator.json: hostname_command)"));
+        return;
+    }
+    auto argv = hostnameCommand_;
+    argv.push_back(hostname);
+    std::thread([&loop = loop_, argv, cb]() {
+        auto r = mbl::run(argv);
+        Status st;
+        if (!r) {
+            st = unexpected(r.error());
+        } else if (!r->status.success()) {
+            st = unexpected(ErrorCode::Failed, argv.front() + " failed: " + r->err);
+        }
+        loop.post([cb, st]() { cb(st); });
+    }).detach();
+}
+
 void BusPeers::runningOperation(const std::string& busName, Callback<std::string> cb)
 {
     auto& proxy = busName == kUpdate ? update_ : containers_;

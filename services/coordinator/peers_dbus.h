@@ -42,10 +42,15 @@ public:
     void removeApp(const std::string& name, bool removeData, Done cb) override;
     void listApps(Callback<std::vector<AppInfo>> cb) override;
     void runningOperation(const std::string& busName, Callback<std::string> cb) override;
+    void getSettings(const std::string& busName, Callback<std::string> cb) override;
+    void applySettings(const std::string& busName, const std::string& settingsJson, Done cb) override;
+    void setHostname(const std::string& hostname, Done cb) override;
+    void setHostnameCommand(std::vector<std::string> argv) { hostnameCommand_ = std::move(argv); }
     void ping(const std::string& busName, Done cb) override;
     void reboot(Done cb) override;
 
 private:
+    std::vector<std::string> hostnameCommand_;
     sdbus::IConnection& conn_;
     EventLoop& loop_;
     std::vector<std::string> rebootCommand_;

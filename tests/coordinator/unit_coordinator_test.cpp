@@ -68,8 +68,12 @@ public:
         feedback.push_back({actionId, execution, result, details});
         cb({});
     }
-    void setAttributes(const std::string&, const std::vector<std::pair<std::string, std::string>>&, Done cb) override
+    void setAttributes(const std::string& ns, const std::vector<std::pair<std::string, std::string>>& attrs,
+                       Done cb) override
     {
+        for (const auto& [k, v] : attrs) {
+            attributes[ns + "." + k] = v;
+        }
         cb({});
     }
     void cloudConnectionState(Callback<std::string> cb) override { cb(cloudState); }
@@ -96,6 +100,14 @@ public:
     void openPayload(const std::string&, const std::string& payload, Callback<Fd> cb) override
     {
         calls.push_back("open " + payload);
+        if (payload == "config" && !payloadText.empty()) {
+            int p[2];
+            REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+            REQUIRE(write(p[1], payloadText.data(), payloadText.size()) == static_cast<ssize_t>(payloadText.size()));
+            close(p[1]);
+            cb(Fd{p[0]});
+            return;
+        }
         cb(Fd{open("/dev/null", O_RDONLY | O_CLOEXEC)});
     }
     void updateState(Callback<UpdateState> cb) override { cb(update); }
@@ -135,6 +147,27 @@ public:
         cb({});
     }
     void listApps(Callback<std::vector<AppInfo>> cb) override { cb(apps); }
+    // Settings of the cloud client and the container manager (replace semantics).
+    std::map<std::string, std::string> settings{{"org.mbl.CloudClient1", "{}"}, {"org.mbl.ContainerManager1", "{}"}};
+    std::string refuseSettingsOf; // this service answers ApplySettings with InvalidArgument
+    std::vector<std::string> hostnames;
+    std::map<std::string, std::string> attributes;
+    std::string payloadText;      // what OpenPayload hands out ("" = /dev/null)
+    void getSettings(const std::string& bus, Callback<std::string> cb) override { cb(settings[bus]); }
+    void applySettings(const std::string& bus, const std::string& doc, Done cb) override
+    {
+        if (bus == refuseSettingsOf) {
+            cb(unexpected(ErrorCode::InvalidArgument, "unknown key"));
+            return;
+        }
+        settings[bus] = doc;
+        cb({});
+    }
+    void setHostname(const std::string& name, Done cb) override
+    {
+        hostnames.push_back(name);
+        cb({});
+    }
     // By default the last install handed out is still running there.
     std::map<std::string, std::string> running;
     void runningOperation(const std::string& bus, Callback<std::string> cb) override
@@ -500,4 +533,57 @@ TEST_CASE("an update service that restarts during the install is noticed and the
         }
     }
     CHECK(told);
+}
+
+TEST_CASE("a config payload is applied through the services that own each setting and its version published; a "
+          "refusal by one restores the others")
+{
+    const char* manifest = R"({"version":"1.0.0","payloads":[{"name":"config","type":"config"}]})";
+    const std::string doc = R"({"version":"cfg-7","cloud":{"poll_interval_sec":60},
+        "containers":{"apps":{"hello":{"env":{"MODE":"fast"}}}},"hostname":"line7-unit42"})";
+    SECTION("applied")
+    {
+        Fixture f;
+        f.peers.manifest = manifest;
+        f.peers.payloadText = doc;
+        f.c->onDeploymentRequested("7", kDeployment);
+        runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+        f.c->onUpdateCompleted("u1", true, "", "");
+        runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+        CHECK(f.peers.settings["org.mbl.CloudClient1"] == R"({"poll_interval_sec":60})");
+        CHECK(f.peers.settings["org.mbl.ContainerManager1"] == R"({"apps":{"hello":{"env":{"MODE":"fast"}}}})");
+        CHECK(f.peers.hostnames == std::vector<std::string>{"line7-unit42"});
+        CHECK(f.peers.attributes["mbl.config_version"] == "cfg-7");
+        CHECK(f.peers.feedback.back().result == "success");
+    }
+    SECTION("one part refused: all restored, closed/failure")
+    {
+        Fixture f;
+        f.peers.manifest = manifest;
+        f.peers.payloadText = doc;
+        f.peers.settings["org.mbl.CloudClient1"] = R"({"poll_interval_sec":300})";
+        f.peers.refuseSettingsOf = "org.mbl.ContainerManager1";
+        f.c->onDeploymentRequested("7", kDeployment);
+        runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+        f.c->onUpdateCompleted("u1", true, "", "");
+        runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+        CHECK(f.peers.settings["org.mbl.CloudClient1"] == R"({"poll_interval_sec":300})");
+        CHECK(f.peers.hostnames.empty());
+        CHECK(f.peers.attributes.count("mbl.config_version") == 0);
+        REQUIRE(f.peers.feedback.back().result == "failure");
+        CHECK(f.peers.feedback.back().details[0].find("previous configuration was restored") != std::string::npos);
+    }
+    SECTION("an unknown key changes nothing")
+    {
+        Fixture f;
+        f.peers.manifest = manifest;
+        f.peers.payloadText = R"({"version":"x","ntp":{"server":"a"}})";
+        f.c->onDeploymentRequested("7", kDeployment);
+        runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+        f.c->onUpdateCompleted("u1", true, "", "");
+        runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+        CHECK(f.peers.settings["org.mbl.CloudClient1"] == "{}");
+        REQUIRE(f.peers.feedback.back().result == "failure");
+        CHECK(f.peers.feedback.back().details[0].find("unknown key 'ntp'") != std::string::npos);
+    }
 }

@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <map>
+
 using namespace mbl;
 using namespace mbl::test;
 using namespace mbl::test::e2e;
@@ -193,4 +195,118 @@ TEST_CASE("an artifact that is not a signed bundle ends closed/failure with the 
     CHECK(w.device->boots == 0);
     CHECK(w.apps().empty());
     CHECK(stagedOperations(w) == 0);
+}
+
+// ---------------------------------------------------------------- crash and fault matrix
+
+namespace {
+
+struct KillPoint {
+    std::string name;
+    std::string victim;                                      // daemon label killed with SIGKILL
+    std::map<std::string, TestStack::StartOptions> pauseAt;  // pause points of the first start
+    json faults = json::object();                            // server faults while it runs
+    std::function<bool(World&)> when;                        // kill once this holds
+};
+
+bool pausedUpdate(World& w)
+{
+    return fs::exists(w.stack.root() + "/var/lib/mbl/update/paused");
+}
+
+TestStack::StartOptions updatePause(const std::string& point)
+{
+    TestStack::StartOptions o;
+    o.env = {"MBL_UPDATE_TEST_PAUSE=" + point};
+    return o;
+}
+
+// What must hold however a deployment ended: success (slot b committed, the app
+// running in exactly one container) or a clean rollback (slot a, nothing armed),
+// with the server told the same thing, and nothing left behind.
+void checkOutcome(World& w, const std::string& action, const std::string& point)
+{
+    INFO("kill point: " << point);
+    requireClosed(w, action, "FINISHED", 240s);
+    const auto env = w.bootEnv();
+    CHECK(w.bootedSlot() == "b");
+    CHECK(env.at("BOOT_ORDER").rfind("B", 0) == 0);
+    CHECK(env.at("BOOT_B_LEFT") != "0");
+    w.runUntil([&] { return appRunning(w, "hello", "1.0.0"); }, 30s);
+    CHECK(appRunning(w, "hello", "1.0.0"));
+    CHECK(w.runcContainers().size() == 1); // no orphan, no duplicate
+    CHECK(stagedOperations(w) <= 1);       // at most the last install's payloads
+    CHECK(w.coordinatorString("State") == "idle");
+    const auto details = w.feedbackDetails(action);
+    REQUIRE(!details.empty());
+    CHECK(details.back().find("closed/success") == 0);
+}
+
+void runKillPoint(const KillPoint& k)
+{
+    World w;
+    w.startAll(k.pauseAt);
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const auto bundle = w.bundle({"2.0.0", 1, w.rootfsImage("2.0.0"), {{"hello@1.0.0", app}}, ""}, "fw.mblb");
+    if (!k.faults.empty()) {
+        w.cloud.admin("POST", "/admin/faults", k.faults);
+    }
+    const auto action = w.deploy(bundle);
+    w.pollNow();
+    requireEventually(w, [&] { return k.when(w); }, 120s, "kill point " + k.name, action);
+    w.stack.kill(k.victim);
+    w.cloud.admin("POST", "/admin/faults", json::object());
+    w.start(k.victim);
+    checkOutcome(w, action, k.name);
+}
+
+} // namespace
+
+TEST_CASE("kill -9 of the coordinator, the update service or the container manager at any step of a firmware and "
+          "app deployment ends in success with the truth on the server and nothing left behind")
+{
+    auto state = [](const std::string& s) { return [s](World& w) { return w.coordinatorString("State") == s; }; };
+    const std::vector<KillPoint> points = {
+        {"coordinator while downloading", "coordinator", {}, {{"throttle_bps", 1 << 20}},
+         [](World& w) { return w.coordinatorString("State") == "downloading" && w.coordinatorString("Operation") != ""; }},
+        {"update service while verifying the signature", "update", {{"update", updatePause("verified")}}, {}, pausedUpdate},
+        {"update service in the middle of the slot write", "update", {{"update", updatePause("rootfs-half")}}, {},
+         pausedUpdate},
+        {"update service after the slot was written, before arming", "update",
+         {{"update", updatePause("before-arm")}}, {}, pausedUpdate},
+        {"update service right after arming", "update", {{"update", updatePause("after-arm")}}, {}, pausedUpdate},
+        {"update service after staging the app payload", "update", {{"update", updatePause("staged")}}, {},
+         pausedUpdate},
+        {"container manager while installing the app", "container-manager", {}, {}, state("installing-apps")},
+        {"coordinator while installing the app", "coordinator", {}, {}, state("installing-apps")},
+        {"coordinator after arming, before the reboot", "coordinator", {}, {},
+         [](World& w) { return w.rebootRequested(); }},
+        {"coordinator after the reboot, during the health check", "coordinator", {}, {}, state("verifying")},
+        {"container manager after the reboot, while the apps start", "container-manager", {}, {}, state("verifying")},
+        {"coordinator while committing or reporting", "coordinator", {}, {},
+         [](World& w) { return w.bootedSlot() == "b" && w.coordinatorString("State") != "verifying"; }},
+    };
+    for (const auto& k : points) {
+        SECTION(k.name)
+        {
+            runKillPoint(k);
+        }
+    }
+}
+
+TEST_CASE("a download cut twice mid-deployment resumes where it stopped and the deployment succeeds")
+{
+    World w;
+    w.startAll();
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const auto bundle = w.bundle({"2.0.0", 1, w.rootfsImage("2.0.0"), {{"hello@1.0.0", app}}, ""}, "fw.mblb");
+    w.cloud.admin("POST", "/admin/faults", {{"cut_count", 2}, {"cut_after", 1 << 20}});
+    const auto action = w.deploy(bundle);
+    w.pollNow();
+    checkOutcome(w, action, "network cut twice");
+    std::size_t ranged = 0;
+    for (const auto& r : w.cloud.state()["requests"]) {
+        ranged += r.dump().find("206") != std::string::npos ? 1 : 0;
+    }
+    CHECK(ranged >= 1);
 }
