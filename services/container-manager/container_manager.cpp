@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 #ifndef P_PIDFD
@@ -1363,6 +1364,31 @@ void ContainerManager::rotateLogs(const std::string& fileName)
 
 // ---------------------------------------------------------------- install
 
+namespace {
+// Test-only crash point: MBL_CM_TEST_PAUSE=<point>[:seconds] makes the install
+// worker write <apps>/.paused and wait there (for ever without seconds) so a test
+// can kill -9 the manager mid-install. Without the variable it is one getenv.
+void testPause(const std::string& point, const std::string& appsDir)
+{
+    const char* env = std::getenv("MBL_CM_TEST_PAUSE");
+    if (env == nullptr) {
+        return;
+    }
+    const std::string spec = env;
+    const auto colon = spec.find(':');
+    if (spec.substr(0, colon) != point) {
+        return;
+    }
+    (void)fs::writeFileAtomic(appsDir + "/.paused", point + "\n", 0644);
+    if (colon == std::string::npos) {
+        for (;;) {
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+        }
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(std::atoi(spec.c_str() + colon + 1)));
+}
+} // namespace
+
 Expected<std::string> ContainerManager::install(Fd archive, const std::string& optionsJson)
 {
     auto settings = parseSettings(optionsJson, config_);
@@ -1459,6 +1485,7 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
         if (auto st = work(); !st) {
             fail(st.error());
         }
+        testPause("staged", appsDir);
         loop->post([this, op, staged, alive] {
             if (*alive) {
                 onStaged(op, staged);

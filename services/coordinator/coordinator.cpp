@@ -446,6 +446,13 @@ void Coordinator::resume(nlohmann::json op)
         listener_.propertiesChanged({"State", "Step", "Operation"});
         return; // until the cloud says the maintenance window is open
     }
+    if (state == "installing-apps" && op_->value("bundle_installed", false) && op_->contains("update_op")) {
+        // The bundle is installed and its payloads staged: go on with the apps (one
+        // the container manager finished meanwhile is found running and skipped).
+        op_->erase("app_install_op");
+        installNextApp();
+        return;
+    }
     // Interrupted before anything was activated: start the operation again.
     const unsigned attempts = op_->value("attempts", 1u) + 1;
     (*op_)["attempts"] = attempts;

@@ -214,6 +214,18 @@ bool pausedUpdate(World& w)
     return fs::exists(w.stack.root() + "/var/lib/mbl/update/paused");
 }
 
+bool pausedInstall(World& w)
+{
+    return fs::exists(w.stack.root() + "/var/lib/mbl/apps/.paused");
+}
+
+TestStack::StartOptions cmPause(const std::string& point)
+{
+    TestStack::StartOptions o;
+    o.env = {"MBL_CM_TEST_PAUSE=" + point};
+    return o;
+}
+
 TestStack::StartOptions updatePause(const std::string& point)
 {
     TestStack::StartOptions o;
@@ -255,6 +267,7 @@ void runKillPoint(const KillPoint& k)
     w.pollNow();
     requireEventually(w, [&] { return k.when(w); }, 120s, "kill point " + k.name, action);
     w.stack.kill(k.victim);
+    (void)fs::removeTree(w.stack.root() + "/var/lib/mbl/apps/.paused");
     w.cloud.admin("POST", "/admin/faults", json::object());
     w.start(k.victim);
     checkOutcome(w, action, k.name);
@@ -277,8 +290,10 @@ TEST_CASE("kill -9 of the coordinator, the update service or the container manag
         {"update service right after arming", "update", {{"update", updatePause("after-arm")}}, {}, pausedUpdate},
         {"update service after staging the app payload", "update", {{"update", updatePause("staged")}}, {},
          pausedUpdate},
-        {"container manager while installing the app", "container-manager", {}, {}, state("installing-apps")},
-        {"coordinator while installing the app", "coordinator", {}, {}, state("installing-apps")},
+        {"container manager while installing the app", "container-manager",
+         {{"container-manager", cmPause("staged")}}, {}, pausedInstall},
+        {"coordinator while installing the app", "coordinator", {{"container-manager", cmPause("staged:4")}}, {},
+         pausedInstall},
         {"coordinator after arming, before the reboot", "coordinator", {}, {},
          [](World& w) { return w.rebootRequested(); }},
         {"coordinator after the reboot, during the health check", "coordinator", {}, {}, state("verifying")},
@@ -309,4 +324,62 @@ TEST_CASE("a download cut twice mid-deployment resumes where it stopped and the 
         ranged += r.dump().find("206") != std::string::npos ? 1 : 0;
     }
     CHECK(ranged >= 1);
+}
+
+TEST_CASE("a config payload reaches the cloud client and the container manager, the hostname command and the server's "
+          "device attributes; a config one service refuses is rolled back everywhere")
+{
+    World w;
+    // Changing this machine's real hostname is not for a test: the command records it.
+    const std::string hostFile = w.stack.root() + "/var/lib/mbl/coordinator/hostname";
+    (void)fs::writeFileAtomic(w.stack.root() + "/etc/mbl/coordinator.json",
+                              json({{"health_grace_ms", 1500},
+                                    {"health_timeout_ms", 60000},
+                                    {"hostname_command", {"sh", "-c", "printf %s \"$1\" > \"$0\"", hostFile}}})
+                                  .dump(),
+                              0644);
+    w.startAll();
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const std::string cfg1 = w.work.path() + "/cfg1.json";
+    update::writeFile(cfg1, json({{"version", "cfg-1"},
+                                  {"cloud", {{"poll_interval_sec", 30}}},
+                                  {"containers", {{"apps", {{"hello", {{"env", {{"GREETING", "hi"}}}}}}}}},
+                                  {"hostname", "line7-unit42"}})
+                                .dump());
+    const auto b1 = w.bundle({"1.1.0", 1, "", {{"hello@1.0.0", app}}, cfg1}, "cfg-1.mblb");
+    const auto a1 = w.deploy(b1);
+    w.pollNow();
+    requireClosed(w, a1, "FINISHED", 120s);
+    auto cloud = sdbus::createProxy(w.stack.bus(), "org.mbl.CloudClient1", "/org/mbl/CloudClient1");
+    std::string cloudSettings;
+    cloud->callMethod("GetSettings").onInterface("org.mbl.CloudClient1").storeResultsTo(cloudSettings);
+    CHECK(json::parse(cloudSettings) == json({{"poll_interval_sec", 30}}));
+    CHECK(cloud->getProperty("PollInterval").onInterface("org.mbl.CloudClient1").get<std::uint32_t>() == 30);
+    auto cm = sdbus::createProxy(w.stack.bus(), "org.mbl.ContainerManager1", "/org/mbl/ContainerManager1");
+    std::string cmSettings;
+    cm->callMethod("GetSettings").onInterface("org.mbl.ContainerManager1").storeResultsTo(cmSettings);
+    CHECK(json::parse(cmSettings)["apps"]["hello"]["env"]["GREETING"] == "hi");
+    CHECK(update::readFile(hostFile) == "line7-unit42");
+    CHECK(w.runUntil(
+        [&] {
+            auto t = w.cloud.state()["targets"][w.deviceId]["attributes"];
+            return t.value("mbl.config_version", "") == "cfg-1";
+        },
+        30s));
+
+    // A config whose container part is refused (an unknown setting): nothing of it stays.
+    const std::string cfg2 = w.work.path() + "/cfg2.json";
+    update::writeFile(cfg2, json({{"version", "cfg-2"},
+                                  {"cloud", {{"poll_interval_sec", 5}}},
+                                  {"containers", {{"apps", {{"hello", {{"colour", "blue"}}}}}}}})
+                                .dump());
+    const auto b2 = w.bundle({"1.2.0", 1, "", {{"hello@1.0.0", app}}, cfg2}, "cfg-2.mblb");
+    const auto a2 = w.deploy(b2);
+    w.pollNow();
+    requireClosed(w, a2, "ERROR", 120s);
+    cloud->callMethod("GetSettings").onInterface("org.mbl.CloudClient1").storeResultsTo(cloudSettings);
+    CHECK(json::parse(cloudSettings) == json({{"poll_interval_sec", 30}}));
+    const auto details = w.feedbackDetails(a2);
+    CHECK(details.back().find("previous configuration was restored") != std::string::npos);
+    CHECK(w.cloud.state()["targets"][w.deviceId]["attributes"].value("mbl.config_version", "") == "cfg-1");
 }
