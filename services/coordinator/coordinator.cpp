@@ -851,6 +851,19 @@ void Coordinator::installNextApp()
                                                      if (!isCurrent(id)) {
                                                          return;
                                                      }
+                                                     if (!installOp && installOp.error().code == ErrorCode::Busy &&
+                                                         op_->value("busy_retries", 0u) < 120) {
+                                                         // An install of this app from before a restart of
+                                                         // ours is still running there: wait for it, then
+                                                         // look again (the finished app is then skipped).
+                                                         (*op_)["busy_retries"] = op_->value("busy_retries", 0u) + 1;
+                                                         after(std::chrono::seconds(1), [this, id] {
+                                                             if (isCurrent(id)) {
+                                                                 installNextApp();
+                                                             }
+                                                         });
+                                                         return;
+                                                     }
                                                      if (!installOp) {
                                                          fail(installOp.error());
                                                          return;
