@@ -42,7 +42,14 @@ std::string describe(World& w, const std::string& action)
 
 bool closedWith(World& w, const std::string& action, const std::string& status, std::chrono::milliseconds timeout)
 {
-    return w.runUntil([&] { return w.actionStatus(action) == status; }, timeout);
+    // Any final state ends the wait: a wrong one fails at once.
+    w.runUntil(
+        [&] {
+            const auto st = w.actionStatus(action);
+            return st == "FINISHED" || st == "ERROR" || st == "CANCELED" || st == "DOWNLOADED";
+        },
+        timeout);
+    return w.actionStatus(action) == status;
 }
 
 void requireClosed(World& w, const std::string& action, const std::string& status, std::chrono::milliseconds timeout)
