@@ -1088,8 +1088,8 @@ void Coordinator::configApplied(const nlohmann::json& doc)
     (*op_)["config_version"] = version;
     save();
     feedbackProgress("device configuration " + version + " applied");
-    // Published for the fleet operator (device attribute mbl.config_version).
-    peers_.setAttributes("mbl", {{"config_version", version}}, [version](Status st) {
+    // Published for the fleet operator (device attribute config.version).
+    peers_.setAttributes("config", {{"version", version}}, [version](Status st) {
         if (!st) {
             log::warning("cannot publish config version " + version + ": " + st.error().describe());
         }
@@ -1319,15 +1319,23 @@ void Coordinator::healthAttempt(const std::string& id, std::chrono::steady_clock
         }
         if (st) {
             (*op_)["health"] = "up; holding for the grace period";
-            after(settings_.healthGrace, [this, id, done] {
+            after(settings_.healthGrace, [this, id, deadline, done] {
                 if (!isCurrent(id)) {
                     return;
                 }
-                healthProbe(id, [this, id, done](Status again) {
-                    if (isCurrent(id)) {
-                        done(again ? again : Status{unexpected(again.error().code,
-                                                               again.error().message + " after the grace period")});
+                healthProbe(id, [this, id, deadline, done](Status again) {
+                    if (!isCurrent(id)) {
+                        return;
                     }
+                    if (!again && std::chrono::steady_clock::now() < deadline) {
+                        // Went down within the grace period (a crash, or a restart to take new
+                        // settings): it must come up and stay up for a whole period again.
+                        log::info(id + ": health: " + again.error().message + " within the grace period; waiting again");
+                        healthAttempt(id, deadline, done);
+                        return;
+                    }
+                    done(again ? again : Status{unexpected(again.error().code,
+                                                           again.error().message + " after the grace period")});
                 });
             });
             return;

@@ -553,7 +553,7 @@ TEST_CASE("a config payload is applied through the services that own each settin
         CHECK(f.peers.settings["org.mbl.CloudClient1"] == R"({"poll_interval_sec":60})");
         CHECK(f.peers.settings["org.mbl.ContainerManager1"] == R"({"apps":{"hello":{"env":{"MODE":"fast"}}}})");
         CHECK(f.peers.hostnames == std::vector<std::string>{"line7-unit42"});
-        CHECK(f.peers.attributes["mbl.config_version"] == "cfg-7");
+        CHECK(f.peers.attributes["config.version"] == "cfg-7");
         CHECK(f.peers.feedback.back().result == "success");
     }
     SECTION("one part refused: all restored, closed/failure")
@@ -569,7 +569,7 @@ TEST_CASE("a config payload is applied through the services that own each settin
         runUntil(f.loop, [&] { return f.c->state() == "idle"; });
         CHECK(f.peers.settings["org.mbl.CloudClient1"] == R"({"poll_interval_sec":300})");
         CHECK(f.peers.hostnames.empty());
-        CHECK(f.peers.attributes.count("mbl.config_version") == 0);
+        CHECK(f.peers.attributes.count("config.version") == 0);
         REQUIRE(f.peers.feedback.back().result == "failure");
         CHECK(f.peers.feedback.back().details[0].find("previous configuration was restored") != std::string::npos);
     }

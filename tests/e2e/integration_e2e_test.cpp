@@ -327,7 +327,8 @@ TEST_CASE("a download cut twice mid-deployment resumes where it stopped and the 
     w.pollNow();
     checkOutcome(w, action, "network cut twice");
     std::size_t ranged = 0;
-    for (const auto& r : w.cloud.state()["requests"]) {
+    const auto server = w.cloud.state();
+    for (const auto& r : server.at("requests")) {
         ranged += r.dump().find("206") != std::string::npos ? 1 : 0;
     }
     CHECK(ranged >= 1);
@@ -370,7 +371,7 @@ TEST_CASE("a config payload reaches the cloud client and the container manager, 
     CHECK(w.runUntil(
         [&] {
             auto t = w.cloud.state()["targets"][w.deviceId]["attributes"];
-            return t.value("mbl.config_version", "") == "cfg-1";
+            return t.value("config.version", "") == "cfg-1";
         },
         30s));
 
@@ -388,5 +389,5 @@ TEST_CASE("a config payload reaches the cloud client and the container manager, 
     CHECK(json::parse(cloudSettings) == json({{"poll_interval_sec", 30}}));
     const auto details = w.feedbackDetails(a2);
     CHECK(details.back().find("previous configuration was restored") != std::string::npos);
-    CHECK(w.cloud.state()["targets"][w.deviceId]["attributes"].value("mbl.config_version", "") == "cfg-1");
+    CHECK(w.cloud.state()["targets"][w.deviceId]["attributes"].value("config.version", "") == "cfg-1");
 }
