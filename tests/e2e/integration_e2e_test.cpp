@@ -391,3 +391,58 @@ TEST_CASE("a config payload reaches the cloud client and the container manager, 
     CHECK(details.back().find("previous configuration was restored") != std::string::npos);
     CHECK(w.cloud.state()["targets"][w.deviceId]["attributes"].value("config.version", "") == "cfg-1");
 }
+
+TEST_CASE("bad input ends in a named error or closed/failure with the reason, and the device stays as it was")
+{
+    World w;
+    w.startAll();
+    const std::string mblctl = buildRoot() + "/services/mblctl/mblctl";
+    const auto envBefore = w.bootEnv();
+
+    // A bundle whose signature is fine but whose app image is broken.
+    const std::string broken = w.work.path() + "/broken.oci.tar";
+    update::writeFile(broken, std::string(4096, 'z'));
+    const auto bad = w.bundle({"1.1.0", 1, "", {{"hello@1.0.0", broken}}, ""}, "broken-app.mblb");
+    const auto a1 = w.deploy(bad);
+    w.pollNow();
+    requireClosed(w, a1, "ERROR", 120s);
+    CHECK(w.feedbackDetails(a1).back().find("app hello failed") != std::string::npos);
+    CHECK(w.apps().empty());
+    CHECK(w.runcContainers().empty());
+
+    // A cancel for an action the device does not run is answered, and changes nothing.
+    w.cloud.admin("POST", "/admin/deployments",
+                  {{"target", w.deviceId}, {"chunks", {{{"part", "bundle"}, {"artifacts", {"broken-app.mblb"}}}}}});
+    // (the new action is cancelled on the server before the device saw it)
+    auto st = w.cloud.state();
+    std::string last;
+    for (auto it = st["actions"].begin(); it != st["actions"].end(); ++it) {
+        last = it.key();
+    }
+    w.cloud.admin("POST", "/admin/actions/" + last, {{"cancel", true}});
+    w.pollNow();
+    requireClosed(w, last, "CANCELED", 60s);
+
+    // InstallBundle on a file that is not a bundle: the local API says why.
+    const std::string junk = w.work.path() + "/junk.bin";
+    update::writeFile(junk, "this is not a bundle");
+    auto r = w.stack.runTool({mblctl, "install", junk});
+    CHECK(r.status.code != 0);
+    CHECK((r.err + r.out).find("not a valid tar archive") != std::string::npos);
+
+    // A local install while a cloud deployment runs is refused as Busy.
+    w.cloud.admin("POST", "/admin/faults", {{"throttle_bps", 256 << 10}});
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const auto good = w.bundle({"1.2.0", 1, "", {{"hello@1.0.0", app}}, ""}, "good.mblb");
+    const auto a2 = w.deploy(good);
+    w.pollNow();
+    requireEventually(w, [&] { return w.coordinatorString("State") == "downloading"; }, 60s, "downloading", a2);
+    r = w.stack.runTool({mblctl, "install", good});
+    CHECK(r.status.code != 0);
+    CHECK((r.err + r.out).find("Busy") != std::string::npos);
+    w.cloud.admin("POST", "/admin/faults", json::object());
+    requireClosed(w, a2, "FINISHED", 180s);
+    CHECK(appRunning(w, "hello", "1.0.0"));
+    CHECK(w.bootEnv() == envBefore);
+    CHECK(w.device->boots == 0);
+}

@@ -9,10 +9,13 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include <csignal>
 #include <cstdlib>
+#include <dirent.h>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 namespace mbl::test::e2e {
 
@@ -65,6 +68,22 @@ World::~World()
     }
     for (const auto& id : runcContainers()) {
         (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
+    }
+    // Belt and braces: no process whose root is an app of this world outlives it
+    // (a leaked container loops once its rootfs is deleted).
+    if (std::unique_ptr<DIR, int (*)(DIR*)> proc{::opendir("/proc"), ::closedir}) {
+        while (struct dirent* e = ::readdir(proc.get())) {
+            const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+            if (pid <= 1) {
+                continue;
+            }
+            char buf[4096];
+            const std::string link = "/proc/" + std::string(e->d_name) + "/root";
+            const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
+            if (n > 0 && std::string(buf, static_cast<std::size_t>(n)).rfind(stack.root() + "/", 0) == 0) {
+                ::kill(pid, SIGKILL);
+            }
+        }
     }
 }
 
