@@ -224,9 +224,14 @@ void BusPeers::listApps(Callback<std::vector<AppInfo>> cb)
         });
 }
 
+std::unique_ptr<sdbus::IProxy>& BusPeers::proxyOf(const std::string& busName)
+{
+    return busName == kCloud ? cloud_ : busName == kUpdate ? update_ : containers_;
+}
+
 void BusPeers::getSettings(const std::string& busName, Callback<std::string> cb)
 {
-    auto& proxy = busName == kCloud ? cloud_ : containers_;
+    auto& proxy = proxyOf(busName);
     proxy->callMethodAsync("GetSettings").onInterface(busName).withTimeout(kCallTimeout)
         .uponReplyInvoke([cb](const sdbus::Error* e, std::string settings) {
             if (e != nullptr) {
@@ -239,7 +244,7 @@ void BusPeers::getSettings(const std::string& busName, Callback<std::string> cb)
 
 void BusPeers::applySettings(const std::string& busName, const std::string& settingsJson, Done cb)
 {
-    auto& proxy = busName == kCloud ? cloud_ : containers_;
+    auto& proxy = proxyOf(busName);
     proxy->callMethodAsync("ApplySettings").onInterface(busName).withTimeout(kCallTimeout).withArguments(settingsJson)
         .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
 }
@@ -267,7 +272,7 @@ void BusPeers::setHostname(const std::string& hostname, Done cb)
 
 void BusPeers::runningOperation(const std::string& busName, Callback<std::string> cb)
 {
-    auto& proxy = busName == kUpdate ? update_ : containers_;
+    auto& proxy = proxyOf(busName);
     proxy->callMethodAsync("Get").onInterface("org.freedesktop.DBus.Properties").withTimeout(kCallTimeout)
         .withArguments(busName, std::string("Operation"))
         .uponReplyInvoke([cb](const sdbus::Error* e, sdbus::Variant v) {

@@ -55,6 +55,8 @@ private:
     EventLoop& loop_;
     std::vector<std::string> rebootCommand_;
     std::string rebootRequestFile_;
+    // The proxy of one of the three peers, by bus name.
+    std::unique_ptr<sdbus::IProxy>& proxyOf(const std::string& busName);
     std::unique_ptr<sdbus::IProxy> cloud_;
     std::unique_ptr<sdbus::IProxy> update_;
     std::unique_ptr<sdbus::IProxy> containers_;

@@ -24,6 +24,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// The coordinator first (it reacts to the others going away), identity last.
+const char* const kShutdownOrder[] = {"coordinator", "cloud-client", "container-manager", "update", "device-identity"};
+
 std::string kib(const std::string& path)
 {
     struct stat st{};
@@ -61,7 +64,7 @@ World::World(WorldOptions options)
 World::~World()
 {
     // Containers are children of nobody we own once the manager is gone: remove them.
-    for (const auto& label : {"coordinator", "cloud-client", "container-manager", "update", "device-identity"}) {
+    for (const char* label : kShutdownOrder) {
         if (stack.running(label)) {
             stack.stop(label);
         }
@@ -238,7 +241,7 @@ bool World::rebootRequested() const
 std::string World::simulateReboot()
 {
     say("device: reboot requested — simulated power cycle (daemons and containers killed)");
-    for (const auto& label : {"coordinator", "cloud-client", "container-manager", "update", "device-identity"}) {
+    for (const char* label : kShutdownOrder) {
         stack.kill(label);
     }
     for (const auto& id : runcContainers()) {
