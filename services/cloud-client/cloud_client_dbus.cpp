@@ -87,19 +87,26 @@ sdbus::UnixFd CloudClientBus::Download(const std::string& actionId, const std::s
     });
 }
 
-void CloudClientBus::ReportFeedback(const std::string& actionId, const std::string& execution,
-                                    const std::string& result, const uint32_t& progressCount,
-                                    const uint32_t& progressOf, const std::vector<std::string>& details)
+// Both persist state with fsync before they answer (the reply means "kept, and
+// delivered in order"), so they run on the store worker, never on the bus thread.
+void CloudClientBus::ReportFeedback(sdbus::Result<>&& reply, std::string actionId, std::string execution,
+                                    std::string result, uint32_t progressCount, uint32_t progressOf,
+                                    std::vector<std::string> details)
 {
     dbus::guard([&] {
-        Feedback f{execution, result, progressCount, progressOf, details};
-        dbus::unwrap(client_.reportFeedback(actionId, f));
+        Feedback f{std::move(execution), std::move(result), progressCount, progressOf, std::move(details)};
+        dbus::completeOnWorker(store_, loop_, std::move(reply),
+                               [this, id = std::move(actionId), f = std::move(f)] { return client_.reportFeedback(id, f); });
     });
 }
 
-void CloudClientBus::SetAttributes(const std::string& ns, const std::map<std::string, std::string>& attributes)
+void CloudClientBus::SetAttributes(sdbus::Result<>&& reply, std::string ns, std::map<std::string, std::string> attributes)
 {
-    dbus::guard([&] { dbus::unwrap(client_.setAttributes(ns, attributes)); });
+    dbus::guard([&] {
+        dbus::completeOnWorker(store_, loop_, std::move(reply), [this, ns = std::move(ns), a = std::move(attributes)] {
+            return client_.setAttributes(ns, a);
+        });
+    });
 }
 
 std::map<std::string, std::string> CloudClientBus::GetAttributes()

@@ -4,6 +4,7 @@
 #include "cloud_client.h"
 
 #include "mbl/event_loop.h"
+#include "mbl/serial_worker.h"
 
 #include "org.mbl.CloudClient1_adaptor.h"
 
@@ -31,10 +32,9 @@ public:
 private:
     void PollNow() override;
     sdbus::UnixFd Download(const std::string& actionId, const std::string& artifactJson) override;
-    void ReportFeedback(const std::string& actionId, const std::string& execution, const std::string& result,
-                        const uint32_t& progressCount, const uint32_t& progressOf,
-                        const std::vector<std::string>& details) override;
-    void SetAttributes(const std::string& ns, const std::map<std::string, std::string>& attributes) override;
+    void ReportFeedback(sdbus::Result<>&& reply, std::string actionId, std::string execution, std::string result,
+                        uint32_t progressCount, uint32_t progressOf, std::vector<std::string> details) override;
+    void SetAttributes(sdbus::Result<>&& reply, std::string ns, std::map<std::string, std::string> attributes) override;
     std::map<std::string, std::string> GetAttributes() override;
     std::string GetSettings() override;
     std::string GetInstalledDeployment() override;
@@ -53,6 +53,8 @@ private:
     CloudClient& client_;
     // Posted work checks this so nothing runs against a destroyed adaptor.
     std::shared_ptr<std::atomic<bool>> alive_;
+    // Runs the calls that persist state (ReportFeedback, SetAttributes) in order.
+    SerialWorker store_; // last: its destructor finishes the queued calls while the rest still exists
 };
 
 } // namespace mbl::cloud

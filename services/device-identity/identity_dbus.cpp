@@ -32,67 +32,21 @@ CsrOptions csrOptionsFrom(const std::map<std::string, sdbus::Variant>& options)
 IdentityBus::IdentityBus(sdbus::IConnection& conn, EventLoop& loop, Identity& identity)
     : AdaptorInterfaces(conn, "/org/mbl/DeviceIdentity1"), loop_(loop), identity_(identity)
 {
-    worker_ = std::thread([this] { workerMain(); });
     registerAdaptor();
 }
 
 IdentityBus::~IdentityBus()
 {
     unregisterAdaptor();
-    {
-        std::lock_guard<std::mutex> lock(queueMutex_);
-        stopping_ = true;
-    }
-    queueCv_.notify_all();
-    worker_.join();
-}
-
-void IdentityBus::workerMain()
-{
-    while (true) {
-        std::function<void()> job;
-        {
-            std::unique_lock<std::mutex> lock(queueMutex_);
-            queueCv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) {
-                return; // stopping, and nothing left to finish
-            }
-            job = std::move(queue_.front());
-            queue_.pop_front();
-        }
-        job();
-    }
 }
 
 void IdentityBus::mutate(sdbus::Result<>&& result, std::function<Status()> job)
 {
-    auto reply = std::make_shared<sdbus::Result<>>(std::move(result));
-    std::lock_guard<std::mutex> lock(queueMutex_);
-    queue_.push_back([this, reply, job = std::move(job)] {
-        Status st;
-        try {
-            st = job();
-        } catch (const std::exception& e) {
-            st = unexpected(ErrorCode::Failed, std::string("internal error: ") + e.what());
-        } catch (...) {
-            st = unexpected(ErrorCode::Failed, "internal error");
-        }
-        loop_.post([this, reply, st] {
-            try {
-                if (!st) {
-                    reply->returnError(dbus::toBusError(st.error()));
-                    return;
-                }
-                reply->returnResults();
-                emitPropertiesChangedSignal(org::mbl::DeviceIdentity1_adaptor::INTERFACE_NAME,
-                                            {"DeviceId", "Provisioned", "CertificateNotAfter", "State"});
-                emitIdentityChanged(identity_.deviceId());
-            } catch (const std::exception& e) {
-                log::error(std::string("cannot send a reply: ") + e.what());
-            }
-        });
+    dbus::completeOnWorker(worker_, loop_, std::move(result), std::move(job), [this] {
+        emitPropertiesChangedSignal(org::mbl::DeviceIdentity1_adaptor::INTERFACE_NAME,
+                                    {"DeviceId", "Provisioned", "CertificateNotAfter", "State"});
+        emitIdentityChanged(identity_.deviceId());
     });
-    queueCv_.notify_one();
 }
 
 std::string IdentityBus::CreateCertificateRequest(const std::map<std::string, sdbus::Variant>& options)

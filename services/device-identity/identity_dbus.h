@@ -8,16 +8,13 @@
 #include "identity.h"
 
 #include "mbl/event_loop.h"
+#include "mbl/serial_worker.h"
 
 #include "org.mbl.DeviceIdentity1_adaptor.h"
 
 #include <sdbus-c++/sdbus-c++.h>
 
-#include <condition_variable>
-#include <deque>
 #include <functional>
-#include <mutex>
-#include <thread>
 
 namespace mbl::identity {
 
@@ -46,16 +43,10 @@ private:
 
     // Runs `job` on the worker; replies and announces the change on the bus thread.
     void mutate(sdbus::Result<>&& result, std::function<Status()> job);
-    void workerMain();
 
     EventLoop& loop_;
     Identity& identity_;
-
-    std::mutex queueMutex_;
-    std::condition_variable queueCv_;
-    std::deque<std::function<void()>> queue_;
-    bool stopping_ = false;
-    std::thread worker_;
+    SerialWorker worker_; // last: its destructor finishes the queued jobs while the rest still exists
 };
 
 } // namespace mbl::identity

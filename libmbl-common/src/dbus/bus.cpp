@@ -23,9 +23,34 @@ Error fromBusError(const sdbus::Error& e)
     return Error{errorCodeFromName(e.getName()), e.getMessage()};
 }
 
-void notSupported(const std::string& what)
+void completeOnWorker(SerialWorker& worker, EventLoop& loop, sdbus::Result<>&& result, std::function<Status()> job,
+                      std::function<void()> then)
 {
-    throw sdbus::Error("org.mbl.Error.NotSupported", what + " is not implemented yet");
+    auto reply = std::make_shared<sdbus::Result<>>(std::move(result));
+    worker.post([&loop, reply, job = std::move(job), then = std::move(then)] {
+        Status st;
+        try {
+            st = job();
+        } catch (const std::exception& e) {
+            st = unexpected(ErrorCode::Failed, std::string("internal error: ") + e.what());
+        } catch (...) {
+            st = unexpected(ErrorCode::Failed, "internal error");
+        }
+        loop.post([reply, st, then] {
+            try {
+                if (!st) {
+                    reply->returnError(toBusError(st.error()));
+                    return;
+                }
+                reply->returnResults();
+                if (then) {
+                    then();
+                }
+            } catch (const std::exception& e) {
+                log::error(std::string("cannot send a reply: ") + e.what());
+            }
+        });
+    });
 }
 
 void attach(EventLoop& loop, sdbus::IConnection& conn)

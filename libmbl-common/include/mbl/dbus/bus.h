@@ -7,6 +7,7 @@
 #include "mbl/event_loop.h"
 #include "mbl/expected.h"
 #include "mbl/paths.h"
+#include "mbl/serial_worker.h"
 
 #include <sdbus-c++/sdbus-c++.h>
 
@@ -56,8 +57,12 @@ inline void unwrap(Status&& e)
     }
 }
 
-// Answer of a method whose service issue has not landed yet.
-[[noreturn]] void notSupported(const std::string& what);
+// For a method annotated org.freedesktop.DBus.Method.Async=server: runs `job` on
+// `worker` (off the bus thread, in order with the worker's other jobs), then
+// replies from the loop thread with the job's error, or with success after
+// running `then` (e.g. to announce a property change).
+void completeOnWorker(SerialWorker& worker, EventLoop& loop, sdbus::Result<>&& result, std::function<Status()> job,
+                      std::function<void()> then = {});
 
 // Lets `loop` drive `conn` (its fd and timeouts); the connection must outlive the loop's run().
 void attach(EventLoop& loop, sdbus::IConnection& conn);
