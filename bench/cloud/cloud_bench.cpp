@@ -1,12 +1,20 @@
 // Benchmarks of the cloud client, against the bare tool in the same run:
 //  1. download throughput of a large artifact through nginx (mutual TLS): the
 //     daemon's Download fd (HTTPS + SHA-256 + pipe) against `curl` with the same
-//     TLS settings writing to /dev/null;
+//     TLS settings writing to /dev/null, and against `curl | openssl dgst -sha256`
+//     (the bare tools doing the same job);
 //  2. bytes on the wire per idle poll, with the kept connection against a fresh
 //     TLS handshake per poll (a counting TCP relay sits between client and nginx);
 //  3. idle RSS/PSS of the daemon;
 //  4. wake-ups (context switches of all its threads) per idle minute.
-// Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--idle-sec N]   (root; needs nginx)
+// Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--idle-sec N] [--load N]
+//                    [--modes python,static,link] [--link-mbit N]      (root; needs nginx)
+// Throughput modes: `python` (the DDI test server streams the artifact through
+// nginx), `static` (the test server answers with X-Accel-Redirect and nginx serves
+// the file: the server costs far less CPU, so the clients' own cost shows),
+// `link` (as static, with the server's port shaped to --link-mbit, default 1000,
+// by tc htb on lo: a device's network link). --load N runs N busy-looping
+// processes during the throughput rounds.
 // Build without sanitizers for meaningful figures (see the README).
 
 #include "cloud_env.h"
@@ -19,6 +27,7 @@
 #include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <dirent.h>
 #include <fcntl.h>
@@ -27,6 +36,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -126,6 +136,46 @@ private:
     std::vector<std::thread> pumps_;
 };
 
+// Shapes what nginx sends from `port` on lo to `mbit` (tc htb + u32 filter on the
+// source port; everything else on lo is left alone). Removed again on destruction.
+class LinkShaper {
+public:
+    LinkShaper(int port, int mbit)
+    {
+        const std::string rate = std::to_string(mbit) + "mbit";
+        const std::vector<std::vector<std::string>> cmds = {
+            {"tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "20", "r2q", "1000"},
+            {"tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:10", "htb", "rate", rate},
+            {"tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb", "rate", "100gbit"},
+            {"tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip",
+             "sport", std::to_string(port), "0xffff", "flowid", "1:10"}};
+        for (const auto& c : cmds) {
+            auto r = mbl::run(c);
+            if (!r || !r->status.success()) {
+                why_ = "tc " + c[1] + " " + c[2] + ": " + (r ? str::trim(r->err) : r.error().message);
+                return;
+            }
+            installed_ = true;
+        }
+        ok_ = true;
+    }
+    ~LinkShaper()
+    {
+        if (installed_) {
+            (void)mbl::run({"tc", "qdisc", "del", "dev", "lo", "root"});
+        }
+    }
+    LinkShaper(const LinkShaper&) = delete;
+    LinkShaper& operator=(const LinkShaper&) = delete;
+    bool ok() const { return ok_; }
+    const std::string& why() const { return why_; }
+
+private:
+    bool ok_ = false;
+    bool installed_ = false;
+    std::string why_;
+};
+
 double median(std::vector<double> v)
 {
     std::sort(v.begin(), v.end());
@@ -195,6 +245,9 @@ int main(int argc, char** argv)
     int polls = 20;
     int idleSec = 60;
     int runs = 3;
+    int load = 0;
+    std::string modes = "python,static,link";
+    int linkMbit = 1000;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "--size-mib") {
@@ -205,6 +258,12 @@ int main(int argc, char** argv)
             runs = std::max(1, std::stoi(argv[i + 1]));
         } else if (a == "--idle-sec") {
             idleSec = std::stoi(argv[i + 1]);
+        } else if (a == "--load") {
+            load = std::max(0, std::stoi(argv[i + 1]));
+        } else if (a == "--modes") {
+            modes = argv[i + 1];
+        } else if (a == "--link-mbit") {
+            linkMbit = std::max(1, std::stoi(argv[i + 1]));
         }
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -234,73 +293,165 @@ int main(int argc, char** argv)
                             std::to_string(art["smid"].get<int>()) + "/artifacts/big.bin";
     json artifact = {{"url", url}, {"size", art["size"]}, {"sha256", art["sha256"]}, {"filename", "big.bin"}};
     const double bytes = static_cast<double>(art["size"].get<std::uint64_t>());
-    std::vector<double> ours, theirs, inproc, oursCpu, theirsCpu;
     const pid_t daemonPid = env.stack.pid("cloud-client");
     const std::string pki = env.cloud.dir() + "/pki";
-    for (int run = 0; run < runs; ++run) {
+    const std::vector<std::string> curlArgv = {"curl", "-sS", "--fail", "--tlsv1.2", "--cacert", pki + "/test-ca.pem",
+                                               "--cert", pki + "/device-dev-01.pem", "--key",
+                                               pki + "/device-dev-01.key", "-o", "/dev/null", url};
+    // The daemon's stream: Download → pipe → spliced into /dev/null, so the consumer
+    // costs what curl's -o /dev/null costs (no copy into a process).
+    auto daemonRun = [&](double& cpu) -> double {
         const double cpu0 = processCpu(daemonPid);
-        auto t0 = Clock::now();
+        const auto t0 = Clock::now();
         sdbus::UnixFd fd;
         env.proxy().callMethod("Download").onInterface("org.mbl.CloudClient1").withArguments(std::string("1"), artifact.dump()).storeResultsTo(fd);
-        std::vector<char> buf(1 << 20);
+        Fd devNull{::open("/dev/null", O_WRONLY | O_CLOEXEC)};
         std::uint64_t got = 0;
         while (true) {
-            ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+            ssize_t n = ::splice(fd.get(), nullptr, devNull.get(), nullptr, 1 << 20, SPLICE_F_MOVE);
             if (n <= 0) {
                 break;
             }
             got += static_cast<std::uint64_t>(n);
         }
-        double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
         if (got != art["size"].get<std::uint64_t>()) {
             std::cerr << "daemon download incomplete: " << got << "\n";
         }
-        ours.push_back(bytes / s / 1e6);
-        oursCpu.push_back((processCpu(daemonPid) - cpu0) / (bytes / (1 << 30)));
+        cpu = (processCpu(daemonPid) - cpu0) / (bytes / (1 << 30));
+        return bytes / s / 1e6;
+    };
+    auto curlRun = [&](double& cpu) -> double {
         const double ccpu0 = childrenCpu();
-        t0 = Clock::now();
-        auto r = mbl::run({"curl", "-sS", "--fail", "--tlsv1.2", "--cacert", pki + "/test-ca.pem", "--cert",
-                           pki + "/device-dev-01.pem", "--key", pki + "/device-dev-01.key", "-o", "/dev/null", url});
-        s = std::chrono::duration<double>(Clock::now() - t0).count();
+        const auto t0 = Clock::now();
+        auto r = mbl::run(curlArgv);
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
         if (!r || !r->status.success()) {
             std::cerr << "curl failed: " << (r ? r->err : r.error().message) << "\n";
         }
-        theirs.push_back(bytes / s / 1e6);
-        theirsCpu.push_back((childrenCpu() - ccpu0) / (bytes / (1 << 30)));
-        // The same HTTPS code in-process, without pipe and hash: isolates the fd path's cost.
-        {
-            cloud::TlsSettings tls;
-            tls.caPem = env.cloud.caPem();
-            tls.keyPem = env.creds.keyPem;
-            tls.chainPem = env.creds.chainPem;
-            cloud::HttpSession hs(tls, *cloud::originOf(url));
-            std::uint64_t n = 0;
-            t0 = Clock::now();
-            (void)hs.stream(url, 0, [&](long, const char*, std::size_t len) {
-                n += len;
-                return true;
-            });
-            s = std::chrono::duration<double>(Clock::now() - t0).count();
-            inproc.push_back(bytes / s / 1e6);
+        cpu = (childrenCpu() - ccpu0) / (bytes / (1 << 30));
+        return bytes / s / 1e6;
+    };
+    // The bare tools doing the daemon's whole job, download and SHA-256 check:
+    // curl into `openssl dgst -sha256` (the same EVP code, with the CPU's SHA
+    // instructions; coreutils' sha256sum has none and runs at a quarter of it).
+    auto curlShaRun = [&](double& cpu) -> double {
+        std::string cmd;
+        for (std::size_t i = 0; i + 3 < curlArgv.size(); ++i) {
+            cmd += curlArgv[i] + " ";
+        }
+        cmd += "-o - '" + url + "' | openssl dgst -sha256 -r";
+        const double ccpu0 = childrenCpu();
+        const auto t0 = Clock::now();
+        auto r = mbl::run({"sh", "-c", cmd});
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (!r || !r->status.success() || r->out.substr(0, 64) != art["sha256"].get<std::string>()) {
+            std::cerr << "curl | openssl dgst failed\n";
+        }
+        cpu = (childrenCpu() - ccpu0) / (bytes / (1 << 30));
+        return bytes / s / 1e6;
+    };
+    // The same HTTPS code in-process, without pipe and hash: isolates the fd path's cost.
+    auto inprocRun = [&]() -> double {
+        cloud::TlsSettings tls;
+        tls.caPem = env.cloud.caPem();
+        tls.keyPem = env.creds.keyPem;
+        tls.chainPem = env.creds.chainPem;
+        cloud::HttpSession hs(tls, *cloud::originOf(url));
+        std::uint64_t n = 0;
+        const auto t0 = Clock::now();
+        (void)hs.stream(url, 0, [&](long, const char*, std::size_t len) {
+            n += len;
+            return true;
+        });
+        return bytes / std::chrono::duration<double>(Clock::now() - t0).count() / 1e6;
+    };
+    // Optional competing load: N busy-looping processes (a device doing other work).
+    std::vector<pid_t> hogs;
+    for (int i = 0; i < load; ++i) {
+        const pid_t h = ::fork();
+        if (h == 0) {
+            volatile std::uint64_t spin = 0;
+            while (true) {
+                spin = spin + 1;
+            }
+        }
+        hogs.push_back(h);
+    }
+    const std::string loadText = load > 0 ? ", " + std::to_string(load) + " busy-looping process(es)" : "";
+    // One set of rounds against one server setup. Who goes first alternates, so
+    // neither side always gets a warmer cache or a quieter machine.
+    auto rounds = [&](const std::string& label) {
+        std::vector<double> ours, theirs, theirsSha, inproc, oursCpu, theirsCpu, shaCpu, ratios, shaRatios;
+        for (int run = 0; run < runs; ++run) {
+            double oc = 0, tc = 0, sc = 0, o = 0, t = 0, ts = 0;
+            if (run % 2 == 0) {
+                o = daemonRun(oc);
+                t = curlRun(tc);
+                ts = curlShaRun(sc);
+            } else {
+                ts = curlShaRun(sc);
+                t = curlRun(tc);
+                o = daemonRun(oc);
+            }
+            ours.push_back(o);
+            theirs.push_back(t);
+            theirsSha.push_back(ts);
+            ratios.push_back(o / t);
+            shaRatios.push_back(o / ts);
+            oursCpu.push_back(oc);
+            theirsCpu.push_back(tc);
+            shaCpu.push_back(sc);
+            inproc.push_back(inprocRun());
+        }
+        std::printf("download %zu MiB via nginx mTLS, %s%s (medians of %d rounds):\n", sizeMib, label.c_str(),
+                    loadText.c_str(), runs);
+        std::printf("  mbl-cloud-client Download fd (HTTPS + SHA-256 check + pipe)  %5.0f MB/s  %.2f s CPU/GiB\n",
+                    median(ours), median(oursCpu));
+        std::printf("  curl -o /dev/null (transport only)                          %5.0f MB/s  %.2f s CPU/GiB"
+                    "  ratio %.2f\n",
+                    median(theirs), median(theirsCpu), median(ratios));
+        std::printf("  curl | openssl dgst -sha256 (the same job, bare tools)      %5.0f MB/s  %.2f s CPU/GiB"
+                    "  ratio %.2f\n",
+                    median(theirsSha), median(shaCpu), median(shaRatios));
+        std::printf("  in-process HttpSession, no pipe, no hash                    %5.0f MB/s\n", median(inproc));
+        std::printf("  per round (MB/s) daemon / curl / curl|dgst:");
+        for (std::size_t i = 0; i < ours.size(); ++i) {
+            std::printf(" %.0f/%.0f/%.0f", ours[i], theirs[i], theirsSha[i]);
+        }
+        std::printf("\n");
+        std::fflush(stdout);
+    };
+    const int tlsPort = std::stoi(env.cloud.serverUrl().substr(env.cloud.serverUrl().rfind(':') + 1));
+    for (const auto& mode : str::split(modes, ',')) {
+        if (mode == "python") {
+            env.cloud.admin("POST", "/admin/config", {{"accel_redirect", nullptr}});
+            rounds("artifact streamed by the Python test server (nginx proxies it)");
+        } else if (mode == "static") {
+            env.cloud.admin("POST", "/admin/config", {{"accel_redirect", "/_mbl_artifact"}});
+            rounds("artifact served by nginx itself (X-Accel-Redirect)");
+        } else if (mode == "link") {
+            env.cloud.admin("POST", "/admin/config", {{"accel_redirect", "/_mbl_artifact"}});
+            LinkShaper shaper(tlsPort, linkMbit);
+            if (!shaper.ok()) {
+                std::printf("download over a %d Mbit/s link: skipped (%s)\n", linkMbit, shaper.why().c_str());
+                continue;
+            }
+            rounds("artifact served by nginx, its port shaped to " + std::to_string(linkMbit) +
+                   " Mbit/s (tc htb on lo), as a device's link");
+        } else {
+            std::cerr << "unknown mode " << mode << " (python, static, link)\n";
+            return 2;
         }
     }
-    std::printf("download %zu MiB via nginx mTLS: mbl-cloud-client fd %.0f MB/s, curl %.0f MB/s, ratio %.2f; "
-                "in-process HttpSession without pipe/hash %.0f MB/s (medians of %d)\n",
-                sizeMib, median(ours), median(theirs), median(ours) / median(theirs), median(inproc), runs);
-    std::printf("  per run (MB/s): daemon");
-    for (double v : ours) {
-        std::printf(" %.0f", v);
+    env.cloud.admin("POST", "/admin/config", {{"accel_redirect", nullptr}});
+    for (pid_t h : hogs) {
+        ::kill(h, SIGKILL);
+        ::waitpid(h, nullptr, 0);
     }
-    std::printf(" | curl");
-    for (double v : theirs) {
-        std::printf(" %.0f", v);
-    }
-    std::printf("\n  CPU per GiB (user+sys): daemon %.2f s (TLS + SHA-256 + pipe), curl %.2f s (medians)\n",
-                median(oursCpu), median(theirsCpu));
 
     // --- 2. bytes per idle poll ------------------------------------------------------
     {
-        const int tlsPort = std::stoi(env.cloud.serverUrl().substr(env.cloud.serverUrl().rfind(':') + 1));
         CountingRelay relay(tlsPort);
         const std::string base = "https://localhost:" + std::to_string(relay.port());
         auto origin = cloud::originOf(base);

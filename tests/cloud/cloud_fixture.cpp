@@ -219,6 +219,9 @@ void CloudFixture::startNginx()
                "    keepalive_timeout 600s;\n"
                "    keepalive_requests 100000;\n"
                "    location /admin/ { return 404; }\n"
+               // The test server's X-Accel-Redirect target (accel_redirect): only
+               // reachable through an answer of the server, never by a client.
+               "    location /_mbl_artifact/ { internal; alias /; }\n"
                "    location / {\n"
                "      proxy_pass http://127.0.0.1:" + std::to_string(backendPort_) + ";\n"
                "      proxy_http_version 1.1;\n"

@@ -26,7 +26,8 @@ A control API for tests lives under /admin (never proxied by nginx):
 
   GET  /admin/state                        everything (targets, actions, feedback, requests)
   POST /admin/config   {"sleep": "00:00:02", "mtls": true, "trusted_issuer_hashes": [...],
-                        "gateway_token": "...", "link_base": "https://other:1"}
+                        "gateway_token": "...", "link_base": "https://other:1",
+                        "accel_redirect": "/_mbl_artifact"}
   POST /admin/targets  {"id": "dev1", "token": "secret"}           target token
   POST /admin/artifacts {"name": "fw.bin", "path": "/tmp/x"}       or {"name":..., "data": "text"}
   POST /admin/deployments {"target": "dev1", "download": "forced", "update": "forced",
@@ -65,6 +66,11 @@ class State:
             "trusted_issuer_hashes": [],
             "gateway_token": None,
             "link_base": None,
+            # When set, an artifact GET that passed every check (and no fault mode
+            # touches artifacts) is answered with X-Accel-Redirect: <prefix><path>,
+            # and nginx serves the file itself (Range, 206, 416), as production
+            # setups put a web server or CDN in front of the artifact store.
+            "accel_redirect": None,
         }
         self.targets = {}  # id -> {token, attributes, config_requested, polls}
         self.actions = {}  # id -> dict
@@ -433,6 +439,17 @@ class Handler(BaseHTTPRequestHandler):
             if start >= size or start > end:
                 return self.error(416, "range not satisfiable", {"Content-Range": "bytes */%d" % size})
             status = 206
+        accel = STATE.config.get("accel_redirect")
+        faulty = any(STATE.faults.get(k) for k in ("cut_count", "throttle_bps", "corrupt"))
+        if accel and not faulty and self.command == "GET":
+            # nginx answers the (possibly ranged) request from the file.
+            self.record("accel")
+            self.send_response(200)
+            self.send_header("X-Accel-Redirect", accel + os.path.abspath(art["path"]))
+            self.send_header("Content-Disposition", "attachment;filename=%s" % filename)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         length = end - start + 1
         self.record(status)
         self.send_response(status)

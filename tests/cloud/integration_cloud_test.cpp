@@ -299,6 +299,31 @@ TEST_CASE("a download interrupted twice resumes with Range and ends with the rig
     CHECK(partial == 2);
 }
 
+TEST_CASE("an artifact that nginx serves itself (X-Accel-Redirect, as a web server or CDN would) arrives whole")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    const std::string sha = makeArtifact(env, "static.bin", 2 * 1024 * 1024 + 5);
+    env.cloud.admin("POST", "/admin/config", {{"accel_redirect", "/_mbl_artifact"}});
+    const std::string id = deploy(env, {"static.bin"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    auto fd = download(env, id, firstArtifact(*dep));
+    std::string data = readFd(fd.get());
+    CHECK(data.size() == 2u * 1024 * 1024 + 5);
+    CHECK(crypto::sha256Hex(data) == sha);
+    auto done = sig.waitFor("DownloadFinished");
+    REQUIRE(done);
+    CHECK(done->args[2] == "success");
+    // The test server only authorised the request; the bytes came from nginx.
+    auto reqs = env.requests("/artifacts/static.bin");
+    REQUIRE(reqs.size() == 1);
+    CHECK(reqs[0]["status"] == "accel");
+    auto log = fs::readFile(env.cloud.dir() + "/nginx/logs/access.log");
+    REQUIRE(log);
+    CHECK(contains(*log, "/artifacts/static.bin HTTP/1.1\" 200 "));
+}
+
 TEST_CASE("a download that is too slow is aborted and retried")
 {
     CloudEnvOptions o;
