@@ -50,6 +50,21 @@ std::string toHex(const unsigned char* data, std::size_t len)
     return out;
 }
 
+std::string quotable(const std::string& s, std::size_t maxLen)
+{
+    std::string out = s.substr(0, maxLen);
+    for (auto& ch : out) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c < 0x20 || c == 0x7f) {
+            ch = '?';
+        }
+    }
+    if (s.size() > maxLen) {
+        out += "\u2026";
+    }
+    return out;
+}
+
 bool isSafeName(const std::string& s, std::size_t maxLen)
 {
     if (s.empty() || s.size() > maxLen || s == "." || s == "..") {

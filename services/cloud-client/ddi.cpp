@@ -15,6 +15,21 @@ namespace {
 
 constexpr std::int64_t kMaxSleep = 30LL * 24 * 3600;
 
+// hawkBit takes any artifact file name ("My App (1.2).tar"). It is only ever a
+// label here (logs, signals, feedback), never a path, so what is refused is what
+// could pass for a path or forge a log line: separators, "." and "..", control
+// characters, over 255 bytes.
+bool isArtifactFileName(const std::string& s)
+{
+    if (s.empty() || s.size() > 255 || s == "." || s == "..") {
+        return false;
+    }
+    return std::none_of(s.begin(), s.end(), [](char ch) {
+        const auto c = static_cast<unsigned char>(ch);
+        return c < 0x20 || c == 0x7f || c == '/' || c == '\\';
+    });
+}
+
 Error bad(const std::string& m)
 {
     return Error{ErrorCode::InvalidArgument, m};
@@ -316,25 +331,26 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
                 }
                 json oa;
                 oa["filename"] = str(art, "filename");
-                if (!str::isSafeName(oa["filename"].get<std::string>(), 255)) {
-                    return unexpected(bad("deploymentBase: artifact filename '" + str(art, "filename") +
+                const std::string label = str::quotable(oa["filename"]);
+                if (!isArtifactFileName(oa["filename"].get<std::string>())) {
+                    return unexpected(bad("deploymentBase: artifact filename '" + label +
                                           "' is not a safe file name"));
                 }
                 auto size = art.find("size");
                 if (size == art.end() || !size->is_number_unsigned()) {
-                    return unexpected(bad("deploymentBase: artifact '" + str(art, "filename") +
+                    return unexpected(bad("deploymentBase: artifact '" + label +
                                           "' has no valid 'size'"));
                 }
                 oa["size"] = size->get<std::uint64_t>();
                 auto hashes = art.find("hashes");
                 if (hashes == art.end() || !hashes->is_object()) {
-                    return unexpected(bad("deploymentBase: artifact '" + str(art, "filename") + "' has no 'hashes'"));
+                    return unexpected(bad("deploymentBase: artifact '" + label + "' has no 'hashes'"));
                 }
                 std::string sha256 = str(*hashes, "sha256");
                 if (sha256.size() != 64 || !std::all_of(sha256.begin(), sha256.end(), [](unsigned char ch) {
                         return std::isxdigit(ch);
                     })) {
-                    return unexpected(bad("deploymentBase: artifact '" + str(art, "filename") +
+                    return unexpected(bad("deploymentBase: artifact '" + label +
                                           "' has no valid sha256 hash"));
                 }
                 oa["sha256"] = sha256;
@@ -345,7 +361,7 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
                     url = href(*links, "download");
                 }
                 if (url.empty()) {
-                    return unexpected(bad("deploymentBase: artifact '" + str(art, "filename") +
+                    return unexpected(bad("deploymentBase: artifact '" + label +
                                           "' has no https download link"));
                 }
                 if (auto st = checkLink(url, server); !st) {

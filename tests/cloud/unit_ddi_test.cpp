@@ -132,6 +132,18 @@ TEST_CASE("a download-only deployment is marked so and may not be installed")
     CHECK((*d)["maintenance_window"].is_null());
 }
 
+TEST_CASE("artifact file names as hawkBit allows them (spaces, brackets, non-ASCII) are kept as given")
+{
+    for (const std::string name : {"My App (1.2).tar", "firmware+extra_v2.swu", "пакет-1.bin", "a.b.c", ".hidden"}) {
+        auto doc = deploymentDoc();
+        doc["deployment"]["chunks"][0]["artifacts"][0]["filename"] = name;
+        auto d = normaliseDeployment(doc.dump(), kServer);
+        INFO(name);
+        REQUIRE(d);
+        CHECK((*d)["chunks"][0]["artifacts"][0]["filename"] == name);
+    }
+}
+
 TEST_CASE("deploymentBase documents with bad fields are refused")
 {
     auto check = [](const std::function<void(json&)>& mutate, const std::string& needle) {
@@ -147,6 +159,11 @@ TEST_CASE("deploymentBase documents with bad fields are refused")
     check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["size"] = "12"; }, "size");
     check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["hashes"]["sha256"] = "abc"; }, "sha256");
     check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["filename"] = "../etc/passwd"; }, "file name");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["filename"] = ".."; }, "file name");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["filename"] = "a\\b"; }, "file name");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["filename"] = "fw\n2024 INFO ok"; }, "file name");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["filename"] = ""; }, "file name");
+    check([](json& j) { j["deployment"]["chunks"][0]["artifacts"][0]["filename"] = std::string(256, 'a'); }, "file name");
     check([](json& j) {
         j["deployment"]["chunks"][0]["artifacts"][0]["_links"]["download"]["href"] = "http://hawkbit.example.com/a";
     }, "not https");
@@ -154,6 +171,15 @@ TEST_CASE("deploymentBase documents with bad fields are refused")
         j["deployment"]["chunks"][0]["artifacts"][0]["_links"]["download"]["href"] = "https://cdn.example.net/a";
     }, "another host");
     check([](json& j) { j.erase("id"); }, "id");
+    {
+        // A refused name is quoted without its control characters (no forged log lines).
+        auto doc = deploymentDoc();
+        doc["deployment"]["chunks"][0]["artifacts"][0]["filename"] = "fw\n2024 INFO ok";
+        auto d = normaliseDeployment(doc.dump(), kServer);
+        REQUIRE_FALSE(d);
+        CHECK(d.error().message.find('\n') == std::string::npos);
+        CHECK(d.error().message.find("fw?2024 INFO ok") != std::string::npos);
+    }
     auto trunc = normaliseDeployment(deploymentDoc().dump().substr(0, 50), kServer);
     REQUIRE_FALSE(trunc);
     CHECK(trunc.error().message.find("malformed JSON") != std::string::npos);

@@ -14,5 +14,8 @@ std::string toHex(const unsigned char* data, std::size_t len);
 // A name that is safe as one path component and as an identifier:
 // [A-Za-z0-9][A-Za-z0-9._-]{0,maxLen-1}, not "." or "..".
 bool isSafeName(const std::string& s, std::size_t maxLen = 64);
+// Text from outside (a server, a bundle) made fit to quote in a message or a log
+// line: control characters become '?', and it is cut at maxLen bytes ("…" added).
+std::string quotable(const std::string& s, std::size_t maxLen = 80);
 
 } // namespace mbl::str
