@@ -1135,6 +1135,15 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             message = "download cancelled";
             break;
         }
+        // A reader that went away during the back-off (it gave up on this stream)
+        // gets no more attempts.
+        struct pollfd readerGone = {job->writeEnd.get(), 0, 0};
+        if (::poll(&readerGone, 1, 0) > 0 && (readerGone.revents & POLLERR) != 0) {
+            pipeGone = true;
+            result = "cancelled";
+            message = "the reader closed the stream";
+            break;
+        }
         const std::uint64_t from = received;
         firstPiece = true;
         auto r = session.stream(job->url, from, sink);
@@ -1189,6 +1198,9 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
             break;
         }
         if (attempt >= settings_.downloadRetries) {
+            // The artifact may well be fine: the link or the server failed. Say so,
+            // so the reader can try again later instead of giving up on it.
+            result = "interrupted";
             message = "gave up after " + std::to_string(attempt + 1) + " attempts: " + message;
             break;
         }
@@ -1198,6 +1210,11 @@ void CloudClient::downloadWorker(std::shared_ptr<DownloadJob> job)
                      " bytes (" + message + "); resuming in " + std::to_string(wait.count()) + " ms");
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait_for(lk, wait, [&] { return stop_ || job->cancel.load(); });
+    }
+    if (stopping_ && result == "cancelled") {
+        // Not the reader's or the server's doing: the artifact can be fetched again.
+        result = "interrupted";
+        message = "the cloud client stopped during the download";
     }
     // The feeder is idle here (drained after the last attempt): its hash covers every
     // byte but the held-back last one.

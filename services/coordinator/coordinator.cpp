@@ -81,7 +81,8 @@ std::string stringAt(const nlohmann::json& j, const char* key)
 Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config)
 {
     if (auto st = config.rejectUnknownKeys({"reboot_command", "hostname_command", "health_grace_ms", "health_timeout_ms",
-                                            "max_attempts", "require_cloud_for_health"});
+                                            "max_attempts", "require_cloud_for_health", "download_retries",
+                                            "download_retry_base_ms", "download_retry_max_ms"});
         !st) {
         return unexpected(st.error());
     }
@@ -93,10 +94,15 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
     auto timeout = config.getInt("health_timeout_ms", 300000, 0, 86400000);
     auto attempts = config.getInt("max_attempts", 3, 1, 100);
     auto cloud = config.getBool("require_cloud_for_health", true);
+    auto retries = config.getInt("download_retries", 10, 0, 1000);
+    auto retryBase = config.getInt("download_retry_base_ms", 30000, 1, 86400000);
+    auto retryMax = config.getInt("download_retry_max_ms", 900000, 1, 86400000);
     for (const Error* e : {reboot ? nullptr : &reboot.error(), hostname ? nullptr : &hostname.error(),
                            grace ? nullptr : &grace.error(),
                            timeout ? nullptr : &timeout.error(),
-                           attempts ? nullptr : &attempts.error(), cloud ? nullptr : &cloud.error()}) {
+                           attempts ? nullptr : &attempts.error(), cloud ? nullptr : &cloud.error(),
+                           retries ? nullptr : &retries.error(), retryBase ? nullptr : &retryBase.error(),
+                           retryMax ? nullptr : &retryMax.error()}) {
         if (e != nullptr) {
             return unexpected(*e);
         }
@@ -111,6 +117,9 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
     s.healthTimeout = std::chrono::milliseconds(*timeout);
     s.maxAttempts = static_cast<unsigned>(*attempts);
     s.requireCloudForHealth = *cloud;
+    s.downloadRetries = static_cast<unsigned>(*retries);
+    s.downloadRetryBase = std::chrono::milliseconds(*retryBase);
+    s.downloadRetryMax = std::chrono::milliseconds(std::max(*retryBase, *retryMax));
     return s;
 }
 
@@ -446,6 +455,12 @@ void Coordinator::resume(nlohmann::json op)
         listener_.propertiesChanged({"State", "Step", "Operation"});
         return; // until the cloud says the maintenance window is open
     }
+    if (state == "waiting-network") {
+        // Nothing was activated; the download starts again once the server answers.
+        listener_.propertiesChanged({"State", "Step", "Operation"});
+        retryDownloadWhenConnected(cur("id"));
+        return;
+    }
     if (state == "installing-apps" && op_->value("bundle_installed", false) && op_->contains("update_op")) {
         // The bundle is installed and its payloads staged: go on with the apps (one
         // the container manager finished meanwhile is found running and skipped).
@@ -552,7 +567,7 @@ Status Coordinator::cancel(const std::string& operationId)
         return unexpected(ErrorCode::NotFound, "no running operation " + operationId);
     }
     const std::string state = cur("state");
-    if (state == "storing" || state == "waiting") {
+    if (state == "storing" || state == "waiting" || state == "waiting-network") {
         fail(Error{ErrorCode::Cancelled, "cancelled before installing"});
         return {};
     }
@@ -603,12 +618,15 @@ void Coordinator::startDownloadAndInstall()
     setState("downloading", "downloading, verifying and installing " + name);
     feedbackProgress("downloading and installing " + name);
     const std::string id = cur("id");
+    downloadResult_ = {};
+    ++downloadAttempt_;
     peers_.download(cur("action_id"), art.dump(), [this, id, name](Expected<Fd> fd) {
         if (!isCurrent(id)) {
             return;
         }
         if (!fd) {
-            fail(Error{fd.error().code, "download of " + name + " failed: " + fd.error().message});
+            downloadFailed(Error{fd.error().code, "download of " + name + " failed: " + fd.error().message},
+                           DownloadEnd::CallFailed);
             return;
         }
         streamIntoUpdate(std::move(fd).value());
@@ -645,12 +663,15 @@ void Coordinator::startStoreOnly()
             return;
         }
         const std::string name = arts[i].value("filename", "artifact");
+        downloadResult_ = {};
+        ++downloadAttempt_;
         peers_.download(cur("action_id"), arts[i].dump(), [this, id, dir, i, name, arts](Expected<Fd> fd) {
             if (!isCurrent(id)) {
                 return;
             }
             if (!fd) {
-                fail(Error{fd.error().code, "download of " + name + " failed: " + fd.error().message});
+                downloadFailed(Error{fd.error().code, "download of " + name + " failed: " + fd.error().message},
+                               DownloadEnd::CallFailed);
                 return;
             }
             const std::string path = dir + "/" + std::to_string(i);
@@ -667,13 +688,18 @@ void Coordinator::startStoreOnly()
                         return;
                     }
                     if (!bytes) {
-                        fail(Error{bytes.error().code, "download of " + name + " failed: " + bytes.error().message});
+                        downloadFailed(Error{bytes.error().code, "download of " + name + " failed: " +
+                                                                     bytes.error().message},
+                                       DownloadEnd::StreamCut);
                         return;
                     }
-                    // The cloud client ends the stream early when the hash or size is wrong.
+                    // The cloud client ends the stream early when anything is wrong
+                    // (hash, size, the link); DownloadFinished says which.
                     if (expected != 0 && *bytes != expected) {
-                        fail(Error{ErrorCode::Io, "download of " + name + " ended after " + std::to_string(*bytes) +
-                                                      " of " + std::to_string(expected) + " bytes"});
+                        downloadFailed(Error{ErrorCode::Io, "download of " + name + " ended after " +
+                                                                std::to_string(*bytes) + " of " +
+                                                                std::to_string(expected) + " bytes"},
+                                       DownloadEnd::StreamCut);
                         return;
                     }
                     (void)fs::syncDir(fs::dirName(path));
@@ -684,6 +710,103 @@ void Coordinator::startStoreOnly()
         });
     };
     storeNext_(0);
+}
+
+void Coordinator::onDownloadFinished(const std::string& actionId, const std::string& filename,
+                                     const std::string& result, const std::string& message)
+{
+    if (!op_ || cur("source") != "cloud" || cur("action_id") != actionId) {
+        return;
+    }
+    log::debug("download of " + filename + " for action " + actionId + ": " + result + " " + message);
+    downloadResult_ = {cur("id"), result, message};
+}
+
+void Coordinator::downloadFailed(const Error& e, DownloadEnd how)
+{
+    const std::string id = cur("id");
+    if (cancelRequested_) {
+        fail(Error{ErrorCode::Cancelled, "cancelled before installing"});
+        return;
+    }
+    if (cur("source") != "cloud" || (how == DownloadEnd::CallFailed && e.code == ErrorCode::InvalidArgument)) {
+        fail(e); // refused outright (a bad link, a bad request): fetching again changes nothing
+        return;
+    }
+    if (how == DownloadEnd::StreamCut && downloadResult_.opId != id) {
+        // The cloud client's DownloadFinished tells whether the artifact or the link
+        // failed; it comes from another process and may arrive after the cut stream.
+        relay_.reset();
+        const unsigned attempt = downloadAttempt_;
+        after(settings_.downloadResultWait, [this, id, e, attempt] {
+            if (isCurrent(id) && downloadAttempt_ == attempt) {
+                downloadFailed(e, DownloadEnd::ResultAwaited);
+            }
+        });
+        return;
+    }
+    // No answer at all means the cloud client went away mid-download (it restarts):
+    // as retryable as a cut link. Nothing was activated either way.
+    const bool seen = downloadResult_.opId == id;
+    const std::string result = seen ? downloadResult_.result : "interrupted";
+    const std::string why = seen && !downloadResult_.message.empty() ? downloadResult_.message : e.message;
+    if (result == "failure") {
+        fail(Error{ErrorCode::Io, "the artifact failed its checks: " + why});
+        return;
+    }
+    if (result != "interrupted") {
+        fail(e); // the update service refused the bundle (the cloud client saw the stream closed or complete)
+        return;
+    }
+    const unsigned n = op_->value("download_retries", 0u) + 1;
+    if (n > settings_.downloadRetries) {
+        fail(Error{ErrorCode::Io, "download interrupted " + std::to_string(n) + " times; the last time: " + why});
+        return;
+    }
+    relay_.reset();
+    op_->erase("update_op");
+    (*op_)["download_retries"] = n;
+    (*op_)["retry_step"] = cur("state") == "storing" ? "store" : "install";
+    auto delay = settings_.downloadRetryBase;
+    for (unsigned i = 1; i < n && delay < settings_.downloadRetryMax; ++i) {
+        delay *= 2;
+    }
+    delay = std::min(delay, settings_.downloadRetryMax);
+    const std::string step = "download interrupted (" + why + "); trying again (" + std::to_string(n) + " of " +
+                             std::to_string(settings_.downloadRetries) + ") in " +
+                             (delay.count() < 1000 ? std::to_string(delay.count()) + " ms"
+                                                   : std::to_string(delay.count() / 1000) + " s") +
+                             ", once the server is reachable";
+    setState("waiting-network", step);
+    feedbackProgress(step);
+    after(delay, [this, id] {
+        if (isCurrent(id)) {
+            retryDownloadWhenConnected(id);
+        }
+    });
+}
+
+void Coordinator::retryDownloadWhenConnected(const std::string& opId)
+{
+    peers_.cloudConnectionState([this, opId](Expected<std::string> state) {
+        if (!isCurrent(opId) || cur("state") != "waiting-network") {
+            return; // cancelled meanwhile
+        }
+        if (!state || *state != "connected") {
+            after(settings_.connectedCheckInterval, [this, opId] {
+                if (isCurrent(opId)) {
+                    retryDownloadWhenConnected(opId);
+                }
+            });
+            return;
+        }
+        log::notice(opId + ": the server is reachable again; downloading again");
+        if (cur("retry_step") == "store") {
+            startStoreOnly(); // stores every artifact again (the interrupted one was incomplete)
+        } else {
+            startDownloadAndInstall();
+        }
+    });
 }
 
 void Coordinator::installStored()
@@ -738,10 +861,19 @@ void Coordinator::onUpdateCompleted(const std::string& updateOp, bool success, c
     (*op_)["update_op"] = updateOp;
     relay_.reset();
     if (!success) {
+        const Error e{errorCodeFromName(errorName), "the bundle was refused: " + message};
         if (cancelRequested_) {
             fail(Error{ErrorCode::Cancelled, "cancelled before installing"});
+        } else if (cur("source") == "cloud" && !op_->contains("stored_dir") &&
+                   (e.code == ErrorCode::InvalidArgument || e.code == ErrorCode::Timeout || e.code == ErrorCode::Io)) {
+            // What a bundle cut short looks like (truncated, no data, a read error): the
+            // download may have been cut by the network. That install is over: nothing
+            // is pending in the update service any more.
+            op_->erase("update_op");
+            save();
+            downloadFailed(e, DownloadEnd::StreamCut);
         } else {
-            fail(Error{errorCodeFromName(errorName), "the bundle was refused: " + message});
+            fail(e);
         }
         return;
     }

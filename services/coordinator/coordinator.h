@@ -38,6 +38,14 @@ struct Settings {
     unsigned maxAttempts = 3;              // restarts of an interrupted operation before it fails
     bool requireCloudForHealth = true;     // the cloud must be reachable for a firmware commit
     std::chrono::milliseconds peerCheckInterval{2000}; // how often a pending install is checked for a peer restart
+    // A cloud download the network interrupted (DownloadFinished "interrupted", or no
+    // answer at all) is fetched again once the server is reachable, after
+    // min(downloadRetryMax, downloadRetryBase * 2^n), at most downloadRetries times.
+    unsigned downloadRetries = 10;
+    std::chrono::milliseconds downloadRetryBase{30000};
+    std::chrono::milliseconds downloadRetryMax{900000};
+    std::chrono::milliseconds connectedCheckInterval{5000}; // while waiting for the server
+    std::chrono::milliseconds downloadResultWait{3000};     // for DownloadFinished after a cut stream
 
     static Expected<Settings> fromConfig(const Paths& paths, const Config& config);
 };
@@ -66,6 +74,8 @@ public:
                            const std::string& message);
     void onAppInstallCompleted(const std::string& installOp, const std::string& app, bool success,
                                const std::string& errorName, const std::string& message);
+    void onDownloadFinished(const std::string& actionId, const std::string& filename, const std::string& result,
+                            const std::string& message);
 
     // The local API.
     Expected<std::string> installBundle(Fd bundle);
@@ -119,6 +129,15 @@ private:
     void armWatchdog();
     void checkPeers();
     void peerLostOperation(const std::string& bus);
+    // A cloud download ended without the artifact: fetch it again later when the
+    // network was at fault, otherwise fail.
+    enum class DownloadEnd {
+        CallFailed,   // Download itself was refused (no stream)
+        StreamCut,    // the stream ended short: DownloadFinished may still be on its way
+        ResultAwaited // as StreamCut, after waiting for DownloadFinished
+    };
+    void downloadFailed(const Error& e, DownloadEnd how);
+    void retryDownloadWhenConnected(const std::string& opId);
 
     bool isCurrent(const std::string& opId) const;
     std::string cur(const char* key) const;
@@ -135,6 +154,11 @@ private:
     std::function<void(std::size_t)> storeNext_; // download-only: stores artifact i, then the next
     std::string lastError_;
     bool cancelRequested_ = false;
+    // The cloud client's last DownloadFinished for the current operation.
+    struct DownloadResult {
+        std::string opId, result, message;
+    } downloadResult_;
+    unsigned downloadAttempt_ = 0; // a decision waiting for DownloadFinished belongs to one attempt
     std::shared_ptr<int> life_ = std::make_shared<int>(0);
 };
 

@@ -57,6 +57,10 @@ void BusPeers::connectSignals(Coordinator& c)
     cloud_->uponSignal("CancelRequested").onInterface(kCloud).call([&c](const std::string& action) {
         inSignal([&] { c.onCancelRequested(action); });
     });
+    cloud_->uponSignal("DownloadFinished")
+        .onInterface(kCloud)
+        .call([&c](const std::string& action, const std::string& file, const std::string& result,
+                   const std::string& message) { inSignal([&] { c.onDownloadFinished(action, file, result, message); }); });
     cloud_->finishRegistration();
     update_->uponSignal("Completed").onInterface(kUpdate).call(
         [&c](const std::string& op, bool ok, const std::string& err, const std::string& msg) {

@@ -12,6 +12,7 @@
 #include <map>
 
 #include <deque>
+#include <algorithm>
 #include <fcntl.h>
 #include <thread>
 #include <unistd.h>
@@ -85,6 +86,11 @@ public:
     }
     Fd bundleFd;
     int installs = 0;
+    int downloads() const
+    {
+        return static_cast<int>(std::count_if(calls.begin(), calls.end(),
+                                              [](const std::string& c) { return c.rfind("download ", 0) == 0; }));
+    }
     // Reads what the coordinator relayed into the update service.
     std::string drainBundle()
     {
@@ -234,6 +240,10 @@ struct Fixture {
         settings.healthGrace = std::chrono::milliseconds(20);
         settings.healthTimeout = std::chrono::milliseconds(300);
         settings.peerCheckInterval = std::chrono::milliseconds(20);
+        settings.downloadRetryBase = std::chrono::milliseconds(20);
+        settings.downloadRetryMax = std::chrono::milliseconds(40);
+        settings.connectedCheckInterval = std::chrono::milliseconds(10);
+        settings.downloadResultWait = std::chrono::milliseconds(100);
         restart();
     }
     // A new coordinator on the same journal, as after a crash or a reboot.
@@ -585,5 +595,118 @@ TEST_CASE("a config payload is applied through the services that own each settin
         CHECK(f.peers.settings["org.mbl.CloudClient1"] == "{}");
         REQUIRE(f.peers.feedback.back().result == "failure");
         CHECK(f.peers.feedback.back().details[0].find("unknown key 'ntp'") != std::string::npos);
+    }
+}
+
+TEST_CASE("a download the network interrupted waits for the server, is fetched again from the start and succeeds")
+{
+    Fixture f;
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    (void)f.peers.drainBundle();
+    // The cloud client gave up resuming; the update service saw a short bundle.
+    f.peers.cloudState = "disconnected";
+    f.c->onDownloadFinished("7", "b.mblb", "interrupted", "gave up after 6 attempts: cannot reach localhost:1");
+    f.c->onUpdateCompleted("u1", false, "org.mbl.Error.InvalidArgument", "the bundle is truncated inside 'rootfs'");
+    CHECK(f.c->state() == "waiting-network");
+    CHECK(f.c->step().find("cannot reach localhost:1") != std::string::npos);
+    CHECK(f.peers.feedback.back().execution == "proceeding");
+    CHECK(f.peers.feedback.back().details[0].find("download interrupted") != std::string::npos);
+    // Offline: it keeps waiting, and a restart of the coordinator keeps it waiting.
+    runUntil(f.loop, [] { return false; });
+    CHECK(f.c->state() == "waiting-network");
+    f.restart();
+    runUntil(f.loop, [] { return false; });
+    CHECK(f.c->state() == "waiting-network");
+    CHECK(f.peers.downloads() == 1);
+    // Back online: downloaded and installed again, then the deployment goes on.
+    f.peers.cloudState = "connected";
+    runUntil(f.loop, [&] { return f.peers.installs == 2; });
+    REQUIRE(f.peers.downloads() == 2);
+    CHECK(f.c->state() == "downloading");
+    CHECK(f.peers.drainBundle() == "BUNDLE-BYTES");
+    f.c->onUpdateCompleted("u2", true, "", "");
+    f.c->onAppInstallCompleted("c1", "hello", true, "", "");
+    runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+    REQUIRE(f.peers.feedback.back().execution == "closed");
+    CHECK(f.peers.feedback.back().result == "success");
+}
+
+TEST_CASE("a stream cut with no word from the cloud client (it restarted) is fetched again too")
+{
+    Fixture f;
+    f.c->onDeploymentRequested("7", kDeployment);
+    runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+    f.c->onUpdateCompleted("u1", false, "org.mbl.Error.Timeout", "no bundle data arrived for 120 s");
+    CHECK(f.c->state() == "downloading"); // waits a moment for DownloadFinished
+    runUntil(f.loop, [&] { return f.peers.downloads() == 2; });
+    CHECK(f.peers.downloads() == 2);
+    CHECK(f.c->state() == "downloading");
+}
+
+TEST_CASE("an artifact that failed its checks, or a bundle refused for itself, is not fetched again")
+{
+    SECTION("hash mismatch")
+    {
+        Fixture f;
+        f.c->onDeploymentRequested("7", kDeployment);
+        runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+        f.c->onDownloadFinished("7", "b.mblb", "failure", "SHA-256 mismatch for b.mblb: expected x, got y");
+        f.c->onUpdateCompleted("u1", false, "org.mbl.Error.InvalidArgument", "the bundle is truncated inside 'rootfs'");
+        runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+        CHECK(f.peers.downloads() == 1);
+        REQUIRE(f.peers.feedback.back().result == "failure");
+        CHECK(f.peers.feedback.back().details[0] == "the artifact failed its checks: SHA-256 mismatch for b.mblb: "
+                                                    "expected x, got y");
+    }
+    SECTION("the update service stopped reading a bundle it refused")
+    {
+        Fixture f;
+        f.c->onDeploymentRequested("7", kDeployment);
+        runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+        f.c->onUpdateCompleted("u1", false, "org.mbl.Error.InvalidArgument", "not a valid tar archive");
+        f.c->onDownloadFinished("7", "b.mblb", "cancelled", "the reader closed the stream");
+        runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+        CHECK(f.peers.downloads() == 1);
+        REQUIRE(f.peers.feedback.back().result == "failure");
+        CHECK(f.peers.feedback.back().details[0] == "the bundle was refused: not a valid tar archive");
+    }
+}
+
+TEST_CASE("network retries are bounded, and a cancel while waiting for the network ends the deployment")
+{
+    SECTION("bounded")
+    {
+        Fixture f;
+        f.settings.downloadRetries = 2;
+        f.restart();
+        f.c->onDeploymentRequested("7", kDeployment);
+        for (int i = 1; i <= 3; ++i) {
+            runUntil(f.loop, [&] { return f.peers.installs == i; });
+            REQUIRE(f.peers.installs == i);
+            f.c->onDownloadFinished("7", "b.mblb", "interrupted", "transfer ended early");
+            f.c->onUpdateCompleted("u" + std::to_string(i), false, "org.mbl.Error.Io", "read error");
+        }
+        runUntil(f.loop, [&] { return f.c->state() == "idle"; });
+        CHECK(f.peers.downloads() == 3);
+        REQUIRE(f.peers.feedback.back().result == "failure");
+        CHECK(f.peers.feedback.back().details[0] ==
+              "download interrupted 3 times; the last time: transfer ended early");
+    }
+    SECTION("cancel")
+    {
+        Fixture f;
+        f.peers.cloudState = "disconnected";
+        f.c->onDeploymentRequested("7", kDeployment);
+        runUntil(f.loop, [&] { return f.peers.bundleFd.valid(); });
+        f.c->onDownloadFinished("7", "b.mblb", "interrupted", "cannot reach the server");
+        f.c->onUpdateCompleted("u1", false, "org.mbl.Error.Io", "read error");
+        REQUIRE(f.c->state() == "waiting-network");
+        f.c->onCancelRequested("7");
+        CHECK(f.c->state() == "idle");
+        CHECK(f.peers.feedback.back().execution == "closed");
+        CHECK(f.peers.feedback.back().result == "success"); // the cancel is confirmed
+        CHECK(f.c->history(1)[0]["state"] == "cancelled");
+        CHECK(f.peers.downloads() == 1);
     }
 }

@@ -214,6 +214,7 @@ struct KillPoint {
     std::map<std::string, TestStack::StartOptions> pauseAt;  // pause points of the first start
     json faults = json::object();                            // server faults while it runs
     std::function<bool(World&)> when;                        // kill once this holds
+    std::string expectLog = "";                              // what the coordinator's recovery must log
 };
 
 bool pausedUpdate(World& w)
@@ -278,6 +279,10 @@ void runKillPoint(const KillPoint& k)
     w.cloud.admin("POST", "/admin/faults", json::object());
     w.start(k.victim);
     checkOutcome(w, action, k.name);
+    if (!k.expectLog.empty()) {
+        INFO(describe(w, action));
+        CHECK(w.stack.log("coordinator").find(k.expectLog) != std::string::npos);
+    }
 }
 
 } // namespace
@@ -289,6 +294,11 @@ TEST_CASE("kill -9 of the coordinator, the update service or the container manag
     const std::vector<KillPoint> points = {
         {"coordinator while downloading", "coordinator", {}, {{"throttle_bps", 1 << 20}},
          [](World& w) { return w.coordinatorString("State") == "downloading" && w.coordinatorString("Operation") != ""; }},
+        // The stream ends short with no DownloadFinished: the coordinator waits for
+        // the restarted cloud client to connect and downloads again.
+        {"cloud client while downloading", "cloud-client", {}, {{"throttle_bps", 1 << 20}},
+         [](World& w) { return w.coordinatorString("State") == "downloading" && w.coordinatorString("Operation") != ""; },
+         "waiting-network: download interrupted"},
         {"update service while verifying the signature", "update", {{"update", updatePause("verified")}}, {}, pausedUpdate},
         {"update service in the middle of the slot write", "update", {{"update", updatePause("rootfs-half")}}, {},
          pausedUpdate},
@@ -332,6 +342,28 @@ TEST_CASE("a download cut twice mid-deployment resumes where it stopped and the 
         ranged += r.dump().find("206") != std::string::npos ? 1 : 0;
     }
     CHECK(ranged >= 1);
+}
+
+TEST_CASE("a download the network cuts more often than the cloud client resumes is fetched again by the coordinator "
+          "and the deployment succeeds")
+{
+    WorldOptions o;
+    o.cloud = {{"download", {{"max_retries", 1}}}}; // each Download: the first attempt and one resume
+    World w{o};
+    w.startAll();
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const auto bundle = w.bundle({"2.0.0", 1, w.rootfsImage("2.0.0"), {{"hello@1.0.0", app}}, ""}, "fw.mblb");
+    // Four cuts: the first two Downloads give up ("interrupted"), the third gets it all.
+    w.cloud.admin("POST", "/admin/faults", {{"cut_count", 4}, {"cut_after", 1 << 20}});
+    const auto action = w.deploy(bundle);
+    w.pollNow();
+    checkOutcome(w, action, "network cut four times");
+    std::size_t waits = 0;
+    for (const auto& d : w.feedbackDetails(action)) {
+        waits += d.find("download interrupted") != std::string::npos ? 1 : 0;
+    }
+    CHECK(waits == 2);
+    CHECK(w.device->boots == 1); // one install was armed, once
 }
 
 TEST_CASE("a config payload reaches the cloud client and the container manager, the hostname command and the server's "

@@ -110,7 +110,10 @@ void World::writeConfigs(const WorldOptions& o)
     merge(cloudCfg, o.cloud);
     (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/cloud.json", cloudCfg.dump(2), 0644);
 
-    json coord = {{"health_grace_ms", 1500}, {"health_timeout_ms", 60000}};
+    json coord = {{"health_grace_ms", 1500},
+                  {"health_timeout_ms", 60000},
+                  {"download_retry_base_ms", 500},
+                  {"download_retry_max_ms", 2000}};
     merge(coord, o.coordinator);
     (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/coordinator.json", coord.dump(2), 0644);
 }
