@@ -185,7 +185,9 @@ std::int64_t nowMs()
 Expected<CloudSettings> CloudSettings::fromConfig(const Config& c)
 {
     CloudSettings s;
-    if (auto st = c.rejectUnknownKeys({"poll", "http", "download", "device_class", "allow_other_hosts", "verbose"}); !st) {
+    if (auto st = c.rejectUnknownKeys({"poll", "http", "download", "device_class", "allow_other_hosts", "verbose",
+                                       "confirmation"});
+        !st) {
         return unexpected(st.error());
     }
     auto sleepText = c.getString("poll.default_sleep", "00:05:00");
@@ -228,9 +230,15 @@ Expected<CloudSettings> CloudSettings::fromConfig(const Config& c)
     auto dc = c.getString("device_class", "");
     auto other = c.getBool("allow_other_hosts", false);
     auto verbose = c.getBool("verbose", false);
-    if (!dc || !other || !verbose) {
-        return unexpected(!dc ? dc.error() : !other ? other.error() : verbose.error());
+    auto confirmation = c.getString("confirmation", "auto");
+    if (!dc || !other || !verbose || !confirmation) {
+        return unexpected(!dc ? dc.error() : !other ? other.error() : !verbose ? verbose.error() : confirmation.error());
     }
+    if (*confirmation != "auto" && *confirmation != "manual") {
+        return unexpected(ErrorCode::InvalidArgument,
+                          c.origin() + ": key 'confirmation' must be \"auto\" or \"manual\", not \"" + *confirmation + "\"");
+    }
+    s.confirmManually = *confirmation == "manual";
     s.deviceClass = *dc;
     s.allowOtherHosts = *other;
     s.verbose = *verbose;
@@ -653,11 +661,15 @@ milliseconds CloudClient::cycle()
     if (!poll.cancelAction.empty()) {
         handleCancel(poll.cancelAction);
     }
+    const bool confirmed = !poll.confirmationBase.empty() && handleConfirmation(poll.confirmationBase);
     if (!poll.deploymentBase.empty()) {
         handleDeployment(poll.deploymentBase);
     }
     if (!poll.installedBase.empty() && poll.installedBase != installedBaseHref_) {
         handleInstalledBase(poll.installedBase);
+    }
+    if (confirmed) {
+        return seconds(1); // the confirmed action is offered as a deployment at the next poll
     }
     pollSleep_ = true;
     return sleep;
@@ -847,6 +859,91 @@ Status CloudClient::reportFeedback(const std::string& actionId, const Feedback& 
     }
     pollNow();
     return {};
+}
+
+bool CloudClient::handleConfirmation(const std::string& hrefText)
+{
+    const std::string id = actionIdFromHref(hrefText);
+    auto it = confirmationsSeen_.find(id);
+    if (it != confirmationsSeen_.end() && it->second == hrefText) {
+        return false; // answered (auto) or announced (manual) already
+    }
+    if (auto st = checkLink(hrefText, origin_, settings_.allowOtherHosts); !st) {
+        setState("connected", st.error().message);
+        return false;
+    }
+    auto r = session_->request("GET", hrefText, "", {}, settings_.maxBodyBytes);
+    if (!r || r->status != 200) {
+        setState("connected", "cannot read confirmationBase " + id + ": " +
+                                  (r ? "HTTP " + std::to_string(r->status) : r.error().message));
+        return false;
+    }
+    confirmationsSeen_[id] = hrefText; // a broken document is not fetched again every poll either
+    auto dep = normaliseConfirmation(r->body, origin_);
+    if (!dep) {
+        setState("connected", "confirmation request " + id + " refused: " + dep.error().message);
+        return false;
+    }
+    const std::string actionId = (*dep)["action_id"].get<std::string>();
+    if (!settings_.confirmManually) {
+        // The device takes what its fleet operator assigns: consent is given here, so
+        // a server with the confirmation flow on does not leave the action waiting.
+        auto st = queue_->push({actionId, "confirmationBase",
+                                confirmationBody(true, {"confirmed by the device (cloud.json: confirmation auto)"})});
+        if (!st) {
+            log::warning("cloud: cannot queue the confirmation of action " + actionId + ": " + st.error().message);
+            confirmationsSeen_.erase(id);
+            return false;
+        }
+        log::info("cloud: action " + actionId + " confirmed (confirmation: auto)");
+        (void)deliverFeedback(); // what is not delivered now goes with the next poll
+        return true;
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        pendingConfirmations_[actionId] = dep->dump();
+    }
+    log::info("cloud: action " + actionId + " waits for confirmation (Confirm)");
+    if (listener_ != nullptr) {
+        listener_->confirmationRequested(actionId, dep->dump());
+    }
+    return false;
+}
+
+Status CloudClient::confirm(const std::string& actionId, bool confirmed, const std::vector<std::string>& details)
+{
+    if (details.size() > kMaxFeedbackDetails) {
+        return unexpected(ErrorCode::InvalidArgument,
+                          "at most 48 details per message (got " + std::to_string(details.size()) + ")");
+    }
+    for (const auto& d : details) {
+        if (d.size() > 4096) {
+            return unexpected(ErrorCode::InvalidArgument, "a detail is longer than 4096 characters");
+        }
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (pendingConfirmations_.count(actionId) == 0) {
+            return unexpected(ErrorCode::NotFound, "action '" + str::quotable(actionId) +
+                                                       "' is not waiting for confirmation");
+        }
+    }
+    if (auto st = queue_->push({actionId, "confirmationBase", confirmationBody(confirmed, details)}); !st) {
+        return st;
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        pendingConfirmations_.erase(actionId);
+    }
+    log::info("cloud: action " + actionId + (confirmed ? " confirmed" : " denied"));
+    pollNow();
+    return {};
+}
+
+std::map<std::string, std::string> CloudClient::pendingConfirmations() const
+{
+    std::lock_guard<std::mutex> lk(mu_);
+    return pendingConfirmations_;
 }
 
 void CloudClient::handleCancel(const std::string& hrefText)

@@ -63,6 +63,8 @@ public:
     virtual void cancelRequested(const std::string& actionId) = 0;
     virtual void downloadFinished(const std::string& actionId, const std::string& filename, const std::string& result,
                                   const std::string& message) = 0;
+    // An action waits for the device's consent (confirmation "manual").
+    virtual void confirmationRequested(const std::string& actionId, const std::string& json) = 0;
 };
 
 struct CloudSettings {
@@ -82,6 +84,9 @@ struct CloudSettings {
     std::string deviceClass;
     bool allowOtherHosts = false;
     bool verbose = false;
+    // hawkBit's confirmation flow: confirm every action at once ("auto"), or ask
+    // through ConfirmationRequested and wait for Confirm ("manual").
+    bool confirmManually = false;
 
     static Expected<CloudSettings> fromConfig(const Config& config);
 };
@@ -117,6 +122,12 @@ public:
     Status setAttributes(const std::string& ns, const std::map<std::string, std::string>& attrs);
     std::map<std::string, std::string> attributes() const;
 
+    // Answers an action that waits for confirmation (confirmation "manual"):
+    // queued persistently like feedback. NotFound when no such action waits.
+    Status confirm(const std::string& actionId, bool confirmed, const std::vector<std::string>& details);
+    // Actions waiting for confirmation: id -> normalised deployment JSON.
+    std::map<std::string, std::string> pendingConfirmations() const;
+
     // The server's installedBase (the last finished action) as a normalised
     // deployment JSON (same form as DeploymentRequested); "" when none is known.
     std::string installedDeployment() const;
@@ -150,6 +161,8 @@ private:
     void handleDeployment(const std::string& href);
     void handleCancel(const std::string& href);
     void handleInstalledBase(const std::string& href);
+    // True when it confirmed the action (poll again soon: it is offered next).
+    bool handleConfirmation(const std::string& href);
     // Actions this device closed (persisted): never announced again. mu_ held.
     bool closedLocked(const std::string& actionId) const;
     Status rememberClosedLocked(const std::string& actionId);
@@ -185,6 +198,7 @@ private:
     std::map<std::string, std::string> systemAttributes_;
     bool attributesDirty_ = true;
     std::set<std::string> cancelPending_;
+    std::map<std::string, std::string> pendingConfirmations_; // manual: action id -> deployment JSON
     std::vector<std::shared_ptr<DownloadJob>> downloads_;
     std::shared_ptr<const TlsSettings> tls_; // for download sessions
     Origin origin_;
@@ -199,6 +213,7 @@ private:
     std::string configDataUrl_;
     std::map<std::string, std::string> emittedDeployments_; // action id -> href
     std::string installedBaseHref_;
+    std::map<std::string, std::string> confirmationsSeen_; // action id -> confirmationBase href handled
     bool pollSleep_ = false; // the last cycle ended in a regular poll sleep (not a back-off)
 };
 

@@ -20,58 +20,45 @@ CloudClientBus::~CloudClientBus()
     unregisterAdaptor();
 }
 
-void CloudClientBus::propertiesChanged(const std::vector<std::string>& names)
+template <typename F>
+void CloudClientBus::emitOnLoop(F&& emit)
 {
     auto alive = alive_;
-    loop_.post([this, alive, names] {
+    loop_.post([alive, emit = std::forward<F>(emit)] {
         if (*alive) {
             try {
-                emitPropertiesChangedSignal(org::mbl::CloudClient1_adaptor::INTERFACE_NAME, names);
+                emit();
             } catch (const sdbus::Error&) {
-                // the bus is going away; nothing to tell
+                // the bus is going away; nobody to tell
             }
         }
     });
+}
+
+void CloudClientBus::propertiesChanged(const std::vector<std::string>& names)
+{
+    emitOnLoop([this, names] { emitPropertiesChangedSignal(org::mbl::CloudClient1_adaptor::INTERFACE_NAME, names); });
 }
 
 void CloudClientBus::deploymentRequested(const std::string& actionId, const std::string& json)
 {
-    auto alive = alive_;
-    loop_.post([this, alive, actionId, json] {
-        if (*alive) {
-            try {
-                emitDeploymentRequested(actionId, json);
-            } catch (const sdbus::Error&) {
-            }
-        }
-    });
+    emitOnLoop([this, actionId, json] { emitDeploymentRequested(actionId, json); });
 }
 
 void CloudClientBus::cancelRequested(const std::string& actionId)
 {
-    auto alive = alive_;
-    loop_.post([this, alive, actionId] {
-        if (*alive) {
-            try {
-                emitCancelRequested(actionId);
-            } catch (const sdbus::Error&) {
-            }
-        }
-    });
+    emitOnLoop([this, actionId] { emitCancelRequested(actionId); });
 }
 
 void CloudClientBus::downloadFinished(const std::string& actionId, const std::string& filename,
                                       const std::string& result, const std::string& message)
 {
-    auto alive = alive_;
-    loop_.post([this, alive, actionId, filename, result, message] {
-        if (*alive) {
-            try {
-                emitDownloadFinished(actionId, filename, result, message);
-            } catch (const sdbus::Error&) {
-            }
-        }
-    });
+    emitOnLoop([this, actionId, filename, result, message] { emitDownloadFinished(actionId, filename, result, message); });
+}
+
+void CloudClientBus::confirmationRequested(const std::string& actionId, const std::string& json)
+{
+    emitOnLoop([this, actionId, json] { emitConfirmationRequested(actionId, json); });
 }
 
 void CloudClientBus::PollNow()
@@ -107,6 +94,22 @@ void CloudClientBus::SetAttributes(sdbus::Result<>&& reply, std::string ns, std:
             return client_.setAttributes(ns, a);
         });
     });
+}
+
+void CloudClientBus::Confirm(sdbus::Result<>&& reply, std::string actionId, bool confirmed,
+                             std::vector<std::string> details)
+{
+    dbus::guard([&] {
+        dbus::completeOnWorker(store_, loop_, std::move(reply),
+                               [this, id = std::move(actionId), confirmed, d = std::move(details)] {
+                                   return client_.confirm(id, confirmed, d);
+                               });
+    });
+}
+
+std::map<std::string, std::string> CloudClientBus::GetPendingConfirmations()
+{
+    return dbus::guard([&] { return client_.pendingConfirmations(); });
 }
 
 std::map<std::string, std::string> CloudClientBus::GetAttributes()

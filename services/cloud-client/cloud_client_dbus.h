@@ -28,13 +28,20 @@ public:
     void cancelRequested(const std::string& actionId) override;
     void downloadFinished(const std::string& actionId, const std::string& filename, const std::string& result,
                           const std::string& message) override;
+    void confirmationRequested(const std::string& actionId, const std::string& json) override;
 
 private:
+    // Runs `emit` (a signal) on the loop thread while the adaptor exists.
+    template <typename F>
+    void emitOnLoop(F&& emit);
+
     void PollNow() override;
     sdbus::UnixFd Download(const std::string& actionId, const std::string& artifactJson) override;
     void ReportFeedback(sdbus::Result<>&& reply, std::string actionId, std::string execution, std::string result,
                         uint32_t progressCount, uint32_t progressOf, std::vector<std::string> details) override;
     void SetAttributes(sdbus::Result<>&& reply, std::string ns, std::map<std::string, std::string> attributes) override;
+    void Confirm(sdbus::Result<>&& reply, std::string actionId, bool confirmed, std::vector<std::string> details) override;
+    std::map<std::string, std::string> GetPendingConfirmations() override;
     std::map<std::string, std::string> GetAttributes() override;
     std::string GetSettings() override;
     std::string GetInstalledDeployment() override;

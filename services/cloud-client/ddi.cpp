@@ -118,12 +118,12 @@ Expected<json> parseObject(const std::string& body, const char* what)
     return j;
 }
 
-Status checkHandlingMode(const std::string& v, const char* field)
+Status checkHandlingMode(const std::string& v, const char* field, const char* what)
 {
     if (v == "skip" || v == "attempt" || v == "forced") {
         return {};
     }
-    return unexpected(bad(std::string("deploymentBase: '") + field + "' is '" + v + "', expected skip, attempt or forced"));
+    return unexpected(bad(std::string(what) + ": '" + field + "' is '" + v + "', expected skip, attempt or forced"));
 }
 
 } // namespace
@@ -246,6 +246,7 @@ Expected<PollResult> parsePoll(const std::string& body)
         r.cancelAction = href(*links, "cancelAction");
         r.configData = href(*links, "configData");
         r.installedBase = href(*links, "installedBase");
+        r.confirmationBase = href(*links, "confirmationBase");
     }
     return r;
 }
@@ -257,28 +258,32 @@ std::string actionIdFromHref(const std::string& h)
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-Expected<json> normaliseDeployment(const std::string& body, const Origin& server)
+namespace {
+
+// deploymentBase, installedBase and confirmationBase share one shape; only the
+// member holding the deployment is named differently.
+Expected<json> normalise(const std::string& body, const Origin& server, const char* what, const char* member)
 {
-    auto j = parseObject(body, "deploymentBase");
+    auto j = parseObject(body, what);
     if (!j) {
         return unexpected(j.error());
     }
     json out;
     auto id = j->find("id");
     if (id == j->end() || !(id->is_string() || id->is_number_integer())) {
-        return unexpected(bad("deploymentBase: 'id' is missing or not a string"));
+        return unexpected(bad(std::string(what) + ": 'id' is missing or not a string"));
     }
     out["action_id"] = id->is_string() ? id->get<std::string>() : std::to_string(id->get<std::int64_t>());
-    auto dep = j->find("deployment");
+    auto dep = j->find(member);
     if (dep == j->end() || !dep->is_object()) {
-        return unexpected(bad("deploymentBase: 'deployment' is missing or not an object"));
+        return unexpected(bad(std::string(what) + ": '" + member + "' is missing or not an object"));
     }
     const std::string download = str(*dep, "download").empty() ? "forced" : str(*dep, "download");
     const std::string update = str(*dep, "update").empty() ? "forced" : str(*dep, "update");
-    if (auto st = checkHandlingMode(download, "download"); !st) {
+    if (auto st = checkHandlingMode(download, "download", what); !st) {
         return unexpected(st.error());
     }
-    if (auto st = checkHandlingMode(update, "update"); !st) {
+    if (auto st = checkHandlingMode(update, "update", what); !st) {
         return unexpected(st.error());
     }
     out["download"] = download;
@@ -287,7 +292,7 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
     auto mw = dep->find("maintenanceWindow");
     if (mw != dep->end() && !mw->is_null()) {
         if (!mw->is_string() || (*mw != "available" && *mw != "unavailable")) {
-            return unexpected(bad("deploymentBase: 'maintenanceWindow' must be available or unavailable"));
+            return unexpected(bad(std::string(what) + ": 'maintenanceWindow' must be available or unavailable"));
         }
         out["maintenance_window"] = *mw;
     } else {
@@ -296,12 +301,12 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
     out["install_allowed"] = update != "skip" && out["maintenance_window"] != "unavailable";
     auto chunks = dep->find("chunks");
     if (chunks == dep->end() || !chunks->is_array()) {
-        return unexpected(bad("deploymentBase: 'deployment.chunks' is missing or not an array"));
+        return unexpected(bad(std::string(what) + ": 'deployment.chunks' is missing or not an array"));
     }
     json outChunks = json::array();
     for (const auto& c : *chunks) {
         if (!c.is_object()) {
-            return unexpected(bad("deploymentBase: a chunk is not an object"));
+            return unexpected(bad(std::string(what) + ": a chunk is not an object"));
         }
         json oc;
         oc["part"] = str(c, "part");
@@ -310,11 +315,11 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
         json meta = json::object();
         if (auto m = c.find("metadata"); m != c.end()) {
             if (!m->is_array()) {
-                return unexpected(bad("deploymentBase: chunk metadata is not an array"));
+                return unexpected(bad(std::string(what) + ": chunk metadata is not an array"));
             }
             for (const auto& kv : *m) {
                 if (!kv.is_object() || !kv.contains("key") || !kv["key"].is_string()) {
-                    return unexpected(bad("deploymentBase: chunk metadata entry without a string 'key'"));
+                    return unexpected(bad(std::string(what) + ": chunk metadata entry without a string 'key'"));
                 }
                 meta[kv["key"].get<std::string>()] = str(kv, "value");
             }
@@ -323,34 +328,34 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
         json arts = json::array();
         if (auto a = c.find("artifacts"); a != c.end()) {
             if (!a->is_array()) {
-                return unexpected(bad("deploymentBase: chunk artifacts is not an array"));
+                return unexpected(bad(std::string(what) + ": chunk artifacts is not an array"));
             }
             for (const auto& art : *a) {
                 if (!art.is_object()) {
-                    return unexpected(bad("deploymentBase: an artifact is not an object"));
+                    return unexpected(bad(std::string(what) + ": an artifact is not an object"));
                 }
                 json oa;
                 oa["filename"] = str(art, "filename");
                 const std::string label = str::quotable(oa["filename"]);
                 if (!isArtifactFileName(oa["filename"].get<std::string>())) {
-                    return unexpected(bad("deploymentBase: artifact filename '" + label +
+                    return unexpected(bad(std::string(what) + ": artifact filename '" + label +
                                           "' is not a safe file name"));
                 }
                 auto size = art.find("size");
                 if (size == art.end() || !size->is_number_unsigned()) {
-                    return unexpected(bad("deploymentBase: artifact '" + label +
+                    return unexpected(bad(std::string(what) + ": artifact '" + label +
                                           "' has no valid 'size'"));
                 }
                 oa["size"] = size->get<std::uint64_t>();
                 auto hashes = art.find("hashes");
                 if (hashes == art.end() || !hashes->is_object()) {
-                    return unexpected(bad("deploymentBase: artifact '" + label + "' has no 'hashes'"));
+                    return unexpected(bad(std::string(what) + ": artifact '" + label + "' has no 'hashes'"));
                 }
                 std::string sha256 = str(*hashes, "sha256");
                 if (sha256.size() != 64 || !std::all_of(sha256.begin(), sha256.end(), [](unsigned char ch) {
                         return std::isxdigit(ch);
                     })) {
-                    return unexpected(bad("deploymentBase: artifact '" + label +
+                    return unexpected(bad(std::string(what) + ": artifact '" + label +
                                           "' has no valid sha256 hash"));
                 }
                 oa["sha256"] = sha256;
@@ -361,7 +366,7 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
                     url = href(*links, "download");
                 }
                 if (url.empty()) {
-                    return unexpected(bad("deploymentBase: artifact '" + label +
+                    return unexpected(bad(std::string(what) + ": artifact '" + label +
                                           "' has no https download link"));
                 }
                 if (auto st = checkLink(url, server); !st) {
@@ -376,6 +381,23 @@ Expected<json> normaliseDeployment(const std::string& body, const Origin& server
     }
     out["chunks"] = outChunks;
     return out;
+}
+
+} // namespace
+
+Expected<json> normaliseDeployment(const std::string& body, const Origin& server)
+{
+    return normalise(body, server, "deploymentBase", "deployment");
+}
+
+Expected<json> normaliseConfirmation(const std::string& body, const Origin& server)
+{
+    return normalise(body, server, "confirmationBase", "confirmation");
+}
+
+std::string confirmationBody(bool confirmed, const std::vector<std::string>& details)
+{
+    return json{{"confirmation", confirmed ? "confirmed" : "denied"}, {"details", details}}.dump();
 }
 
 Expected<std::string> parseCancelAction(const std::string& body)

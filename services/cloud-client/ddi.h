@@ -46,6 +46,7 @@ struct PollResult {
     std::string cancelAction;
     std::string configData;
     std::string installedBase;
+    std::string confirmationBase; // an action waiting for the device's consent (hawkBit's confirmation flow)
 };
 Expected<PollResult> parsePoll(const std::string& body);
 
@@ -58,6 +59,12 @@ std::string actionIdFromHref(const std::string& href);
 //  "install_allowed", "chunks": [{"part","name","version","metadata":{k:v},
 //  "artifacts": [{"filename","size","sha256","sha1","md5","url"}]}]}
 Expected<nlohmann::json> normaliseDeployment(const std::string& body, const Origin& server);
+
+// confirmationBase/{id} JSON (the same shape, the deployment under "confirmation")
+// -> the same normalised deployment.
+Expected<nlohmann::json> normaliseConfirmation(const std::string& body, const Origin& server);
+// The confirmationBase feedback body: {"confirmation": "confirmed"|"denied", "details": [...]}.
+std::string confirmationBody(bool confirmed, const std::vector<std::string>& details);
 
 // cancelAction JSON -> the stopId (the action to cancel).
 Expected<std::string> parseCancelAction(const std::string& body);

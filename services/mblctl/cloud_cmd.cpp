@@ -1,4 +1,5 @@
-// mblctl cloud status | poll | attributes | settings [JSON]: the cloud client (org.mbl.CloudClient1).
+// mblctl cloud status | poll | attributes | settings [JSON] | confirmations | confirm|deny ACTION [DETAIL…]:
+// the cloud client (org.mbl.CloudClient1).
 
 #include "mblctl.h"
 
@@ -101,12 +102,61 @@ int cloudSettings(Context& ctx, const std::vector<std::string>& args)
     return 0;
 }
 
+// Actions that wait for the device's consent (cloud.json "confirmation": "manual").
+int cloudConfirmations(Context& ctx)
+{
+    auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+    std::map<std::string, std::string> pending;
+    proxy->callMethod("GetPendingConfirmations").onInterface(kBus).storeResultsTo(pending);
+    if (ctx.json) {
+        nlohmann::json j = nlohmann::json::object();
+        for (const auto& [id, dep] : pending) {
+            j[id] = nlohmann::json::parse(dep, nullptr, false);
+        }
+        std::cout << j.dump(2) << "\n";
+        return 0;
+    }
+    if (pending.empty()) {
+        std::cout << "no action waits for confirmation\n";
+    }
+    for (const auto& [id, dep] : pending) {
+        std::cout << "action " << id << ":";
+        const auto d = nlohmann::json::parse(dep, nullptr, false);
+        for (const auto& c : d.is_object() ? d.value("chunks", nlohmann::json::array()) : nlohmann::json::array()) {
+            std::cout << " " << c.value("name", "?") << " " << c.value("version", "?");
+        }
+        std::cout << "\n";
+    }
+    return 0;
+}
+
+// confirm|deny ACTION [DETAIL...]
+int cloudConfirm(Context& ctx, const std::vector<std::string>& args)
+{
+    if (args.size() < 2) {
+        std::cerr << "mblctl: cloud " << args[0] << " takes an action id (see mblctl cloud confirmations)\n";
+        return 2;
+    }
+    auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+    const bool confirmed = args[0] == "confirm";
+    std::vector<std::string> details(args.begin() + 2, args.end());
+    if (details.empty()) {
+        details.push_back(confirmed ? "confirmed on the device with mblctl" : "denied on the device with mblctl");
+    }
+    proxy->callMethod("Confirm").onInterface(kBus).withArguments(args[1], confirmed, details);
+    if (!ctx.json) {
+        std::cout << "action " << args[1] << (confirmed ? " confirmed" : " denied") << "\n";
+    }
+    return 0;
+}
+
 } // namespace
 
 void registerCloudCommands(std::vector<Command>& out)
 {
-    out.push_back({"cloud", "cloud status|poll|attributes|settings [JSON] [--json]",
-                   "the device-management connection: state, poll now, device attributes, over-the-air settings",
+    out.push_back({"cloud", "cloud status|poll|attributes|settings [JSON]|confirmations|confirm|deny ACTION [--json]",
+                   "the device-management connection: state, poll now, device attributes, over-the-air settings, "
+                   "actions waiting for the device's consent",
                    [](Context& ctx, const std::vector<std::string>& args) -> int {
                        const std::string sub = args.empty() ? "status" : args[0];
                        if (sub == "status") {
@@ -121,7 +171,14 @@ void registerCloudCommands(std::vector<Command>& out)
                        if (sub == "settings") {
                            return cloudSettings(ctx, args);
                        }
-                       std::cerr << "mblctl: unknown cloud command '" << sub << "' (status, poll, attributes, settings)\n";
+                       if (sub == "confirmations") {
+                           return cloudConfirmations(ctx);
+                       }
+                       if (sub == "confirm" || sub == "deny") {
+                           return cloudConfirm(ctx, args);
+                       }
+                       std::cerr << "mblctl: unknown cloud command '" << sub
+                                 << "' (status, poll, attributes, settings, confirmations, confirm, deny)\n";
                        return 2;
                    }});
 }

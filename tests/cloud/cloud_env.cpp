@@ -23,6 +23,9 @@ SignalRecorder::SignalRecorder()
     proxy_->uponSignal("CancelRequested").onInterface(iface).call([this](const std::string& id) {
         add({"CancelRequested", {id}});
     });
+    proxy_->uponSignal("ConfirmationRequested").onInterface(iface).call([this](const std::string& id, const std::string& j) {
+        add({"ConfirmationRequested", {id, j}});
+    });
     proxy_->uponSignal("DownloadFinished")
         .onInterface(iface)
         .call([this](const std::string& id, const std::string& file, const std::string& result, const std::string& msg) {

@@ -10,6 +10,8 @@ It speaks the device side of hawkBit's Direct Device Integration API:
   GET  /{tenant}/controller/v1/{cid}/installedBase/{aid}
   GET  /{tenant}/controller/v1/{cid}/cancelAction/{aid}
   POST /{tenant}/controller/v1/{cid}/cancelAction/{aid}/feedback
+  GET  /{tenant}/controller/v1/{cid}/confirmationBase/{aid}            (confirmation flow)
+  POST /{tenant}/controller/v1/{cid}/confirmationBase/{aid}/feedback   {"confirmation": "confirmed"|"denied"}
   GET  /{tenant}/controller/v1/{cid}/softwaremodules/{smid}/artifacts/{file}   (Range / 206 / 416, ETag)
 
 Status codes as hawkBit answers them: 401 (no or wrong credentials), 404 (unknown
@@ -27,7 +29,8 @@ A control API for tests lives under /admin (never proxied by nginx):
   GET  /admin/state                        everything (targets, actions, feedback, requests)
   POST /admin/config   {"sleep": "00:00:02", "mtls": true, "trusted_issuer_hashes": [...],
                         "gateway_token": "...", "link_base": "https://other:1",
-                        "accel_redirect": "/_mbl_artifact"}
+                        "accel_redirect": "/_mbl_artifact",
+                        "confirmation_required": true}   (new actions wait for the device's consent)
   POST /admin/targets  {"id": "dev1", "token": "secret"}           target token
   POST /admin/artifacts {"name": "fw.bin", "path": "/tmp/x"}       or {"name":..., "data": "text"}
   POST /admin/deployments {"target": "dev1", "download": "forced", "update": "forced",
@@ -71,6 +74,9 @@ class State:
             # and nginx serves the file itself (Range, 206, 416), as production
             # setups put a web server or CDN in front of the artifact store.
             "accel_redirect": None,
+            # hawkBit's user-consent flow: new actions start in WAIT_FOR_CONFIRMATION
+            # and the poll offers confirmationBase until the device confirms.
+            "confirmation_required": False,
         }
         self.targets = {}  # id -> {token, attributes, config_requested, polls}
         self.actions = {}  # id -> dict
@@ -224,7 +230,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(405, "method not allowed")
             return self.config_data(target)
         parts = rest.strip("/").split("/")
-        if parts[0] in ("deploymentBase", "installedBase", "cancelAction") and len(parts) >= 2:
+        if parts[0] in ("deploymentBase", "installedBase", "cancelAction", "confirmationBase") and len(parts) >= 2:
             with LOCK:
                 action = STATE.actions.get(parts[1])
             if action is None or action["target"] != cid:
@@ -238,10 +244,19 @@ class Handler(BaseHTTPRequestHandler):
                     if action["status"] not in ("CANCELING", "CANCELED"):
                         return self.error(404, "action is not being cancelled")
                     return self.send_json(200, {"id": action["id"], "cancelAction": {"stopId": action["id"]}})
+                if parts[0] == "confirmationBase" and action["status"] != "WAIT_FOR_CONFIRMATION":
+                    return self.error(404, "action is not waiting for confirmation")
+                if parts[0] == "deploymentBase" and action["status"] == "WAIT_FOR_CONFIRMATION":
+                    return self.error(404, "action is waiting for confirmation")
                 return self.deployment(action, base, parts[0])
             if len(parts) == 3 and parts[2] == "feedback":
                 if method != "POST":
                     return self.error(405, "method not allowed")
+                if parts[0] == "confirmationBase":
+                    return self.confirmation_feedback(action)
+                if action["status"] == "WAIT_FOR_CONFIRMATION":
+                    self.read_body()
+                    return self.error(409, "action %s is waiting for confirmation" % action["id"])
                 return self.feedback(action, parts[0])
         if parts[0] == "softwaremodules" and len(parts) == 4 and parts[2] == "artifacts":
             if method not in ("GET", "HEAD"):
@@ -269,7 +284,7 @@ class Handler(BaseHTTPRequestHandler):
     # --- DDI resources ----------------------------------------------------------
     def open_action(self, cid):
         for a in STATE.actions.values():
-            if a["target"] == cid and a["status"] in ("RUNNING", "CANCELING"):
+            if a["target"] == cid and a["status"] in ("RUNNING", "CANCELING", "WAIT_FOR_CONFIRMATION"):
                 return a
         return None
 
@@ -288,6 +303,9 @@ class Handler(BaseHTTPRequestHandler):
             a = self.open_action(target["id"])
             if a is not None and a["status"] == "CANCELING":
                 links["cancelAction"] = self.link("%s/cancelAction/%s" % (base, a["id"]))
+            elif a is not None and a["status"] == "WAIT_FOR_CONFIRMATION":
+                links["confirmationBase"] = self.link("%s/confirmationBase/%s?c=%s" % (base, a["id"],
+                                                                                   self.action_hash(a)))
             elif a is not None:
                 links["deploymentBase"] = self.link("%s/deploymentBase/%s?c=%s" % (base, a["id"], self.action_hash(a)))
             finished = [x for x in STATE.actions.values()
@@ -342,7 +360,34 @@ class Handler(BaseHTTPRequestHandler):
                                   "messages": [m for f in action["feedback"][-5:] for m in f.get("details", [])]}}
         if kind == "installedBase":
             body = {"id": action["id"], "deployment": dep}
+        if kind == "confirmationBase":
+            body = {"id": action["id"], "confirmation": dep, "actionHistory": body["actionHistory"]}
         self.send_json(200, body)
+
+    def confirmation_feedback(self, action):
+        raw = self.read_body()
+        if raw is None:
+            return self.error(413, "body too large")
+        try:
+            fb = json.loads(raw)
+            answer = fb["confirmation"]
+            details = fb.get("details", [])
+            code = fb.get("code")
+            if answer not in ("confirmed", "denied") or not isinstance(details, list) or \
+                    (code is not None and not isinstance(code, int)):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return self.error(400, "malformed confirmation feedback")
+        with LOCK:
+            if action["status"] != "WAIT_FOR_CONFIRMATION":
+                return self.error(410 if action["status"] not in ("RUNNING", "CANCELING") else 409,
+                                  "action %s is not waiting for confirmation" % action["id"])
+            action["feedback"].append({"kind": "confirmationBase", "execution": answer, "finished": "none",
+                                       "progress": None, "details": details, "time": time.time()})
+            if answer == "confirmed":
+                action["status"] = "RUNNING"
+            # denied: hawkBit keeps the action waiting; the device may confirm later.
+        self.send_bytes(200, b"", "application/json")
 
     def feedback(self, action, kind):
         raw = self.read_body()
@@ -537,7 +582,8 @@ class Handler(BaseHTTPRequestHandler):
                             return self.send_json(404, {"message": "no artifact " + a})
                 aid = str(STATE.next_action)
                 STATE.next_action += 1
-                STATE.actions[aid] = {"id": aid, "target": tid, "status": "RUNNING",
+                first = "WAIT_FOR_CONFIRMATION" if STATE.config.get("confirmation_required") else "RUNNING"
+                STATE.actions[aid] = {"id": aid, "target": tid, "status": first,
                                       "download": body.get("download", "forced"),
                                       "update": body.get("update", "forced"),
                                       "download_only": body.get("update") == "skip",

@@ -706,6 +706,81 @@ TEST_CASE("mblctl cloud shows status, polls and lists attributes")
     CHECK(contains(attrs.out, env.deviceId));
 }
 
+TEST_CASE("with hawkBit's confirmation flow on, the device confirms an action at once and the deployment follows")
+{
+    CloudEnv env; // cloud.json "confirmation" defaults to "auto"
+    SignalRecorder sig;
+    makeArtifact(env, "c.bin", 1000);
+    env.cloud.admin("POST", "/admin/config", {{"confirmation_required", true}, {"sleep", "00:01:00"}});
+    const std::string id = deploy(env, {"c.bin"});
+    REQUIRE(action(env, id)["status"] == "WAIT_FOR_CONFIRMATION");
+    pollNow(env);
+    // Announced without waiting out the one-minute poll sleep.
+    auto dep = sig.waitFor("DeploymentRequested", 1, 10s);
+    REQUIRE(dep);
+    CHECK(dep->args[0] == id);
+    CHECK(firstArtifact(*dep)["filename"] == "c.bin");
+    auto a = action(env, id);
+    CHECK(a["status"] == "RUNNING");
+    REQUIRE(a["feedback"].size() == 1);
+    CHECK(a["feedback"][0]["kind"] == "confirmationBase");
+    CHECK(a["feedback"][0]["execution"] == "confirmed");
+    CHECK(sig.count("ConfirmationRequested") == 0);
+}
+
+TEST_CASE("with confirmation manual, an action waits for Confirm: denied leaves it waiting, confirmed brings it")
+{
+    CloudEnvOptions o;
+    o.config = {{"confirmation", "manual"}};
+    CloudEnv env(o);
+    SignalRecorder sig;
+    makeArtifact(env, "m.bin", 1000);
+    env.cloud.admin("POST", "/admin/config", {{"confirmation_required", true}});
+    const std::string id = deploy(env, {"m.bin"});
+    pollNow(env);
+    auto ask = sig.waitFor("ConfirmationRequested");
+    REQUIRE(ask);
+    CHECK(ask->args[0] == id);
+    CHECK(json::parse(ask->args[1])["chunks"][0]["artifacts"][0]["filename"] == "m.bin");
+    const std::string mblctl = buildRoot() + "/services/mblctl/mblctl";
+    auto list = env.stack.runTool({mblctl, "cloud", "confirmations"});
+    CHECK(contains(list.out, "action " + id + ":"));
+
+    // Nobody but root, mbl-admin and the coordinator may answer; an unknown action is NotFound.
+    auto user = env.stack.runTool({mblctl, "cloud", "confirm", id}, std::string("mbl-test-user"));
+    CHECK(user.status.code != 0);
+    CHECK(contains(user.err, "ccess"));
+    auto unknown = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                     "Confirm", "sbas", "999", "true", "0"});
+    CHECK_FALSE(unknown.status.success());
+    CHECK(contains(unknown.err, "not waiting for confirmation"));
+
+    auto deny = env.stack.runTool({mblctl, "cloud", "deny", id, "not now: the line is running"},
+                                  std::string("mbl-test-admin"));
+    INFO(deny.out << deny.err);
+    REQUIRE(deny.status.code == 0);
+    REQUIRE(CloudEnv::waitUntil([&] { return action(env, id)["feedback"].size() == 1; }));
+    auto fb = action(env, id)["feedback"][0];
+    CHECK(fb["execution"] == "denied");
+    CHECK(fb["details"][0] == "not now: the line is running");
+    CHECK(action(env, id)["status"] == "WAIT_FOR_CONFIRMATION");
+    pollNow(env);
+    std::this_thread::sleep_for(1s);
+    CHECK(sig.count("DeploymentRequested") == 0);
+    CHECK(sig.count("ConfirmationRequested") == 1); // asked once, not at every poll
+
+    // The operator asks again (a new hash of the action) and this time it is confirmed.
+    env.cloud.admin("POST", "/admin/actions/" + id, {{"maintenanceWindow", "available"}});
+    auto again = sig.waitFor("ConfirmationRequested", 2);
+    REQUIRE(again);
+    auto ok = env.stack.runTool({mblctl, "cloud", "confirm", id});
+    REQUIRE(ok.status.code == 0);
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    CHECK(dep->args[0] == id);
+    CHECK(action(env, id)["status"] == "RUNNING");
+}
+
 TEST_CASE("an unprivileged user may publish attributes but not report feedback or download")
 {
     CloudEnv env;

@@ -75,6 +75,35 @@ TEST_CASE("the controller base yields sleep and the links as given")
     CHECK(r->configData == "https://h/T/controller/v1/d/configData");
 }
 
+TEST_CASE("an action waiting for confirmation is read like a deployment and answered in hawkBit's form")
+{
+    auto r = parsePoll(R"({"config":{"polling":{"sleep":"00:05:00"}},
+        "_links":{"confirmationBase":{"href":"https://h/T/controller/v1/d/confirmationBase/6?c=-2122565939"}}})");
+    REQUIRE(r);
+    CHECK(r->confirmationBase == "https://h/T/controller/v1/d/confirmationBase/6?c=-2122565939");
+    CHECK(actionIdFromHref(r->confirmationBase) == "6");
+    CHECK(r->deploymentBase.empty());
+
+    // confirmationBase/{id}: the deployment sits under "confirmation".
+    auto doc = deploymentDoc();
+    doc["confirmation"] = doc["deployment"];
+    doc.erase("deployment");
+    doc["actionHistory"]["status"] = "WAIT_FOR_CONFIRMATION";
+    auto c = normaliseConfirmation(doc.dump(), kServer);
+    REQUIRE(c);
+    auto d = normaliseDeployment(deploymentDoc().dump(), kServer);
+    REQUIRE(d);
+    CHECK(*c == *d);
+    // A deploymentBase document is not a confirmation, and errors name the resource.
+    auto wrong = normaliseConfirmation(deploymentDoc().dump(), kServer);
+    REQUIRE_FALSE(wrong);
+    CHECK(wrong.error().message == "confirmationBase: 'confirmation' is missing or not an object");
+
+    auto yes = json::parse(confirmationBody(true, {"ok"}));
+    CHECK(yes == json::parse(R"({"confirmation":"confirmed","details":["ok"]})"));
+    CHECK(json::parse(confirmationBody(false, {}))["confirmation"] == "denied");
+}
+
 TEST_CASE("malformed, truncated or mistyped controller bases are refused with a clear error")
 {
     for (const char* bad : {"{", "", "[]", "null", R"({"config":{"polling":{"sleep":300}}})",
