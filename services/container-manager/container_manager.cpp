@@ -35,50 +35,6 @@ namespace mbl::containers {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// ---------------------------------------------------------------- WorkQueue
-
-WorkQueue::WorkQueue() : thread_([this] { run(); }) {}
-
-WorkQueue::~WorkQueue()
-{
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        quit_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-}
-
-void WorkQueue::post(std::function<void()> job)
-{
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        jobs_.push_back(std::move(job));
-    }
-    cv_.notify_one();
-}
-
-void WorkQueue::run()
-{
-    while (true) {
-        std::function<void()> job;
-        {
-            std::unique_lock<std::mutex> lock(mutex_);
-            cv_.wait(lock, [this] { return quit_ || !jobs_.empty(); });
-            if (jobs_.empty()) {
-                return; // quit with nothing left to do
-            }
-            job = std::move(jobs_.front());
-            jobs_.pop_front();
-        }
-        try {
-            job();
-        } catch (const std::exception& e) {
-            log::error(std::string("worker job failed: ") + e.what());
-        }
-    }
-}
-
 // ---------------------------------------------------------------- App
 
 struct ContainerManager::App {

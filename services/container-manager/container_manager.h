@@ -20,6 +20,7 @@
 #include "mbl/fd.h"
 #include "mbl/log.h"
 #include "mbl/paths.h"
+#include "mbl/serial_worker.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -60,22 +61,6 @@ struct AppView {
     std::uint32_t restartCount = 0;
     std::string health; // unknown, starting, healthy, unhealthy
     bool oomKilled = false;
-};
-
-// A single worker thread running jobs in order.
-class WorkQueue {
-public:
-    WorkQueue();
-    ~WorkQueue();
-    void post(std::function<void()> job);
-
-private:
-    void run();
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::deque<std::function<void()>> jobs_;
-    bool quit_ = false;
-    std::thread thread_;
 };
 
 class ContainerManager {
@@ -193,9 +178,9 @@ private:
     std::optional<Runtime::WaitingShim> waitingShim_;
     Expected<Runtime::WaitingShim> takeShim();
     void refillShim();
-    WorkQueue runtimeQueue_;
-    WorkQueue probeQueue_; // health probes may take long: not in the runtime's queue
-    WorkQueue diskQueue_;  // app records and app removal, in order
+    SerialWorker runtimeQueue_;
+    SerialWorker probeQueue_; // health probes may take long: not in the runtime's queue
+    SerialWorker diskQueue_;  // app records and app removal, in order
     std::vector<std::thread> installThreads_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
