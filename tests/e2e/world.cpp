@@ -9,6 +9,7 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <dirent.h>
@@ -325,7 +326,12 @@ std::vector<AppRow> World::apps()
 std::vector<std::string> World::runcContainers()
 {
     std::vector<std::string> out;
+    // runc list can fail while another runc writes a container's state: ask again.
     auto r = mbl::run({"runc", "--root", runcRoot(), "list", "-q"});
+    for (int i = 0; i < 5 && !(r && r->status.success()); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        r = mbl::run({"runc", "--root", runcRoot(), "list", "-q"});
+    }
     if (r && r->status.success()) {
         for (const auto& l : str::split(r->out, '\n')) {
             if (!str::trim(l).empty()) {
