@@ -4,6 +4,8 @@
 #include <cstring>
 #include <iterator>
 
+#include "mbl/strings.h"
+
 namespace mbl {
 
 namespace {
@@ -69,6 +71,8 @@ std::string Error::describe() const
 {
     return std::string(errorCodeName(code)) + ": " + message;
 }
+
+Error::Error(ErrorCode c, std::string msg) : code(c), message(str::sanitizeUtf8(std::move(msg))) {}
 
 Error errnoError(const std::string& what, int err)
 {

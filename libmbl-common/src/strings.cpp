@@ -1,5 +1,7 @@
 #include "mbl/strings.h"
 
+#include <algorithm>
+
 namespace mbl::str {
 
 std::vector<std::string> split(const std::string& s, char sep)
@@ -50,16 +52,86 @@ std::string toHex(const unsigned char* data, std::size_t len)
     return out;
 }
 
-std::string quotable(const std::string& s, std::size_t maxLen)
+namespace {
+
+// Length of the character at s[i] if it is well-formed UTF-8 that D-Bus takes
+// (Unicode table 3-7, minus the noncharacters), else 0.
+std::size_t charLength(const std::string& s, std::size_t i)
 {
-    std::string out = s.substr(0, maxLen);
-    for (auto& ch : out) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c < 0x20 || c == 0x7f) {
-            ch = '?';
+    const auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned c = at(i);
+    if (c < 0x80) {
+        return 1;
+    }
+    std::size_t len = 0;
+    unsigned cp = 0;
+    unsigned lo = 0x80;
+    unsigned hi = 0xbf; // allowed range of the second byte
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (i + len > s.size() || at(i + 1) < lo || at(i + 1) > hi) {
+        return 0;
+    }
+    for (std::size_t k = 1; k < len; ++k) {
+        if ((at(i + k) & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (at(i + k) & 0x3f);
+    }
+    if ((cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe) {
+        return 0;
+    }
+    return len;
+}
+
+} // namespace
+
+std::string sanitizeUtf8(std::string s)
+{
+    for (std::size_t i = 0; i < s.size();) {
+        const std::size_t n = charLength(s, i);
+        if (n == 0) {
+            s[i++] = '?';
+        } else {
+            i += n;
         }
     }
-    if (s.size() > maxLen) {
+    return s;
+}
+
+std::string quotable(const std::string& s, std::size_t maxLen)
+{
+    std::string out;
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const std::size_t n = charLength(s, i);
+        if (out.size() + std::max<std::size_t>(n, 1) > maxLen) {
+            break;
+        }
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (n == 0 || c < 0x20 || c == 0x7f) {
+            out += '?';
+            ++i;
+        } else {
+            out.append(s, i, n);
+            i += n;
+        }
+    }
+    if (i < s.size()) {
         out += "\u2026";
     }
     return out;

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 
 namespace mbl::containers {
 
@@ -27,16 +29,57 @@ bool contains(const std::vector<std::string>& v, const std::string& s)
     return std::find(v.begin(), v.end(), s) != v.end();
 }
 
+// A setting of type T, `fallback` when absent. The JSON type must match exactly:
+// nlohmann's get<T>() would turn 1e100 into an unsigned (undefined behaviour),
+// 4294967396 into 100 and -1 into 2^64-1.
 template <typename T>
 Expected<T> get(const json& j, const char* key, T fallback)
 {
     if (!j.contains(key) || j[key].is_null()) {
         return fallback;
     }
-    try {
-        return j[key].get<T>();
-    } catch (const std::exception&) {
-        return unexpected(invalid(std::string("setting '") + key + "' has the wrong type"));
+    const json& v = j[key];
+    const auto wrong = [&](const std::string& what) {
+        return unexpected(invalid(std::string("setting '") + key + "' must be " + what));
+    };
+    if constexpr (std::is_same_v<T, std::string>) {
+        if (!v.is_string()) {
+            return wrong("a string");
+        }
+        return v.get<std::string>();
+    } else if constexpr (std::is_same_v<T, bool>) {
+        if (!v.is_boolean()) {
+            return wrong("true or false");
+        }
+        return v.get<bool>();
+    } else {
+        static_assert(std::is_integral_v<T>);
+        const std::string range = "an integer from " + std::to_string(std::numeric_limits<T>::min()) + " to " +
+                                  std::to_string(std::numeric_limits<T>::max());
+        if (!v.is_number_integer()) {
+            return wrong(range);
+        }
+        // Every integer type used here is at most 64 bits: checked as uint64 / int64.
+        if (v.is_number_unsigned()) {
+            const std::uint64_t u = v.get<std::uint64_t>();
+            if constexpr (!std::is_same_v<T, std::uint64_t>) {
+                if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
+                    return wrong(range);
+                }
+            }
+            return static_cast<T>(u);
+        }
+        const std::int64_t n = v.get<std::int64_t>();
+        if constexpr (std::is_unsigned_v<T>) {
+            if (n < 0 || static_cast<std::uint64_t>(n) > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
+                return wrong(range);
+            }
+        } else if constexpr (sizeof(T) < sizeof(std::int64_t)) {
+            if (n < std::numeric_limits<T>::min() || n > std::numeric_limits<T>::max()) {
+                return wrong(range);
+            }
+        }
+        return static_cast<T>(n);
     }
 }
 
@@ -172,6 +215,9 @@ Expected<AppSettings> AppSettings::fromJson(const json& j)
         if (!mb) {
             return unexpected(mb.error());
         }
+        if (*mb > (std::numeric_limits<std::uint64_t>::max() >> 20)) {
+            return unexpected(invalid("setting 'memory_mb' is too large"));
+        }
         s.memoryBytes = *mb << 20;
     }
     if (j.contains("env") && !j["env"].is_null()) {
@@ -209,7 +255,13 @@ Expected<AppSettings> AppSettings::fromJson(const json& j)
             }
             BindMount b;
             b.source = m["source"].get<std::string>();
-            b.destination = m.value("destination", b.source);
+            b.destination = b.source;
+            if (m.contains("destination") && !m["destination"].is_null()) {
+                if (!m["destination"].is_string()) {
+                    return unexpected(invalid("setting 'mounts': \"destination\" must be a string"));
+                }
+                b.destination = m["destination"].get<std::string>();
+            }
             s.mounts.push_back(b);
         }
     }

@@ -51,9 +51,12 @@ Expected<T> integer(const json& v, const std::string& what, std::uint64_t min, s
     return static_cast<T>(n);
 }
 
+// No NUL, and nothing sd-bus refuses (a noncharacter such as U+FFFE that a JSON
+// escape can carry): GetSettings returns the document as a D-Bus string, and one
+// such value made every later GetSettings fail. Found by tests/fuzz/fuzz_app_config.
 bool cleanText(const std::string& s)
 {
-    return s.find('\0') == std::string::npos;
+    return s.find('\0') == std::string::npos && str::sanitizeUtf8(s) == s;
 }
 
 } // namespace
@@ -167,7 +170,8 @@ Expected<Overrides> parseOverrides(const std::string& text, const DevicePolicy& 
                     }
                     const std::string val = v.value().get<std::string>();
                     if (!cleanText(val)) {
-                        return unexpected(invalid(where + ".env." + k + " contains a NUL character"));
+                        return unexpected(invalid(where + ".env." + k +
+                                                  " contains a NUL character or a code point D-Bus cannot carry"));
                     }
                     bytes += k.size() + val.size() + 2;
                     env[k] = val;

@@ -1438,7 +1438,15 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
                          {"gid", ids->second}};
             return fs::writeFileAtomic(staged->dir + "/" + kVersionMeta, meta.dump(2) + "\n", 0600);
         };
-        if (auto st = work(); !st) {
+        // Nothing may leave this thread as an exception: std::terminate would end
+        // the daemon and every app's supervision with it.
+        Status st;
+        try {
+            st = work();
+        } catch (const std::exception& e) {
+            st = unexpected(ErrorCode::Failed, std::string("internal error while staging the app: ") + e.what());
+        }
+        if (!st) {
             fail(st.error());
         }
         testPause("staged", appsDir);

@@ -182,7 +182,7 @@ Status RootfsWriter::writeRegular(struct archive* reader, int parent, const std:
             break;
         }
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-            return unexpected(bad(what, std::string("truncated or corrupt archive: ") + archive_error_string(reader)));
+            return unexpected(bad(what, std::string("truncated or corrupt archive: ") + archiveErrorString(reader)));
         }
         used_ += size;
         if (used_ > limits_.quotaBytes) {
@@ -374,7 +374,7 @@ Status RootfsWriter::unpackLayer(struct archive* reader, const std::string& what
             return {};
         }
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-            return unexpected(bad(what, std::string("truncated or corrupt archive: ") + archive_error_string(reader)));
+            return unexpected(bad(what, std::string("truncated or corrupt archive: ") + archiveErrorString(reader)));
         }
         const char* p = archive_entry_pathname(entry);
         if (p == nullptr) {

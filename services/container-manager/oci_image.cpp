@@ -89,13 +89,46 @@ Expected<std::string> readEntryData(struct archive* a, std::size_t max, const st
         }
         if (n < 0) {
             return unexpected(invalid("truncated or corrupt archive while reading " + what + ": " +
-                                      archive_error_string(a)));
+                                      archiveErrorString(a)));
         }
         out.append(buf, static_cast<std::size_t>(n));
         if (out.size() > max) {
             return unexpected(invalid(what + " is larger than " + std::to_string(max) + " bytes"));
         }
     }
+}
+
+// Members of the image's JSON documents, read without trusting their types:
+// nlohmann's value() throws when a member has another type than the default,
+// and an exception out of the install worker ends the daemon.
+// A string member; `fallback` when `obj` is not an object or the member is not a string.
+std::string textOr(const json& obj, const char* key, const std::string& fallback = "")
+{
+    if (!obj.is_object()) {
+        return fallback;
+    }
+    const auto it = obj.find(key);
+    return it != obj.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+// An object member; an empty object when there is none.
+json objectOr(const json& obj, const char* key)
+{
+    if (!obj.is_object()) {
+        return json::object();
+    }
+    const auto it = obj.find(key);
+    return it != obj.end() && it->is_object() ? *it : json::object();
+}
+
+// Any member; null when there is none.
+json memberOr(const json& obj, const char* key)
+{
+    if (!obj.is_object()) {
+        return json();
+    }
+    const auto it = obj.find(key);
+    return it != obj.end() ? *it : json();
 }
 
 struct Blob {
@@ -150,7 +183,7 @@ private:
         archive_read_support_filter_all(a.get());
         archive_read_support_format_tar(a.get());
         if (archive_read_open_fd(a.get(), fd, 1 << 16) != ARCHIVE_OK) {
-            return unexpected(invalid(std::string("not a readable archive: ") + archive_error_string(a.get())));
+            return unexpected(invalid(std::string("not a readable archive: ") + archiveErrorString(a.get())));
         }
         struct archive_entry* e = nullptr;
         while (true) {
@@ -159,7 +192,7 @@ private:
                 break;
             }
             if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-                return unexpected(invalid(std::string("truncated or corrupt archive: ") + archive_error_string(a.get())));
+                return unexpected(invalid(std::string("truncated or corrupt archive: ") + archiveErrorString(a.get())));
             }
             const char* p = archive_entry_pathname(e);
             if (p == nullptr) {
@@ -273,7 +306,7 @@ private:
             }
             if (n < 0) {
                 return unexpected(invalid("truncated or corrupt archive while reading " + name + ": " +
-                                          archive_error_string(a)));
+                                          archiveErrorString(a)));
             }
             h.update(buf, static_cast<std::size_t>(n));
             size += static_cast<std::uint64_t>(n);
@@ -360,8 +393,7 @@ private:
         std::vector<json> candidates;
         for (const auto& m : index["manifests"]) {
             if (!opts_.imageRef.empty()) {
-                const auto ann = m.value("annotations", json::object());
-                if (!ann.is_object() || ann.value("org.opencontainers.image.ref.name", "") != opts_.imageRef) {
+                if (textOr(objectOr(m, "annotations"), "org.opencontainers.image.ref.name") != opts_.imageRef) {
                     continue;
                 }
             }
@@ -371,8 +403,7 @@ private:
         if (candidates.size() > 1) {
             std::vector<json> mine;
             for (const auto& m : candidates) {
-                if (m.contains("platform") && m["platform"].is_object() &&
-                    m["platform"].value("architecture", "") == hostArch()) {
+                if (textOr(objectOr(m, "platform"), "architecture") == hostArch()) {
                     mine.push_back(m);
                 }
             }
@@ -390,7 +421,7 @@ private:
                                       " manifests: choose one with the install option \"image\" (its ref.name)"));
         }
         json chosen = candidates[0];
-        const std::string type = chosen.value("mediaType", "");
+        const std::string type = textOr(chosen, "mediaType");
         if (type == kIndexType) {
             if (depth > 2) {
                 return unexpected(invalid("index.json nests indexes too deeply"));
@@ -400,7 +431,7 @@ private:
                 return unexpected(nested.error());
             }
             auto inner = selectManifest(*nested, depth + 1);
-            if (inner && !inner->contains("annotations") && chosen.contains("annotations")) {
+            if (inner && inner->is_object() && !inner->contains("annotations") && chosen.contains("annotations")) {
                 (*inner)["annotations"] = chosen["annotations"];
             }
             return inner;
@@ -430,10 +461,8 @@ private:
         if (!desc) {
             return unexpected(desc.error());
         }
-        out.manifestDigest = desc->value("digest", "");
-        if (desc->contains("annotations") && (*desc)["annotations"].is_object()) {
-            out.refName = (*desc)["annotations"].value("org.opencontainers.image.ref.name", "");
-        }
+        out.manifestDigest = textOr(*desc, "digest");
+        out.refName = textOr(objectOr(*desc, "annotations"), "org.opencontainers.image.ref.name");
         auto manifest = readJsonBlob(*desc, "manifest");
         if (!manifest) {
             return unexpected(manifest.error());
@@ -449,7 +478,7 @@ private:
             }
         }
         const json& cdesc = (*manifest)["config"];
-        const std::string ctype = cdesc.is_object() ? cdesc.value("mediaType", "") : "";
+        const std::string ctype = textOr(cdesc, "mediaType");
         if (ctype != kConfigType && ctype != kDockerConfigType) {
             return unexpected(invalid("unknown media type '" + ctype + "' for the image config"));
         }
@@ -460,7 +489,7 @@ private:
         // Check every layer before writing anything.
         std::vector<const Blob*> layers;
         for (const auto& l : (*manifest)["layers"]) {
-            const std::string t = l.is_object() ? l.value("mediaType", "") : "";
+            const std::string t = textOr(l, "mediaType");
             if (!isLayerType(t)) {
                 return unexpected(invalid("unknown media type '" + t + "' for a layer"));
             }
@@ -479,14 +508,16 @@ private:
             archive_read_support_filter_all(a.get());
             archive_read_support_format_tar(a.get());
             if (archive_read_open_filename(a.get(), layers[i]->path.c_str(), 1 << 16) != ARCHIVE_OK) {
-                return unexpected(invalid(what + ": not a tar archive: " + archive_error_string(a.get())));
+                return unexpected(invalid(what + ": not a tar archive: " + archiveErrorString(a.get())));
             }
             if (auto st = writer_->unpackLayer(a.get(), what); !st) {
                 return st;
             }
         }
-        const json cfg = config->value("config", json::object());
-        return fillProcess(cfg, out, manifest->value("annotations", json::object()));
+        if (!config->is_object()) {
+            return unexpected(invalid("the image config is not a JSON object"));
+        }
+        return fillProcess(memberOr(*config, "config"), out, objectOr(*manifest, "annotations"));
     }
 
     static std::vector<std::string> strings(const json& j)
@@ -507,23 +538,20 @@ private:
         if (!cfg.is_object()) {
             return unexpected(invalid("the image config has no \"config\" object"));
         }
-        auto entry = strings(cfg.value("Entrypoint", json()));
-        auto cmd = strings(cfg.value("Cmd", json()));
+        auto entry = strings(memberOr(cfg, "Entrypoint"));
+        auto cmd = strings(memberOr(cfg, "Cmd"));
         out.process.args = entry;
         out.process.args.insert(out.process.args.end(), cmd.begin(), cmd.end());
-        out.process.env = strings(cfg.value("Env", json()));
+        out.process.env = strings(memberOr(cfg, "Env"));
         if (cfg.contains("WorkingDir") && cfg["WorkingDir"].is_string() && !cfg["WorkingDir"].get<std::string>().empty()) {
             out.process.cwd = cfg["WorkingDir"].get<std::string>();
         }
         if (cfg.contains("User") && cfg["User"].is_string()) {
             out.process.user = cfg["User"].get<std::string>();
         }
-        const json labels = cfg.value("Labels", json::object());
-        if (annotations.is_object()) {
-            out.version = annotations.value("org.opencontainers.image.version", "");
-        }
-        if (out.version.empty() && labels.is_object()) {
-            out.version = labels.value("org.opencontainers.image.version", "");
+        out.version = textOr(annotations, "org.opencontainers.image.version");
+        if (out.version.empty()) {
+            out.version = textOr(objectOr(cfg, "Labels"), "org.opencontainers.image.version");
         }
         return {};
     }
@@ -545,21 +573,32 @@ private:
         }
         // Only the process is taken from the bundle: everything that decides
         // isolation is generated by the manager (oci_spec.h).
-        const json proc = spec.is_object() ? spec.value("process", json::object()) : json::object();
-        if (!proc.is_object()) {
+        const json proc = memberOr(spec, "process");
+        if (!proc.is_null() && !proc.is_object()) {
             return unexpected(invalid("config.json: \"process\" is not an object"));
         }
-        out.process.args = strings(proc.value("args", json()));
-        out.process.env = strings(proc.value("env", json()));
-        out.process.cwd = proc.value("cwd", std::string("/"));
-        if (proc.contains("user") && proc["user"].is_object()) {
-            const auto& u = proc["user"];
-            out.process.user = std::to_string(u.value("uid", 0u)) + ":" + std::to_string(u.value("gid", 0u));
+        out.process.args = strings(memberOr(proc, "args"));
+        out.process.env = strings(memberOr(proc, "env"));
+        const json cwd = memberOr(proc, "cwd");
+        if (!cwd.is_null() && !cwd.is_string()) {
+            return unexpected(invalid("config.json: \"process.cwd\" is not a string"));
         }
-        if (spec.contains("annotations") && spec["annotations"].is_object()) {
-            out.version = spec["annotations"].value("org.opencontainers.image.version", "");
-            out.refName = spec["annotations"].value("org.opencontainers.image.ref.name", "");
+        out.process.cwd = cwd.is_string() ? cwd.get<std::string>() : std::string("/");
+        if (const json u = memberOr(proc, "user"); u.is_object()) {
+            std::string ids;
+            for (const char* key : {"uid", "gid"}) {
+                const json id = memberOr(u, key);
+                if (!id.is_null() && (!id.is_number_unsigned() || id.get<std::uint64_t>() > 0xfffffffeull)) {
+                    return unexpected(invalid(std::string("config.json: \"process.user.") + key +
+                                              "\" is not a user or group id"));
+                }
+                ids += (ids.empty() ? "" : ":") + std::to_string(id.is_null() ? 0 : id.get<std::uint64_t>());
+            }
+            out.process.user = ids;
         }
+        const json annotations = objectOr(spec, "annotations");
+        out.version = textOr(annotations, "org.opencontainers.image.version");
+        out.refName = textOr(annotations, "org.opencontainers.image.ref.name");
         return {};
     }
 
@@ -608,8 +647,15 @@ std::optional<std::vector<std::string>> lookupLine(const std::string& text, cons
 
 Expected<StagedImage> stageArchive(int fd, const std::string& stagingDir, const StageOptions& opts)
 {
-    Stager s(stagingDir, opts);
-    return s.run(fd);
+    // The documents are read without exceptions (textOr & co.); this catches what
+    // a future change lets through, so that it refuses the image instead of
+    // ending the daemon (STYLE: third-party exceptions stop at the boundary).
+    try {
+        Stager s(stagingDir, opts);
+        return s.run(fd);
+    } catch (const std::exception& e) {
+        return unexpected(invalid(std::string("the app archive could not be read: ") + e.what()));
+    }
 }
 
 Expected<std::pair<std::uint32_t, std::uint32_t>> resolveUser(const std::string& rootfs, const std::string& user)

@@ -194,7 +194,7 @@ Status writeBundle(const std::string& out, const std::string& manifest, const st
     archive_write_set_format_pax_restricted(w.get());
     const std::string tmp = out + ".tmp";
     if (archive_write_open_filename(w.get(), tmp.c_str()) != ARCHIVE_OK) {
-        return unexpected(ErrorCode::Io, "cannot create " + tmp + ": " + archive_error_string(w.get()));
+        return unexpected(ErrorCode::Io, "cannot create " + tmp + ": " + archiveErrorString(w.get()));
     }
     const std::time_t now = std::time(nullptr);
     auto header = [&](const std::string& name, std::uint64_t size) -> Status {
@@ -205,7 +205,7 @@ Status writeBundle(const std::string& out, const std::string& manifest, const st
         archive_entry_set_perm(e.get(), 0644);
         archive_entry_set_mtime(e.get(), now, 0);
         if (archive_write_header(w.get(), e.get()) != ARCHIVE_OK) {
-            return unexpected(ErrorCode::Io, "tar header for " + name + ": " + archive_error_string(w.get()));
+            return unexpected(ErrorCode::Io, "tar header for " + name + ": " + archiveErrorString(w.get()));
         }
         return {};
     };
@@ -214,7 +214,7 @@ Status writeBundle(const std::string& out, const std::string& manifest, const st
             return st;
         }
         if (archive_write_data(w.get(), data.data(), data.size()) != static_cast<la_ssize_t>(data.size())) {
-            return unexpected(ErrorCode::Io, "writing " + name + ": " + archive_error_string(w.get()));
+            return unexpected(ErrorCode::Io, "writing " + name + ": " + archiveErrorString(w.get()));
         }
         return {};
     };
@@ -241,13 +241,13 @@ Status writeBundle(const std::string& out, const std::string& manifest, const st
                 return unexpected(ErrorCode::Io, path + " changed while the bundle was written");
             }
             if (archive_write_data(w.get(), buf.data(), static_cast<std::size_t>(n)) != n) {
-                return unexpected(ErrorCode::Io, "writing " + p.name + ": " + archive_error_string(w.get()));
+                return unexpected(ErrorCode::Io, "writing " + p.name + ": " + archiveErrorString(w.get()));
             }
             left -= static_cast<std::uint64_t>(n);
         }
     }
     if (archive_write_close(w.get()) != ARCHIVE_OK) {
-        return unexpected(ErrorCode::Io, "closing " + tmp + ": " + archive_error_string(w.get()));
+        return unexpected(ErrorCode::Io, "closing " + tmp + ": " + archiveErrorString(w.get()));
     }
     if (::rename(tmp.c_str(), out.c_str()) != 0) {
         return unexpected(errnoError("rename to " + out, errno));

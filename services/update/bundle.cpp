@@ -229,7 +229,7 @@ Expected<Manifest> Manifest::parse(const std::string& text)
         } else if (type == "file") {
             p.type = PayloadType::File;
         } else {
-            return bad(where + "unknown type '" + type + "' (rootfs, app, config, file)");
+            return bad(where + "unknown type '" + str::quotable(type) + "' (rootfs, app, config, file)");
         }
         if (!pj.contains("size") || !pj["size"].is_number_unsigned()) {
             return bad(where + "'size' missing or not a non-negative integer");
@@ -324,7 +324,15 @@ Expected<SignerInfo> verifySignature(const std::string& manifest, const std::str
     if (!cms) {
         return sigError("manifest.json.sig is not a DER CMS signature: " + crypto::lastOpenSslError());
     }
-    crypto::Bio content(BIO_new_mem_buf(manifest.data(), static_cast<int>(manifest.size())));
+    // The detached content goes in through a null filter, not as a bare memory
+    // BIO: for a memory BIO, CMS_verify (OpenSSL 3.0.19 and earlier) makes a copy
+    // of its own and leaks it when the SignedData names no digest it can compute
+    // (openssl/openssl#30535). Found by tests/fuzz/fuzz_bundle.
+    crypto::Bio content(BIO_new(BIO_f_null()));
+    if (!content) {
+        return sigError("cannot check the signature: " + crypto::lastOpenSslError());
+    }
+    BIO_push(content.get(), BIO_new_mem_buf(manifest.data(), static_cast<int>(manifest.size())));
     if (CMS_verify(cms.get(), nullptr, store.get(), content.get(), nullptr, CMS_BINARY) != 1) {
         return sigError("the manifest signature does not verify against the trust store " + trustDir + ": " +
                         crypto::lastOpenSslError());
@@ -587,8 +595,10 @@ Status Reader::beginPayload(const Payload& p)
     const char* pn = archive_entry_pathname(*e);
     const std::string name = pn != nullptr ? pn : "";
     if (name != p.name) {
-        return unexpected(ErrorCode::InvalidArgument, "bundle member '" + name + "' found where the manifest expects '" +
-                                                          p.name + "' (extra, duplicated or reordered member)");
+        // The tar headers are not signed: the name is quoted, never shown as it is.
+        return unexpected(ErrorCode::InvalidArgument, "bundle member '" + str::quotable(name) +
+                                                          "' found where the manifest expects '" + p.name +
+                                                          "' (extra, duplicated or reordered member)");
     }
     if (archive_entry_filetype(*e) != AE_IFREG) {
         return unexpected(ErrorCode::InvalidArgument, "bundle member '" + name + "' is not a regular file");
@@ -645,7 +655,7 @@ Status Reader::expectEnd()
     }
     if (*e != nullptr) {
         const char* pn = archive_entry_pathname(*e);
-        return unexpected(ErrorCode::InvalidArgument, std::string("bundle member '") + (pn ? pn : "") +
+        return unexpected(ErrorCode::InvalidArgument, "bundle member '" + str::quotable(pn != nullptr ? pn : "") +
                                                           "' is not named in the manifest");
     }
     return {};

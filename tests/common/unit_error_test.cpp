@@ -1,6 +1,7 @@
 #include "mbl/error.h"
 #include "mbl/error_names.h"
 #include "mbl/expected.h"
+#include "mbl/strings.h"
 
 #include <catch2/catch.hpp>
 
@@ -30,6 +31,31 @@ TEST_CASE("errno values map to the named errors a user can act on")
     CHECK(errnoError("open x", EACCES).code == ErrorCode::AccessDenied);
     CHECK(errnoError("read x", EIO).code == ErrorCode::Io);
     CHECK(errnoError("open x", ENOENT).message.find("open x") != std::string::npos);
+}
+
+TEST_CASE("error messages are text D-Bus can carry: bytes from outside that are not UTF-8 become '?'")
+{
+    // Found by tests/fuzz: messages quote archive member names and server
+    // replies, and sd-bus cannot send a reply, signal or property holding
+    // malformed UTF-8 (or a noncharacter): the caller never got an answer.
+    const std::string hostile = "member 'a\xff\xc3(\xed\xa0\x80\xef\xbf\xbe\xef\xb7\x90' refused";
+    // Byte by byte: \xff, a lone lead byte, a surrogate, U+FFFE, U+FDD0.
+    const std::string shown = "member 'a" + std::string(2, '?') + "(" + std::string(9, '?') + "' refused";
+    CHECK(Error(ErrorCode::InvalidArgument, hostile).message == shown);
+    CHECK(unexpected(ErrorCode::InvalidArgument, hostile).error.message == shown);
+    CHECK(errnoError("open \xfe", ENOENT).message.rfind("open ?: ", 0) == 0);
+    const std::string text = "caf\xc3\xa9, \xe4\xb8\xad, \xf0\x9f\x98\x80, tab\t, U+FFFD \xef\xbf\xbd";
+    CHECK(Error(ErrorCode::Failed, text).message == text);
+    CHECK(str::sanitizeUtf8(hostile) == shown);
+}
+
+TEST_CASE("quoted outside text has no control characters and is never cut inside a character")
+{
+    CHECK(str::quotable("a\nb\x7f\xff") == "a?b??");
+    CHECK(str::quotable("\xc3\xa9\xc3\xa9\xc3\xa9", 3) == "\xc3\xa9\u2026");
+    CHECK(str::quotable("\xc3\xa9\xc3\xa9", 4) == "\xc3\xa9\xc3\xa9");
+    CHECK(str::quotable("abcdef", 4) == "abcd\u2026");
+    CHECK(str::quotable("ab\xef\xbf\xbe", 80) == "ab???");
 }
 
 namespace {

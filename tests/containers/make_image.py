@@ -17,7 +17,8 @@ SPEC: {
   "manifests": 2,                        # repeat the manifest descriptor N times (different refs)
   "no_manifest": true,                   # index.json with an empty manifests list
   "truncate": 1000,                      # cut the final archive to N bytes
-  "host_files": {"bin/busybox": "/bin/busybox"}  # (bundle/image) copy host files into the first layer
+  "host_files": {"bin/busybox": "/bin/busybox"}, # (bundle/image) copy host files into the first layer
+  "process": {"cwd": 5}                  # bundle: members merged into config.json's "process" as they are
 }
 entry: {"name": "a/b", "type": "file"|"dir"|"symlink"|"hardlink"|"chardev"|"fifo",
         "data": "text", "size": N (zeros), "target": "...", "mode": 493}
@@ -169,6 +170,7 @@ def build_bundle(spec):
     cfg = {"ociVersion": "1.0.2", "process": {"args": spec.get("config", {}).get("Cmd", ["/bin/true"]),
                                               "env": spec.get("config", {}).get("Env", []), "cwd": "/",
                                               "terminal": True}, "root": {"path": "rootfs"}}
+    cfg["process"].update(spec.get("process", {}))
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
         data = json.dumps(cfg).encode()

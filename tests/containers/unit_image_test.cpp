@@ -6,11 +6,13 @@
 #include "image_tools.h"
 #include "oci_image.h"
 
+#include "mbl/archive_ptr.h"
 #include "mbl/fd.h"
 #include "mbl/fs.h"
 
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -242,6 +244,106 @@ TEST_CASE("an archive that is neither an image layout nor a bundle is refused")
     Fd fd{::open(bogus.c_str(), O_RDONLY | O_CLOEXEC)};
     auto r = stageArchive(fd.get(), s.stage(), {});
     CHECK(refusedAs(r, ErrorCode::InvalidArgument, "unexpected entry"));
+}
+
+TEST_CASE("a tar header libarchive refuses without giving a reason is refused with InvalidArgument, outer or layer")
+{
+    // Found by tests/fuzz/fuzz_oci: a GNU long-name header whose name data is
+    // missing makes libarchive fail with no error string (NULL), which was
+    // appended to a std::string: SIGSEGV in the install worker, the daemon gone.
+    std::string h(512, '\0');
+    auto put = [&](std::size_t at, const std::string& v) { h.replace(at, v.size(), v); };
+    put(0, "././@LongLink");
+    put(100, "0000644");
+    put(108, "0000000");
+    put(116, "0000000");
+    put(124, "00000000144"); // 100 bytes of name announced, none follow
+    put(136, "00000000000");
+    put(156, "L");
+    put(257, std::string("ustar  \0", 8));
+    put(148, std::string(8, ' '));
+    unsigned sum = 0;
+    for (unsigned char c : h) {
+        sum += c;
+    }
+    char chk[8];
+    std::snprintf(chk, sizeof chk, "%06o", sum);
+    put(148, std::string(chk, 6) + std::string("\0 ", 2));
+
+    Staging s;
+    (void)fs::makeDirs(s.stage(), 0700);
+    const std::string path = s.tmp.path() + "/longlink.tar";
+    REQUIRE(fs::writeFileAtomic(path, h));
+    Fd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+    CHECK(refusedAs(stageArchive(fd.get(), s.stage(), {}), ErrorCode::InvalidArgument, "truncated or corrupt archive"));
+
+    const std::string root = s.tmp.path() + "/layer-root";
+    REQUIRE(fs::makeDirs(root, 0755));
+    auto w = RootfsWriter::open(root, {});
+    REQUIRE(w);
+    ArchiveReader a{archive_read_new()};
+    archive_read_support_format_tar(a.get());
+    REQUIRE(archive_read_open_memory(a.get(), h.data(), h.size()) == ARCHIVE_OK);
+    auto st = w->unpackLayer(a.get(), "layer 1 of 1");
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::InvalidArgument);
+    CHECK(st.error().message.find("layer 1 of 1: truncated or corrupt archive") != std::string::npos);
+}
+
+TEST_CASE("image and bundle documents with members of the wrong type are refused with InvalidArgument or ignored")
+{
+    // Found by tests/fuzz/fuzz_oci: nlohmann's value() throws on a member of
+    // another type than its default ("cwd": 5); the exception left the install
+    // worker's thread and std::terminate ended the daemon.
+    for (const json& process : {json{{"cwd", 5}}, json{{"user", {{"uid", "root"}}}},
+                                json{{"user", {{"uid", 0}, {"gid", -1}}}}, json{{"user", {{"gid", 1e30}}}}}) {
+        INFO(process.dump());
+        Staging s;
+        json spec = {{"kind", "bundle"}, {"layers", {json::array({file("bin/app", "x", 0755)})}}, {"process", process}};
+        CHECK(refusedAs(s.install(spec), ErrorCode::InvalidArgument, "config.json: \"process."));
+    }
+    {
+        Staging s;
+        json spec = {{"kind", "bundle"},
+                     {"layers", {json::array({file("bin/app", "x", 0755)})}},
+                     {"process", {{"cwd", "/srv"}, {"user", {{"uid", 1000}, {"gid", 100}}}}}};
+        auto r = s.install(spec);
+        REQUIRE(r);
+        CHECK(r->process.cwd == "/srv");
+        CHECK(r->process.user == "1000:100");
+    }
+    // Informational members of another type are ignored, as if absent.
+    Staging s;
+    auto r = s.install(image({json::array({file("bin/app", "x", 0755)})},
+                             {{"config", {{"Cmd", {"/bin/app"}}, {"Labels", {{"org.opencontainers.image.version", 7}}}}}}));
+    REQUIRE(r);
+    CHECK(r->version.empty());
+    CHECK(r->process.args == std::vector<std::string>{"/bin/app"});
+}
+
+TEST_CASE("install options whose numbers do not fit their setting, or of another JSON type, are refused with InvalidArgument")
+{
+    // Found by tests/fuzz/fuzz_app_config: get<std::uint32_t>() of 1e100 is
+    // undefined behaviour (UBSan), 4294967396 became 100, 1.5 became 1, a
+    // memory_mb of 2^44+4 wrapped to 4 MiB, and a non-string mount destination
+    // threw out of parseSettings.
+    ManagerConfig cfg;
+    cfg.policy.allowedMounts = {"/srv"};
+    for (const char* opts :
+         {R"({"cpu_percent": 1e100})", R"({"cpu_percent": 4294967396})", R"({"pids_max": 1.5})",
+          R"({"memory_bytes": -1})", R"({"memory_mb": 17592186044420})", R"({"autostart": 1})",
+          R"({"health": {"grace_ms": -5}})", R"({"mounts": [{"source": "/srv", "destination": 1}]})"}) {
+        INFO(opts);
+        Expected<AppSettings> s = unexpected(ErrorCode::Failed, "not run");
+        REQUIRE_NOTHROW(s = parseSettings(opts, cfg));
+        REQUIRE_FALSE(s);
+        CHECK(s.error().code == ErrorCode::InvalidArgument);
+    }
+    auto ok = parseSettings(R"({"cpu_percent": 50, "memory_mb": 64, "mounts": [{"source": "/srv/a"}]})", cfg);
+    REQUIRE(ok);
+    CHECK(ok->cpuPercent == 50);
+    CHECK(ok->memoryBytes == 64u << 20);
+    CHECK(ok->mounts.at(0).destination == "/srv/a");
 }
 
 TEST_CASE("app names that are not safe path components are refused")

@@ -61,6 +61,9 @@ TEST_CASE("bad settings documents are refused with InvalidArgument and the reaso
              Case{R"({"apps": {"a": {"env": {"A": 1}}}})", "must be a string"},
              Case{R"({"apps": {"a": {"env": {"": "x"}}}})", "not a variable name"},
              Case{R"({"apps": {"a": {"env": {"MBL_APP_NAME": "x"}}}})", "set by the manager"},
+             // GetSettings returns the document over D-Bus, which refuses noncharacters.
+             Case{R"({"apps": {"a": {"env": {"A": "x\ufffe"}}}})", "D-Bus cannot carry"},
+             Case{R"({"apps": {"a": {"env": {"A\ufdd0": "x"}}}})", "not a variable name"},
              Case{R"({"apps": {"../a": {}}})", "not a safe name"},
              Case{R"({"apps": {".hidden": {}}})", "not a safe name"},
              Case{R"({"apps": []})", "apps must be an object"},

@@ -6,6 +6,7 @@
 #include <archive_entry.h>
 
 #include <memory>
+#include <string>
 
 namespace mbl {
 
@@ -22,5 +23,14 @@ struct ArchiveEntryFree {
 using ArchiveReader = std::unique_ptr<struct archive, ArchiveReadFree>;
 using ArchiveWriter = std::unique_ptr<struct archive, ArchiveWriteFree>;
 using ArchiveEntry = std::unique_ptr<struct archive_entry, ArchiveEntryFree>;
+
+// The reason libarchive gives for its last failure. It may give none
+// (archive_error_string() is NULL, e.g. for some damaged tar headers), which
+// must not reach a std::string as a null pointer.
+inline std::string archiveErrorString(struct archive* a)
+{
+    const char* m = archive_error_string(a);
+    return m != nullptr ? std::string(m) : std::string("damaged data (libarchive gives no reason)");
+}
 
 } // namespace mbl

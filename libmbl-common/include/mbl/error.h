@@ -27,10 +27,13 @@ enum class ErrorCode {
 
 struct Error {
     ErrorCode code = ErrorCode::Failed;
+    // Always a string D-Bus can carry: messages quote text from outside (archive
+    // member names, server replies), so the constructor passes them through
+    // str::sanitizeUtf8. Otherwise the reply, signal or property would be lost.
     std::string message;
 
     Error() = default;
-    Error(ErrorCode c, std::string msg) : code(c), message(std::move(msg)) {}
+    Error(ErrorCode c, std::string msg);
 
     // "org.mbl.Error.<Name>"
     std::string name() const;

@@ -15,7 +15,13 @@ std::string toHex(const unsigned char* data, std::size_t len);
 // [A-Za-z0-9][A-Za-z0-9._-]{0,maxLen-1}, not "." or "..".
 bool isSafeName(const std::string& s, std::size_t maxLen = 64);
 // Text from outside (a server, a bundle) made fit to quote in a message or a log
-// line: control characters become '?', and it is cut at maxLen bytes ("…" added).
+// line: control characters and what sanitizeUtf8 replaces become '?', and it is
+// cut at maxLen bytes, never inside a character ("…" added).
 std::string quotable(const std::string& s, std::size_t maxLen = 80);
+// `s` as a D-Bus string may hold it: each byte that is not part of well-formed
+// UTF-8, and each byte of a noncharacter (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF, which
+// sd-bus refuses too), becomes '?'. Text from outside may be anything; sd-bus
+// cannot build a reply or signal carrying it.
+std::string sanitizeUtf8(std::string s);
 
 } // namespace mbl::str
