@@ -6,6 +6,7 @@
 #include "mbl/strings.h"
 
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <stdexcept>
 #include <thread>
@@ -109,6 +110,11 @@ std::string DeviceWorld::guest(const std::string& script, std::chrono::seconds t
 
 void DeviceWorld::provision()
 {
+    // The guest's clock comes from the emulated RTC (whole seconds, read at
+    // boot) and may trail the host by a second or more; the fleet CA's
+    // certificate starts at the second it is signed. A device gets its time
+    // from NTP; this one from the host, which is its only network.
+    guest("date -u -s @" + std::to_string(std::time(nullptr) + 1) + " >/dev/null");
     // The key is made on the device by the identity service; only the CSR leaves it.
     const std::string csr = guest("mblctl identity csr");
     const std::string cert = cloud.signDeviceCsr(csr, deviceId);
@@ -157,7 +163,7 @@ std::string DeviceWorld::appImage(const std::string& appName, const std::string&
 std::string DeviceWorld::bundle(const BundleParts& p, const std::string& fileName)
 {
     const std::string out = work.path() + "/" + fileName;
-    std::vector<std::string> argv = {image.build + "/services/update/mbl-bundle", "create", "--version", p.version,
+    std::vector<std::string> argv = {image.build + "/services/mbl-bundle/mbl-bundle", "create", "--version", p.version,
                                      "--security-version", std::to_string(p.securityVersion), "--compatible",
                                      p.compatible, "--key", image.pki + "/signer.key", "--cert",
                                      image.pki + "/signer.pem", "--chain", image.pki + "/int.pem", "-o", out};
