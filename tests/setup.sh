@@ -13,6 +13,8 @@ PACKAGES=(
   libubootenv-tool grub-common grub-emu e2fsprogs
   zstd gzip tar
   systemd systemd-container debootstrap
+  qemu-system-x86 qemu-utils seabios u-boot-qemu u-boot-tools grub-pc-bin
+  swtpm swtpm-tools mtools dosfstools fdisk socat
   procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
   clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
 )
