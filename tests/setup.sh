@@ -14,6 +14,7 @@ PACKAGES=(
   zstd gzip tar
   systemd systemd-container debootstrap
   chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2
+  u-boot-tools
 )
 
 if [ "$(id -u)" -ne 0 ]; then
