@@ -30,6 +30,8 @@ python () {
     if not d.getVar('MBL_PARTITION_PREFIX'):
         raise bb.parse.SkipRecipe('MBL_PARTITION_PREFIX is not set (see the meta-mbl README)')
     script = d.expand('${MBL_SOURCE_DIR}/services/update/u-boot/${MBL_UBOOT_SCRIPT}')
+    # Parsed again once the script appears (or changes).
+    bb.parse.mark_dependency(d, script)
     if not os.path.exists(script):
         raise bb.parse.SkipRecipe('the project\'s U-Boot A/B script %s does not exist' % script)
 }
