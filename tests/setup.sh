@@ -13,8 +13,10 @@ PACKAGES=(
   libubootenv-tool grub-common grub-emu e2fsprogs
   zstd gzip tar
   systemd systemd-container debootstrap
-  chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2
-  u-boot-tools
+  procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
+  clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
+  chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2   # BitBake's host tools (yocto suite)
+  u-boot-tools                   # mkimage (the layer's boot-script test)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
