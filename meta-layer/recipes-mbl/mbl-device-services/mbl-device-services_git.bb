@@ -85,6 +85,7 @@ FILES:${PN}-bundle-tool = "${bindir}/mbl-bundle"
 FILES:${PN} += " \
     ${libexecdir}/mbl \
     ${systemd_system_unitdir} \
+    ${prefix}/lib/systemd/system.conf.d \
     ${nonarch_libdir}/sysusers.d \
     ${nonarch_libdir}/tmpfiles.d \
     ${datadir}/dbus-1/system.d \
