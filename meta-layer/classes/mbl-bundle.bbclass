@@ -29,7 +29,7 @@
 #     MBL_BUNDLE_SIGN_CMD = "openssl cms -sign -binary -nosmimecap -outform DER \
 #         -in $MBL_MANIFEST -out $MBL_SIGNATURE -signer /secure/mbl-signer.crt \
 #         -certfile /secure/ca-int.crt -provider pkcs11 -provider default \
-#         -inkey pkcs11:token=mbl;object=signer"
+#         -inkey 'pkcs11:token=mbl;object=signer'"
 #   (a remote signer: copy $MBL_MANIFEST out and the signature back in). The
 #   openssl and signing tools are the build host's; the key never enters the build.
 #
