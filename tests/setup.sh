@@ -12,6 +12,7 @@ PACKAGES=(
   nginx-light curl python3
   libubootenv-tool grub-common grub-emu e2fsprogs
   zstd gzip tar
+  stress-ng
   systemd systemd-container debootstrap
 )
 
