@@ -1,6 +1,7 @@
 #include "update_engine.h"
 
 #include "slot_writer.h"
+#include "update_settings.h"
 
 #include "mbl/crypto.h"
 #include "mbl/error_names.h"
@@ -59,93 +60,26 @@ const char* publicName(SlotStatus s)
 
 Expected<std::unique_ptr<UpdateEngine>> UpdateEngine::open(const Paths& paths, const Config& config)
 {
+    // Every key checked (type, range, unknown or misspelled at any depth) before anything is touched.
+    auto cfg = UpdateSettings::fromConfig(paths, config);
+    if (!cfg) {
+        return unexpected(cfg.error());
+    }
     std::unique_ptr<UpdateEngine> e(new UpdateEngine());
-    auto str = [&](const char* key, const std::string& fallback) -> Expected<std::string> {
-        return config.getString(key, fallback);
-    };
-    auto compatible = str("compatible", "");
-    auto trust = str("trustDir", paths.config("trust"));
-    auto staging = str("stagingDir", paths.state("update") + "/staging");
-    auto factory = str("factoryVersion", "0.0.0");
-    auto cmdline = str("cmdlinePath", "/proc/cmdline");
-    auto bootId = str("bootIdPath", "/proc/sys/kernel/random/boot_id");
-    auto booted = str("bootedSlot", "");
-    auto slotClass = str("slotClass", "rootfs");
-    auto blType = str("bootloader.type", "file");
-    auto blPath = str("bootloader.path", paths.state("update") + "/bootenv");
-    auto blDefaults = str("bootloader.defaults", "");
-    auto maxManifest = config.getInt("maxManifestBytes", bundle::kDefaultMaxManifestBytes, 1024, 64 << 20);
-    auto trial = config.getInt("trialAttempts", 1, 1, 100);
-    auto good = config.getInt("goodAttempts", 3, 1, 100);
-    auto readBack = config.getBool("readBack", true);
-    if (!readBack) {
-        return unexpected(readBack.error());
-    }
-    for (const auto* r : {&compatible, &trust, &staging, &factory, &cmdline, &bootId, &booted, &slotClass, &blType, &blPath,
-                          &blDefaults}) {
-        if (!*r) {
-            return unexpected(r->error());
-        }
-    }
-    for (const auto* r : {&maxManifest, &trial, &good}) {
-        if (!*r) {
-            return unexpected(r->error());
-        }
-    }
-    if (auto st = config.rejectUnknownKeys({"compatible", "trustDir", "stagingDir", "factoryVersion", "cmdlinePath",
-                                            "bootIdPath", "bootedSlot", "slotClass", "bootloader", "maxManifestBytes",
-                                            "trialAttempts", "goodAttempts", "slots", "readBack"});
-        !st) {
-        return unexpected(st.error());
-    }
-    e->stateDir_ = paths.state("update");
-    e->compatible_ = *compatible;
-    e->trustDir_ = *trust;
-    e->stagingDir_ = *staging;
-    e->factoryVersion_ = *factory;
-    e->cmdlinePath_ = *cmdline;
-    (void)bootId; // accepted for older configurations: the environment now tells a trial from a fallback
-    e->bootedOverride_ = *booted;
-    e->slotClass_ = *slotClass;
-    e->maxManifestBytes_ = static_cast<std::uint64_t>(*maxManifest);
-    e->trialAttempts_ = static_cast<int>(*trial);
-    e->goodAttempts_ = static_cast<int>(*good);
-    e->readBack_ = *readBack;
-
-    const auto& doc = config.json();
-    if (doc.contains("slots")) {
-        const auto& sj = doc["slots"];
-        if (!sj.is_array()) {
-            return unexpected(ErrorCode::InvalidArgument, config.origin() + ": key 'slots' must be a list");
-        }
-        for (const auto& s : sj) {
-            SlotConfig c;
-            if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || !s.contains("device") ||
-                !s["device"].is_string() || !str::isSafeName(s["name"].get<std::string>(), 16)) {
-                return unexpected(ErrorCode::InvalidArgument,
-                                  config.origin() + ": each of 'slots' needs a 'name' ([a-z0-9]) and a 'device'");
-            }
-            c.name = s["name"].get<std::string>();
-            c.device = s["device"].get<std::string>();
-            c.bootname = s.value("bootname", std::string());
-            if (c.bootname.empty()) {
-                for (char ch : c.name) {
-                    c.bootname += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-                }
-            }
-            if (s.contains("size") && s["size"].is_number_unsigned()) {
-                c.size = s["size"].get<std::uint64_t>();
-            }
-            e->slots_.push_back(std::move(c));
-        }
-        if (e->slots_.size() != 2) {
-            return unexpected(ErrorCode::InvalidArgument, config.origin() + ": 'slots' must list exactly two slots (A/B)");
-        }
-    }
-    BootloaderConfig bl;
-    bl.type = *blType;
-    bl.path = *blPath;
-    bl.defaults = *blDefaults;
+    e->stateDir_ = cfg->stateDir;
+    e->compatible_ = cfg->compatible;
+    e->trustDir_ = cfg->trustDir;
+    e->stagingDir_ = cfg->stagingDir;
+    e->factoryVersion_ = cfg->factoryVersion;
+    e->cmdlinePath_ = cfg->cmdlinePath;
+    e->bootedOverride_ = cfg->bootedOverride;
+    e->slotClass_ = cfg->slotClass;
+    e->maxManifestBytes_ = cfg->maxManifestBytes;
+    e->trialAttempts_ = cfg->trialAttempts;
+    e->goodAttempts_ = cfg->goodAttempts;
+    e->readBack_ = cfg->readBack;
+    e->slots_ = cfg->slots;
+    const BootloaderConfig& bl = cfg->bootloader;
     auto b = makeBootloader(bl);
     if (!b) {
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": " + b.error().message);

@@ -640,3 +640,18 @@ TEST_CASE("kill -9 during an install, then /var/lib/mbl wiped (a new data partit
         }
     }
 }
+
+TEST_CASE("mbl-update refuses to start on a misspelled key of update.json and says which")
+{
+    TestStack stack;
+    Device dev(stack.root(), pki());
+    dev.config["slots"][1]["devcie"] = "/dev/mmcblk0p3";
+    dev.writeConfig();
+    auto st = stack.start("update");
+    REQUIRE_FALSE(st);
+    CHECK(stack.log("update").find("update.json: unknown key 'slots[1].devcie'") != std::string::npos);
+    // The state directory is made by the harness (as systemd's StateDirectory=
+    // would); the service wrote nothing in it and never touched the environment.
+    CHECK_FALSE(fs::exists(dev.stateDir + "/state.json"));
+    CHECK_FALSE(fs::exists(dev.env));
+}

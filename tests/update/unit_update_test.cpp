@@ -1080,3 +1080,70 @@ TEST_CASE("a slot nothing is on record for, that the bootloader can boot, is nev
     CHECK(env["BOOT_B_LEFT"] == "3");
     CHECK(env.count("MBL_B_STATE") == 0);
 }
+
+// ---------------------------------------------------------------------------
+// Strict configuration (issue 19, item 5).
+
+TEST_CASE("an update.json with an unknown, misspelled, mistyped or out-of-range key at any depth is refused at start "
+          "with the file, the key path and what was expected, and nothing is touched")
+{
+    struct Case {
+        const char* name;
+        std::function<void(nlohmann::json&)> edit;
+        const char* message;
+    };
+    const std::vector<Case> cases{
+        {"a misspelled slot key", [](nlohmann::json& c) { c["slots"][1]["devcie"] = c["slots"][1]["device"]; },
+         "unknown key 'slots[1].devcie' (expected one of: bootname, device, name, size)"},
+        {"a misspelled bootloader key",
+         [](nlohmann::json& c) {
+             c["bootloader"]["typ"] = c["bootloader"]["type"];
+             c["bootloader"].erase("type");
+         },
+         "unknown key 'bootloader.typ' (expected one of: defaults, path, type)"},
+        {"an unknown bootloader type", [](nlohmann::json& c) { c["bootloader"]["type"] = "grbu"; },
+         "key 'bootloader.type' must be one of file, uboot, grub (not 'grbu')"},
+        {"no bootloader type beside slots", [](nlohmann::json& c) { c["bootloader"].erase("type"); },
+         "key 'bootloader.type' must be set when 'slots' are"},
+        {"an unknown top-level key", [](nlohmann::json& c) { c["trialAttempt"] = 2; },
+         "unknown key 'trialAttempt'"},
+        {"a nested object nobody reads", [](nlohmann::json& c) { c["bootloader"]["extra"] = {{"deep", true}}; },
+         "unknown key 'bootloader.extra'"},
+        {"a number of the wrong type", [](nlohmann::json& c) { c["trialAttempts"] = "2"; },
+         "key 'trialAttempts' must be an integer"},
+        {"a number out of range", [](nlohmann::json& c) { c["goodAttempts"] = 0; },
+         "key 'goodAttempts' must be between 1 and 100 (not 0)"},
+        {"a slot size that overflows", [](nlohmann::json& c) { c["slots"][0]["size"] = 18446744073709551615ull; },
+         "key 'slots[0].size' must be between 0 and 9223372036854775807"},
+        {"a slot without a device", [](nlohmann::json& c) { c["slots"][0].erase("device"); },
+         "key 'slots[0].device' must be the slot's block device or image file"},
+        {"three slots", [](nlohmann::json& c) { c["slots"].push_back({{"name", "c"}, {"device", "/dev/null"}}); },
+         "key 'slots' must be a list of exactly two slots (A/B)"},
+        {"a flag of the wrong type", [](nlohmann::json& c) { c["readBack"] = "yes"; },
+         "key 'readBack' must be true or false"},
+        {"a factory version that is not one", [](nlohmann::json& c) { c["factoryVersion"] = "1.0"; },
+         "key 'factoryVersion' must be a semantic version"},
+    };
+    for (const char* bl : {"file", "grub"}) {
+        for (const auto& k : cases) {
+            DYNAMIC_SECTION(bl << ": " << k.name)
+            {
+                World w(bl);
+                const std::string envFile = w.dev.env;
+                k.edit(w.dev.config);
+                w.dev.writeConfig();
+                auto cfg = Config::load(w.dev.configDir + "/update.json", false);
+                REQUIRE(cfg);
+                auto e = UpdateEngine::open(Paths::underRoot(w.dev.root), *cfg);
+                REQUIRE_FALSE(e);
+                CHECK(e.error().code == ErrorCode::InvalidArgument);
+                CHECK(e.error().message.rfind(w.dev.configDir + "/update.json: ", 0) == 0);
+                INFO(e.error().message);
+                CHECK(e.error().message.find(k.message) != std::string::npos);
+                // Refused before anything was made or written.
+                CHECK_FALSE(fs::exists(w.dev.stateDir));
+                CHECK_FALSE(fs::exists(envFile));
+            }
+        }
+    }
+}
