@@ -12,6 +12,7 @@ PACKAGES=(
   nginx-light curl python3
   libubootenv-tool grub-common grub-emu e2fsprogs
   zstd gzip tar
+  stress-ng
   systemd systemd-container debootstrap
   qemu-system-x86 qemu-utils seabios u-boot-qemu u-boot-tools grub-pc-bin
   swtpm swtpm-tools mtools dosfstools fdisk socat

@@ -72,31 +72,32 @@ void testPausePoint(const char* point)
 
 Expected<std::unique_ptr<Identity>> Identity::open(const Paths& paths, const Config& config)
 {
-    if (auto st = config.rejectUnknownKeys({"key_type", "key_uri", "fleet_ca", "state_dir"}); !st) {
-        return unexpected(st.error());
-    }
+    // Every key read, typed and checked, and nothing else in the file, before anything is made.
     auto dir = config.getString("state_dir", paths.state("identity"));
     auto type = config.getString("key_type", "ec-p256");
     auto fleetCa = config.getString("fleet_ca", "");
     if (!dir || !type || !fleetCa) {
         return unexpected(!dir ? dir.error() : !type ? type.error() : fleetCa.error());
     }
+    auto uri = config.getString("key_uri", *dir + "/device.key");
+    if (!uri) {
+        return unexpected(uri.error());
+    }
     auto keyType = parseKeyType(*type);
     if (!keyType) {
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": " + keyType.error().message);
+    }
+    if (auto st = config.rejectUnreadKeys(); !st) {
+        return unexpected(st.error());
     }
     std::unique_ptr<Identity> id(new Identity());
     id->stateDir_ = *dir;
     id->keyType_ = *keyType;
     id->fleetCa_ = *fleetCa;
+    id->keyUri_ = *uri;
     if (auto st = fs::makeDirs(id->stateDir_, 0700); !st) {
         return unexpected(st.error());
     }
-    auto uri = config.getString("key_uri", id->stateDir_ + "/device.key");
-    if (!uri) {
-        return unexpected(uri.error());
-    }
-    id->keyUri_ = *uri;
     if (!id->fleetCa_.empty() && !fs::exists(id->fleetCa_)) {
         log::warning("fleet CA " + id->fleetCa_ + " (config key fleet_ca) does not exist; InstallCertificate will "
                      "refuse every chain until it does");
