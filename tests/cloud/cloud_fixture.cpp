@@ -128,7 +128,10 @@ void CloudFixture::makePki()
               d + "/" + caName + ".key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days", "2",
               "-extfile", d + "/" + name + ".ext"});
     };
-    leaf("test-ca", "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    // 10.0.2.100: where the QEMU device of tests/device reaches this nginx
+    // (QEMU user-mode networking forwards that guest address to the loopback).
+    leaf("test-ca", "server", "localhost",
+         "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.2.100\nextendedKeyUsage=serverAuth\n");
     leaf("test-ca", "wronghost", "device.example.org",
          "subjectAltName=DNS:device.example.org\nextendedKeyUsage=serverAuth\n");
     leaf("other-ca", "otherca", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
