@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The README's test command: set up a Debian 12 machine, build with ASan+UBSan
 # (warnings are errors) and run every test. Prints the runner's summary and a
 # closing "N passed, N failed, N skipped" line.

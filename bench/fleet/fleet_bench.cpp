@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A fleet of cloud clients against one DDI server on this machine: how the
 // polling and back-off of services/cloud-client behave when many devices share
 // a server (issue 13, "Fleet behaviour").

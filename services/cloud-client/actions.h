@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // What the cloud client knows about the server's actions: the deployment last
 // announced for each (so a changed document is announced again and an unchanged

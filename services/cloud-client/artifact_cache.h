@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Artifacts kept on the device after a download-only action (hawkBit's
 // "downloadonly": the operator wants the bytes on the device now and the install

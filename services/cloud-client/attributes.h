@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The device's attributes as the server should see them (hawkBit "controller
 // attributes", DDI configData): facts of the device (id, class, client and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The cloud client's logic: the hawkBit DDI connection of one device. A worker
 // thread polls (when and how the connection stands is the Poller's decision),

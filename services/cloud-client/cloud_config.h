@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The cloud client's configuration (/etc/mbl/cloud.json): read, checked and
 // turned into the settings of its parts. Unknown keys and wrong types are

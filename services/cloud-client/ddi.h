@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The Eclipse hawkBit DDI protocol as pure functions: parsing what the server
 // sends (controller base, deploymentBase, cancelAction), building what the device

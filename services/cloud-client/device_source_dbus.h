@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // DeviceSource over the bus: provisioning, TLS credentials and device id from
 // org.mbl.DeviceIdentity1, the firmware version from org.mbl.Update1 and the

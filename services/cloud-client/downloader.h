@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Artifact downloads: each on a thread of its own with its own HTTPS session,
 // streamed into a pipe whose read end goes to the caller (the coordinator).

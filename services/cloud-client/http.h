@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // HTTPS to the device-management server with libcurl: one easy handle kept for
 // the life of a session, so polls reuse one keep-alive TLS connection (and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "cloud_client.h"
 #include "cloud_client_dbus.h"
 #include "device_source_dbus.h"

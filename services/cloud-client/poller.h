@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // When the cloud client talks to the server next, and what it tells the world
 // about the connection: a typed state machine (ConnState) driven by what each

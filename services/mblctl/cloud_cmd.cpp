@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mblctl cloud status | poll | attributes | settings [JSON] | confirmations | confirm|deny ACTION [DETAIL…]:
 // the cloud client (org.mbl.CloudClient1).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mblctl status: one line per service — reachable or not, version, key properties.
 
 #include "mblctl.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The cloud side of the integration tests: a test CA made with the openssl CLI,
 // the DDI test server (ddi_server.py) and a real nginx in front of it terminating

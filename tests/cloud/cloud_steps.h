@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Steps the cloud integration tests share: artifacts and deployments on the DDI
 // test server, and the cloud client's methods as a caller uses them.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """An Eclipse hawkBit DDI test server (stdlib only, tests and demo; never shipped).
 
 It answers the device side of hawkBit's Direct Device Integration API the way a

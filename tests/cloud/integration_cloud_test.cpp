@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cloud client against the DDI test server behind real nginx doing mutual
 // TLS, on a private system bus with the real identity service: the scenarios of
 // issue 6, seen from outside (the server's records, the bus, the bytes of the fd).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cloud client against the DDI test server answering as a default hawkBit
 // does (issue 13), behind real nginx with mutual TLS, with the real identity
 // service: each finding of the issue as a user sees it, and the behaviour that

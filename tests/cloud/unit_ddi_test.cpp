@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The DDI protocol pieces of the cloud client, without network or bus.
 
 #include "ddi.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // hawkBit as hawkBit really is (issue 13), at the level of the client's parts:
 // the deployment documents a default hawkBit sends (DdiRootController,
 // DataConversionHelper, hawkbit-artifactdl-defaults.properties), the poller's

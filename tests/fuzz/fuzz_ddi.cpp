@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The hawkBit DDI parsers on a hostile server reply: the controller base, the
 // deploymentBase / confirmationBase normalisation, cancelAction, the poll
 // sleep and Retry-After. Every parser sees the same body; properties the

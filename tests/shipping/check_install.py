@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """`meson install` puts every shipped file where systemd and dbus-daemon look
 for it, and the pieces agree with each other: each bus name has a policy, an
 activation file and a unit; the unit runs an installed binary as the user the
