@@ -80,8 +80,12 @@ Expected<std::int64_t> parseIsoDuration(const std::string& t)
         } else if (inTime && c == 'S') {
             total += n;
         } else {
-            return unexpected(bad("invalid ISO-8601 duration '" + str::quotable(t, 40) + "' (unit '" +
-                                  str::quotable(std::string(1, c), 8) + "')"));
+            // The unit is named only when it is one ASCII character; a byte of a
+            // multi-byte character is not text of its own (fuzz finding D1).
+            const bool ascii = std::isprint(static_cast<unsigned char>(c)) != 0;
+            return unexpected(bad("invalid ISO-8601 duration '" + str::quotable(t, 40) + "' (" +
+                                  (ascii ? "unit '" + std::string(1, c) + "'" : std::string("an unknown unit")) +
+                                  ")"));
         }
         any = true;
         if (total > kMaxSleep) {

@@ -307,6 +307,31 @@ TEST_CASE("a distribution set of several software modules is announced as one de
     }
 }
 
+TEST_CASE("a deployment whose text D-Bus refuses as it is (U+FFFE in a name) is announced, the text intact (fuzz "
+          "finding D2)")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    const std::string sha = makeArtifact(env, "nc.mblb", 3000, 4);
+    const std::string name = "sensor\xef\xbf\xbe"; // U+FFFE: well-formed UTF-8, refused in a D-Bus string by sd-bus
+    json chunks = json::array({{{"part", "application"},
+                                {"name", name},
+                                {"version", "1.0"},
+                                {"artifacts", {"nc.mblb"}},
+                                {"metadata", json::array({{{"key", "note"}, {"value", name}}})}}});
+    auto r = env.cloud.admin("POST", "/admin/deployments", {{"target", env.deviceId}, {"type", "forced"}, {"chunks", chunks}});
+    REQUIRE(r["_status"] == 200);
+    const std::string id = r["id"];
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    CHECK(dep->args[0] == id);
+    const json d = json::parse(dep->args[1]);
+    CHECK(d["chunks"][0]["name"] == name);
+    CHECK(d["chunks"][0]["metadata"]["note"] == name);
+    auto fd = download(env, id, d["chunks"][0]["artifacts"][0]);
+    CHECK(crypto::sha256Hex(readFd(fd.get())) == sha);
+}
+
 TEST_CASE("the server's attributes equal the device's: removed ones disappear, an empty SetAttributes removes the "
           "namespace")
 {

@@ -62,6 +62,25 @@ TEST_CASE("invalid poll sleep values are refused with InvalidArgument")
     }
 }
 
+TEST_CASE("server text in a refusal is quoted: no control characters, no cut characters (fuzz finding D1)")
+{
+    // The minimised D1 input: a multi-byte character (U+03EC) where the unit should be.
+    auto multi = parseSleep("P3\xcf\xac");
+    REQUIRE_FALSE(multi);
+    CHECK(multi.error().message.find("an unknown unit") != std::string::npos);
+    CHECK(multi.error().message.find("P3\xcf\xac") != std::string::npos); // the whole character, quoted
+    auto ctl = parseSleep("00:\x1b[2J:00");
+    REQUIRE_FALSE(ctl);
+    CHECK(ctl.error().message.find('\x1b') == std::string::npos);
+    auto link = checkLink("https://hawkbit.example.com/\x01x", kServer);
+    if (!link) {
+        CHECK(link.error().message.find('\x01') == std::string::npos);
+    }
+    auto other = checkLink("https://cdn.example.net/a", kServer, {}, true);
+    REQUIRE_FALSE(other);
+    CHECK(other.error().message.find("cdn.example.net") != std::string::npos);
+}
+
 TEST_CASE("the controller base yields sleep and the links as given")
 {
     auto r = parsePoll(R"({"config":{"polling":{"sleep":"00:00:30"}},
