@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A ready proxy for org.mbl.DeviceIdentity1 at its root object, for clients
 // that call it (the cloud client, mblctl, benchmarks). It does not watch

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The README's demo command: set up, build, start the whole stack in a sandbox
 # folder (private system-type bus with the real policies, the five daemons, the
 # DDI test server behind nginx with mutual TLS, a test CA), provision the device,

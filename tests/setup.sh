@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what the build, the tests and the demo need on Debian 12, and creates
 # the service users and test users. Idempotent; needs root.
 set -euo pipefail

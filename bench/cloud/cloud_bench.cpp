@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Benchmarks of the cloud client, against the bare tool in the same run:
 //  1. download throughput of a large artifact through nginx (mutual TLS): the
 //     daemon's Download fd (HTTPS + SHA-256 + pipe) against `curl` with the same

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Startup and footprint of the five daemons: time from exec to the bus name
 // appearing (median and p90 over N starts), and idle RSS/PSS from
 // /proc/PID/smaps_rollup. Baseline in the same run: a bare `busctl` call's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Container manager benchmark, against the bare tools in the same run:
 //  1. StartApp -> process running, against `runc run -d` of the same bundle and
 //     the same generated config.json (seccomp included);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // End-to-end deployment benchmark (issue 7). Each round starts a fresh world
 // (tests/e2e/world.h: five daemons, DDI server behind nginx with mutual TLS, real
 // runc) and deploys a ~64 MiB bundle (rootfs + one OCI app) from the server:

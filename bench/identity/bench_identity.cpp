@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Sign over D-Bus against the same signature made in-process with the same key
 // in the same run (the ratio is the bus overhead), the bare openssl CLI for
 // scale, and the daemon's idle memory (RSS/PSS from /proc/PID/smaps_rollup).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Benchmark of mbl-update against the bare tools, in the same run:
 //   bare:    openssl dgst -sha256 IMG  +  dd if=IMG of=SLOT bs=1M conv=fsync,notrunc
 //   install: Install(fd of the bundle) over the bus, streaming, hashing through EVP,

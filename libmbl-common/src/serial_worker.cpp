@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "mbl/serial_worker.h"
 
 #include "mbl/log.h"

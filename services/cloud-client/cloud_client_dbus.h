@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The only place mbl-cloud-client touches the bus: org.mbl.CloudClient1.
 
@@ -54,6 +55,8 @@ private:
     uint32_t PollInterval() override;
     std::string ServerUrl() override;
     uint32_t DownloadProgress() override;
+    uint32_t ActiveDownloads() override;
+    uint64_t NextPoll() override;
     std::string LastError() override;
 
     EventLoop& loop_;

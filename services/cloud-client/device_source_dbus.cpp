@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "device_source_dbus.h"
 
 #include "mbl/dbus/bus.h"
@@ -29,8 +30,18 @@ struct BusDeviceSource::Proxies {
 BusDeviceSource::BusDeviceSource() = default;
 BusDeviceSource::~BusDeviceSource()
 {
+    watch_.reset();
     proxies_.reset();
     conn_.reset();
+}
+
+void BusDeviceSource::watchIdentity(sdbus::IConnection& loopConnection, std::function<void()> changed)
+{
+    watch_ = sdbus::createProxy(loopConnection, "org.mbl.DeviceIdentity1", "/org/mbl/DeviceIdentity1");
+    watch_->uponSignal("IdentityChanged")
+        .onInterface("org.mbl.DeviceIdentity1")
+        .call([changed = std::move(changed)](const std::string&) { changed(); });
+    watch_->finishRegistration();
 }
 
 Status BusDeviceSource::ensureConnection()

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "feedback_queue.h"
 
 #include "mbl/fs.h"

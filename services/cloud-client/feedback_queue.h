@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Feedback waiting for the server, kept in order in one file that is replaced
 // atomically on every change, so a crash or power loss loses nothing and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Over-the-air settings of the cloud client (ApplySettings / GetSettings): the
 // overrides a fleet operator may set remotely, as one JSON object. Pure parsing

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // App settings (install options JSON over the defaults of containers.json),
 // the device policy that bounds them, and the generation of the hardened OCI

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Over-the-air settings (ApplySettings / GetSettings): the daemon's log level
 // and per-app overrides of environment and cgroup limits, layered over each

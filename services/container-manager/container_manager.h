@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The container manager's logic: installed apps, their OCI bundles and the
 // runc containers that run them. No bus code here. Everything public runs on

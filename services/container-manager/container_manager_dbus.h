@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The only place mbl-container-manager touches the bus: org.mbl.ContainerManager1
 // at the root (with ObjectManager) and org.mbl.ContainerManager1.App per app.

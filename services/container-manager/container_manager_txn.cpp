@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // App transactions (contract C3): staging under a transaction id, activation,
 // commit and rollback, each step persisted before and after it so that a
 // manager killed at any point resumes or finishes it at its next start.

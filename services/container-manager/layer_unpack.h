@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Safe unpacking of tar streams (OCI layers, bundle rootfs entries) into a
 // root directory. Every path is resolved one component at a time under a

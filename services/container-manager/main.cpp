@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "container_manager.h"
 #include "container_manager_dbus.h"
 

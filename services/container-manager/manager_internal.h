@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // What the files of the container manager share inside the manager: an app's
 // record in memory and the helpers every concern uses. Not for outside users.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "oci_image.h"
 
 #include "mbl/archive_ptr.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Reading an app archive into a staging directory: either an OCI image layout
 // archive (oci-layout, index.json, blobs/sha256/...; every blob's digest and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The OCI runtime (runc, or crun) driven through its command line with the
 // manager's own --root: create, start, kill, delete, state, list, exec. Every

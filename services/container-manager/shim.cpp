@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mbl-container-shim: the parent of one container's init, so that its exit
 // status is never lost, even while the container manager is not running.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The records of <runtime>/apps/shim (written by the manager and by
 // mbl-container-shim): renamed into place, so never seen half-written, but not

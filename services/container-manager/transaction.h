@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // App transactions (contract C3): apps staged under one transaction id beside
 // their installed versions, then switched together (activate), and either made

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The coordinator: turns "the cloud wants X" or "the operator installed bundle
 // Y" into calls on the other four services, in order, writing each step to the

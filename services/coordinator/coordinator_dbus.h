@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The only place mbl-coordinator serves the bus: org.mbl.Coordinator1.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The operation journal: the running operation is one JSON file replaced
 // atomically (temp, fsync, rename, fsync dir) before every step is taken, so a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "coordinator.h"
 #include "coordinator_dbus.h"
 #include "peers_dbus.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // What the coordinator needs from the other four services, as asynchronous
 // calls whose callbacks run on the coordinator's event loop. The D-Bus

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The coordinator's peers over D-Bus: asynchronous calls through sdbus-c++
 // proxies on the daemon's own connection (replies and signals arrive on its

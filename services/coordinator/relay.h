@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Moves bytes from one fd to another on a worker thread with splice(2) (no copy
 // through user space), so the coordinator can stand between a download and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Certificates of the device key: the CSR a factory or fleet CA signs, and the
 // checks a chain passes before it is installed (leaf matches the key, valid now,

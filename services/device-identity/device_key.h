@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The device key: made once with OpenSSL (EC P-256 or Ed25519), loaded through an
 // OpenSSL key URI (OSSL_STORE: a plain path or file: URI today, a pkcs11: or TPM

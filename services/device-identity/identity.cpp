@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "identity.h"
 
 #include "mbl/fs.h"
@@ -5,6 +6,7 @@
 #include "mbl/strings.h"
 
 #include <openssl/crypto.h>
+#include <openssl/x509.h>
 
 #include <cerrno>
 #include <chrono>
@@ -19,6 +21,26 @@ namespace mbl::identity {
 
 namespace {
 const char* const kStateFile = "identity.json";
+
+// The device id is the hawkBit controllerId, and a reverse proxy passes the
+// certificate's CN as the controller id: a certificate naming another device
+// would install fine and then fail every request with 401.
+Status checkNamesDevice(const std::string& chainPem, const std::string& deviceId, const std::string& field)
+{
+    auto certs = parsePemCertificates(chainPem, field);
+    if (!certs || certs->empty()) {
+        return {}; // verifyDeviceChain has refused it already
+    }
+    char cn[256] = {};
+    const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(certs->front().get()), NID_commonName, cn, sizeof cn);
+    const std::string name = n > 0 ? std::string(cn, static_cast<std::size_t>(n)) : std::string();
+    if (name != deviceId) {
+        return unexpected(ErrorCode::InvalidArgument,
+                          field + ": the certificate's CN '" + str::quotable(name) + "' is not this device's id '" +
+                              deviceId + "' (the server takes the CN as the controllerId)");
+    }
+    return {};
+}
 const char* const kResetMarker = "reset-pending";
 
 Status removeFile(const std::string& path)
@@ -333,6 +355,9 @@ Status Identity::installCertificate(const std::string& chainPem)
     if (!chain) {
         return unexpected(chain.error());
     }
+    if (auto st = checkNamesDevice(chain->pem, deviceId(), "certificate"); !st) {
+        return st;
+    }
     Stored next;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -382,6 +407,12 @@ Status Identity::provision(const std::string& documentJson)
         return unexpected(ErrorCode::InvalidArgument,
                           "provisioning document: field 'certificate_chain_pem' is needed for auth_mode mtls while no "
                           "certificate is installed");
+    }
+    if (doc->authMode == "mtls") {
+        const std::string id = !doc->deviceId.empty() ? doc->deviceId : key->derivedDeviceId();
+        if (auto st = checkNamesDevice(next.chainPem, id, "provisioning document"); !st) {
+            return st;
+        }
     }
     doc->certificateChainPem.clear();
     next.provisioning = std::move(doc).value();

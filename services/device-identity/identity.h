@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The device's identity: key, certificate chain, device id and provisioning
 // data, kept in the identity state directory. Thread-safe: the bus thread reads

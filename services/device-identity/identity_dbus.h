@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The only place mbl-device-identity touches the bus: org.mbl.DeviceIdentity1.
 // Reads, Sign and CSRs answer on the bus thread (each well under a millisecond

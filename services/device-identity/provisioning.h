@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The provisioning document: where the device-management server is, how the
 // device authenticates to it and which CA the server's certificate chains to.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mbl-bundle: create, sign, inspect and verify update bundles (ARCHITECTURE §5)
 // on the build host and in tests. The signature is a plain detached CMS, so
 // `openssl cms -sign` (or an HSM) can sign a manifest this tool wrote

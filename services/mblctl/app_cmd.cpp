@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mblctl app: list | install FILE | start | stop | restart | remove | logs —
 // the container manager's D-Bus API for people.
 

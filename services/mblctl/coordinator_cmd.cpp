@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mblctl install / history / operation / cancel: the coordinator's local API
 // (a bundle from USB or a field laptop takes the same path as a cloud deployment).
 

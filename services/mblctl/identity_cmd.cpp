@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mblctl identity: show the device identity, make a CSR, install a certificate,
 // provision, factory-reset — all through org.mbl.DeviceIdentity1.
 

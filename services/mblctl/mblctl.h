@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // mblctl: the human CLI over the services' D-Bus API. Each group of subcommands
 // lives in its own file and registers here.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mblctl update: install a bundle (with a progress bar), show the A/B status,
 // commit or abandon a trial, over org.mbl.Update1.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The boot policy: the one owner of the A/B slot states and of every write of
 // the bootloader environment (BOOT_ORDER, BOOT_<name>_LEFT and the MBL_* record

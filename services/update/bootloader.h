@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Bootloader environment backends. The slot convention (the same for all three,
 // as RAUC uses it): BOOT_ORDER lists the boot names of the slots to try, first

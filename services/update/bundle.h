@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The update bundle (ARCHITECTURE §5): a tar archive whose first member is
 // manifest.json, second manifest.json.sig (detached CMS, DER), then the payloads

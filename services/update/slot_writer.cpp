@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "slot_writer.h"
 
 #include "mbl/crypto.h"

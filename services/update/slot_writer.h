@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Writing a rootfs payload to a slot device: the streaming pipeline (hashed as
 // it passes, O_DIRECT writes, every range read back and compared), a slot's

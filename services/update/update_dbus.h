@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The only place mbl-update touches the bus: org.mbl.Update1. Long work (Install,
 // Inspect of a possibly slow pipe) runs on worker threads that report back to the

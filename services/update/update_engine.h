@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The update engine: bundle verification, A/B slots, bootloader trial and
 // commit, and the anti-rollback floor. No bus code here: the adaptor calls

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The update service's configuration (<configDir>/update.json), read through
 // libmbl-common's schema-checked Config: every key typed and range-checked,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // One integration-test world for the cloud client: the private bus (TestStack),
 // the real identity service (mbl-device-identity) provisioned through its D-Bus

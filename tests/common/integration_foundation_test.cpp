@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The foundation, seen from outside: the five daemons on a private system-type
 // bus with the real policy files.
 

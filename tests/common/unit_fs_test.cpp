@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "mbl/fs.h"
 #include "mbl/paths.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A test client of org.mbl.ContainerManager1 on the stack's private bus: its own
 // connection with an event-loop thread, so InstallCompleted is caught while the

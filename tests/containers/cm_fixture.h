@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The container-manager integration tests' fixture: a private stack whose
 // manager runs with short timers, real runc, images built by umoci and

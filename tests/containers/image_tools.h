@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Test images for the container manager, made by tools independent of the
 // manager: python3's tarfile (tests/containers/make_image.py, also for hostile

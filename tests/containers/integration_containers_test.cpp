@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The container manager seen from outside, with real runc and real containers:
 // images built in the test by umoci (busybox from Debian's busybox-static) and
 // archived by skopeo or tar; every check is on what an operator would observe

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The runtime binary is configurable: the same app under crun. crun 1.8 refuses
 // the cgroup v1/v2 hybrid layout of some hosts; there the test skips, naming why.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Contract C3 seen from the bus, with real runc: apps staged under a
 // transaction, activated together, committed or rolled back, and a manager
 // killed (-9) in the middle of each step that finishes it at its next start.

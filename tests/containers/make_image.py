@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Builds OCI image layout archives and runtime bundle archives for the
 container-manager tests, including hostile ones (the manager must refuse them).
 

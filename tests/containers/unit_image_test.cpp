@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unpacking app archives and generating their runtime config, without a bus:
 // hostile archives are refused with a named error and write nothing outside
 // the staging directory.

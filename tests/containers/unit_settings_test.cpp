@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Over-the-air settings documents (no bus): what is accepted, its canonical
 // form, and how an override is layered over an app's install settings.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The transaction record (C3) without a bus: its state machine's table, its
 // record's round trip, and the folder names that keep two versions apart.
 

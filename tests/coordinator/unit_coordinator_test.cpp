@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The coordinator's state machine without a bus: its peers are a recording fake
 // that the test answers step by step, as the real services would.
 

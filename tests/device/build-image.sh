@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the QEMU device's disk image (tests/device/README.md), cached and
 # rebuilt only when an input changes:
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The device scenarios (suite "device"): the stack on a QEMU PC booted by a
 // real bootloader, with real reboots, power cuts (SIGKILL of QEMU), a watchdog
 // and a TPM. One Catch2 test case per scenario; meson runs each as its own

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // One QEMU device and its cloud for the scenarios of tests/device: the machine
 // (machine.h) booting the cached image, the DDI test server behind real nginx

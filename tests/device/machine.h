@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The QEMU device of tests/device: a real PC (qemu-system-x86_64, TCG) booting
 // the image of build-image.sh through a real bootloader (GRUB from SeaBIOS, or

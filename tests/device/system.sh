@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The QEMU device's system on top of the debootstrapped Debian (stage 2 of
 # build-image.sh, cached by a hash of this file and the layout): kernel and a
 # small initrd at fixed names in /boot, kernel modules for hardware the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mbl-demo: the README's main command. Starts the whole product in a sandbox
 // folder (world.h: private system-type bus with the real policies, the five
 // daemons as their users, the DDI test server behind nginx with mutual TLS, a

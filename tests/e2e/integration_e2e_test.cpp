@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // End to end: deployments created on the DDI test server (behind nginx with
 // mutual TLS) carried out by the five real daemons on a private bus, with real
 // runc containers, real signed bundles and the simulated reboot of world.h.

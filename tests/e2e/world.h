@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The whole product on one machine, for the end-to-end tests, the coordinator
 // benchmark and the README demo: the private system-type bus with the real

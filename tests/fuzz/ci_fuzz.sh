@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The fuzzers of tests/fuzz for a bounded time, as CI runs them: a clang build
 # of the six libFuzzer harnesses (its own build folder, inside the calling
 # build's), then each harness for MBL_FUZZ_SECONDS (default 60) from its seeds

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The container manager's JSON inputs from outside the device: InstallApp's
 // options (parseSettings, then the runtime config generated from them), the
 // over-the-air settings document (parseOverrides, ApplySettings) and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An update bundle from a hostile source, read the way mbl-update reads it: an
 // fd, the bounded head (manifest.json, manifest.json.sig), the signature check
 // against a test trust store, the manifest rules, then every payload streamed

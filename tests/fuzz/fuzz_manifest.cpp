@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The bundle manifest rules on hostile JSON (Manifest::parse, isSemver,
 // checkPolicy). A manifest that parses must survive its own round trip
 // (toJson -> parse -> toJson gives the same document): mbl-update writes the

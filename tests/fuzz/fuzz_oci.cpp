@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An app archive as InstallApp receives it (an fd): an OCI image layout or an
 // OCI runtime bundle, possibly compressed, fed raw. Blob digests make random
 // image layouts stop at the digest check, so this harness mostly covers the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An OCI image layout whose documents are fuzzed but whose digests are right,
 // so that the mutations reach index.json selection, the image manifest, the
 // image config -> process conversion and the layer unpacking (the raw archive

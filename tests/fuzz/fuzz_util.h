@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Helpers shared by the libFuzzer harnesses: the fuzz input as a readable fd
 // (the way the daemons get bundles and app archives), tar checksums repaired so

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // What the container manager's install worker does with an app archive, for
 // the OCI harnesses: stage it into an empty directory (stageArchive), resolve

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Replays inputs through a libFuzzer harness without libFuzzer, so that every
 // seed and every minimised finding is a regression test of the normal (gcc,
 // ASan+UBSan) build. Arguments are files or folders of files (not recursive,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Integration-test harness: a private dbus-daemon of type system loaded with the
 // real files of dbus-policy/, the five daemons started from the build tree with

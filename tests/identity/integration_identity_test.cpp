@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mbl-device-identity seen from outside: through the generated proxy and busctl
 // on a private system bus with the real policy, run as its real user, checked
 // with the openssl CLI.

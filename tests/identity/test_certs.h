@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Certificates made in-process for the identity tests: CAs, intermediates and
 // leaves with any validity window (expired and not-yet-valid ones too, which the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The identity logic without a bus: key, device id, CSR, certificate checks,
 // provisioning validation, signing, TLS credentials and factory reset, checked
 // from outside with the openssl CLI where a person would use it.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Boot test: the build, installed with `meson install --destdir` into a Debian 12
 # root filesystem (debootstrap, cached by make-rootfs.sh), booted with real
 # systemd and the real system bus under systemd-nspawn. Checks that every MBL

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Makes (once) the Debian 12 root filesystem the boot test boots, and caches it
 # as a tarball outside the repository so reruns take seconds:
 #   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,<runtime libs> bookworm

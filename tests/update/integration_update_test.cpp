@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mbl-update on a private system bus with its real policy: Install streamed from
 // a pipe with progress and a Completed signal, Busy, Inspect, the reboot cycle
 // with the daemon restarted as after a real reboot, kill -9 at the test pause

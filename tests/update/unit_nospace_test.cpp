@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A full staging file system: the install fails with NoSpace and leaves staging
 // clean, whether the space is known to be short up front or runs out mid-write.
 // Staging is a tiny tmpfs mounted by the test (skipped where mounting is impossible).

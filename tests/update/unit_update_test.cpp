@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The bundle format and the update engine without a bus: signatures in both
 // directions with plain openssl, every bad input of issue 5 refused with its
 // named error and nothing activated, and the A/B trial/commit/rollback cycle

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Test fixtures for the update service: a throw-away PKI made with the real
 // openssl CLI, bundles made with mbl-bundle (or hand-built tars for malformed

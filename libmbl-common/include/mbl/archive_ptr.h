@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // libarchive handles owned by RAII. Read handles are freed with
 // archive_read_free, write handles with archive_write_free.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Configuration files, read through one schema-checked reader: every value is
 // read with a typed getter that names the file, the key path and what was

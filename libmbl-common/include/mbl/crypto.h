@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // OpenSSL handles owned by RAII (one wrapper per foreign handle type) and
 // SHA-256 through EVP, which uses the CPU's SHA instructions (sha256sum does not).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // More OpenSSL handles owned by RAII, the ones the identity service needs next to
 // mbl/crypto.h: key stores (OSSL_STORE, for key URIs), certificate stacks,

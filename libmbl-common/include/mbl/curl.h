@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // libcurl handles owned by RAII (the cloud client's HTTP work). Users link libcurl.
 

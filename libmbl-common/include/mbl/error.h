@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Errors carried through the logic of every service: a code that maps 1:1 to an
 // org.mbl.Error.* bus name, and a message a field engineer can act on.

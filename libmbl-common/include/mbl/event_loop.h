@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Single-threaded event loop of a daemon: carries the bus fd (or any fd), a
 // signalfd for SIGTERM/SIGINT, one-shot and repeating timers, and work posted

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Expected<T>: a value or an mbl::Error, the return type of fallible logic.
 // A small C++17 stand-in for std::expected; `Expected<void>` carries no value.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Owning file descriptor: closed exactly once, movable, never copied.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // File-system helpers with the crash-safety rules of the project: a file is
 // replaced atomically (temp file in the same directory, fsync, rename, fsync of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Logging for daemons and tools: to the journal when stderr is connected to it
 // (JOURNAL_STREAM matches), else one plain line per message on stderr:

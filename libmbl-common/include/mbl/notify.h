@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // sd_notify wrappers: readiness, status text and stopping, for Type=notify units.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The one place that decides where configuration, state, runtime and log files
 // live. MBL_ROOT=<dir> (or --root <dir>) relocates all of them under <dir>, so

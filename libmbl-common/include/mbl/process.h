@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Child processes started with an argv (never through a shell), owned by an RAII
 // handle: a Child that is destroyed while running is killed and reaped.

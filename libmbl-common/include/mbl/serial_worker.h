@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // One thread that runs posted jobs one after another, in the order they were
 // posted: for work that must stay off a daemon's bus thread (an fsync'd state

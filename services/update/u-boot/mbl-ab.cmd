@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # mbl-ab.cmd: A/B slot selection with boot attempt counters for U-Boot.
 # Compile it into the boot script U-Boot's distro boot runs (boot.scr on the
 # bootable boot partition, layout/partitions.conf):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The bus side of libmbl-common: converting errors at the adaptor boundary,
 // running sdbus-c++ inside an mbl::EventLoop, and the standard daemon main.
