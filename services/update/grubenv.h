@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The GRUB environment block, written so that a power cut at any moment leaves a
 // block GRUB can read.

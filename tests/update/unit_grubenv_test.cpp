@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The GRUB environment block as the update service writes it (grubenv.h): read
 // back by the real grub-editenv (GRUB's own envblk code, as the boot loader's
 // load_env reads it), and never left unreadable by a writer killed at any step
