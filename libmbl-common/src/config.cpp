@@ -88,6 +88,16 @@ Expected<Config> Config::parse(const std::string& text, const std::string& origi
     return Config{std::move(doc), origin};
 }
 
+Expected<Config> Config::parseDocument(const std::string& text, const std::string& origin)
+{
+    auto c = parse(text, origin);
+    if (c && c->json().empty()) {
+        return unexpected(ErrorCode::InvalidArgument,
+                          origin + ": the document is empty (name the settings to change; nothing was changed)");
+    }
+    return c;
+}
+
 Expected<Config> Config::load(const std::string& path, bool optional)
 {
     if (optional && !fs::exists(path)) {

@@ -26,6 +26,7 @@ namespace {
 struct PayloadSource {
     bundle::Payload payload;
     std::string path;
+    bool hasSettings = false; // --app ...,SETTINGS.json given (payload.settings holds it)
 };
 
 struct Args {
@@ -44,7 +45,7 @@ int usage(int code)
         << "Usage:\n"
            "  mbl-bundle create --key KEY --cert CERT [--chain PEM] --version SEMVER --security-version N\n"
            "                    --compatible CLASS[,CLASS...] [--rootfs IMG [--slot-class C]]\n"
-           "                    [--app NAME[@VERSION]=OCI-ARCHIVE]... [--config JSON] [--file NAME=PATH]...\n"
+           "                    [--app NAME[@VERSION]=OCI-ARCHIVE[,SETTINGS.json]]... [--config JSON]\n"
            "                    -o OUT.bundle\n"
            "  mbl-bundle create ... --manifest-out manifest.json      (manifest only, to sign elsewhere)\n"
            "  mbl-bundle assemble --manifest manifest.json --signature manifest.json.sig [payload flags] -o OUT\n"
@@ -143,9 +144,10 @@ Expected<Args> parse(const std::vector<std::string>& argv)
         } else if (o == "--app") {
             auto eq = v->find('=');
             if (eq == std::string::npos) {
-                return unexpected(ErrorCode::InvalidArgument, "--app takes NAME[@VERSION]=OCI-ARCHIVE");
+                return unexpected(ErrorCode::InvalidArgument, "--app takes NAME[@VERSION]=OCI-ARCHIVE[,SETTINGS.json]");
             }
             std::string name = v->substr(0, eq);
+            std::string archive = v->substr(eq + 1);
             bundle::Payload p;
             p.type = bundle::PayloadType::App;
             if (auto at = name.find('@'); at != std::string::npos) {
@@ -154,21 +156,37 @@ Expected<Args> parse(const std::vector<std::string>& argv)
             }
             p.appName = name;
             p.name = "app-" + name;
-            a.payloads.push_back({p, v->substr(eq + 1)});
+            PayloadSource src{p, archive};
+            // The last comma separates the app's settings file (contract C4).
+            if (auto comma = archive.rfind(','); comma != std::string::npos) {
+                src.path = archive.substr(0, comma);
+                const std::string file = archive.substr(comma + 1);
+                const std::string what = "--app " + name + ": settings file " + file;
+                auto text = fs::readFile(file, 1u << 20);
+                if (!text) {
+                    return unexpected(text.error());
+                }
+                nlohmann::json doc = nlohmann::json::parse(*text, nullptr, false);
+                if (doc.is_discarded()) {
+                    return unexpected(ErrorCode::InvalidArgument, what + " is not valid JSON");
+                }
+                if (auto st = bundle::checkAppSettings(doc, what); !st) {
+                    return unexpected(st.error());
+                }
+                src.payload.settings = std::move(doc);
+                src.hasSettings = true;
+            }
+            a.payloads.push_back(std::move(src));
         } else if (o == "--config") {
             bundle::Payload p;
             p.name = "config";
             p.type = bundle::PayloadType::Config;
             a.payloads.push_back({p, *v});
         } else if (o == "--file") {
-            auto eq = v->find('=');
-            if (eq == std::string::npos) {
-                return unexpected(ErrorCode::InvalidArgument, "--file takes NAME=PATH");
-            }
-            bundle::Payload p;
-            p.name = v->substr(0, eq);
-            p.type = bundle::PayloadType::File;
-            a.payloads.push_back({p, v->substr(eq + 1)});
+            // Refused, not ignored: nothing on the device installs a file payload.
+            return unexpected(ErrorCode::InvalidArgument,
+                              "--file: file payloads are not supported (nothing on the device installs them; put "
+                              "files in the rootfs, an app or a config payload)");
         } else if (o == "-o" || o == "--output") {
             a.out = *v;
         } else if (o == "--manifest-out") {
@@ -325,13 +343,20 @@ int cmdAssemble(Args& a)
         return fail(m.error());
     }
     std::map<std::string, std::string> paths;
+    std::map<std::string, const PayloadSource*> sources;
     for (const auto& src : a.payloads) {
         paths[src.payload.name] = src.path;
+        sources[src.payload.name] = &src;
     }
     for (const auto& p : m->payloads) {
         auto it = paths.find(p.name);
         if (it == paths.end()) {
             return fail(Error{ErrorCode::InvalidArgument, "no file given for payload '" + p.name + "'"});
+        }
+        // The settings are in the signed manifest; a settings file given again must be the same.
+        if (const PayloadSource* src = sources[p.name]; src->hasSettings && src->payload.settings != p.settings) {
+            return fail(Error{ErrorCode::InvalidArgument,
+                              "the settings given for payload '" + p.name + "' are not those of the manifest"});
         }
         auto d = describeFile(it->second, p);
         if (!d) {
@@ -397,6 +422,9 @@ int cmdInspect(Args& a)
                   << p.sha256;
         if (p.type == bundle::PayloadType::App) {
             std::cout << "  app " << p.appName << " " << p.appVersion;
+            if (!p.settings.is_null()) {
+                std::cout << "  settings " << p.settings.dump().size() << " bytes";
+            }
         } else if (p.type == bundle::PayloadType::Rootfs) {
             std::cout << "  slot class " << p.slotClass;
         }

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "bootloader.h"
 
+#include "grubenv.h"
+
 #include "mbl/fs.h"
+#include "mbl/log.h"
 #include "mbl/process.h"
 #include "mbl/strings.h"
 
@@ -89,10 +92,31 @@ private:
 };
 
 // U-Boot environment through libubootenv's tools; fw_setenv -s writes all
-// changes in one environment write (redundant copies make it power-safe).
+// changes in one environment write. Power-cut safety comes from the redundant
+// environment (two lines in fw_env.config): libubootenv writes the copy not in
+// use, syncs it, then marks it current with its flag byte, so a cut leaves the
+// old copy current or the new one, each with a good CRC. With a single copy the
+// write is in place: a cut can leave a bad CRC, and U-Boot then boots with its
+// built-in default environment. So a single copy is named at start-up.
 class UbootBootloader final : public Bootloader {
 public:
-    explicit UbootBootloader(BootloaderConfig c) : c_(std::move(c)) {}
+    explicit UbootBootloader(BootloaderConfig c) : c_(std::move(c))
+    {
+        auto text = fs::readFile(c_.path, 65536);
+        if (!text) {
+            return; // fw_printenv says what is wrong on the first read
+        }
+        int copies = 0;
+        for (const auto& line : str::split(*text, '\n')) {
+            const std::string l = str::trim(line);
+            copies += !l.empty() && l[0] != '#' ? 1 : 0;
+        }
+        if (copies < 2) {
+            log::warning(c_.path + " names one U-Boot environment copy: a power cut during fw_setenv can leave it "
+                                   "with a bad CRC, and U-Boot then boots its default environment; configure the "
+                                   "redundant environment (two copies) on a real board");
+        }
+    }
     Expected<std::map<std::string, std::string>> read() override
     {
         auto r = run({c_.fwPrintenv, "-c", c_.path});
@@ -142,7 +166,7 @@ private:
     BootloaderConfig c_;
 };
 
-// GRUB environment block through grub-editenv.
+// GRUB environment block: read with grub-editenv, written by grubenv.cpp.
 class GrubBootloader final : public Bootloader {
 public:
     explicit GrubBootloader(BootloaderConfig c) : c_(std::move(c)) {}
@@ -157,39 +181,25 @@ public:
         }
         return parseLines(r->out);
     }
+    // One write of the whole block, power-cut safe (grubenv.h); never through
+    // grub-editenv, which truncates the file before writing it again.
     Status write(const std::map<std::string, std::optional<std::string>>& changes) override
     {
-        if (!fs::exists(c_.path)) {
-            auto r = run({c_.grubEditenv, c_.path, "create"});
-            if (!r || !r->status.success()) {
-                return toolFailed("grub-editenv create", r);
-            }
+        auto cur = read();
+        if (!cur) {
+            return unexpected(cur.error());
         }
-        std::vector<std::string> set{c_.grubEditenv, c_.path, "set"};
-        std::vector<std::string> unset{c_.grubEditenv, c_.path, "unset"};
         for (const auto& [k, v] : changes) {
             if (auto st = validName(k, v); !st) {
                 return st;
             }
             if (v) {
-                set.push_back(k + "=" + *v);
+                (*cur)[k] = *v;
             } else {
-                unset.push_back(k);
+                cur->erase(k);
             }
         }
-        if (set.size() > 3) {
-            auto r = run(set);
-            if (!r || !r->status.success()) {
-                return toolFailed("grub-editenv set", r);
-            }
-        }
-        if (unset.size() > 3) {
-            auto r = run(unset);
-            if (!r || !r->status.success()) {
-                return toolFailed("grub-editenv unset", r);
-            }
-        }
-        return {};
+        return grubenv::write(c_.path, *cur);
     }
     std::string describe() const override { return "GRUB environment (" + c_.path + ")"; }
 

@@ -82,10 +82,22 @@ const char* payloadTypeName(PayloadType t)
         return "app";
     case PayloadType::Config:
         return "config";
-    case PayloadType::File:
-        return "file";
     }
-    return "file";
+    return "?";
+}
+
+Status checkAppSettings(const nlohmann::json& settings, const std::string& what)
+{
+    if (!settings.is_object()) {
+        return unexpected(ErrorCode::InvalidArgument, what + " must be a JSON object (the app's settings), not " +
+                                                          std::string(settings.type_name()));
+    }
+    const std::size_t size = settings.dump().size();
+    if (size > kMaxAppSettingsBytes) {
+        return unexpected(ErrorCode::InvalidArgument, what + " is larger than " + std::to_string(kMaxAppSettingsBytes) +
+                                                          " bytes serialised (" + std::to_string(size) + ")");
+    }
+    return {};
 }
 
 bool isSemver(const std::string& v)
@@ -145,6 +157,9 @@ nlohmann::json Manifest::toJson() const
             pj["slot_class"] = p.slotClass;
         } else if (p.type == PayloadType::App) {
             pj["app"] = {{"name", p.appName}, {"version", p.appVersion}};
+            if (!p.settings.is_null()) {
+                pj["settings"] = p.settings;
+            }
         }
         j["payloads"].push_back(std::move(pj));
     }
@@ -228,9 +243,10 @@ Expected<Manifest> Manifest::parse(const std::string& text)
         } else if (type == "config") {
             p.type = PayloadType::Config;
         } else if (type == "file") {
-            p.type = PayloadType::File;
+            return bad(where + "type 'file' is not supported: nothing on the device installs files (put them in the "
+                               "rootfs, an app or a config payload)");
         } else {
-            return bad(where + "unknown type '" + str::quotable(type) + "' (rootfs, app, config, file)");
+            return bad(where + "unknown type '" + str::quotable(type) + "' (rootfs, app, config)");
         }
         if (!pj.contains("size") || !pj["size"].is_number_unsigned()) {
             return bad(where + "'size' missing or not a non-negative integer");
@@ -258,6 +274,15 @@ Expected<Manifest> Manifest::parse(const std::string& text)
             }
             p.appName = (*it)["name"].get<std::string>();
             p.appVersion = (*it)["version"].get<std::string>();
+        }
+        if (const auto s = pj.find("settings"); s != pj.end()) {
+            if (p.type != PayloadType::App) {
+                return bad(where + "'settings' belongs to app payloads only");
+            }
+            if (auto st = checkAppSettings(*s, where + "'settings'"); !st) {
+                return unexpected(ErrorCode::InvalidArgument, "manifest: " + st.error().message);
+            }
+            p.settings = *s;
         }
         m.payloads.push_back(std::move(p));
     }

@@ -145,3 +145,39 @@ TEST_CASE("an object taken whole counts as read, with everything under it")
     REQUIRE(cfg->getStringList("names", {}));
     CHECK(cfg->rejectUnreadKeys());
 }
+
+TEST_CASE("an ApplySettings document is refused when empty, not an object, or holding a number that overflows, and "
+          "is read like a file")
+{
+    struct Case {
+        const char* text;
+        const char* message;
+    };
+    for (const Case& k : {Case{"{}", "ApplySettings: the document is empty (name the settings to change; nothing was "
+                                     "changed)"},
+                          Case{"", "ApplySettings: not valid JSON"},
+                          Case{"[]", "ApplySettings: top level must be a JSON object"},
+                          Case{R"({"poll": 1e999})", "ApplySettings: not valid JSON"}}) {
+        INFO(k.text);
+        auto d = Config::parseDocument(k.text, "ApplySettings");
+        REQUIRE_FALSE(d);
+        CHECK(d.error().code == ErrorCode::InvalidArgument);
+        CHECK(d.error().message == k.message);
+    }
+    // An integer beyond 64 bits is parsed as a float by JSON: not an integer.
+    auto big = Config::parseDocument(R"({"limits": {"memory": 99999999999999999999999}})", "ApplySettings");
+    REQUIRE(big);
+    auto mem = big->getInt("limits.memory", 0, 0, std::numeric_limits<std::int64_t>::max());
+    REQUIRE_FALSE(mem);
+    CHECK(mem.error().code == ErrorCode::InvalidArgument);
+    CHECK(mem.error().message == "ApplySettings: key 'limits.memory' must be an integer");
+    // A misspelled key of a partial document, at any depth, is named.
+    auto doc = Config::parseDocument(R"({"limits": {"memroy": 5}})", "ApplySettings");
+    REQUIRE(doc);
+    auto absent = doc->getInt("limits.memory", -1, 0, 1 << 30); // what a partial document leaves out
+    REQUIRE(absent);
+    CHECK(*absent == -1);
+    auto st = doc->rejectUnreadKeys();
+    REQUIRE_FALSE(st);
+    CHECK(st.error().message == "ApplySettings: unknown key 'limits.memroy' (expected one of: memory)");
+}

@@ -1148,3 +1148,213 @@ TEST_CASE("an update.json with an unknown, misspelled, mistyped or out-of-range 
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Payload types (issue 19, item 3) and per-app settings (contract C4).
+
+namespace {
+
+// A bundle whose manifest is `manifest` exactly, signed by the test signer
+// (so only the rules of the format, not the signature, can refuse it), with
+// `payloads` as its members after the head.
+void handSignedBundle(const std::string& out, const nlohmann::json& manifest,
+                      const std::vector<std::pair<std::string, std::string>>& payloads)
+{
+    const std::string text = manifest.dump(2) + "\n";
+    auto sig = bundle::signManifest(text, readFile(pki().signKey), readFile(pki().signPem), readFile(pki().intPem));
+    REQUIRE(sig);
+    std::vector<std::pair<std::string, std::string>> members{{"manifest.json", text}, {"manifest.json.sig", *sig}};
+    members.insert(members.end(), payloads.begin(), payloads.end());
+    writeTar(out, members);
+}
+
+nlohmann::json payloadOf(const std::string& name, const std::string& type, const std::string& data)
+{
+    return {{"name", name}, {"type", type}, {"size", data.size()}, {"sha256", crypto::sha256Hex(data)}};
+}
+
+nlohmann::json appPayloadOf(const std::string& data, const std::string& version)
+{
+    auto p = payloadOf("app-hello", "app", data);
+    p["app"] = {{"name", "hello"}, {"version", version}};
+    return p;
+}
+
+nlohmann::json manifestOf(const nlohmann::json& payloads)
+{
+    return {{"format", 1},           {"version", "2.0.0"},  {"security_version", 1},
+            {"compatible", nlohmann::json::array({"mbl-test-board"})}, {"created", "2026-12-05T00:00:00Z"}, {"payloads", payloads}};
+}
+
+} // namespace
+
+TEST_CASE("a file payload is refused by mbl-bundle create, verify and inspect and by the device, never staged and "
+          "ignored")
+{
+    World w;
+    const std::string notes = w.dir.path() + "/notes.txt";
+    writeFile(notes, "hello\n");
+    const std::string app = w.dir.path() + "/hello.oci.tar";
+    makeImage(app, 50000, 3);
+
+    // The build host: no --file flag makes a bundle any more.
+    auto c = mustRun({bundleTool(), "create", "--key", pki().signKey, "--cert", pki().signPem, "--version", "2.0.0",
+                      "--security-version", "1", "--compatible", "mbl-test-board", "--app", "hello=" + app, "--file",
+                      "notes.txt=" + notes, "-o", w.bundle});
+    CHECK_FALSE(c.status.success());
+    CHECK(c.err.find("file payloads are not supported") != std::string::npos);
+    CHECK_FALSE(fs::exists(w.bundle));
+
+    // A manifest made elsewhere, signed by a trusted signer, with a file payload.
+    const std::string appData = readFile(app);
+    handSignedBundle(w.bundle,
+                     manifestOf(nlohmann::json::array({appPayloadOf(appData, "2.0.0"), payloadOf("notes.txt", "file", "hello\n")})),
+                     {{"app-hello", appData}, {"notes.txt", "hello\n"}});
+    for (const char* cmd : {"verify", "inspect"}) {
+        INFO(cmd);
+        std::vector<std::string> argv{bundleTool(), cmd};
+        if (std::string(cmd) == "verify") {
+            argv.insert(argv.end(), {"--trust", w.dev.configDir + "/trust"});
+        }
+        argv.push_back(w.bundle);
+        auto r = mustRun(argv);
+        CHECK_FALSE(r.status.success());
+        CHECK(r.err.find("payload 'notes.txt': type 'file' is not supported") != std::string::npos);
+    }
+
+    // The device: Inspect and Install refuse it with InvalidArgument, nothing staged or armed.
+    auto e = openEngine(w.dev);
+    const auto envBefore = w.dev.readEnv();
+    {
+        Fd fd(::open(w.bundle.c_str(), O_RDONLY | O_CLOEXEC));
+        auto insp = e->inspect(fd.get(), nullptr);
+        REQUIRE_FALSE(insp);
+        CHECK(insp.error().code == ErrorCode::InvalidArgument);
+    }
+    const std::string op = UpdateEngine::newOperationId();
+    Fd in(::open(w.bundle.c_str(), O_RDONLY | O_CLOEXEC));
+    auto st = e->install(in.get(), op, nullptr, {});
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::InvalidArgument);
+    CHECK(st.error().message.find("payload 'notes.txt': type 'file' is not supported") != std::string::npos);
+    CHECK_FALSE(fs::exists(w.dev.stateDir + "/staging/" + op));
+    CHECK_FALSE(e->operationManifest(op));
+    CHECK(w.dev.readEnv() == envBefore);
+    CHECK(slotState(*e, "b") == "empty");
+}
+
+TEST_CASE("an app's settings file goes into the signed manifest with mbl-bundle create --app NAME@VERSION=ARCHIVE,"
+          "SETTINGS and reaches the device's operation manifest unchanged")
+{
+    World w;
+    const std::string app = w.dir.path() + "/hello.oci.tar";
+    makeImage(app, 50000, 4);
+    const std::string settings = w.dir.path() + "/hello-settings.json";
+    const nlohmann::json doc = {{"env", {{"GREETING", "hi"}}}, {"restart", "always"}, {"limits", {{"memory", 1 << 20}}}};
+    writeFile(settings, doc.dump());
+    auto spec = signedSpec();
+    spec.apps = {{"hello@1.4.0", app + "," + settings}};
+    auto r = createBundle(spec, w.bundle);
+    INFO(r.err);
+    REQUIRE(r.status.success());
+    auto j = mustRun({bundleTool(), "inspect", "--json", w.bundle});
+    REQUIRE(j.status.success());
+    const auto m = nlohmann::json::parse(j.out);
+    CHECK(m["payloads"][0]["app"] == nlohmann::json({{"name", "hello"}, {"version", "1.4.0"}}));
+    CHECK(m["payloads"][0]["settings"] == doc);
+    // The archive itself is the payload, not the settings file.
+    CHECK(m["payloads"][0]["sha256"] == sha256File(app));
+    auto v = mustRun({bundleTool(), "verify", "--trust", w.dev.configDir + "/trust", w.bundle});
+    CHECK(v.status.success());
+
+    auto e = openEngine(w.dev);
+    const std::string op = UpdateEngine::newOperationId();
+    Fd in(::open(w.bundle.c_str(), O_RDONLY | O_CLOEXEC));
+    mbl::update::InstallOptions o;
+    o.arm = false;
+    REQUIRE(e->install(in.get(), op, nullptr, {}, o));
+    auto staged = e->operationManifest(op);
+    REQUIRE(staged);
+    const auto sm = nlohmann::json::parse(*staged);
+    CHECK(sm["payloads"][0]["settings"] == doc);
+
+    // Without a settings file: no settings key at all.
+    auto plain = signedSpec();
+    plain.apps = {{"hello@1.4.0", app}};
+    REQUIRE(createBundle(plain, w.bundle).status.success());
+    auto pj = nlohmann::json::parse(mustRun({bundleTool(), "inspect", "--json", w.bundle}).out);
+    CHECK_FALSE(pj["payloads"][0].contains("settings"));
+}
+
+TEST_CASE("app settings that are not one JSON object of at most 64 KiB are refused by mbl-bundle create and by the "
+          "device")
+{
+    World w;
+    const std::string app = w.dir.path() + "/hello.oci.tar";
+    makeImage(app, 50000, 5);
+    const std::string appData = readFile(app);
+    const std::string big = "{\"env\": {\"X\": \"" + std::string(64u << 10, 'x') + "\"}}";
+    struct Case {
+        const char* name;
+        std::string text;
+        const char* message;
+    };
+    for (const Case& k : {Case{"a list", "[1, 2]", "must be a JSON object"},
+                          Case{"a string", "\"hi\"", "must be a JSON object"},
+                          Case{"not JSON", "{\"env\": ", "is not valid JSON"},
+                          Case{"empty", "", "is not valid JSON"},
+                          Case{"over 64 KiB", big, "larger than 65536 bytes"}}) {
+        INFO(k.name);
+        const std::string settings = w.dir.path() + "/settings.json";
+        writeFile(settings, k.text);
+        (void)::unlink(w.bundle.c_str());
+        auto spec = signedSpec();
+        spec.apps = {{"hello@1.4.0", app + "," + settings}};
+        auto r = createBundle(spec, w.bundle);
+        CHECK_FALSE(r.status.success());
+        CHECK(r.err.find(k.message) != std::string::npos);
+        CHECK_FALSE(fs::exists(w.bundle));
+    }
+    // Made elsewhere and signed: the device refuses what is not an object
+    // within the size, or settings on a payload that is not an app.
+    const nlohmann::json appPayload = appPayloadOf(appData, "1.4.0");
+    auto e = openEngine(w.dev);
+    struct Signed {
+        const char* name;
+        nlohmann::json manifest;
+        std::vector<std::pair<std::string, std::string>> members;
+        const char* message;
+    };
+    auto withSettings = [&](const nlohmann::json& s) {
+        auto p = appPayload;
+        p["settings"] = s;
+        return manifestOf(nlohmann::json::array({p}));
+    };
+    auto configWithSettings = payloadOf("config", "config", "{}");
+    configWithSettings["settings"] = nlohmann::json::object();
+    for (const Signed& k :
+         {Signed{"a list", withSettings(nlohmann::json::array({1, 2})), {{"app-hello", appData}}, "'settings' must be a JSON object"},
+          Signed{"null", withSettings(nullptr), {{"app-hello", appData}}, "'settings' must be a JSON object"},
+          Signed{"over 64 KiB", withSettings(nlohmann::json::parse(big)), {{"app-hello", appData}},
+                 "'settings' is larger than 65536 bytes"},
+          Signed{"on a config payload", manifestOf(nlohmann::json::array({configWithSettings})), {{"config", "{}"}},
+                 "payload 'config': 'settings' belongs to app payloads only"}}) {
+        INFO(k.name);
+        handSignedBundle(w.bundle, k.manifest, k.members);
+        const std::string op = UpdateEngine::newOperationId();
+        Fd in(::open(w.bundle.c_str(), O_RDONLY | O_CLOEXEC));
+        auto st = e->install(in.get(), op, nullptr, {});
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == ErrorCode::InvalidArgument);
+        CHECK(st.error().message.find(k.message) != std::string::npos);
+        CHECK_FALSE(fs::exists(w.dev.stateDir + "/staging/" + op));
+    }
+    // Exactly at the limit is fine.
+    nlohmann::json edge = {{"env", {{"X", ""}}}};
+    edge["env"]["X"] = std::string((64u << 10) - edge.dump().size(), 'y');
+    REQUIRE(edge.dump().size() == (64u << 10));
+    handSignedBundle(w.bundle, withSettings(edge), {{"app-hello", appData}});
+    auto ok = installFile(*e, w.bundle);
+    INFO((ok ? std::string() : ok.error().describe()));
+    CHECK(ok);
+}

@@ -5,6 +5,18 @@
 // expected, and the reader records each key path the service read, so that a
 // final rejectUnreadKeys() refuses any key present that no getter asked for
 // (a misspelled or unknown key, at any depth: `slots[1].devcie`, `poll.default_slep`).
+//
+// How a service reads its file (once, at start-up, before it touches anything):
+//   const Config& c = ctx.config;                        // or Config::load(path)
+//   auto n = c.getInt("download.max_retries", 3, 0, 100);  // typed and ranged
+//   auto t = c.getEnum("bootloader.type", "file", {"file", "uboot", "grub"});
+//   auto k = c.getListSize("slots");                      // then "slots[i].device", ...
+//   auto d = c.getObject("defaults", json::object());     // a sub-document taken whole
+//   ... every key the service knows, each read even when absent (the fallback) ...
+//   if (auto st = c.rejectUnreadKeys(); !st) -> refuse to start with st.error()
+// An ApplySettings document: Config::parseDocument(text, "ApplySettings"), the
+// same getters for the keys it may carry, then rejectUnreadKeys(); any error is
+// InvalidArgument and nothing is changed.
 
 #include "mbl/expected.h"
 
@@ -22,6 +34,13 @@ public:
     // A missing file yields an empty object when optional; otherwise NotFound.
     static Expected<Config> load(const std::string& path, bool optional = true);
     static Expected<Config> parse(const std::string& text, const std::string& origin);
+    // A settings document sent over the bus (ApplySettings): a JSON object with
+    // at least one key, read with the getters and rejectUnreadKeys() exactly like
+    // a file. An empty object is refused (it changes nothing; it is never taken
+    // as "clear everything"); so is anything but an object, and a number beyond
+    // what JSON can hold ("not valid JSON"). `origin` names it in errors, e.g.
+    // "ApplySettings". Errors are InvalidArgument.
+    static Expected<Config> parseDocument(const std::string& text, const std::string& origin);
 
     Config() = default;
     Config(nlohmann::json doc, std::string origin) : doc_(std::move(doc)), origin_(std::move(origin)) {}
