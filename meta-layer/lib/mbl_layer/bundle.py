@@ -26,8 +26,9 @@ class BundleError(RuntimeError):
     pass
 
 
-def payload_args(rootfs=None, apps=(), config=None, files=(), slot_class=None):
-    """The payload flags shared by `create` and `assemble`."""
+def payload_args(rootfs=None, apps=(), config=None, slot_class=None):
+    """The payload flags shared by `create` and `assemble`. There is no `file`
+    payload: the update service refuses it (no payload type is ever ignored)."""
     args = []
     if rootfs:
         args += ["--rootfs", rootfs]
@@ -40,12 +41,8 @@ def payload_args(rootfs=None, apps=(), config=None, files=(), slot_class=None):
         args += ["--app", app]
     if config:
         args += ["--config", config]
-    for f in files:
-        if "=" not in f:
-            raise BundleError('file "%s" is not NAME=PATH' % f)
-        args += ["--file", f]
     if not args:
-        raise BundleError("a bundle needs at least one payload (rootfs, app, config or file)")
+        raise BundleError("a bundle needs at least one payload (rootfs, app or config)")
     return args
 
 
