@@ -353,7 +353,8 @@ std::string CloudFixture::startCdn()
         throw std::runtime_error("cannot start the CDN nginx: " + c.error().message);
     }
     cdn_ = std::move(c).value();
-    for (int i = 0; i < 500 && !portOpen(cdnPort_); ++i) {
+    // Until the port opens or nginx exits; the bound (2 min) only guards a hang on a loaded machine.
+    for (int i = 0; i < 12000 && !portOpen(cdnPort_); ++i) {
         if (cdn_.tryWait()) {
             break;
         }
