@@ -12,6 +12,7 @@
 
 #include "app_config.h"
 #include "app_overrides.h"
+#include "app_state.h"
 #include "runtime.h"
 #include "transaction.h"
 
@@ -56,7 +57,7 @@ public:
 struct AppView {
     std::string name;
     std::string version;
-    std::string state;  // installed, created, running, stopped, exited, failed
+    std::string state;  // appStateName(): installed, starting, running, stopping, stopped, exited, failed
     std::uint32_t pid = 0;
     std::int32_t exitCode = 0; // -1: unknown (the exit happened while the manager was not the parent)
     std::uint32_t restartCount = 0;
@@ -136,7 +137,8 @@ private:
     void onGraceOver(const std::string& name, std::uint64_t gen);
     void runProbe(const std::string& name, std::uint64_t gen);
     void setHealth(App& a, const std::string& health);
-    void setState(App& a, const std::string& state);
+    // Moves the app's lifecycle by the transition table (app_state.h) and emits the change.
+    void setState(App& a, AppEvent event);
     void changed(App& a, std::vector<std::string> props);
     void scheduleRestart(App& a, bool failed);
     void notifyHealth(App& a, bool healthy, const std::string& why);

@@ -2,9 +2,13 @@
 // What the files of the container manager share inside the manager: an app's
 // record in memory and the helpers every concern uses. Not for outside users.
 
+#include "app_state.h"
 #include "container_manager.h"
+#include "oci_image.h"
 
 #include "mbl/fd.h"
+
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -27,7 +31,8 @@ struct ContainerManager::App {
     std::string dir; // its bundle's folder under versions/ (the version, or "<version>+<op or transaction>")
     bool desiredRunning = false;
 
-    std::string state = "installed";
+    AppState state = AppState::Installed;
+    AppHold hold = AppHold::None; // the operation that owns the app (Busy to others)
     pid_t pid = 0;
     std::int32_t exitCode = 0;
     std::uint32_t restartCount = 0;
@@ -38,11 +43,7 @@ struct ContainerManager::App {
     bool ownChild = false;
     pid_t shimPid = 0; // the pidfd is the shim's (its exit status is in the exit record)
     std::uint64_t gen = 0;
-    bool starting = false;
-    bool stopping = false;
-    bool removing = false;
-    bool inTransaction = false;
-    bool suppressRestart = false;
+    bool suppressRestart = false; // the restart policy waits (an update, a settings restart)
     bool exitedWhileAway = false;
     bool staleSettings = false; // re-adopted, started with settings older than those in effect
     // The runtime's delete of an exited container is queued: starts and stops wait for it.
@@ -96,5 +97,28 @@ std::string nowStamp();
 // "txn-commit" (before a commit deletes the previous versions). Without the
 // variable it is one getenv.
 void testPause(const std::string& point, const std::string& appsDir);
+
+// "<key> <n>" lines of a cgroup file (memory.events, memory.oom_control): n, 0 if absent.
+std::uint64_t readCounter(const std::string& path, const std::string& key);
+// "<a> <b>\n" records of the shim directory; {0, 0} when unreadable.
+std::pair<long, long> readPair(const std::string& path);
+// Is pid (still) a shim? Guards against a reused pid after a reboot-less restart.
+bool isShim(pid_t pid, const std::string& shimPath);
+// mbl-container-shim beside the daemon's executable, "" if absent.
+std::string shimBinary();
+// "a, b, c"
+std::string joined(const std::vector<std::string>& v);
+int pidfdOpen(pid_t pid);
+// The image's process as kept in mbl-app.json.
+nlohmann::json processJson(const ImageProcess& p);
+// The bundle's config.json for these settings, from the image's process kept in
+// mbl-app.json; "" for a version installed before that was kept.
+Expected<std::string> specText(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
+                               const std::string& cgroupsPath);
+// Regenerates the bundle's config.json from the image's process and the app's
+// effective settings; rewrites it only when it differs. Runs on the runtime
+// worker, before the runtime reads it.
+Status ensureSpec(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
+                  const std::string& cgroupsPath);
 
 } // namespace mbl::containers

@@ -266,7 +266,7 @@ void ContainerManager::stageInTransaction(const std::string& op, std::shared_ptr
                                                txnStateName(other->state) + ")"});
     }
     const App* a = find(name);
-    if (a != nullptr && a->removing) {
+    if (a != nullptr && (a->hold == AppHold::Removing)) {
         return fail(Error{ErrorCode::Busy, "app '" + name + "' is being removed"});
     }
     if (it == txns_.end()) {
@@ -359,9 +359,9 @@ void ContainerManager::activateTransaction(const std::string& id, Done done)
     }
     for (const auto& x : t.apps) {
         const App* a = find(x.name);
-        if (a != nullptr && (a->removing || a->inTransaction)) {
+        if (a != nullptr && ((a->hold == AppHold::Removing) || (a->hold == AppHold::Updating))) {
             return done(unexpected(ErrorCode::Busy, "app '" + x.name + "' is being " +
-                                                        (a->removing ? "removed" : "updated")));
+                                                        ((a->hold == AppHold::Removing) ? "removed" : "updated")));
         }
     }
     // What runs now is what a rollback goes back to.
@@ -483,7 +483,7 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
                 Expected<AppSettings> settings = st ? bundleSettings(dst) : Expected<AppSettings>(unexpected(st.error()));
                 if (!settings) {
                     if (a != nullptr) {
-                        a->inTransaction = false;
+                        a->hold = AppHold::None;
                         a->suppressRestart = false;
                         if (a->desiredRunning) {
                             startApp(*a, [](Status) {}); // the old version, still current
@@ -507,7 +507,7 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
                 a->exitCode = 0;
                 a->oomKilled = false;
                 a->backoffAttempt = 0;
-                a->inTransaction = false;
+                a->hold = AppHold::None;
                 a->suppressRestart = false;
                 if (added && events_ != nullptr) {
                     events_->appAdded(name);
@@ -535,7 +535,7 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
             });
     };
     if (App* a = find(name)) {
-        a->inTransaction = true;
+        a->hold = AppHold::Updating;
         a->suppressRestart = true;
         stopApp(*a, [doSwitch](Status) { doSwitch(); });
     } else {
@@ -765,7 +765,7 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
                 App* a = find(name);
                 if (!settings) {
                     if (a != nullptr) {
-                        a->inTransaction = false;
+                        a->hold = AppHold::None;
                         a->suppressRestart = false;
                     }
                     return transactionStepFailed(id, Error{settings.error().code, "cannot roll " + name + " back to " +
@@ -799,7 +799,7 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
                     a->exitCode = 0; // the exit code of the version that runs
                     a->oomKilled = false;
                     a->backoffAttempt = 0;
-                    a->inTransaction = false;
+                    a->hold = AppHold::None;
                     a->suppressRestart = false;
                     changed(*a, {"Version", "ExitCode", "OomKilled"});
                 }
@@ -823,7 +823,7 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
             });
     };
     if (App* a = find(name)) {
-        a->inTransaction = true;
+        a->hold = AppHold::Updating;
         a->suppressRestart = true;
         stopApp(*a, [doSwitchBack](Status) { doSwitchBack(); });
     } else {
