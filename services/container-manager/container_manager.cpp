@@ -37,11 +37,8 @@ ContainerManager::ContainerManager(const Paths& paths, ManagerConfig config, Eve
 ContainerManager::~ContainerManager()
 {
     *alive_ = false;
-    for (auto& t : installThreads_) {
-        if (t.joinable()) {
-            t.join();
-        }
-    }
+    stopping_ = true; // an install under way ends (Cancelled) and removes its staging
+
     for (auto& [name, a] : apps_) {
         if (a->pidfd) {
             loop_.unwatchFd(a->pidfd.get());
@@ -74,6 +71,22 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
     const std::string marker = paths.runtime("apps") + "/started";
     m->firstSinceBoot_ = !fs::exists(marker);
     (void)fs::writeFileAtomic(marker, nowStamp() + "\n", 0600);
+    if (m->config_.usernsEnabled && !userNamespacesAvailable()) {
+        log::warning("this kernel gives no user namespaces: apps run with host ids (root images are refused "
+                     "unless policy.allow_host_root)");
+        m->config_.usernsEnabled = false;
+    }
+    traversable(m->appsDir_);
+    m->ids_ = std::make_unique<IdAllocator>(m->appsDir_ + "/.idmap.json", m->config_.usernsFirstId,
+                                            m->config_.usernsIdsPerApp);
+    if (auto st = m->ids_->load(); !st) {
+        return unexpected(st.error());
+    }
+    m->net_ = std::make_unique<AppNetworks>(m->config_.network, m->appsDir_ + "/.network.json",
+                                            paths.runtime("apps") + "/net");
+    if (auto st = m->net_->load(); !st) {
+        return unexpected(st.error());
+    }
     m->loadTransactions();
     if (auto st = m->loadApps(); !st) {
         return unexpected(st.error());
@@ -138,6 +151,7 @@ Status ContainerManager::loadApps()
                 continue;
             }
             a->settings = std::move(settings).value();
+            a->withheld = bundleWithheld(versionDir(name, a->dir));
             apps_[name] = std::move(a);
         } catch (const std::exception& e) {
             log::error("app " + name + ": unreadable record: " + e.what());
@@ -177,7 +191,7 @@ void ContainerManager::adopt()
             watchExit(*a, c.pid, false, shim);
             // Settings applied while it ran whose restart never happened (the manager
             // stopped first): it restarts once the loop runs (startup()).
-            auto want = specText(c.bundle, effective(*a), appDir(c.id) + "/data", cgroupsPath(c.id));
+            auto want = specText(c.bundle, effective(*a), hostInputs(c.id));
             auto have = fs::readFile(c.bundle + "/config.json", 16u << 20);
             a->staleSettings = want && !want->empty() && have && *have != *want;
             const std::uint64_t gen = a->gen;
@@ -328,6 +342,40 @@ void ContainerManager::setHealth(App& a, const std::string& health)
     }
 }
 
+SpecInputs ContainerManager::hostInputs(const std::string& name) const
+{
+    SpecInputs in;
+    in.dataDir = appDir(name) + "/data";
+    in.cgroupsPath = cgroupsPath(name);
+    in.netnsPath = net_->netnsPath(name);
+    in.resolvConf = net_->resolvPath(name);
+    in.hostsFile = net_->hostsPath(name);
+    in.busSocket = config_.appApiSocket;
+    return in;
+}
+
+void ContainerManager::releaseUnused(const std::string& name)
+{
+    if (find(name) != nullptr || transactionOf(name) != nullptr) {
+        return;
+    }
+    (void)net_->release(name);
+    if (!fs::exists(appDir(name) + "/data")) {
+        (void)ids_->release(name);
+    }
+}
+
+Expected<std::string> ContainerManager::appOfUid(std::uint32_t uid) const
+{
+    for (const auto& [name, a] : apps_) {
+        const IdRange r = bundleIds(versionDir(name, a->dir));
+        if (r.size > 0 && uid >= r.base && uid - r.base < r.size) {
+            return name;
+        }
+    }
+    return unexpected(ErrorCode::NotFound, "no app runs with host uid " + std::to_string(uid));
+}
+
 std::vector<AppView> ContainerManager::list() const
 {
     std::vector<AppView> out;
@@ -352,6 +400,7 @@ Expected<AppView> ContainerManager::app(const std::string& name) const
     v.restartCount = a->restartCount;
     v.health = a->health;
     v.oomKilled = a->oomKilled;
+    v.withheld = a->withheld;
     return v;
 }
 

@@ -23,8 +23,14 @@ using nlohmann::json;
 
 Expected<std::string> ContainerManager::install(Fd archive, const std::string& optionsText)
 {
-    // "transaction" is not an app setting: it says where the app is staged (C3).
+    if (optionsText.size() > kMaxOptionsBytes) {
+        return unexpected(ErrorCode::InvalidArgument, "the install options are " + std::to_string(optionsText.size()) +
+                                                          " bytes: at most " + std::to_string(kMaxOptionsBytes) +
+                                                          " (64 KiB) are taken");
+    }
+    // "transaction" and "replace" are not app settings: they say how the app is installed.
     std::string txnId;
+    bool replace = false;
     std::string optionsJson = optionsText;
     try {
         json opts = str::trim(optionsText).empty() ? json::object() : json::parse(optionsText);
@@ -37,6 +43,15 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
                 return unexpected(st.error());
             }
             opts.erase("transaction");
+        }
+        if (opts.is_object() && opts.contains("replace")) {
+            if (!opts["replace"].is_boolean()) {
+                return unexpected(ErrorCode::InvalidArgument, "setting 'replace' must be true or false");
+            }
+            replace = opts["replace"].get<bool>();
+            opts.erase("replace");
+        }
+        if (opts.is_object()) {
             optionsJson = opts.dump();
         }
     } catch (const std::exception&) {
@@ -79,9 +94,12 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
     EventLoop* loop = &loop_;
     auto alive = alive_;
     auto fd = std::make_shared<Fd>(std::move(archive));
-    installThreads_.emplace_back([this, op, stagingRoot, appsDir, cgroupParent, cfg, s, loop, alive, fd, txnId]() mutable {
+    // One install worker (installs queue up): bounded memory, joined at shutdown;
+    // a stop of the daemon cancels the install under way (its staging is removed).
+    installQueue_.post([this, op, stagingRoot, appsDir, cgroupParent, cfg, s, loop, alive, fd, txnId, replace]() mutable {
         auto staged = std::make_shared<Staged>();
         staged->txnId = txnId;
+        staged->replace = replace;
         staged->settings = s;
         staged->dir = stagingRoot + "/" + op;
         auto fail = [&](const Error& e) {
@@ -89,13 +107,15 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
             (void)fs::removeTree(staged->dir);
         };
         auto work = [&]() -> Status {
-            if (auto st = fs::makeDirs(staged->dir, 0700); !st) {
+            if (auto st = fs::makeDirs(staged->dir, 0711); !st) {
                 return st;
             }
             StageOptions so;
             so.limits.quotaBytes = cfg.quotaBytes;
             so.limits.allowSetuid = cfg.policy.allowSetuid;
+            so.limits.cancel = &stopping_;
             so.imageRef = s.imageRef;
+            so.readTimeoutMs = static_cast<int>(cfg.installReadTimeoutMs);
             auto img = stageArchive(fd->get(), staged->dir, so);
             fd->reset();
             if (!img) {
@@ -103,18 +123,29 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
             }
             staged->image = *img;
             AppSettings& set = staged->settings;
+            // The app's name: given, else the image's title, else its ref name unless
+            // that is a version (skopeo, buildah and umoci put the tag there).
             if (set.name.empty()) {
-                if (str::isSafeName(img->refName, 48)) {
+                staged->derivedName = true;
+                if (str::isSafeName(img->title, 48)) {
+                    set.name = img->title;
+                } else if (str::isSafeName(img->refName, 48) && !looksLikeVersion(img->refName)) {
                     set.name = img->refName;
                 } else {
-                    return unexpected(ErrorCode::InvalidArgument,
-                                      "the install options name no app (\"name\") and the image has no usable ref.name");
+                    return unexpected(
+                        ErrorCode::InvalidArgument,
+                        "the app has no name: the install options give none (\"name\"; mblctl app install --name), "
+                        "the image has no usable org.opencontainers.image.title" +
+                            (img->refName.empty() ? std::string(" and no ref name")
+                                                  : " and its ref name " + str::quotable(img->refName, 64) +
+                                                        " is a version, not a name"));
                 }
             }
             if (set.version.empty()) {
-                set.version = str::isSafeName(img->version, 64) ? img->version
-                              : !img->manifestDigest.empty()     ? img->manifestDigest.substr(7, 12)
-                                                                 : std::string("1");
+                set.version = str::isSafeName(img->version, 64)                                  ? img->version
+                              : str::isSafeName(img->refName, 64) && looksLikeVersion(img->refName) ? img->refName
+                              : !img->manifestDigest.empty() ? img->manifestDigest.substr(7, 12)
+                                                             : std::string("1");
             }
             if (set.args.empty() && img->process.args.empty()) {
                 return unexpected(ErrorCode::InvalidArgument,
@@ -126,12 +157,51 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
             }
             staged->uid = ids->first;
             staged->gid = ids->second;
-            SpecInputs in;
+            // Root in the app is an unprivileged host user: the app's own range of
+            // host ids, the same for every version (userns.h).
+            const bool userns = cfg.usernsEnabled && set.userns;
+            if (!userns && ids->first == 0 && !cfg.policy.allowHostRoot) {
+                return unexpected(ErrorCode::AccessDenied,
+                                  "the image runs as root (uid 0) and the app would have no user namespace (" +
+                                      std::string(set.userns ? "user namespaces are off on this device"
+                                                             : "setting 'userns': false") +
+                                      "): it would be root on the host (not allowed by the device policy in "
+                                      "containers.json: policy.allow_host_root)");
+            }
+            if (userns) {
+                staged->newRange = !ids_->find(set.name).has_value();
+                auto range = ids_->acquire(set.name);
+                if (!range) {
+                    return unexpected(range.error());
+                }
+                staged->idBase = range->base;
+                staged->idSize = range->size;
+                const auto t0 = Clock::now();
+                auto shifted = shiftOwnership(staged->dir + "/rootfs", *range, false);
+                if (!shifted) {
+                    return unexpected(shifted.error());
+                }
+                log::info(op + ": the rootfs of " + set.name + " given to host ids " + std::to_string(range->base) +
+                          "+ (" + std::to_string(shifted->entries) + " entries, " +
+                          std::to_string(
+                              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()) +
+                          " ms)");
+            }
+            // A private network: the app's address (kept across versions) and its
+            // published host ports, reserved now so that a clash is refused here.
+            if (set.network == "private") {
+                staged->newAddress = !net_->addressOf(set.name).has_value();
+                auto address = net_->reserve(set.name, set.ports);
+                if (!address) {
+                    return unexpected(address.error());
+                }
+            }
+            SpecInputs in = hostInputs(set.name);
             in.process = img->process;
             in.uid = ids->first;
             in.gid = ids->second;
-            in.dataDir = appsDir + "/" + set.name + "/data";
-            in.cgroupsPath = "/" + cgroupParent + "/" + set.name;
+            in.idBase = staged->idBase;
+            in.idSize = staged->idSize;
             auto spec = generateSpec(set, in);
             if (auto st = fs::writeFileAtomic(staged->dir + "/config.json", spec.dump(2) + "\n", 0600); !st) {
                 return st;
@@ -141,8 +211,12 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
                          {"digest", img->manifestDigest},
                          {"installed", nowStamp()},
                          {"process", processJson(img->process)},
+                         {"title", img->title},
+                         {"ref_name", img->refName},
+                         {"withheld", img->withheld},
                          {"uid", ids->first},
-                         {"gid", ids->second}};
+                         {"gid", ids->second},
+                         {"userns", userns ? json{{"base", staged->idBase}, {"size", staged->idSize}} : json(nullptr)}};
             return fs::writeFileAtomic(staged->dir + "/" + kVersionMeta, meta.dump(2) + "\n", 0600);
         };
         // Nothing may leave this thread as an exception: std::terminate would end
@@ -155,6 +229,13 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
         }
         if (!st) {
             fail(st.error());
+            // A range this install allocated for an app that has no /data yet goes back.
+            if (staged->newRange && !fs::exists(appsDir + "/" + staged->settings.name + "/data")) {
+                (void)ids_->release(staged->settings.name);
+            }
+            if (staged->newAddress) {
+                (void)net_->release(staged->settings.name);
+            }
         }
         testPause("staged", appsDir);
         loop->post([this, op, staged, alive] {
@@ -191,6 +272,7 @@ void ContainerManager::onStaged(const std::string& op, std::shared_ptr<Staged> s
     }
     auto abort = [&](Error e) {
         (void)fs::removeTree(staged->dir);
+        releaseUnused(name);
         finishInstall(op, name, unexpected(std::move(e)));
     };
     installs_[op] = name;
@@ -202,18 +284,37 @@ void ContainerManager::onStaged(const std::string& op, std::shared_ptr<Staged> s
                                                 txnStateName(t->state) + "): commit or roll it back first"});
     }
     App* a = find(name);
+    // A name taken from the image may be another app's: that is an update only
+    // when the installed app came from the same image (its title or ref name).
+    if (a != nullptr && staged->derivedName && !staged->replace) {
+        const std::string installed = bundleIdentity(versionDir(name, a->dir));
+        const std::string incoming = !staged->image.title.empty() ? staged->image.title : staged->image.refName;
+        if (installed != incoming) {
+            return abort(Error{ErrorCode::AlreadyExists,
+                               "an app named '" + name + "' is installed from another image (" +
+                                   (installed.empty() ? std::string("of unknown title") : str::quotable(installed, 64)) +
+                                   ", this archive: " + str::quotable(incoming, 64) +
+                                   "): give the install a name (\"name\") or replace that app (\"replace\": true; "
+                                   "mblctl app install --replace)"});
+        }
+    }
+    for (const auto& w : staged->image.withheld) {
+        log::notice(op + ": " + name + " " + staged->settings.version + ": not given: " + w);
+        appendLine(logPath(name), "[mbl " + nowStamp() + "] " + staged->settings.version + ": not given: " + w);
+    }
     const std::string newVersion = staged->settings.version;
     const std::string dataDir = appDir(name) + "/data";
 
     if (a == nullptr) {
-        if (auto st = fs::makeDirs(appDir(name) + "/versions", 0700); !st) {
+        if (auto st = fs::makeDirs(appDir(name) + "/versions", 0711); !st) {
             return abort(st.error());
         }
+        traversable(appDir(name));
         if (!fs::exists(dataDir)) {
             if (auto st = fs::makeDirs(dataDir, 0755); !st) {
                 return abort(st.error());
             }
-            if (::chown(dataDir.c_str(), staged->uid, staged->gid) != 0) {
+            if (::chown(dataDir.c_str(), staged->idBase + staged->uid, staged->idBase + staged->gid) != 0) {
                 return abort(errnoError("chown " + dataDir, errno));
             }
         }
@@ -225,6 +326,7 @@ void ContainerManager::onStaged(const std::string& op, std::shared_ptr<Staged> s
         app->settings = staged->settings;
         app->version = newVersion;
         app->dir = newVersion;
+        app->withheld = staged->image.withheld;
         app->desiredRunning = staged->settings.autostart;
         if (auto st = persist(*app); !st) {
             (void)fs::removeTree(appDir(name));
@@ -273,9 +375,10 @@ void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<
         x.version = newVersion;
         x.dir = newDirName;
         x.settings = staged->settings;
+        x.withheld = staged->image.withheld;
         x.exitCode = 0;
         x.oomKilled = false;
-        changed(x, {"Version", "ExitCode", "OomKilled"});
+        changed(x, {"Version", "ExitCode", "OomKilled", "Withheld"});
     };
 
     if (!wasRunning) {
@@ -328,10 +431,11 @@ void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<
                     w->version = oldVersion;
                     w->dir = oldDir;
                     w->settings = oldSettings;
+                    w->withheld = bundleWithheld(versionDir(name, oldDir));
                     // ExitCode belongs to the version that runs: the failed one's goes with it.
                     w->exitCode = 0;
                     w->oomKilled = false;
-                    changed(*w, {"Version", "ExitCode", "OomKilled"});
+                    changed(*w, {"Version", "ExitCode", "OomKilled", "Withheld"});
                     startApp(*w, [=](Status st) {
                         App* v = find(name);
                         if (v != nullptr) {

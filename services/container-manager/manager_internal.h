@@ -5,6 +5,7 @@
 #include "app_state.h"
 #include "container_manager.h"
 #include "oci_image.h"
+#include "userns.h"
 
 #include "mbl/fd.h"
 
@@ -29,6 +30,7 @@ struct ContainerManager::App {
     AppSettings settings;
     std::string version;
     std::string dir; // its bundle's folder under versions/ (the version, or "<version>+<op or transaction>")
+    std::vector<std::string> withheld; // what its image asked for and was not given (mbl-app.json)
     bool desiredRunning = false;
 
     AppState state = AppState::Installed;
@@ -66,7 +68,14 @@ struct ContainerManager::App {
 
 struct ContainerManager::Staged {
     Status result;
+    // The app's host ids (user namespace), size 0 without one; newRange: allocated by this install.
+    std::uint32_t idBase = 0;
+    std::uint32_t idSize = 0;
+    bool newRange = false;
+    bool newAddress = false; // a private-network address this install reserved
     std::string txnId; // staged under a transaction (C3): not switched to
+    bool derivedName = false; // the name came from the image, not from the options
+    bool replace = false;     // the options allow replacing another image's app of that name
     AppSettings settings;
     StagedImage image;
     std::string dir;
@@ -113,12 +122,29 @@ int pidfdOpen(pid_t pid);
 nlohmann::json processJson(const ImageProcess& p);
 // The bundle's config.json for these settings, from the image's process kept in
 // mbl-app.json; "" for a version installed before that was kept.
-Expected<std::string> specText(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
-                               const std::string& cgroupsPath);
+// `host`: the host side (data folder, cgroup, network and bus paths); the
+// image's process and ids come from mbl-app.json.
+Expected<std::string> specText(const std::string& bundle, const AppSettings& settings, SpecInputs host);
 // Regenerates the bundle's config.json from the image's process and the app's
 // effective settings; rewrites it only when it differs. Runs on the runtime
 // worker, before the runtime reads it.
-Status ensureSpec(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
-                  const std::string& cgroupsPath);
+Status ensureSpec(const std::string& bundle, const AppSettings& settings, const SpecInputs& host);
+// What a bundle's image asked for and was not given (its mbl-app.json "withheld").
+std::vector<std::string> bundleWithheld(const std::string& bundle);
+// The image a bundle came from: its title, else its ref name ("" if unknown).
+std::string bundleIdentity(const std::string& bundle);
+// "1.0.0", "v2", "2024.1-rc1": a tag that names a version rather than an app.
+bool looksLikeVersion(const std::string& s);
+// The largest install options document taken (C4: a bundle's settings, 64 KiB).
+inline constexpr std::size_t kMaxOptionsBytes = 64 * 1024;
+// The host ids a bundle's app runs with (its mbl-app.json "userns"), size 0 without a user namespace.
+IdRange bundleIds(const std::string& bundle);
+// Before a start of a bundle with a user namespace: /data given to the app's
+// ids if it is not theirs yet (data from a version without one). Runtime worker.
+Status prepareData(const std::string& bundle, const std::string& dataDir);
+// chmod 0711: runc enters the container's user namespace before it mounts the
+// rootfs, so the app's root (an unprivileged host id) must be able to cross
+// every folder above it.
+void traversable(const std::string& dir);
 
 } // namespace mbl::containers

@@ -68,18 +68,20 @@ void ContainerManager::startApp(App& a, Done done)
         spec = std::make_shared<AppSettings>(std::move(eff));
         a.specKey = key;
     }
-    const std::string dataDir = appDir(name) + "/data";
-    const std::string cgPath = cgroupsPath(name);
+    const SpecInputs host = hostInputs(name);
+    const std::string dataDir = host.dataDir;
+    const bool privateNet = effective(a).network == "private";
+    AppNetworks* net = net_.get();
     const std::string shim = shimPath_;
     const std::string logFile = logPath(name);
     const std::string exitFile = exitRecord(name);
     const std::string shimFile = shimRecord(name);
     const std::uint64_t logMax = config_.logMaxBytes;
     const std::uint32_t logKeep = config_.logKeep;
-    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, dataDir, cgPath, shim, logFile,
-                        exitFile, shimFile, logMax, logKeep] {
+    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, host, dataDir, privateNet, net,
+                        shim, logFile, exitFile, shimFile, logMax, logKeep] {
         if (spec) {
-            if (auto st = ensureSpec(bundle, *spec, dataDir, cgPath); !st) {
+            if (auto st = ensureSpec(bundle, *spec, host); !st) {
                 loop->post([this, name, gen, st, alive] {
                     if (*alive) {
                         if (App* x = find(name)) {
@@ -90,6 +92,18 @@ void ContainerManager::startApp(App& a, Done done)
                 });
                 return;
             }
+        }
+        Status ready = prepareData(bundle, dataDir);
+        if (ready && privateNet) {
+            ready = net->prepare(name); // its namespace, veth, address, ports, resolv.conf
+        }
+        if (auto st = ready; !st) {
+            loop->post([this, name, gen, st, alive] {
+                if (*alive) {
+                    onStarted(name, gen, unexpected(st.error()));
+                }
+            });
+            return;
         }
         // "run --detach" is create + start in one runtime process; with
         // "create-start" the two steps are separate runtime calls. Either way the
@@ -463,6 +477,12 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
         const std::string logs = logPath(name);
         ::unlink(shimRecord(name).c_str());
         ::unlink(exitRecord(name).c_str());
+        // Its network namespace, veth pair, published ports and address go with it.
+        runtimeQueue_.post([net = net_.get(), name] {
+            net->teardown(name);
+            (void)net->release(name);
+            net->cleanupIfUnused();
+        });
         EventLoop* loop = &loop_;
         auto alive = alive_;
         // In the records' queue: no record write queued before can bring the app back.
@@ -473,6 +493,7 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
             Status st;
             if (removeData) {
                 st = fs::removeTree(dir);
+                (void)ids_->release(name); // its files are gone: its host ids are free
                 (void)fs::removeTree(logs);
                 for (int i = 1; i <= 9; ++i) {
                     (void)fs::removeTree(logs + "." + std::to_string(i));

@@ -14,6 +14,7 @@
 #include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <thread>
 #include <unistd.h>
@@ -131,14 +132,12 @@ json processJson(const ImageProcess& p)
 // when it differs. Runs on the runtime worker, before the runtime reads it.
 // The bundle's config.json for these settings, from the image's process kept in
 // mbl-app.json; "" for a version installed before that was kept.
-Expected<std::string> specText(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
-                               const std::string& cgroupsPath)
+Expected<std::string> specText(const std::string& bundle, const AppSettings& settings, SpecInputs in)
 {
     auto meta = fs::readFile(bundle + "/" + kVersionMeta);
     if (!meta) {
         return unexpected(meta.error());
     }
-    SpecInputs in;
     try {
         const json m = json::parse(*meta);
         if (!m.contains("process")) {
@@ -151,21 +150,22 @@ Expected<std::string> specText(const std::string& bundle, const AppSettings& set
         in.process.user = p.at("user").get<std::string>();
         in.uid = m.at("uid").get<std::uint32_t>();
         in.gid = m.at("gid").get<std::uint32_t>();
+        if (m.contains("userns") && m["userns"].is_object()) {
+            in.idBase = m["userns"].at("base").get<std::uint32_t>();
+            in.idSize = m["userns"].at("size").get<std::uint32_t>();
+        }
     } catch (const std::exception& e) {
         return unexpected(ErrorCode::Io, bundle + "/" + kVersionMeta + " is unreadable: " + e.what());
     }
-    in.dataDir = dataDir;
-    in.cgroupsPath = cgroupsPath;
     return generateSpec(settings, in).dump(2) + "\n";
 }
 
 // Regenerates the bundle's config.json from the image's process and the app's
 // effective settings; rewrites it only when it differs. Runs on the runtime
 // worker, before the runtime reads it.
-Status ensureSpec(const std::string& bundle, const AppSettings& settings, const std::string& dataDir,
-                  const std::string& cgroupsPath)
+Status ensureSpec(const std::string& bundle, const AppSettings& settings, const SpecInputs& host)
 {
-    auto text = specText(bundle, settings, dataDir, cgroupsPath);
+    auto text = specText(bundle, settings, host);
     if (!text) {
         return unexpected(text.error());
     }
@@ -184,6 +184,92 @@ Status ensureSpec(const std::string& bundle, const AppSettings& settings, const 
 // Test-only crash point: MBL_CM_TEST_PAUSE=<point>[:seconds] makes the install
 // worker write <apps>/.paused and wait there (for ever without seconds) so a test
 // can kill -9 the manager mid-install. Without the variable it is one getenv.
+std::vector<std::string> bundleWithheld(const std::string& bundle)
+{
+    auto meta = fs::readFile(bundle + "/" + kVersionMeta);
+    try {
+        if (meta) {
+            const json m = json::parse(*meta);
+            if (m.contains("withheld") && m["withheld"].is_array()) {
+                return m["withheld"].get<std::vector<std::string>>();
+            }
+        }
+    } catch (const std::exception&) {
+    }
+    return {};
+}
+
+std::string bundleIdentity(const std::string& bundle)
+{
+    auto meta = fs::readFile(bundle + "/" + kVersionMeta);
+    try {
+        if (meta) {
+            const json m = json::parse(*meta);
+            const std::string title = m.value("title", "");
+            return title.empty() ? m.value("ref_name", "") : title;
+        }
+    } catch (const std::exception&) {
+    }
+    return "";
+}
+
+bool looksLikeVersion(const std::string& s)
+{
+    std::size_t i = (s.size() > 1 && (s[0] == 'v' || s[0] == 'V')) ? 1 : 0;
+    if (i >= s.size() || s[i] < '0' || s[i] > '9') {
+        return s == "latest"; // a tag, never an app's name
+    }
+    // Digits and dots first, then anything (-rc1, +build, _x).
+    while (i < s.size() && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) {
+        ++i;
+    }
+    return i == s.size() || s[i] == '-' || s[i] == '+' || s[i] == '_';
+}
+
+IdRange bundleIds(const std::string& bundle)
+{
+    auto meta = fs::readFile(bundle + "/" + kVersionMeta);
+    if (!meta) {
+        return {};
+    }
+    try {
+        const json m = json::parse(*meta);
+        if (m.contains("userns") && m["userns"].is_object()) {
+            return IdRange{m["userns"].at("base").get<std::uint32_t>(), m["userns"].at("size").get<std::uint32_t>()};
+        }
+    } catch (const std::exception&) {
+    }
+    return {};
+}
+
+Status prepareData(const std::string& bundle, const std::string& dataDir)
+{
+    const IdRange ids = bundleIds(bundle);
+    struct stat st {};
+    if (ids.size == 0 || ::stat(dataDir.c_str(), &st) != 0 ||
+        (st.st_uid >= ids.base && st.st_uid - ids.base < ids.size)) {
+        return {};
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto shifted = shiftOwnership(dataDir, ids, true);
+    if (!shifted) {
+        return unexpected(shifted.error().code, "/data of this app cannot be given to its user namespace: " +
+                                                    shifted.error().message);
+    }
+    log::notice(dataDir + " given to host ids " + std::to_string(ids.base) + "+ (" +
+                std::to_string(shifted->changed) + " of " + std::to_string(shifted->entries) + " entries, " +
+                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - t0)
+                                   .count()) +
+                " ms)");
+    return {};
+}
+
+void traversable(const std::string& dir)
+{
+    (void)::chmod(dir.c_str(), 0711);
+}
+
 void testPause(const std::string& point, const std::string& appsDir)
 {
     const char* env = std::getenv("MBL_CM_TEST_PAUSE");
