@@ -5,6 +5,8 @@
 // manager_shims.cpp, manager_logs.cpp, manager_settings.cpp.
 
 #include "container_manager.h"
+
+#include "cgroups.h"
 #include "manager_internal.h"
 
 #include "mbl/crypto.h"
@@ -23,6 +25,14 @@ namespace mbl::containers {
 
 using nlohmann::json;
 
+namespace {
+Cgroups appCgroups(const Paths& paths)
+{
+    return Cgroups(CgroupSystem::discover(),
+                   paths.root.empty() ? "mbl" : "mbl-" + crypto::sha256Hex(paths.root).substr(0, 10));
+}
+} // namespace
+
 ContainerManager::ContainerManager(const Paths& paths, ManagerConfig config, EventLoop& loop)
     : paths_(paths),
       config_(std::move(config)),
@@ -31,7 +41,9 @@ ContainerManager::ContainerManager(const Paths& paths, ManagerConfig config, Eve
       appsDir_(paths.state("apps")),
       logDir_(paths.log("apps"))
 {
-    cgroupParent_ = paths.root.empty() ? "mbl" : "mbl-" + crypto::sha256Hex(paths.root).substr(0, 10);
+    // The apps' cgroups: below the unit's under systemd (cgroups.h), else at the
+    // root in "mbl" ("mbl-<hash>" for a test root, so test stacks never collide).
+    cgroupParent_ = appCgroups(paths).appsParent().substr(1);
 }
 
 ContainerManager::~ContainerManager()
@@ -47,6 +59,9 @@ ContainerManager::~ContainerManager()
     if (inotify_) {
         loop_.unwatchFd(inotify_.get());
     }
+    // The apps' parent if no app cgroup is left in it (in the root-cgroup layout
+    // nothing else would remove it).
+    removeCgroupIfEmpty("/" + cgroupParent_);
 }
 
 Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& paths, const Config& config,
@@ -62,6 +77,15 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
         return unexpected(errnoError("PR_SET_CHILD_SUBREAPER", errno));
     }
     std::unique_ptr<ContainerManager> m(new ContainerManager(paths, std::move(cfg).value(), loop));
+    // Under systemd (Delegate=yes) the manager leaves its unit's cgroup to a leaf
+    // of its own before any app cgroup is made beside it (cgroups.h).
+    const Cgroups cgroups = appCgroups(paths);
+    if (auto st = cgroups.enterLeaf(); !st) {
+        return unexpected(st.error());
+    }
+    if (const std::size_t n = cgroups.removeStale(); n > 0) {
+        log::notice("removed " + std::to_string(n) + " cgroup folders no app uses under " + cgroups.appsParent());
+    }
     for (const auto& d : {m->appsDir_, m->runtime_.root(), m->logDir_}) {
         if (auto st = fs::makeDirs(d, 0700); !st) {
             return unexpected(st.error());
@@ -300,12 +324,8 @@ void ContainerManager::persistLater(const App& a)
 
 std::uint64_t ContainerManager::oomKills(const std::string& name) const
 {
-    const std::string p = cgroupsPath(name);
-    std::uint64_t n = readCounter("/sys/fs/cgroup/memory" + p + "/memory.oom_control", "oom_kill");
-    if (n == 0) {
-        n = readCounter("/sys/fs/cgroup" + p + "/memory.events", "oom_kill");
-    }
-    return n;
+    const std::string f = memoryCgroupFile(cgroupsPath(name), "memory.events", "memory.oom_control");
+    return f.empty() ? 0 : readCounter(f, "oom_kill");
 }
 
 void ContainerManager::changed(App& a, std::vector<std::string> props)

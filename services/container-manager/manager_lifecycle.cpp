@@ -4,6 +4,8 @@
 #include "container_manager.h"
 #include "manager_internal.h"
 
+#include "cgroups.h"
+
 #include "shim_record.h"
 
 #include "mbl/fs.h"
@@ -265,8 +267,9 @@ void ContainerManager::onExit(const std::string& name, std::uint64_t gen)
     Runtime rt = runtime_;
     EventLoop* loop = &loop_;
     auto alive = alive_;
-    runtimeQueue_.post([this, rt, name, loop, alive] {
+    runtimeQueue_.post([this, rt, name, loop, alive, cgroupPath = cgroupsPath(name)] {
         (void)rt.remove(name, true);
+        removeCgroup(cgroupPath); // what runc's delete left (it leaves nothing when all goes well)
         loop->post([this, name, alive] {
             if (*alive) {
                 onDeleted(name);
@@ -477,16 +480,10 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
         const std::string logs = logPath(name);
         ::unlink(shimRecord(name).c_str());
         ::unlink(exitRecord(name).c_str());
-        // Its network namespace, veth pair, published ports and address go with it.
-        runtimeQueue_.post([net = net_.get(), name] {
-            net->teardown(name);
-            (void)net->release(name);
-            net->cleanupIfUnused();
-        });
         EventLoop* loop = &loop_;
         auto alive = alive_;
         // In the records' queue: no record write queued before can bring the app back.
-        diskQueue_.post([this, dir, logs, removeData, name, done, loop, alive] {
+        auto removeFiles = [this, dir, logs, removeData, name, done, loop, alive] {
             // The record goes first (durably): a crash from here on leaves no app.
             ::unlink((dir + "/" + kAppFile).c_str());
             (void)fs::syncDir(dir);
@@ -513,6 +510,17 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
                 }
                 done(st);
             });
+        };
+        // Its network namespace, veth pair, published ports and address go with
+        // it, and its cgroup folders (runc deleted the container's; one a crash
+        // left would stay otherwise), after the container's delete queued before
+        // and before the reply.
+        runtimeQueue_.post([this, net = net_.get(), cgroupPath = cgroupsPath(name), name, removeFiles] {
+            net->teardown(name);
+            (void)net->release(name);
+            net->cleanupIfUnused();
+            removeCgroup(cgroupPath);
+            diskQueue_.post(removeFiles);
         });
     });
 }

@@ -48,7 +48,8 @@ inline bool haveTool(const std::string& tool)
 }
 
 inline const char* kBusyboxApplets[] = {"sh", "echo", "cat", "grep", "sleep", "true", "false", "tail", "touch",
-                                        "ls", "id", "dd", "head", "cp", "rm", "mkdir", "test", "env", "wc", "kill"};
+                                        "ls", "id", "dd", "head", "cp", "rm", "mkdir", "test", "env", "wc", "kill",
+                                        "nc", "wget", "ip", "nslookup"};
 
 // An OCI image layout made by umoci: an empty image, a busybox rootfs, the given
 // command. Returns the layout directory.
@@ -76,7 +77,7 @@ inline std::string umociBusyboxImage(const std::string& dir, const std::string& 
     (void)fs::writeFileAtomic(b + "/rootfs/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n");
     (void)fs::writeFileAtomic(b + "/rootfs/etc/group", "root:x:0:\napp:x:1000:\n");
     for (const auto& [from, to] : extraFiles) {
-        mustRun({"cp", from, b + "/rootfs/" + to});
+        mustRun({"cp", "-a", from, b + "/rootfs/" + to});
     }
     mustRun({"umoci", "repack", "--image", l + ":" + tag, b});
     std::vector<std::string> cfg = {"umoci", "config", "--image", l + ":" + tag};
