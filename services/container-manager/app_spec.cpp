@@ -81,7 +81,10 @@ json defaultSeccomp()
         "setreuid32", "setuid32", "stat64", "statfs64", "truncate64", "ugetrlimit", "sigreturn", "cacheflush",
         "set_tls", "arm_fadvise64_64", "clock_gettime64", "clock_nanosleep_time64", "futex_time64", "ppoll_time64",
         "pselect6_time64", "recvmmsg_time64", "rt_sigtimedwait_time64", "semtimedop_time64", "timer_gettime64",
-        "timer_settime64", "timerfd_gettime64", "timerfd_settime64", "utimensat_time64"};
+        "timer_settime64", "timerfd_gettime64", "timerfd_settime64", "utimensat_time64", "clock_adjtime64",
+        "clock_getres_time64", "mq_timedreceive_time64", "mq_timedsend_time64", "sched_rr_get_interval_time64",
+        "fadvise64_64", "fchown32", "lchown32", "fcntl64", "recv", "send", "sigaction", "signal", "sigpending",
+        "sigprocmask", "sigsuspend", "waitpid", "readdir", "timerfd", "epoll_ctl_old", "epoll_wait_old"};
     std::vector<std::string> names(std::begin(allowed), std::end(allowed));
     struct utsname u {};
     ::uname(&u);
