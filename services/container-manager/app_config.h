@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// App settings (install options JSON over the defaults of containers.json),
-// the device policy that bounds them, and the generation of the hardened OCI
-// runtime config.json from an image's process plus those settings.
+// App settings (contract C4: a bundle's per-app "settings", passed as the
+// install options, over the defaults of containers.json), the device policy
+// that bounds them, the daemon's configuration, and the generation of the
+// hardened OCI runtime config.json from an image's process plus those settings.
+//   app_settings.cpp   the settings schema and its checks against the policy
+//   manager_config.cpp containers.json
+//   app_spec.cpp       config.json and the seccomp profile
 
+#include "network.h"
 #include "oci_image.h"
 
 #include "mbl/config.h"
@@ -28,6 +33,12 @@ struct DevicePolicy {
     std::uint64_t maxMemoryBytes = 0;             // largest memory limit an app may get (0: the RAM)
     std::int64_t maxPids = 32768;                 // largest pids limit
     std::uint32_t maxCpuPercent = 0;              // largest CPU share (0: 100 per CPU)
+    bool allowNoUserns = false;                   // may an app ask "userns": false
+    bool allowHostRoot = false;                   // may an app's process be uid 0 on the host (no user namespace)
+    bool allowPrivateNetwork = true;              // may apps ask for "network": "private"
+    // Host ports apps may publish ("ports"), as inclusive ranges.
+    std::vector<std::pair<std::uint16_t, std::uint16_t>> publishPorts = {{1024, 65535}};
+    bool allowAppApi = true;                      // may apps ask for "app_api": true
 
     std::uint64_t memoryCeiling() const;
     std::uint32_t cpuCeiling() const;
@@ -56,11 +67,14 @@ struct AppSettings {
     std::uint32_t cpuPercent = 100;      // of one CPU
     std::vector<std::string> env;        // KEY=VALUE, over the image's
     std::vector<std::string> args;       // replaces the image's command when set
-    std::string network = "none";        // none | host
+    std::string network = "none";        // none | host | private
+    std::vector<PortMap> ports;          // published host ports ("network": "private" only)
+    bool appApi = false;                 // the app-facing API: the bus socket in the container
     std::vector<BindMount> mounts;       // read-only binds from the allow-list
     std::vector<std::string> capabilities; // extra, within the policy
     std::vector<std::string> devices;    // within the policy
     bool hostPid = false;                // only if the policy allows
+    bool userns = true;                  // its own user namespace (false only if the policy allows)
     HealthSettings health;
 
     nlohmann::json toJson() const;
@@ -79,6 +93,16 @@ struct ManagerConfig {
     std::uint32_t backoffCapMs = 60000;
     nlohmann::json defaults = nlohmann::json::object(); // app settings defaults
     DevicePolicy policy;
+    // An install whose archive brings nothing for this long ends with Timeout.
+    std::uint32_t installReadTimeoutMs = 60000;
+    NetworkConfig network;               // "network": the private network's bridge and subnet
+    // "app_api.bus_socket": the bus socket an app with "app_api" gets at /run/dbus/system_bus_socket.
+    std::string appApiSocket = "/run/dbus/system_bus_socket";
+    // User namespaces (containers.json "userns"): each app gets ids_per_app host
+    // ids from first_id on (userns.h).
+    bool usernsEnabled = true;
+    std::uint32_t usernsFirstId = 100000;
+    std::uint32_t usernsIdsPerApp = 65536;
 
     static Expected<ManagerConfig> fromConfig(const Config& config);
 };
@@ -87,15 +111,25 @@ struct ManagerConfig {
 const std::vector<std::string>& defaultCapabilities();
 
 // Install options (JSON text) over the defaults; refuses privilege the policy
-// does not grant with AccessDenied and malformed settings with InvalidArgument.
+// does not grant with AccessDenied and malformed settings with InvalidArgument,
+// each naming the setting ("setting 'health.grace_ms' ...").
 Expected<AppSettings> parseSettings(const std::string& optionsJson, const ManagerConfig& config);
 
 struct SpecInputs {
     ImageProcess process;
-    std::uint32_t uid = 0;
+    std::uint32_t uid = 0; // inside the container
     std::uint32_t gid = 0;
+    // The app's host ids when it runs in a user namespace (size 0: none).
+    std::uint32_t idBase = 0;
+    std::uint32_t idSize = 0;
     std::string dataDir;      // host path of the app's /data volume
     std::string cgroupsPath;  // "/mbl/<name>"
+    // "network": "private": the app's network namespace and the files bound at
+    // /etc/resolv.conf and /etc/hosts (AppNetworks paths).
+    std::string netnsPath;
+    std::string resolvConf;
+    std::string hostsFile;
+    std::string busSocket;    // "app_api": the host's bus socket
 };
 
 // The runtime config.json: hardened defaults plus the app's settings.

@@ -13,8 +13,11 @@
 
 #include "app_config.h"
 #include "app_overrides.h"
+#include "app_state.h"
+#include "network.h"
 #include "runtime.h"
 #include "transaction.h"
+#include "userns.h"
 
 #include "mbl/config.h"
 #include "mbl/event_loop.h"
@@ -24,6 +27,7 @@
 #include "mbl/paths.h"
 #include "mbl/serial_worker.h"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -57,12 +61,13 @@ public:
 struct AppView {
     std::string name;
     std::string version;
-    std::string state;  // installed, created, running, stopped, exited, failed
+    std::string state;  // appStateName(): installed, starting, running, stopping, stopped, exited, failed
     std::uint32_t pid = 0;
     std::int32_t exitCode = 0; // -1: unknown (the exit happened while the manager was not the parent)
     std::uint32_t restartCount = 0;
     std::string health; // unknown, starting, healthy, unhealthy
     bool oomKilled = false;
+    std::vector<std::string> withheld; // what the image asked for and was not given
 };
 
 class ContainerManager {
@@ -98,6 +103,9 @@ public:
     // {"id", "state", "apps": [{"name", "from_version", "to_version", "state"}]};
     // state "unknown" for an id never staged.
     std::string transaction(const std::string& id) const;
+    // The app whose user namespace holds host uid `uid` (for the services an app
+    // calls through the app-facing API); NotFound if none.
+    Expected<std::string> appOfUid(std::uint32_t uid) const;
 
     // Over-the-air settings: the overrides in effect, in the form applySettings takes.
     std::string settings() const { return overrides_.toJson().dump(); }
@@ -137,7 +145,8 @@ private:
     void onGraceOver(const std::string& name, std::uint64_t gen);
     void runProbe(const std::string& name, std::uint64_t gen);
     void setHealth(App& a, const std::string& health);
-    void setState(App& a, const std::string& state);
+    // Moves the app's lifecycle by the transition table (app_state.h) and emits the change.
+    void setState(App& a, AppEvent event);
     void changed(App& a, std::vector<std::string> props);
     void scheduleRestart(App& a, bool failed);
     void notifyHealth(App& a, bool healthy, const std::string& why);
@@ -188,6 +197,11 @@ private:
     }
     std::string logPath(const std::string& name) const { return logDir_ + "/" + name + ".log"; }
     std::string cgroupsPath(const std::string& name) const { return "/" + cgroupParent_ + "/" + name; }
+    // The host side of an app's runtime config: /data, cgroup, network and bus paths.
+    SpecInputs hostInputs(const std::string& name) const;
+    // An app that is not installed (nor part of an unfinished transaction) holds
+    // no address, and no host ids unless its /data is kept.
+    void releaseUnused(const std::string& name);
     std::uint64_t oomKills(const std::string& name) const;
     void rotateLogs(const std::string& fileName);
     void watchLogs();
@@ -203,6 +217,8 @@ private:
     std::map<std::string, std::unique_ptr<App>> apps_;
     std::map<std::string, std::string> installs_; // operation id -> app name ("" until known)
     std::map<std::string, Transaction> txns_;
+    std::unique_ptr<IdAllocator> ids_; // per-app host id ranges (user namespaces); thread-safe
+    std::unique_ptr<AppNetworks> net_; // the private network (addresses thread-safe; the rest on the runtime worker)
     std::map<std::string, std::string> installTxns_; // install operation id -> transaction id
     std::map<std::string, std::unique_ptr<TxnRun>> txnRuns_; // steps in progress and their waiters
     Overrides overrides_;
@@ -221,7 +237,8 @@ private:
     SerialWorker runtimeQueue_;
     SerialWorker probeQueue_; // health probes may take long: not in the runtime's queue
     SerialWorker diskQueue_;  // app records and app removal, in order
-    std::vector<std::thread> installThreads_;
+    std::atomic<bool> stopping_{false}; // read by the install worker: the daemon stops
+    SerialWorker installQueue_;         // last: joined first at destruction
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

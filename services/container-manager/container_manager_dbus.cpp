@@ -92,6 +92,10 @@ bool AppObject::OomKilled()
 {
     return dbus::guard([&] { return view().oomKilled; });
 }
+std::vector<std::string> AppObject::Withheld()
+{
+    return dbus::guard([&] { return view().withheld; });
+}
 
 // ---------------------------------------------------------------- root object
 
@@ -132,8 +136,15 @@ std::string ContainerManagerBus::InstallApp(const sdbus::UnixFd& archive, const 
 {
     return dbus::guard([&] {
         struct stat st {};
-        if (!archive.isValid() || ::fstat(archive.get(), &st) != 0 || S_ISDIR(st.st_mode)) {
+        if (!archive.isValid() || ::fstat(archive.get(), &st) != 0) {
             throw sdbus::Error(errors::kInvalidArgument, "the archive must be an open file or pipe");
+        }
+        if (S_ISDIR(st.st_mode)) {
+            // skopeo's "oci:DIR" (an image layout directory) is the usual cause.
+            throw sdbus::Error(errors::kInvalidArgument,
+                               "the archive is a directory, not a file or pipe: an OCI image layout directory "
+                               "must be archived first (skopeo copy oci:DIR:TAG oci-archive:app.tar:TAG, or "
+                               "tar -C DIR -cf app.tar .)");
         }
         Fd fd{::fcntl(archive.get(), F_DUPFD_CLOEXEC, 3)};
         if (!fd) {
@@ -188,6 +199,11 @@ void ContainerManagerBus::RollbackTransaction(sdbus::Result<>&& result, std::str
 std::string ContainerManagerBus::GetTransaction(const std::string& id)
 {
     return dbus::guard([&] { return manager_.transaction(id); });
+}
+
+std::string ContainerManagerBus::GetAppByUid(const uint32_t& uid)
+{
+    return dbus::guard([&] { return dbus::unwrap(manager_.appOfUid(uid)); });
 }
 
 std::string ContainerManagerBus::GetSettings()

@@ -33,6 +33,7 @@ private:
     uint32_t RestartCount() override;
     std::string Health() override;
     bool OomKilled() override;
+    std::vector<std::string> Withheld() override;
     AppView view();
 
     ContainerManager& manager_;
@@ -63,6 +64,7 @@ private:
     void CommitTransaction(sdbus::Result<>&& result, std::string id) override;
     void RollbackTransaction(sdbus::Result<>&& result, std::string id) override;
     std::string GetTransaction(const std::string& id) override;
+    std::string GetAppByUid(const uint32_t& uid) override;
 
     std::string Version() override;
     std::string Operation() override;

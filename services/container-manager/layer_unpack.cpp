@@ -266,6 +266,9 @@ Status RootfsWriter::unpackEntry(struct archive* reader, struct archive_entry* e
     mode_t perm = archive_entry_perm(entry) & 07777;
     if (!limits_.allowSetuid && (perm & (S_ISUID | S_ISGID)) != 0 && type != AE_IFDIR) {
         perm &= ~static_cast<mode_t>(S_ISUID | S_ISGID);
+        if (setuidDropped_++ < 5) {
+            setuidExamples_.push_back("/" + rel);
+        }
     }
 
     struct stat existing {};
@@ -380,6 +383,9 @@ Status RootfsWriter::unpackLayer(struct archive* reader, const std::string& what
         const char* p = archive_entry_pathname(entry);
         if (p == nullptr) {
             return unexpected(bad(what, "entry without a name"));
+        }
+        if (limits_.cancel != nullptr && limits_.cancel->load()) {
+            return unexpected(ErrorCode::Cancelled, "the install was stopped (the daemon is stopping)");
         }
         if (auto st = unpackEntry(reader, entry, p, what); !st) {
             return st;

@@ -13,6 +13,7 @@
 #include "mbl/expected.h"
 #include "mbl/fd.h"
 
+#include <atomic>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -24,6 +25,8 @@ struct UnpackLimits {
     std::uint64_t quotaBytes = 1ull << 30; // sum of file sizes across all layers
     bool allowSetuid = false;
     bool applyWhiteouts = true; // OCI layers: yes; a bundle's rootfs/: no
+    // Set from another thread (the daemon stopping): the unpack ends with Cancelled.
+    const std::atomic<bool>* cancel = nullptr;
 };
 
 class RootfsWriter {
@@ -42,6 +45,9 @@ public:
     void beginLayer() { thisLayer_.clear(); }
 
     std::uint64_t bytesWritten() const { return used_; }
+    // Files whose setuid/setgid bits were dropped (the device policy does not allow them).
+    std::uint64_t setuidDropped() const { return setuidDropped_; }
+    const std::vector<std::string>& setuidExamples() const { return setuidExamples_; }
 
 private:
     RootfsWriter() = default;
@@ -53,6 +59,8 @@ private:
     Fd root_;
     UnpackLimits limits_;
     std::uint64_t used_ = 0;
+    std::uint64_t setuidDropped_ = 0;
+    std::vector<std::string> setuidExamples_; // the first few
     std::set<std::string> thisLayer_;
 };
 

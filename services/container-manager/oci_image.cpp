@@ -7,12 +7,17 @@
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
+#include <archive.h>
+
 #include <cerrno>
+#include <chrono>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 
@@ -162,11 +167,74 @@ public:
             return unexpected(invalid("the archive is empty: neither an OCI image layout nor a runtime bundle"));
         }
         out.rootfsBytes = writer_ ? writer_->bytesWritten() : 0;
+        if (writer_ && writer_->setuidDropped() > 0) {
+            std::string ex;
+            for (const auto& p : writer_->setuidExamples()) {
+                ex += (ex.empty() ? "" : ", ") + p;
+            }
+            out.withheld.push_back("setuid/setgid bits dropped from " + std::to_string(writer_->setuidDropped()) +
+                                   " file(s) (" + ex + (writer_->setuidDropped() > 5 ? ", ..." : "") +
+                                   "): policy.allow_setuid is false");
+        }
         return out;
     }
 
 private:
     enum class Mode { Unknown, Image, Bundle };
+
+    // The outer archive's reads: each waits at most timeoutMs for data (a pipe
+    // whose writer stalls) and ends early when cancel is set.
+    struct FdReader {
+        int fd = -1;
+        int timeoutMs = 0;
+        const std::atomic<bool>* cancel = nullptr;
+        std::optional<Error> failure;
+        char buf[1 << 16];
+
+        static la_ssize_t read(struct archive* a, void* self, const void** out)
+        {
+            auto* r = static_cast<FdReader*>(self);
+            *out = r->buf;
+            auto waited = std::chrono::milliseconds(0);
+            while (true) {
+                if (r->cancel != nullptr && r->cancel->load()) {
+                    r->failure = Error{ErrorCode::Cancelled, "the install was stopped (the daemon is stopping)"};
+                    archive_set_error(a, ECANCELED, "cancelled");
+                    return -1;
+                }
+                struct pollfd p = {r->fd, POLLIN, 0};
+                const int slice = 200;
+                const int n = ::poll(&p, 1, slice);
+                if (n < 0 && errno != EINTR) {
+                    archive_set_error(a, errno, "poll failed");
+                    return -1;
+                }
+                if (n > 0) {
+                    break;
+                }
+                waited += std::chrono::milliseconds(slice);
+                if (r->timeoutMs > 0 && waited.count() >= r->timeoutMs) {
+                    r->failure = Error{ErrorCode::Timeout, "the archive stopped coming: nothing was read for " +
+                                                               std::to_string(r->timeoutMs) +
+                                                               " ms (containers.json install_read_timeout_ms)"};
+                    archive_set_error(a, ETIMEDOUT, "read timeout");
+                    return -1;
+                }
+            }
+            while (true) {
+                const ssize_t got = ::read(r->fd, r->buf, sizeof r->buf);
+                if (got < 0 && errno == EINTR) {
+                    continue;
+                }
+                if (got < 0) {
+                    archive_set_error(a, errno, "read failed");
+                    return -1;
+                }
+                return got;
+            }
+        }
+    };
+    FdReader reader_;
 
     Status setMode(Mode m, const std::string& entry)
     {
@@ -183,7 +251,13 @@ private:
         ArchiveReader a{archive_read_new()};
         archive_read_support_filter_all(a.get());
         archive_read_support_format_tar(a.get());
-        if (archive_read_open_fd(a.get(), fd, 1 << 16) != ARCHIVE_OK) {
+        reader_.fd = fd;
+        reader_.timeoutMs = opts_.readTimeoutMs;
+        reader_.cancel = opts_.limits.cancel;
+        if (archive_read_open(a.get(), &reader_, nullptr, &FdReader::read, nullptr) != ARCHIVE_OK) {
+            if (reader_.failure) {
+                return unexpected(*reader_.failure);
+            }
             return unexpected(invalid(std::string("not a readable archive: ") + archiveErrorString(a.get())));
         }
         struct archive_entry* e = nullptr;
@@ -193,6 +267,9 @@ private:
                 break;
             }
             if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+                if (reader_.failure) {
+                    return unexpected(*reader_.failure);
+                }
                 return unexpected(invalid(std::string("truncated or corrupt archive: ") + archiveErrorString(a.get())));
             }
             const char* p = archive_entry_pathname(e);
@@ -554,7 +631,88 @@ private:
         if (out.version.empty()) {
             out.version = textOr(objectOr(cfg, "Labels"), "org.opencontainers.image.version");
         }
+        out.title = textOr(annotations, "org.opencontainers.image.title");
+        if (out.title.empty()) {
+            out.title = textOr(objectOr(cfg, "Labels"), "org.opencontainers.image.title");
+        }
+        // What the image declares that an app here does not get by asking in the image.
+        const json ports = objectOr(cfg, "ExposedPorts");
+        for (auto it = ports.begin(); it != ports.end(); ++it) {
+            out.withheld.push_back("port " + str::quotable(it.key(), 32) +
+                                   " exposed by the image is not published (app setting 'ports')");
+        }
+        const json volumes = objectOr(cfg, "Volumes");
+        for (auto it = volumes.begin(); it != volumes.end(); ++it) {
+            out.withheld.push_back("volume " + str::quotable(it.key(), 80) +
+                                   " of the image is not kept across restarts (only /data is)");
+        }
         return {};
+    }
+
+    // A runtime bundle's own isolation settings are never used: say which of
+    // them asked for more than an app gets by default.
+    static void noteBundlePrivileges(const json& spec, const json& proc, std::vector<std::string>& notes)
+    {
+        static const std::vector<std::string> plain = {"CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"};
+        std::vector<std::string> caps;
+        const json c = objectOr(proc, "capabilities");
+        for (const char* set : {"bounding", "effective", "permitted", "ambient"}) {
+            for (const auto& n : strings(memberOr(c, set))) {
+                if (std::find(plain.begin(), plain.end(), n) == plain.end() &&
+                    std::find(caps.begin(), caps.end(), n) == caps.end() && caps.size() < 40) {
+                    caps.push_back(n);
+                }
+            }
+        }
+        if (!caps.empty()) {
+            std::string list;
+            for (const auto& n : caps) {
+                list += (list.empty() ? "" : " ") + str::quotable(n, 32);
+            }
+            notes.push_back("capabilities " + list +
+                            " of the bundle's config.json not granted (app setting 'capabilities', within "
+                            "policy.allowed_capabilities)");
+        }
+        const json noNewPrivs = memberOr(proc, "noNewPrivileges");
+        if (noNewPrivs.is_boolean() && !noNewPrivs.get<bool>()) {
+            notes.push_back("noNewPrivileges false of the bundle's config.json not honoured (always true)");
+        }
+        const json linux = objectOr(spec, "linux");
+        const json nss = memberOr(linux, "namespaces");
+        if (nss.is_array()) {
+            for (const char* ns : {"pid", "network", "ipc", "uts", "mount"}) {
+                bool has = false;
+                for (const auto& n : nss) {
+                    has = has || textOr(n, "type") == ns;
+                }
+                if (!has) {
+                    notes.push_back(std::string("the host's ") + ns +
+                                    " namespace (the bundle's config.json has none of its own) not shared");
+                }
+            }
+        }
+        if (memberOr(linux, "seccomp").is_null()) {
+            notes.push_back("running without seccomp (the bundle's config.json has no profile) not honoured: the "
+                            "default profile applies");
+        }
+        const json devs = memberOr(linux, "devices");
+        if (devs.is_array() && !devs.empty()) {
+            notes.push_back(std::to_string(devs.size()) +
+                            " device node(s) of the bundle's config.json not given (app setting 'devices')");
+        }
+        std::size_t binds = 0;
+        for (const auto& m : memberOr(spec, "mounts").is_array() ? spec["mounts"] : json::array()) {
+            binds += textOr(m, "type") == "bind" || textOr(m, "type").empty() ? 1 : 0;
+        }
+        if (binds > 0) {
+            notes.push_back(std::to_string(binds) +
+                            " bind mount(s) of the bundle's config.json not made (app setting 'mounts')");
+        }
+        const json root = objectOr(spec, "root");
+        if (memberOr(root, "readonly").is_boolean() && !root["readonly"].get<bool>()) {
+            notes.push_back("a writable root of the bundle's config.json not given (the root is read-only; /data "
+                            "and /tmp are writable)");
+        }
     }
 
     Status finishBundle(StagedImage& out)
@@ -600,6 +758,8 @@ private:
         const json annotations = objectOr(spec, "annotations");
         out.version = textOr(annotations, "org.opencontainers.image.version");
         out.refName = textOr(annotations, "org.opencontainers.image.ref.name");
+        out.title = textOr(annotations, "org.opencontainers.image.title");
+        noteBundlePrivileges(spec, proc, out.withheld);
         return {};
     }
 

@@ -10,6 +10,7 @@
 
 #include "mbl/expected.h"
 
+#include <atomic>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -31,13 +32,19 @@ struct StagedImage {
     std::string refName;        // org.opencontainers.image.ref.name of the chosen manifest
     std::string version;        // org.opencontainers.image.version (annotation or label), may be ""
     std::string manifestDigest; // "sha256:..." ("" for bundles)
+    std::string title;          // org.opencontainers.image.title (annotation or label), may be ""
     std::uint64_t rootfsBytes = 0;
+    // What the image asked for and does not get (setuid bits dropped, a runtime
+    // bundle's privileges, exposed ports, volumes), one sentence each.
+    std::vector<std::string> withheld;
 };
 
 struct StageOptions {
     UnpackLimits limits;
     // Selects one manifest of an index with several (matches ref.name); "" for none.
     std::string imageRef;
+    // A read of the archive that brings nothing for this long ends with Timeout (0: no limit).
+    int readTimeoutMs = 0;
 };
 
 // Reads the archive from `fd` (any readable fd: file or pipe) into

@@ -21,6 +21,25 @@ Fd devNull(int flags)
     return Fd{::open("/dev/null", flags | O_CLOEXEC)};
 }
 
+// The environment of every runtime process (and of the shim, whose runtime
+// inherits it) hides what systemd gives the manager as a Type=notify service:
+// with NOTIFY_SOCKET set, `runc run --detach` and `runc start` proxy the socket
+// into the container and wait for the app to send READY=1 (most apps never
+// do: the start would hang), then forward it to systemd with the app's pid as
+// MAINPID; LISTEN_FDS would hand the manager's sockets to the app. runc treats
+// an empty value as unset (runc notify_socket.go, utils_linux.go).
+std::vector<std::string> runtimeEnv()
+{
+    return {"NOTIFY_SOCKET=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="};
+}
+
+SpawnOptions runtimeOptions()
+{
+    SpawnOptions so;
+    so.env = runtimeEnv();
+    return so;
+}
+
 // The runtime's last error line: runc writes JSON log lines ({"level":"error","msg":...}).
 std::string lastErrorFromLog(const std::string& logPath)
 {
@@ -110,7 +129,7 @@ Expected<Runtime::WaitingShim> Runtime::spawnShim(const std::string& shim)
     Fd outRead{out[0]};
     Fd outWrite{out[1]};
     Fd null = devNull(O_WRONLY);
-    SpawnOptions so;
+    SpawnOptions so = runtimeOptions();
     so.stdinFd = inRead.get();
     so.stdoutFd = outWrite.get();
     so.stderrFd = null.get();
@@ -178,7 +197,7 @@ Expected<pid_t> Runtime::spawnWithPid(const std::string& verb, const std::string
     const std::string logFile = root_ + "/" + id + ".create.log";
     auto argv = runArgv(verb, id, bundle);
     Fd in = devNull(O_RDONLY);
-    SpawnOptions so;
+    SpawnOptions so = runtimeOptions();
     so.stdinFd = in.get();
     so.stdoutFd = outFd;
     so.stderrFd = outFd;
@@ -210,7 +229,7 @@ Status Runtime::start(const std::string& id) const
 {
     auto argv = base();
     argv.insert(argv.end(), {"start", id});
-    auto r = run(argv);
+    auto r = run(argv, runtimeOptions());
     if (!r) {
         return unexpected(r.error());
     }
@@ -229,7 +248,7 @@ Status Runtime::kill(const std::string& id, int sig, bool all) const
     }
     argv.push_back(id);
     argv.push_back(std::to_string(sig));
-    auto r = run(argv);
+    auto r = run(argv, runtimeOptions());
     if (!r) {
         return unexpected(r.error());
     }
@@ -247,7 +266,7 @@ Status Runtime::remove(const std::string& id, bool force) const
         argv.emplace_back("--force");
     }
     argv.push_back(id);
-    auto r = run(argv);
+    auto r = run(argv, runtimeOptions());
     if (!r) {
         return unexpected(r.error());
     }
@@ -274,7 +293,7 @@ Expected<ContainerState> Runtime::state(const std::string& id) const
 {
     auto argv = base();
     argv.insert(argv.end(), {"state", id});
-    auto r = run(argv);
+    auto r = run(argv, runtimeOptions());
     if (!r) {
         return unexpected(r.error());
     }
@@ -292,7 +311,7 @@ Expected<std::vector<ContainerState>> Runtime::list() const
 {
     auto argv = base();
     argv.insert(argv.end(), {"list", "--format", "json"});
-    auto r = run(argv);
+    auto r = run(argv, runtimeOptions());
     if (!r) {
         return unexpected(r.error());
     }
@@ -322,7 +341,7 @@ Expected<int> Runtime::exec(const std::string& id, const std::vector<std::string
     argv.insert(argv.end(), {"exec", "--pid-file", pidFile, id});
     argv.insert(argv.end(), args.begin(), args.end());
     Fd in = devNull(O_RDONLY);
-    SpawnOptions so;
+    SpawnOptions so = runtimeOptions();
     so.stdinFd = in.get();
     so.stdoutFd = outFd;
     so.stderrFd = outFd;

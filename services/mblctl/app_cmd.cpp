@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <fcntl.h>
@@ -54,9 +55,18 @@ int list(Context& ctx)
         std::cout << out.dump(2) << "\n";
         return 0;
     }
-    std::cout << std::left << std::setw(24) << "NAME" << std::setw(16) << "VERSION" << "STATE\n";
+    // Columns as wide as their longest entry, two spaces apart: long names never run together.
+    std::size_t nameWidth = 4;
+    std::size_t versionWidth = 7;
     for (const auto& a : apps) {
-        std::cout << std::left << std::setw(24) << a.get<0>() << std::setw(16) << a.get<1>() << a.get<2>() << "\n";
+        nameWidth = std::max(nameWidth, a.get<0>().size());
+        versionWidth = std::max(versionWidth, a.get<1>().size());
+    }
+    const int nw = static_cast<int>(nameWidth + 2);
+    const int vw = static_cast<int>(versionWidth + 2);
+    std::cout << std::left << std::setw(nw) << "NAME" << std::setw(vw) << "VERSION" << "STATE\n";
+    for (const auto& a : apps) {
+        std::cout << std::left << std::setw(nw) << a.get<0>() << std::setw(vw) << a.get<1>() << a.get<2>() << "\n";
     }
     return 0;
 }
@@ -180,6 +190,11 @@ int runApp(Context& ctx, const std::vector<std::string>& args)
     if (sub == "remove") {
         bool data = rest.size() > 1 && rest[1] == "--data";
         proxy->callMethod("RemoveApp").onInterface(kIface).withTimeout(std::chrono::minutes(5)).withArguments(name, data);
+        if (ctx.json) {
+            std::cout << nlohmann::json{{"removed", name}, {"data_removed", data}}.dump() << "\n";
+        } else {
+            std::cout << "removed " << name << (data ? " and its data\n" : " (its data is kept; --data removes it)\n");
+        }
         return 0;
     }
     if (sub == "logs") {

@@ -49,12 +49,15 @@ inline bool haveTool(const std::string& tool)
 }
 
 inline const char* kBusyboxApplets[] = {"sh", "echo", "cat", "grep", "sleep", "true", "false", "tail", "touch",
-                                        "ls", "id", "dd", "head", "cp", "rm", "mkdir", "test", "env", "wc", "kill"};
+                                        "ls", "id", "dd", "head", "cp", "rm", "mkdir", "test", "env", "wc", "kill",
+                                        "nc", "wget", "ip", "nslookup"};
 
 // An OCI image layout made by umoci: an empty image, a busybox rootfs, the given
 // command. Returns the layout directory.
+// extraFiles: (host file, path in the rootfs) copied in, e.g. a static test helper.
 inline std::string umociBusyboxImage(const std::string& dir, const std::string& layout, const std::string& tag,
-                                     const std::vector<std::string>& cmd, const std::string& version = "")
+                                     const std::vector<std::string>& cmd, const std::string& version = "",
+                                     const std::vector<std::pair<std::string, std::string>>& extraFiles = {})
 {
     if (!haveTool("umoci") || !fs::exists("/bin/busybox")) {
         skip("umoci and busybox-static are needed to build test images (tests/setup.sh installs them)");
@@ -74,6 +77,9 @@ inline std::string umociBusyboxImage(const std::string& dir, const std::string& 
     }
     (void)fs::writeFileAtomic(b + "/rootfs/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n");
     (void)fs::writeFileAtomic(b + "/rootfs/etc/group", "root:x:0:\napp:x:1000:\n");
+    for (const auto& [from, to] : extraFiles) {
+        mustRun({"cp", "-a", from, b + "/rootfs/" + to});
+    }
     mustRun({"umoci", "repack", "--image", l + ":" + tag, b});
     std::vector<std::string> cfg = {"umoci", "config", "--image", l + ":" + tag};
     for (const auto& c : cmd) {

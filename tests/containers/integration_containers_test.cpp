@@ -328,7 +328,19 @@ TEST_CASE("mblctl app drives the manager: install, list, logs, stop, start, rest
     auto refused = f.stack.runTool({mblctl, "app", "settings", R"({"apps": {"cli": {"pids_limit": "many"}}})"});
     CHECK(refused.status.code == 1);
     CHECK(contains(refused.err, "InvalidArgument"));
-    CHECK(f.stack.runTool({mblctl, "app", "remove", "cli", "--data"}).status.code == 0);
+    // A name past 24 characters still leaves its column apart from the version.
+    const std::string longName = "an-application-named-at-length";
+    REQUIRE(f.stack.runTool({mblctl, "app", "install", archive, "--name", longName, "--app-version", "1.2.3-rc.45",
+                             "--options", R"({"autostart": false})"})
+                .status.code == 0);
+    auto wide = f.stack.runTool({mblctl, "app", "list"});
+    INFO(wide.out);
+    CHECK(contains(wide.out, longName + "  1.2.3-rc.45  installed"));
+    auto removed = f.stack.runTool({mblctl, "app", "remove", "cli", "--data"});
+    CHECK(removed.status.code == 0);
+    CHECK(removed.out == "removed cli and its data\n");
+    CHECK(f.stack.runTool({mblctl, "app", "remove", longName}).out ==
+          "removed " + longName + " (its data is kept; --data removes it)\n");
     CHECK(cm.appCount() == 0);
 }
 

@@ -255,6 +255,7 @@ void ContainerManager::stageInTransaction(const std::string& op, std::shared_ptr
     const std::string name = staged->settings.name;
     auto fail = [&](Error e) {
         diskQueue_.post([dir = staged->dir] { (void)fs::removeTree(dir); });
+        releaseUnused(name);
         finishInstall(op, name, unexpected(std::move(e)));
     };
     auto it = txns_.find(id);
@@ -267,7 +268,7 @@ void ContainerManager::stageInTransaction(const std::string& op, std::shared_ptr
                                                txnStateName(other->state) + ")"});
     }
     const App* a = find(name);
-    if (a != nullptr && a->removing) {
+    if (a != nullptr && (a->hold == AppHold::Removing)) {
         return fail(Error{ErrorCode::Busy, "app '" + name + "' is being removed"});
     }
     if (it == txns_.end()) {
@@ -360,9 +361,9 @@ void ContainerManager::activateTransaction(const std::string& id, Done done)
     }
     for (const auto& x : t.apps) {
         const App* a = find(x.name);
-        if (a != nullptr && (a->removing || a->inTransaction)) {
+        if (a != nullptr && ((a->hold == AppHold::Removing) || (a->hold == AppHold::Updating))) {
             return done(unexpected(ErrorCode::Busy, "app '" + x.name + "' is being " +
-                                                        (a->removing ? "removed" : "updated")));
+                                                        ((a->hold == AppHold::Removing) ? "removed" : "updated")));
         }
     }
     // What runs now is what a rollback goes back to.
@@ -447,9 +448,11 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
         const std::string recPath = appDir(name) + "/" + kAppFile;
         onDisk(
             [src, versions, dst, data, rec, recPath, name, appsDir = appsDir_]() -> Status {
-                if (auto st = fs::makeDirs(versions, 0700); !st) {
+                if (auto st = fs::makeDirs(versions, 0711); !st) {
                     return st;
                 }
+                traversable(fs::dirName(versions));
+                traversable(versions);
                 if (fs::exists(src)) {
                     (void)fs::removeTree(dst);
                     if (::rename(src.c_str(), dst.c_str()) != 0) {
@@ -468,7 +471,9 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
                     if (auto st = fs::makeDirs(data, 0755); !st) {
                         return st;
                     }
-                    if (::chown(data.c_str(), m.at("uid").get<std::uint32_t>(), m.at("gid").get<std::uint32_t>()) != 0) {
+                    const IdRange ids = bundleIds(dst);
+                    if (::chown(data.c_str(), ids.base + m.at("uid").get<std::uint32_t>(),
+                                ids.base + m.at("gid").get<std::uint32_t>()) != 0) {
                         return unexpected(errnoError("chown " + data, errno));
                     }
                 }
@@ -484,7 +489,7 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
                 Expected<AppSettings> settings = st ? bundleSettings(dst) : Expected<AppSettings>(unexpected(st.error()));
                 if (!settings) {
                     if (a != nullptr) {
-                        a->inTransaction = false;
+                        a->hold = AppHold::None;
                         a->suppressRestart = false;
                         if (a->desiredRunning) {
                             startApp(*a, [](Status) {}); // the old version, still current
@@ -504,18 +509,19 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
                 a->dir = x.toDir;
                 a->settings = std::move(settings).value();
                 a->settings.name = name;
+                a->withheld = bundleWithheld(dst);
                 a->desiredRunning = x.wasRunning;
                 a->exitCode = 0;
                 a->oomKilled = false;
                 a->backoffAttempt = 0;
-                a->inTransaction = false;
+                a->hold = AppHold::None;
                 a->suppressRestart = false;
                 if (added && events_ != nullptr) {
                     events_->appAdded(name);
                     events_->appStateChanged(name, "installed");
                     events_->managerChanged({"AppCount"});
                 } else {
-                    changed(*a, {"Version", "ExitCode", "OomKilled"});
+                    changed(*a, {"Version", "ExitCode", "OomKilled", "Withheld"});
                 }
                 log::info("transaction " + id + ": " + name + " switched to " + x.toVersion);
                 Transaction& t = txns_[id];
@@ -536,7 +542,7 @@ void ContainerManager::activateApp(const std::string& id, const std::string& nam
             });
     };
     if (App* a = find(name)) {
-        a->inTransaction = true;
+        a->hold = AppHold::Updating;
         a->suppressRestart = true;
         stopApp(*a, [doSwitch](Status) { doSwitch(); });
     } else {
@@ -702,6 +708,9 @@ void ContainerManager::rollbackNext(const std::string& id)
                    x.step = TxnAppStep::RolledBack;
                }
                tx.state = *txnNext(tx.state, TxnEvent::RolledBack);
+               for (const auto& x : tx.apps) {
+                   releaseUnused(x.name); // host ids and an address staging reserved for an app never added
+               }
                saveTransaction(tx, [this, id](Status saved) {
                    if (!saved) {
                        return transactionStepFailed(id, saved.error());
@@ -735,7 +744,8 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
             ::unlink(exitRecord(name).c_str());
         }
         onDisk(
-            [dir, recPath, newDir, rec, added, dataExisted = x.dataExisted, appsDir = appsDir_]() -> Status {
+            [dir, recPath, newDir, rec, added, dataExisted = x.dataExisted, appsDir = appsDir_, ids = ids_.get(),
+             name]() -> Status {
                 if (added) {
                     // The record first (durably): from here on there is no app.
                     if (::unlink(recPath.c_str()) != 0 && errno != ENOENT) {
@@ -747,6 +757,7 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
                         return st;
                     }
                     if (!dataExisted) {
+                        (void)ids->release(name);
                         return fs::removeTree(dir);
                     }
                     return {};
@@ -766,7 +777,7 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
                 App* a = find(name);
                 if (!settings) {
                     if (a != nullptr) {
-                        a->inTransaction = false;
+                        a->hold = AppHold::None;
                         a->suppressRestart = false;
                     }
                     return transactionStepFailed(id, Error{settings.error().code, "cannot roll " + name + " back to " +
@@ -774,6 +785,10 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
                                                                                       settings.error().message});
                 }
                 if (added) {
+                    runtimeQueue_.post([net = net_.get(), name] {
+                        net->teardown(name);
+                        net->cleanupIfUnused();
+                    });
                     if (a != nullptr) {
                         apps_.erase(name);
                         if (events_ != nullptr) {
@@ -796,13 +811,14 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
                     a->dir = x.fromDir;
                     a->settings = std::move(settings).value();
                     a->settings.name = name;
+                    a->withheld = bundleWithheld(versionDir(name, x.fromDir));
                     a->desiredRunning = x.wasRunning;
                     a->exitCode = 0; // the exit code of the version that runs
                     a->oomKilled = false;
                     a->backoffAttempt = 0;
-                    a->inTransaction = false;
+                    a->hold = AppHold::None;
                     a->suppressRestart = false;
-                    changed(*a, {"Version", "ExitCode", "OomKilled"});
+                    changed(*a, {"Version", "ExitCode", "OomKilled", "Withheld"});
                 }
                 log::info("transaction " + id + ": " + name +
                           (added ? std::string(" removed (the transaction added it)") : " back on " + x.fromVersion));
@@ -824,7 +840,7 @@ void ContainerManager::rollbackApp(const std::string& id, const std::string& nam
             });
     };
     if (App* a = find(name)) {
-        a->inTransaction = true;
+        a->hold = AppHold::Updating;
         a->suppressRestart = true;
         stopApp(*a, [doSwitchBack](Status) { doSwitchBack(); });
     } else {

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: Apache-2.0
+// containers.json: every key at every depth known (a typo is refused at
+// start-up with the file and the key's path), every value typed and ranged.
+
+#include "app_config.h"
+
+#include "mbl/strings.h"
+
+#include <functional>
+#include <map>
+#include <set>
+
+namespace mbl::containers {
+
+using nlohmann::json;
+
+namespace {
+
+Error invalid(const std::string& m)
+{
+    return Error{ErrorCode::InvalidArgument, m};
+}
+
+// Known keys of each object of the file ("" is the top level).
+const std::map<std::string, std::set<std::string>>& schema()
+{
+    static const std::map<std::string, std::set<std::string>> s = {
+        {"",
+         {"runtime", "start_mode", "stop_grace_ms", "log_max_bytes", "log_keep", "quota_bytes", "backoff_base_ms",
+          "backoff_cap_ms", "defaults", "policy", "userns", "network", "app_api", "install_read_timeout_ms"}},
+        {"policy",
+         {"allow_host_network", "allow_host_pid", "allow_setuid", "allowed_capabilities", "allowed_mounts",
+          "allowed_devices", "max_memory_bytes", "max_pids", "max_cpu_percent", "allow_no_userns", "allow_host_root",
+          "allow_private_network", "publish_ports", "allow_app_api"}},
+        {"userns", {"enabled", "first_id", "ids_per_app"}},
+        {"network", {"bridge", "subnet", "dns"}},
+        {"app_api", {"bus_socket"}},
+    };
+    return s;
+}
+
+Status checkKeys(const Config& config)
+{
+    const json& doc = config.json();
+    if (!doc.is_object()) {
+        return unexpected(invalid(config.origin() + " must hold a JSON object"));
+    }
+    for (const auto& [section, keys] : schema()) {
+        const json* obj = &doc;
+        if (!section.empty()) {
+            if (!doc.contains(section)) {
+                continue;
+            }
+            obj = &doc[section];
+            if (!obj->is_object()) {
+                return unexpected(invalid(config.origin() + ": key '" + section + "' must be an object"));
+            }
+        }
+        for (auto it = obj->begin(); it != obj->end(); ++it) {
+            if (keys.count(it.key()) == 0) {
+                return unexpected(invalid(config.origin() + ": unknown key '" + (section.empty() ? "" : section + ".") +
+                                          str::quotable(it.key(), 64) + "'"));
+            }
+        }
+    }
+    return {};
+}
+
+// "1024-65535" or "8080": an inclusive range of ports.
+Expected<std::pair<std::uint16_t, std::uint16_t>> portRange(const std::string& text, const std::string& origin)
+{
+    const auto dash = text.find('-');
+    const std::string a = text.substr(0, dash);
+    const std::string b = dash == std::string::npos ? a : text.substr(dash + 1);
+    auto num = [](const std::string& s) -> long {
+        if (s.empty() || s.size() > 5 || s.find_first_not_of("0123456789") != std::string::npos) {
+            return -1;
+        }
+        return std::stol(s);
+    };
+    const long lo = num(a);
+    const long hi = num(b);
+    if (lo < 1 || hi < lo || hi > 65535) {
+        return unexpected(invalid(origin + ": key 'policy.publish_ports': " + str::quotable(text, 32) +
+                                  " is not a port or a range \"low-high\" within 1-65535"));
+    }
+    return std::make_pair(static_cast<std::uint16_t>(lo), static_cast<std::uint16_t>(hi));
+}
+
+} // namespace
+
+Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
+{
+    ManagerConfig c;
+    if (auto st = checkKeys(config); !st) {
+        return unexpected(st.error());
+    }
+    Status failed;
+    // Each getter below either fills its field or records the first error.
+    auto str = [&](const char* key, std::string& field) {
+        auto v = config.getString(key, field);
+        if (!v) {
+            failed = failed ? Status(unexpected(v.error())) : failed;
+        } else {
+            field = *v;
+        }
+    };
+    auto flag = [&](const char* key, bool& field) {
+        auto v = config.getBool(key, field);
+        if (!v) {
+            failed = failed ? Status(unexpected(v.error())) : failed;
+        } else {
+            field = *v;
+        }
+    };
+    auto num = [&](const char* key, auto& field, std::int64_t min, std::int64_t max) {
+        auto v = config.getInt(key, static_cast<std::int64_t>(field), min, max);
+        if (!v) {
+            failed = failed ? Status(unexpected(v.error())) : failed;
+        } else {
+            field = static_cast<std::remove_reference_t<decltype(field)>>(*v);
+        }
+    };
+    auto list = [&](const char* key, std::vector<std::string>& field) {
+        auto v = config.getStringList(key, field);
+        if (!v) {
+            failed = failed ? Status(unexpected(v.error())) : failed;
+        } else {
+            field = *v;
+        }
+    };
+    str("runtime", c.runtime);
+    str("start_mode", c.startMode);
+    num("stop_grace_ms", c.stopGraceMs, 0, 600000);
+    num("log_max_bytes", c.logMaxBytes, 4096, 1ll << 34);
+    num("log_keep", c.logKeep, 0, 100);
+    num("quota_bytes", c.quotaBytes, 1 << 20, 1ll << 50);
+    num("backoff_base_ms", c.backoffBaseMs, 10, 3600000);
+    num("backoff_cap_ms", c.backoffCapMs, 10, 86400000);
+    num("install_read_timeout_ms", c.installReadTimeoutMs, 100, 86400000);
+    flag("policy.allow_host_network", c.policy.allowHostNetwork);
+    flag("policy.allow_host_pid", c.policy.allowHostPid);
+    flag("policy.allow_setuid", c.policy.allowSetuid);
+    list("policy.allowed_capabilities", c.policy.allowedCapabilities);
+    list("policy.allowed_mounts", c.policy.allowedMounts);
+    list("policy.allowed_devices", c.policy.allowedDevices);
+    num("policy.max_memory_bytes", c.policy.maxMemoryBytes, 0, 1ll << 50);
+    num("policy.max_pids", c.policy.maxPids, 1, 1 << 22);
+    num("policy.max_cpu_percent", c.policy.maxCpuPercent, 0, 100000);
+    flag("policy.allow_no_userns", c.policy.allowNoUserns);
+    flag("policy.allow_host_root", c.policy.allowHostRoot);
+    flag("policy.allow_private_network", c.policy.allowPrivateNetwork);
+    flag("policy.allow_app_api", c.policy.allowAppApi);
+    flag("userns.enabled", c.usernsEnabled);
+    num("userns.first_id", c.usernsFirstId, 1, 0xFFFF0000ll);
+    num("userns.ids_per_app", c.usernsIdsPerApp, 1, 1 << 24);
+    str("network.bridge", c.network.bridge);
+    str("network.subnet", c.network.subnet);
+    list("network.dns", c.network.dns);
+    str("app_api.bus_socket", c.appApiSocket);
+    std::vector<std::string> ports;
+    list("policy.publish_ports", ports);
+    if (!failed) {
+        return unexpected(failed.error());
+    }
+    if (c.startMode != "run" && c.startMode != "create-start") {
+        return unexpected(invalid(config.origin() + ": key 'start_mode' must be \"run\" or \"create-start\""));
+    }
+    if (c.usernsFirstId < c.usernsIdsPerApp) {
+        return unexpected(invalid(config.origin() + ": key 'userns.first_id' must be at least 'userns.ids_per_app' "
+                                                    "(an app's ids must not overlap the ids it maps)"));
+    }
+    if (config.json().contains("policy") && config.json()["policy"].contains("publish_ports")) {
+        c.policy.publishPorts.clear();
+        for (const auto& p : ports) {
+            auto r = portRange(p, config.origin());
+            if (!r) {
+                return unexpected(r.error());
+            }
+            c.policy.publishPorts.push_back(*r);
+        }
+    }
+    // The bridge: an interface name the kernel takes (IFNAMSIZ) and iptables chain names fit.
+    const std::string& br = c.network.bridge;
+    if (br.empty() || br.size() > 15 || !str::isSafeName(br, 15) || br.find('.') != std::string::npos) {
+        return unexpected(invalid(config.origin() + ": key 'network.bridge': " + str::quotable(br, 32) +
+                                  " is not an interface name (letters, digits, '-', '_', at most 15)"));
+    }
+    if (auto s = Subnet::parse(c.network.subnet); !s) {
+        return unexpected(invalid(config.origin() + ": key 'network.subnet': " + s.error().message));
+    }
+    for (const auto& d : c.network.dns) {
+        if (!parseIp(d)) {
+            return unexpected(invalid(config.origin() + ": key 'network.dns': " + str::quotable(d, 32) +
+                                      " is not an IPv4 address"));
+        }
+    }
+    if (c.appApiSocket.empty() || c.appApiSocket[0] != '/') {
+        return unexpected(invalid(config.origin() + ": key 'app_api.bus_socket' must be an absolute path"));
+    }
+    if (config.json().contains("defaults")) {
+        c.defaults = config.json()["defaults"];
+        if (!c.defaults.is_object()) {
+            return unexpected(invalid(config.origin() + ": key 'defaults' must be an object of app settings"));
+        }
+        auto check = AppSettings::fromJson(c.defaults);
+        if (!check) {
+            return unexpected(invalid(config.origin() + ": defaults: " + check.error().message));
+        }
+    }
+    return c;
+}
+
+} // namespace mbl::containers

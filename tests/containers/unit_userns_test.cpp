@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+// User-namespace ids without a container: the per-app allocation of host id
+// ranges (persisted, lowest free slot, released) and the giving of a tree to a
+// range (owners shifted, setuid kept, symlinks not followed, ids beyond the
+// range refused). Runs as root (it changes owners), like the rest of the suite.
+
+#include "userns.h"
+
+#include "harness.h"
+
+#include "mbl/fs.h"
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace mbl;
+using namespace mbl::containers;
+
+namespace {
+struct stat statOf(const std::string& p)
+{
+    struct stat st {};
+    ::lstat(p.c_str(), &st);
+    return st;
+}
+} // namespace
+
+TEST_CASE("host id ranges: one per app, the lowest free slot, the same after a reload, freed on release")
+{
+    test::TempDir dir("mbl-idmap");
+    const std::string path = dir.path() + "/idmap.json";
+    IdAllocator ids(path, 100000, 65536);
+    REQUIRE(ids.load());
+    auto a = ids.acquire("a");
+    auto b = ids.acquire("b");
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a->base == 100000);
+    CHECK(b->base == 165536);
+    CHECK(ids.acquire("a")->base == 100000); // stable
+    IdAllocator again(path, 100000, 65536);
+    REQUIRE(again.load());
+    CHECK(again.find("b")->base == 165536);
+    REQUIRE(again.release("a"));
+    CHECK_FALSE(again.find("a"));
+    CHECK(again.acquire("c")->base == 100000); // the freed slot
+    CHECK(again.acquire("d")->base == 231072);
+    // The 32-bit id space ends: NoSpace, nothing recorded.
+    IdAllocator tight(dir.path() + "/tight.json", 0xFFFF0000u - 65536, 65536);
+    REQUIRE(tight.acquire("x"));
+    auto full = tight.acquire("y");
+    REQUIRE_FALSE(full);
+    CHECK(full.error().code == ErrorCode::NoSpace);
+    CHECK_FALSE(tight.find("y"));
+    // A damaged record is refused, not silently reset.
+    REQUIRE(fs::writeFileAtomic(dir.path() + "/bad.json", R"({"../x": 5})"));
+    IdAllocator bad(dir.path() + "/bad.json", 100000, 65536);
+    CHECK_FALSE(bad.load());
+}
+
+TEST_CASE("a tree given to an app's ids: owners shifted into the range, setuid bits kept, symlinks not followed, "
+          "hardlinks once; an id beyond the range is refused")
+{
+    if (::geteuid() != 0) {
+        test::skip("changing owners needs root");
+    }
+    test::TempDir dir("mbl-shift");
+    const std::string root = dir.path() + "/rootfs";
+    REQUIRE(fs::makeDirs(root + "/bin"));
+    REQUIRE(fs::writeFileAtomic(root + "/bin/tool", "x", 0755));
+    REQUIRE(::chown((root + "/bin/tool").c_str(), 0, 0) == 0);
+    REQUIRE(::chmod((root + "/bin/tool").c_str(), 04755) == 0);
+    REQUIRE(fs::writeFileAtomic(root + "/bin/user-file", "y", 0644));
+    REQUIRE(::chown((root + "/bin/user-file").c_str(), 1000, 1000) == 0);
+    REQUIRE(::link((root + "/bin/user-file").c_str(), (root + "/bin/hard").c_str()) == 0);
+    // A symlink to something outside: its own owner changes, never the target's.
+    REQUIRE(fs::writeFileAtomic(dir.path() + "/outside", "z", 0644));
+    REQUIRE(::symlink((dir.path() + "/outside").c_str(), (root + "/bin/link").c_str()) == 0);
+    const IdRange range{200000, 65536};
+    auto shifted = shiftOwnership(root, range, false);
+    REQUIRE(shifted);
+    CHECK(shifted->entries == 6); // rootfs, bin, tool, user-file, hard, link
+    CHECK(statOf(root).st_uid == 200000);
+    CHECK(statOf(root + "/bin").st_gid == 200000);
+    CHECK(statOf(root + "/bin/tool").st_uid == 200000);
+    CHECK((statOf(root + "/bin/tool").st_mode & 07777) == 04755);
+    CHECK(statOf(root + "/bin/user-file").st_uid == 201000);
+    CHECK(statOf(root + "/bin/hard").st_gid == 201000);
+    CHECK(statOf(root + "/bin/link").st_uid == 200000);
+    CHECK(statOf(dir.path() + "/outside").st_uid == 0);
+    // Again on /data ("again"): what is the app's already stays, new host-root files join it.
+    REQUIRE(fs::writeFileAtomic(root + "/new", "n"));
+    auto again = shiftOwnership(root, range, true);
+    REQUIRE(again);
+    CHECK(again->changed == 1);
+    CHECK(statOf(root + "/new").st_uid == 200000);
+    // A fresh rootfs holding an id the app cannot map: refused, naming the file.
+    const std::string other = dir.path() + "/other";
+    REQUIRE(fs::makeDirs(other));
+    REQUIRE(fs::writeFileAtomic(other + "/far", "f"));
+    REQUIRE(::chown((other + "/far").c_str(), 70000, 0) == 0);
+    auto refused = shiftOwnership(other, range, false);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == ErrorCode::InvalidArgument);
+    CHECK(refused.error().message.find("far") != std::string::npos);
+}
