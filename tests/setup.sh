@@ -13,6 +13,8 @@ PACKAGES=(
   libubootenv-tool grub-common grub-emu e2fsprogs
   zstd gzip tar
   systemd systemd-container debootstrap
+  procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
+  clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

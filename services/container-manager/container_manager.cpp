@@ -1,4 +1,5 @@
 #include "container_manager.h"
+#include "manager_internal.h"
 
 #include "oci_image.h"
 #include "shim_record.h"
@@ -33,64 +34,25 @@
 namespace mbl::containers {
 
 using nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
-// ---------------------------------------------------------------- App
+void appendLine(const std::string& path, const std::string& line)
+{
+    Fd f{::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)};
+    if (f) {
+        const std::string l = line + "\n";
+        (void)fs::writeAll(f.get(), l.data(), l.size());
+    }
+}
 
-struct ContainerManager::App {
-    AppSettings settings;
-    std::string version;
-    bool desiredRunning = false;
-
-    std::string state = "installed";
-    pid_t pid = 0;
-    std::int32_t exitCode = 0;
-    std::uint32_t restartCount = 0;
-    std::string health = "unknown";
-    bool oomKilled = false;
-
-    Fd pidfd;
-    bool ownChild = false;
-    pid_t shimPid = 0; // the pidfd is the shim's (its exit status is in the exit record)
-    std::uint64_t gen = 0;
-    bool starting = false;
-    bool stopping = false;
-    bool removing = false;
-    bool inTransaction = false;
-    bool suppressRestart = false;
-    bool exitedWhileAway = false;
-    bool staleSettings = false; // re-adopted, started with settings older than those in effect
-    // The runtime's delete of an exited container is queued: starts and stops wait for it.
-    bool deleting = false;
-    std::vector<std::function<void()>> afterDelete;
-    std::vector<Done> startWaiters;
-    std::vector<Done> stopWaiters;
-    std::vector<std::function<void(bool, std::string)>> healthWaiters;
-    EventLoop::TimerId restartTimer = 0;
-    EventLoop::TimerId graceTimer = 0;
-    EventLoop::TimerId killTimer = 0;
-    EventLoop::TimerId probeTimer = 0;
-    unsigned backoffAttempt = 0;
-    Clock::time_point startedAt;
-    std::uint64_t oomAtStart = 0;
-    // The effective settings (and version) config.json was last generated for:
-    // a start regenerates it only when they changed.
-    std::string specKey;
-};
-
-struct ContainerManager::Staged {
-    Status result;
-    AppSettings settings;
-    StagedImage image;
-    std::string dir;
-    std::uint32_t uid = 0;
-    std::uint32_t gid = 0;
-};
-
-namespace {
-
-const char kAppFile[] = "app.json";
-const char kVersionMeta[] = "mbl-app.json";
+std::string nowStamp()
+{
+    char buf[64];
+    std::time_t t = std::time(nullptr);
+    struct tm tm {};
+    ::gmtime_r(&t, &tm);
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
 
 std::vector<std::string> listDir(const std::string& dir)
 {
@@ -110,6 +72,8 @@ std::vector<std::string> listDir(const std::string& dir)
     return out;
 }
 
+namespace {
+
 std::uint64_t readCounter(const std::string& path, const std::string& key)
 {
     auto text = fs::readFile(path, 1 << 16);
@@ -123,25 +87,6 @@ std::uint64_t readCounter(const std::string& path, const std::string& key)
         }
     }
     return 0;
-}
-
-void appendLine(const std::string& path, const std::string& line)
-{
-    Fd f{::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)};
-    if (f) {
-        const std::string l = line + "\n";
-        (void)fs::writeAll(f.get(), l.data(), l.size());
-    }
-}
-
-std::string nowStamp()
-{
-    char buf[64];
-    std::time_t t = std::time(nullptr);
-    struct tm tm {};
-    ::gmtime_r(&t, &tm);
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
 }
 
 // "<a> <b>\n" records of the shim directory.
@@ -306,6 +251,7 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
     const std::string marker = paths.runtime("apps") + "/started";
     m->firstSinceBoot_ = !fs::exists(marker);
     (void)fs::writeFileAtomic(marker, nowStamp() + "\n", 0600);
+    m->loadTransactions();
     if (auto st = m->loadApps(); !st) {
         return unexpected(st.error());
     }
@@ -336,18 +282,29 @@ Status ContainerManager::loadApps()
         }
         auto text = fs::readFile(appDir(name) + "/" + kAppFile);
         if (!text) {
-            // An install interrupted before its record was written: nothing of it is kept.
-            log::warning("removing " + appDir(name) + ": no " + kAppFile + " (interrupted install)");
-            (void)fs::removeTree(appDir(name));
+            if (transactionOf(name) != nullptr) {
+                continue; // a transaction step in progress: resumed by resumeTransactions()
+            }
+            // Removed with its data kept (RemoveApp(name, false)), or an install
+            // interrupted before its record was written: no bundle is kept, /data is.
+            if (fs::exists(appDir(name) + "/versions")) {
+                log::warning("removing " + appDir(name) + "/versions: no " + kAppFile + " (interrupted install)");
+                (void)fs::removeTree(appDir(name) + "/versions");
+            }
             continue;
         }
         try {
             auto rec = json::parse(*text);
             auto a = std::make_unique<App>();
             a->version = rec.at("version").get<std::string>();
+            a->dir = rec.value("dir", a->version);
+            if (!isVersionDirName(a->dir)) {
+                log::error("app " + name + ": its record names an unsafe folder; skipped");
+                continue;
+            }
             a->desiredRunning = rec.value("desired_running", false);
             a->restartCount = rec.value("restart_count", 0u);
-            auto meta = fs::readFile(versionDir(name, a->version) + "/" + kVersionMeta);
+            auto meta = fs::readFile(versionDir(name, a->dir) + "/" + kVersionMeta);
             if (!meta) {
                 log::error("app " + name + ": version " + a->version + " is missing; skipped");
                 continue;
@@ -375,7 +332,7 @@ void ContainerManager::adopt()
     }
     for (const auto& c : *containers) {
         App* a = find(c.id);
-        const bool ours = a != nullptr && c.bundle == versionDir(c.id, a->version);
+        const bool ours = a != nullptr && c.bundle == versionDir(c.id, a->dir);
         if (!ours) {
             // Not an installed app (or a version whose switch never committed):
             // no orphan is left running.
@@ -426,7 +383,7 @@ void ContainerManager::adopt()
     // Versions that are not current are what an interrupted update left.
     for (const auto& [name, a] : apps_) {
         for (const auto& v : listDir(appDir(name) + "/versions")) {
-            if (v != a->version) {
+            if (v != a->dir && !keptByTransaction(name, v)) {
                 (void)fs::removeTree(versionDir(name, v));
             }
         }
@@ -435,7 +392,11 @@ void ContainerManager::adopt()
 
 void ContainerManager::startup()
 {
+    resumeTransactions();
     for (auto& [name, a] : apps_) {
+        if (startOwnedByTransaction(name)) {
+            continue; // the resumed transaction step starts it (or not)
+        }
         if (a->staleSettings && a->pid > 0) {
             a->staleSettings = false;
             a->desiredRunning = true; // it runs: it is wanted
@@ -475,7 +436,10 @@ const ContainerManager::App* ContainerManager::find(const std::string& name) con
 
 Status ContainerManager::persist(const App& a)
 {
-    json rec = {{"version", a.version}, {"desired_running", a.desiredRunning}, {"restart_count", a.restartCount}};
+    json rec = {{"version", a.version},
+                {"dir", a.dir},
+                {"desired_running", a.desiredRunning},
+                {"restart_count", a.restartCount}};
     auto done = std::make_shared<std::promise<Status>>();
     auto result = done->get_future();
     diskQueue_.post([path = appDir(a.settings.name) + "/" + kAppFile, text = rec.dump(2) + "\n", done] {
@@ -486,7 +450,10 @@ Status ContainerManager::persist(const App& a)
 
 void ContainerManager::persistLater(const App& a)
 {
-    json rec = {{"version", a.version}, {"desired_running", a.desiredRunning}, {"restart_count", a.restartCount}};
+    json rec = {{"version", a.version},
+                {"dir", a.dir},
+                {"desired_running", a.desiredRunning},
+                {"restart_count", a.restartCount}};
     diskQueue_.post([path = appDir(a.settings.name) + "/" + kAppFile, text = rec.dump(2) + "\n"] {
         if (auto st = fs::writeFileAtomic(path, text, 0600); !st) {
             log::error("cannot write " + path + ": " + st.error().message);
@@ -588,7 +555,7 @@ void ContainerManager::startApp(App& a, Done done)
     const std::uint64_t gen = ++a.gen;
     (void)fs::makeDirs(logDir_, 0700);
     auto out = std::make_shared<Fd>(::open(logPath(name).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-    const std::string bundle = versionDir(name, a.version);
+    const std::string bundle = versionDir(name, a.dir);
     Runtime rt = runtime_;
     EventLoop* loop = &loop_;
     auto alive = alive_;
@@ -597,7 +564,7 @@ void ContainerManager::startApp(App& a, Done done)
     // the over-the-air overrides): regenerated when they changed since the last start.
     std::shared_ptr<AppSettings> spec;
     AppSettings eff = effective(a);
-    const std::string key = a.version + "\n" + eff.toJson().dump();
+    const std::string key = a.dir + "\n" + eff.toJson().dump();
     if (key != a.specKey) {
         spec = std::make_shared<AppSettings>(std::move(eff));
         a.specKey = key;
@@ -608,8 +575,10 @@ void ContainerManager::startApp(App& a, Done done)
     const std::string logFile = logPath(name);
     const std::string exitFile = exitRecord(name);
     const std::string shimFile = shimRecord(name);
+    const std::uint64_t logMax = config_.logMaxBytes;
+    const std::uint32_t logKeep = config_.logKeep;
     runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, dataDir, cgPath, shim, logFile,
-                        exitFile, shimFile] {
+                        exitFile, shimFile, logMax, logKeep] {
         if (spec) {
             if (auto st = ensureSpec(bundle, *spec, dataDir, cgPath); !st) {
                 loop->post([this, name, gen, st, alive] {
@@ -634,7 +603,7 @@ void ContainerManager::startApp(App& a, Done done)
                     return unexpected(waiting.error());
                 }
                 refillShim();
-                auto r = rt.runWithShim(std::move(waiting).value(), name, bundle, logFile, exitFile);
+                auto r = rt.runWithShim(std::move(waiting).value(), name, bundle, logFile, exitFile, logMax, logKeep);
                 if (!r) {
                     return unexpected(r.error());
                 }
@@ -1033,6 +1002,11 @@ void ContainerManager::remove(const std::string& name, bool removeData, Done don
         done(unexpected(ErrorCode::Busy, "app '" + name + "' is being " + (a->removing ? "removed" : "updated")));
         return;
     }
+    if (const Transaction* t = transactionOf(name)) {
+        done(unexpected(ErrorCode::Busy, "app '" + name + "' is part of transaction '" + t->id + "' (" +
+                                             txnStateName(t->state) + "): commit or roll it back first"));
+        return;
+    }
     a->removing = true;
     a->desiredRunning = false;
     stopApp(*a, [this, name, removeData, done](Status) {
@@ -1302,15 +1276,37 @@ void ContainerManager::rotateLogs(const std::string& fileName)
     if (::stat(path.c_str(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) <= config_.logMaxBytes) {
         return;
     }
-    // copy-and-truncate: the container keeps writing to the same O_APPEND file,
-    // which survives a restart of the manager (no pipe to lose).
-    for (std::uint32_t i = config_.logKeep; i > 1; --i) {
-        ::rename((path + "." + std::to_string(i - 1)).c_str(), (path + "." + std::to_string(i)).c_str());
+    const App* a = find(fileName.substr(0, fileName.size() - 4));
+    const bool running = a != nullptr && (a->pid > 0 || a->starting);
+    if (running && (a->shimPid > 0 || (a->starting && !shimPath_.empty()))) {
+        return; // its shim is the log's writer and rotates it
     }
+    auto shift = [&] {
+        for (std::uint32_t i = config_.logKeep; i > 1; --i) {
+            ::rename((path + "." + std::to_string(i - 1)).c_str(), (path + "." + std::to_string(i)).c_str());
+        }
+    };
+    if (!running) {
+        // Only the manager writes it (one open per line, by path): a rename loses nothing.
+        if (config_.logKeep == 0) {
+            (void)::truncate(path.c_str(), 0);
+            return;
+        }
+        shift();
+        ::rename(path.c_str(), (path + ".1").c_str());
+        return;
+    }
+    // Without a shim (start_mode "create-start") the container writes straight to
+    // the O_APPEND file: copy and truncate. Lines written between the copy and the
+    // truncate are lost; the shim's rotation (the default) never loses one.
+    shift();
     if (config_.logKeep > 0) {
-        auto text = fs::readFile(path, config_.logMaxBytes * 4 + (1u << 20));
-        if (text) {
-            (void)fs::writeFileAtomic(path + ".1", *text, 0640);
+        Fd in{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+        Fd out{::open((path + ".1").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)};
+        char buf[65536];
+        ssize_t n = 0;
+        while (in && out && (n = ::read(in.get(), buf, sizeof buf)) > 0) {
+            (void)fs::writeAll(out.get(), buf, static_cast<std::size_t>(n));
         }
     }
     if (::truncate(path.c_str(), 0) != 0) {
@@ -1320,7 +1316,6 @@ void ContainerManager::rotateLogs(const std::string& fileName)
 
 // ---------------------------------------------------------------- install
 
-namespace {
 // Test-only crash point: MBL_CM_TEST_PAUSE=<point>[:seconds] makes the install
 // worker write <apps>/.paused and wait there (for ever without seconds) so a test
 // can kill -9 the manager mid-install. Without the variable it is one getenv.
@@ -1343,13 +1338,39 @@ void testPause(const std::string& point, const std::string& appsDir)
     }
     std::this_thread::sleep_for(std::chrono::seconds(std::atoi(spec.c_str() + colon + 1)));
 }
-} // namespace
 
-Expected<std::string> ContainerManager::install(Fd archive, const std::string& optionsJson)
+Expected<std::string> ContainerManager::install(Fd archive, const std::string& optionsText)
 {
+    // "transaction" is not an app setting: it says where the app is staged (C3).
+    std::string txnId;
+    std::string optionsJson = optionsText;
+    try {
+        json opts = str::trim(optionsText).empty() ? json::object() : json::parse(optionsText);
+        if (opts.is_object() && opts.contains("transaction")) {
+            if (!opts["transaction"].is_string()) {
+                return unexpected(ErrorCode::InvalidArgument, "setting 'transaction' must be a string");
+            }
+            txnId = opts["transaction"].get<std::string>();
+            if (auto st = checkTxnId(txnId); !st) {
+                return unexpected(st.error());
+            }
+            opts.erase("transaction");
+            optionsJson = opts.dump();
+        }
+    } catch (const std::exception&) {
+        // parseSettings names the error
+    }
     auto settings = parseSettings(optionsJson, config_);
     if (!settings) {
         return unexpected(settings.error());
+    }
+    if (!txnId.empty()) {
+        auto t = txns_.find(txnId);
+        if (t != txns_.end() && t->second.state != TxnState::Staged) {
+            return unexpected(ErrorCode::InvalidArgument, "transaction '" + txnId + "' is " +
+                                                              txnStateName(t->second.state) +
+                                                              ": apps can be staged only in a new transaction");
+        }
     }
     if (!settings->name.empty()) {
         for (const auto& [op, n] : installs_) {
@@ -1362,6 +1383,9 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
     ::clock_gettime(CLOCK_REALTIME, &ts);
     const std::string op = "install-" + std::to_string(ts.tv_sec) + "-" + std::to_string(nextOp_++);
     installs_[op] = settings->name;
+    if (!txnId.empty()) {
+        installTxns_[op] = txnId;
+    }
     if (events_ != nullptr) {
         events_->managerChanged({"Operation"});
     }
@@ -1373,8 +1397,9 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
     EventLoop* loop = &loop_;
     auto alive = alive_;
     auto fd = std::make_shared<Fd>(std::move(archive));
-    installThreads_.emplace_back([this, op, stagingRoot, appsDir, cgroupParent, cfg, s, loop, alive, fd]() mutable {
+    installThreads_.emplace_back([this, op, stagingRoot, appsDir, cgroupParent, cfg, s, loop, alive, fd, txnId]() mutable {
         auto staged = std::make_shared<Staged>();
+        staged->txnId = txnId;
         staged->settings = s;
         staged->dir = stagingRoot + "/" + op;
         auto fail = [&](const Error& e) {
@@ -1462,6 +1487,7 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
 void ContainerManager::finishInstall(const std::string& op, const std::string& name, Status result)
 {
     installs_.erase(op);
+    installTxns_.erase(op);
     if (result) {
         log::info(op + ": installed app " + name);
     } else {
@@ -1486,6 +1512,13 @@ void ContainerManager::onStaged(const std::string& op, std::shared_ptr<Staged> s
         finishInstall(op, name, unexpected(std::move(e)));
     };
     installs_[op] = name;
+    if (!staged->txnId.empty()) {
+        return stageInTransaction(op, staged);
+    }
+    if (const Transaction* t = transactionOf(name)) {
+        return abort(Error{ErrorCode::Busy, "app '" + name + "' is part of transaction '" + t->id + "' (" +
+                                                txnStateName(t->state) + "): commit or roll it back first"});
+    }
     App* a = find(name);
     const std::string newVersion = staged->settings.version;
     const std::string dataDir = appDir(name) + "/data";
@@ -1509,6 +1542,7 @@ void ContainerManager::onStaged(const std::string& op, std::shared_ptr<Staged> s
         auto app = std::make_unique<App>();
         app->settings = staged->settings;
         app->version = newVersion;
+        app->dir = newVersion;
         app->desiredRunning = staged->settings.autostart;
         if (auto st = persist(*app); !st) {
             (void)fs::removeTree(appDir(name));
@@ -1539,52 +1573,35 @@ void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<
     const std::string name = staged->settings.name;
     App& a = *find(name);
     const std::string oldVersion = a.version;
+    const std::string oldDir = a.dir;
     const AppSettings oldSettings = a.settings;
     const std::string newVersion = staged->settings.version;
-    const bool sameVersion = oldVersion == newVersion;
-    // A reinstall of the same version goes beside the old one under a temporary
-    // name; an update under its own version.
-    const std::string newDir = sameVersion ? versionDir(name, ".new-" + op) : versionDir(name, newVersion);
+    // The new version goes beside the old one; a reinstall of the same version
+    // under "<version>+<op>", so the running container's bundle never changes.
+    const std::string newDirName = stagedDirName(oldDir, newVersion, op);
+    const std::string newDir = versionDir(name, newDirName);
     (void)fs::removeTree(newDir);
     if (::rename(staged->dir.c_str(), newDir.c_str()) != 0) {
         (void)fs::removeTree(staged->dir);
         return finishInstall(op, name, unexpected(errnoError("rename into " + newDir, errno)));
     }
     const bool wasRunning = a.pid > 0;
-    EventLoop* loop = &loop_;
-    auto alive = alive_;
-    auto removeLater = [this, loop, alive](const std::string& dir) {
-        runtimeQueue_.post([dir] { (void)fs::removeTree(dir); });
-        (void)loop;
-        (void)alive;
-    };
-    // Switches the app's current version to the staged one (sameVersion: by renames).
-    auto switchTo = [this, name, newDir, newVersion, sameVersion, staged](App& x) -> Status {
-        if (sameVersion) {
-            const std::string cur = versionDir(name, newVersion);
-            const std::string aside = versionDir(name, ".old-" + newVersion);
-            (void)fs::removeTree(aside);
-            if (::rename(cur.c_str(), aside.c_str()) != 0 || ::rename(newDir.c_str(), cur.c_str()) != 0) {
-                return unexpected(errnoError("switch to the reinstalled version", errno));
-            }
-            runtimeQueue_.post([aside] { (void)fs::removeTree(aside); });
-        }
+    auto removeLater = [this](const std::string& dir) { diskQueue_.post([dir] { (void)fs::removeTree(dir); }); };
+    auto switchTo = [this, newVersion, newDirName, staged](App& x) {
         x.version = newVersion;
+        x.dir = newDirName;
         x.settings = staged->settings;
-        changed(x, {"Version"});
-        return {};
+        x.exitCode = 0;
+        x.oomKilled = false;
+        changed(x, {"Version", "ExitCode", "OomKilled"});
     };
 
     if (!wasRunning) {
-        if (auto st = switchTo(a); !st) {
-            return finishInstall(op, name, st);
-        }
+        switchTo(a);
         if (auto st = persist(a); !st) {
             return finishInstall(op, name, st);
         }
-        if (!sameVersion) {
-            removeLater(versionDir(name, oldVersion));
-        }
+        removeLater(versionDir(name, oldDir));
         return finishInstall(op, name, {});
     }
 
@@ -1596,12 +1613,7 @@ void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<
         if (x == nullptr) {
             return finishInstall(op, name, unexpected(ErrorCode::Cancelled, "the app was removed during the update"));
         }
-        if (auto st = switchTo(*x); !st) {
-            x->inTransaction = false;
-            x->suppressRestart = false;
-            startApp(*x, [](Status) {});
-            return finishInstall(op, name, st);
-        }
+        switchTo(*x);
         x->desiredRunning = true;
         startApp(*x, [=](Status) {
             App* y = find(name);
@@ -1618,9 +1630,7 @@ void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<
                     z->suppressRestart = false;
                     z->backoffAttempt = 0;
                     Status st = persist(*z);
-                    if (!sameVersion) {
-                        removeLater(versionDir(name, oldVersion));
-                    }
+                    removeLater(versionDir(name, oldDir));
                     return finishInstall(op, name, st);
                 }
                 // Roll back: the old version runs again, the new one goes away.
@@ -1633,17 +1643,13 @@ void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<
                     if (w == nullptr) {
                         return;
                     }
-                    if (sameVersion) {
-                        // The reinstalled copy was already switched in: nothing older to go back to.
-                        w->inTransaction = false;
-                        w->suppressRestart = false;
-                        return finishInstall(op, name,
-                                             unexpected(ErrorCode::Failed, "reinstalled version " + newVersion +
-                                                                               " failed its health check: " + why));
-                    }
                     w->version = oldVersion;
+                    w->dir = oldDir;
                     w->settings = oldSettings;
-                    changed(*w, {"Version"});
+                    // ExitCode belongs to the version that runs: the failed one's goes with it.
+                    w->exitCode = 0;
+                    w->oomKilled = false;
+                    changed(*w, {"Version", "ExitCode", "OomKilled"});
                     startApp(*w, [=](Status st) {
                         App* v = find(name);
                         if (v != nullptr) {
@@ -1651,7 +1657,7 @@ void ContainerManager::updateTransaction(const std::string& op, std::shared_ptr<
                             v->suppressRestart = false;
                             (void)persist(*v);
                         }
-                        removeLater(versionDir(name, newVersion));
+                        removeLater(newDir);
                         std::string msg = "version " + newVersion + " failed its health check (" + why +
                                           "); rolled back to " + oldVersion;
                         msg += st ? ", which is running again" : " but it did not start: " + st.error().message;

@@ -13,6 +13,7 @@
 #include "app_config.h"
 #include "app_overrides.h"
 #include "runtime.h"
+#include "transaction.h"
 
 #include "mbl/config.h"
 #include "mbl/event_loop.h"
@@ -88,6 +89,15 @@ public:
     Expected<AppView> app(const std::string& name) const;
     Expected<std::string> logs(const std::string& name, std::uint32_t lines) const;
 
+    // Transactions (contract C3; install() with the option "transaction" stages
+    // an app under one). Each replies through `done` once the step is over.
+    void activateTransaction(const std::string& id, Done done);
+    void commitTransaction(const std::string& id, Done done);
+    void rollbackTransaction(const std::string& id, Done done);
+    // {"id", "state", "apps": [{"name", "from_version", "to_version", "state"}]};
+    // state "unknown" for an id never staged.
+    std::string transaction(const std::string& id) const;
+
     // Over-the-air settings: the overrides in effect, in the form applySettings takes.
     std::string settings() const { return overrides_.toJson().dump(); }
     // Replaces all overrides (absent keys revert to the defaults): checked first
@@ -104,6 +114,7 @@ public:
 private:
     struct App;
     struct Staged;
+    struct TxnRun;
     ContainerManager(const Paths& paths, ManagerConfig config, EventLoop& loop);
 
     Status loadApps();
@@ -136,6 +147,31 @@ private:
     void finishInstall(const std::string& op, const std::string& name, Status result);
     void updateTransaction(const std::string& op, std::shared_ptr<Staged> staged);
 
+    // Transactions (container_manager_txn.cpp).
+    void loadTransactions();
+    void resumeTransactions();
+    void stageInTransaction(const std::string& op, std::shared_ptr<Staged> staged);
+    // The non-final transaction an app is part of, or nullptr.
+    const Transaction* transactionOf(const std::string& app) const;
+    // Versions folders a non-final transaction still needs (kept at start-up).
+    bool keptByTransaction(const std::string& app, const std::string& dir) const;
+    // Apps whose start the resumed transaction steps own (not autostarted).
+    bool startOwnedByTransaction(const std::string& app) const;
+    void saveTransaction(const Transaction& t, std::function<void(Status)> then);
+    TxnRun& txnRun(const std::string& id);
+    // Runs `job` on the disk worker (in order with the app records), then `then` on the loop.
+    void onDisk(std::function<Status()> job, std::function<void(Status)> then);
+    void activateNext(const std::string& id);
+    void activateApp(const std::string& id, const std::string& name);
+    void rollbackNext(const std::string& id);
+    void rollbackApp(const std::string& id, const std::string& name);
+    void commitNow(const std::string& id);
+    void transactionStepFailed(const std::string& id, const Error& e);
+    void pruneTransactions();
+    std::string txnDir() const { return appsDir_ + "/.transactions"; }
+    // Reads the settings a bundle was installed with (its mbl-app.json).
+    Expected<AppSettings> bundleSettings(const std::string& bundleDir) const;
+
     // The app's record, written atomically by diskQueue_ (so writes stay in order):
     // persist waits for it, persistLater does not (the hot paths: start, stop, restarts).
     Status persist(const App& a);
@@ -165,6 +201,9 @@ private:
     ManagerEvents* events_ = nullptr;
     std::map<std::string, std::unique_ptr<App>> apps_;
     std::map<std::string, std::string> installs_; // operation id -> app name ("" until known)
+    std::map<std::string, Transaction> txns_;
+    std::map<std::string, std::string> installTxns_; // install operation id -> transaction id
+    std::map<std::string, std::unique_ptr<TxnRun>> txnRuns_; // steps in progress and their waiters
     Overrides overrides_;
     log::Level baseLogLevel_ = log::Level::Info;
     std::string settingsPath_;

@@ -166,6 +166,29 @@ void ContainerManagerBus::RestartApp(sdbus::Result<>&& result, std::string name)
     dbus::guard([&] { manager_.restart(name, replier(r)); });
 }
 
+void ContainerManagerBus::ActivateTransaction(sdbus::Result<>&& result, std::string id)
+{
+    auto r = std::make_shared<sdbus::Result<>>(std::move(result));
+    dbus::guard([&] { manager_.activateTransaction(id, replier(r)); });
+}
+
+void ContainerManagerBus::CommitTransaction(sdbus::Result<>&& result, std::string id)
+{
+    auto r = std::make_shared<sdbus::Result<>>(std::move(result));
+    dbus::guard([&] { manager_.commitTransaction(id, replier(r)); });
+}
+
+void ContainerManagerBus::RollbackTransaction(sdbus::Result<>&& result, std::string id)
+{
+    auto r = std::make_shared<sdbus::Result<>>(std::move(result));
+    dbus::guard([&] { manager_.rollbackTransaction(id, replier(r)); });
+}
+
+std::string ContainerManagerBus::GetTransaction(const std::string& id)
+{
+    return dbus::guard([&] { return manager_.transaction(id); });
+}
+
 std::string ContainerManagerBus::GetSettings()
 {
     return dbus::guard([&] { return manager_.settings(); });

@@ -58,6 +58,10 @@ private:
     std::string GetLogs(const std::string& name, const uint32_t& lines) override;
     std::string GetSettings() override;
     void ApplySettings(const std::string& settingsJson) override;
+    void ActivateTransaction(sdbus::Result<>&& result, std::string id) override;
+    void CommitTransaction(sdbus::Result<>&& result, std::string id) override;
+    void RollbackTransaction(sdbus::Result<>&& result, std::string id) override;
+    std::string GetTransaction(const std::string& id) override;
 
     std::string Version() override;
     std::string Operation() override;

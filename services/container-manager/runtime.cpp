@@ -121,12 +121,14 @@ Expected<Runtime::WaitingShim> Runtime::spawnShim(const std::string& shim)
 }
 
 Expected<Runtime::ShimStart> Runtime::runWithShim(WaitingShim shim, const std::string& id, const std::string& bundle,
-                                                  const std::string& logFile, const std::string& statusFile) const
+                                                  const std::string& logFile, const std::string& statusFile,
+                                                  std::uint64_t logMaxBytes, std::uint32_t logKeep) const
 {
     const std::string pidFile = root_ + "/" + id + ".pid";
     const std::string runtimeLog = root_ + "/" + id + ".create.log";
     std::string req;
-    for (const auto& a : std::vector<std::string>{logFile, statusFile, "--"}) {
+    for (const auto& a : std::vector<std::string>{logFile, statusFile, "--log-max", std::to_string(logMaxBytes),
+                                                  "--log-keep", std::to_string(logKeep), "--"}) {
         req += a;
         req.push_back('\0');
     }

@@ -8,6 +8,7 @@
 #include "mbl/process.h"
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -47,8 +48,11 @@ public:
         Fd reply;   // its stdout
     };
     static Expected<WaitingShim> spawnShim(const std::string& shim);
+    // The shim copies the container's output to logFile and rotates it past
+    // logMaxBytes (logKeep copies): it is the log's only writer while the app runs.
     Expected<ShimStart> runWithShim(WaitingShim shim, const std::string& id, const std::string& bundle,
-                                    const std::string& logFile, const std::string& statusFile) const;
+                                    const std::string& logFile, const std::string& statusFile,
+                                    std::uint64_t logMaxBytes, std::uint32_t logKeep) const;
     Status start(const std::string& id) const;
     // Signals the container's init (or, with all, every process in it).
     Status kill(const std::string& id, int sig, bool all = false) const;

@@ -39,14 +39,20 @@ void drawBar(unsigned pct)
 
 int install(Context& ctx, const std::vector<std::string>& args)
 {
-    if (args.size() != 2) {
-        std::cerr << "usage: mblctl update install FILE\n";
+    const bool noArm = args.size() == 3 && args[1] == "--no-arm";
+    if (args.size() != 2 && !noArm) {
+        std::cerr << "usage: mblctl update install [--no-arm] FILE\n";
         return 2;
     }
-    Fd fd(::open(args[1].c_str(), O_RDONLY | O_CLOEXEC));
+    const std::string file = args.back();
+    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
-        std::cerr << "mblctl: cannot open " << args[1] << "\n";
+        std::cerr << "mblctl: cannot open " << file << "\n";
         return 1;
+    }
+    std::map<std::string, sdbus::Variant> options;
+    if (noArm) {
+        options["arm"] = sdbus::Variant(false);
     }
     auto& bus = ctx.bus();
     auto proxy = sdbus::createProxy(bus, kBus, kPath);
@@ -68,7 +74,7 @@ int install(Context& ctx, const std::vector<std::string>& args)
     proxy->finishRegistration();
     proxy->callMethod("Install")
         .onInterface(kIface)
-        .withArguments(sdbus::UnixFd(fd.get()), std::map<std::string, sdbus::Variant>{})
+        .withArguments(sdbus::UnixFd(fd.get()), options)
         .storeResultsTo(opId);
     const bool tty = ::isatty(STDERR_FILENO) != 0 && !ctx.json;
     unsigned last = 101;
@@ -112,6 +118,9 @@ int install(Context& ctx, const std::vector<std::string>& args)
     if (ctx.json) {
         std::cout << nlohmann::json{{"operation", opId}, {"success", ok}, {"error", errName}, {"message", errMsg}}.dump()
                   << "\n";
+    } else if (ok && noArm) {
+        std::cout << "installed, not armed (operation " << opId << "): mblctl update arm " << opId
+                  << " to try it, mblctl update release " << opId << " to drop it\n";
     } else if (ok) {
         std::cout << "installed (operation " << opId << "); active slot "
                   << prop<std::string>(*proxy, "ActiveSlot") << "\n";
@@ -170,6 +179,18 @@ int simple(Context& ctx, const char* method, const char* done)
     return 0;
 }
 
+int withOperation(Context& ctx, const std::vector<std::string>& args, const char* method, const std::string& done)
+{
+    if (args.size() != 2) {
+        std::cerr << "usage: mblctl update " << args[0] << " OPERATION_ID\n";
+        return 2;
+    }
+    auto proxy = sdbus::createProxy(ctx.bus(), kBus, kPath);
+    proxy->callMethod(method).onInterface(kIface).withArguments(args[1]);
+    std::cout << done << "\n";
+    return 0;
+}
+
 int run(Context& ctx, const std::vector<std::string>& args)
 {
     const std::string sub = args.empty() ? "status" : args[0];
@@ -185,7 +206,13 @@ int run(Context& ctx, const std::vector<std::string>& args)
     if (sub == "mark-bad") {
         return simple(ctx, "MarkBad", "trial abandoned: the bootloader falls back on the next boot");
     }
-    std::cerr << "usage: mblctl update install FILE | status | commit | mark-bad\n";
+    if (sub == "arm") {
+        return withOperation(ctx, args, "Arm", "armed: the next boot tries the new firmware");
+    }
+    if (sub == "release") {
+        return withOperation(ctx, args, "Release", "released: the operation's staging is dropped");
+    }
+    std::cerr << "usage: mblctl update install [--no-arm] FILE | status | commit | mark-bad | arm OP | release OP\n";
     return 2;
 }
 
@@ -193,8 +220,10 @@ int run(Context& ctx, const std::vector<std::string>& args)
 
 void registerUpdateCommands(std::vector<Command>& out)
 {
-    out.push_back({"update", "update install FILE | status | commit | mark-bad [--json]",
-                   "Install a signed bundle (with progress), show A/B slots, commit or abandon a trial.", run});
+    out.push_back({"update", "update install [--no-arm] FILE | status | commit | mark-bad | arm OP | release OP [--json]",
+                   "Install a signed bundle (with progress), show A/B slots, commit or abandon a trial, arm or "
+                   "release an operation installed with --no-arm.",
+                   run});
 }
 
 } // namespace mbl::ctl

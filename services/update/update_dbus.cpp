@@ -2,6 +2,7 @@
 
 #include "mbl/dbus/bus.h"
 #include "mbl/log.h"
+#include "mbl/strings.h"
 #include "mbl_version.h"
 
 #include <fcntl.h>
@@ -110,9 +111,19 @@ void UpdateBus::Inspect(sdbus::Result<std::string>&& result, sdbus::UnixFd bundl
 std::string UpdateBus::Install(const sdbus::UnixFd& bundle, const std::map<std::string, sdbus::Variant>& options)
 {
     return dbus::guard([&]() -> std::string {
-        if (!options.empty()) {
-            throw dbus::toBusError(Error{ErrorCode::InvalidArgument,
-                                         "unknown install option '" + options.begin()->first + "'"});
+        InstallOptions opts;
+        for (const auto& [key, value] : options) {
+            if (key == "arm") {
+                if (!value.containsValueOfType<bool>()) {
+                    throw dbus::toBusError(Error{ErrorCode::InvalidArgument, "install option 'arm' must be a boolean "
+                                                                             "(b), not of type '" +
+                                                                                 value.peekValueType() + "'"});
+                }
+                opts.arm = value.get<bool>();
+            } else {
+                throw dbus::toBusError(
+                    Error{ErrorCode::InvalidArgument, "unknown install option '" + str::quotable(key) + "' (known: arm)"});
+            }
         }
         if (!bundle.isValid()) {
             throw dbus::toBusError(Error{ErrorCode::InvalidArgument, "no bundle file descriptor"});
@@ -126,14 +137,14 @@ std::string UpdateBus::Install(const sdbus::UnixFd& bundle, const std::map<std::
         progress_ = 0;
         emitState({"Operation", "Progress"});
         auto fd = std::make_shared<sdbus::UnixFd>(bundle);
-        startWorker([this, id, fd] {
+        startWorker([this, id, fd, opts] {
             auto onProgress = [this](unsigned pct) {
                 postToLoop([this, pct] {
                     progress_ = pct;
                     emitState({"Progress"});
                 });
             };
-            Status st = engine_.install(fd->get(), id, &stopping_, onProgress);
+            Status st = engine_.install(fd->get(), id, &stopping_, onProgress, opts);
             engine_.end();
             postToLoop([this, id, st] {
                 operation_.clear();
@@ -156,6 +167,44 @@ std::string UpdateBus::Install(const sdbus::UnixFd& bundle, const std::map<std::
     });
 }
 
+void UpdateBus::mutate(sdbus::Result<>&& result, bool exclusive, const char* what, std::function<Status()> work,
+                       std::vector<std::string> props)
+{
+    if (exclusive && !engine_.tryBegin()) {
+        const std::string running = operation_.empty() ? std::string("a commit, mark-bad or arm")
+                                                        : "install " + operation_;
+        result.returnError(dbus::toBusError(
+            Error{ErrorCode::Busy, std::string(what) + " refused: " + running + " is running; retry once it ends"}));
+        return;
+    }
+    auto res = std::make_shared<sdbus::Result<>>(std::move(result));
+    startWorker([this, exclusive, what, work = std::move(work), props = std::move(props), res] {
+        Status st;
+        try {
+            st = work();
+        } catch (const std::exception& e) {
+            st = unexpected(ErrorCode::Failed, std::string(what) + ": " + e.what());
+        }
+        if (exclusive) {
+            engine_.end();
+        }
+        postToLoop([this, st, props, res] {
+            if (st) {
+                emitState(props);
+            }
+            try {
+                if (st) {
+                    res->returnResults();
+                } else {
+                    res->returnError(dbus::toBusError(st.error()));
+                }
+            } catch (const sdbus::Error& e) {
+                log::warning("cannot reply: " + e.getMessage());
+            }
+        });
+    });
+}
+
 sdbus::UnixFd UpdateBus::OpenPayload(const std::string& operationId, const std::string& payloadName)
 {
     return dbus::guard([&] {
@@ -169,30 +218,27 @@ std::string UpdateBus::GetOperationManifest(const std::string& operationId)
     return dbus::guard([&] { return dbus::unwrap(engine_.operationManifest(operationId)); });
 }
 
-void UpdateBus::Commit()
+void UpdateBus::Arm(sdbus::Result<>&& result, std::string operationId)
 {
-    dbus::guard([&] {
-        if (!engine_.tryBegin()) {
-            throw dbus::toBusError(Error{ErrorCode::Busy, "an install is running; Commit after it completes"});
-        }
-        Status st = engine_.commit();
-        engine_.end();
-        dbus::unwrap(std::move(st));
-        emitState({"ActiveSlot", "SlotStates", "SecurityVersionFloor", "LastError", "FirmwareVersion"});
-    });
+    mutate(std::move(result), true, "Arm", [this, operationId] { return engine_.arm(operationId); },
+           {"ActiveSlot", "SlotStates"});
 }
 
-void UpdateBus::MarkBad()
+void UpdateBus::Release(sdbus::Result<>&& result, std::string operationId)
 {
-    dbus::guard([&] {
-        if (!engine_.tryBegin()) {
-            throw dbus::toBusError(Error{ErrorCode::Busy, "an install is running; MarkBad after it completes"});
-        }
-        Status st = engine_.markBad();
-        engine_.end();
-        dbus::unwrap(std::move(st));
-        emitState({"ActiveSlot", "SlotStates"});
-    });
+    mutate(std::move(result), false, "Release", [this, operationId] { return engine_.release(operationId); },
+           {"SlotStates"});
+}
+
+void UpdateBus::Commit(sdbus::Result<>&& result)
+{
+    mutate(std::move(result), true, "Commit", [this] { return engine_.commit(); },
+           {"ActiveSlot", "SlotStates", "SecurityVersionFloor", "LastError", "FirmwareVersion"});
+}
+
+void UpdateBus::MarkBad(sdbus::Result<>&& result)
+{
+    mutate(std::move(result), true, "MarkBad", [this] { return engine_.markBad(); }, {"ActiveSlot", "SlotStates"});
 }
 
 std::string UpdateBus::Version()

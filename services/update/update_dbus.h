@@ -30,8 +30,10 @@ private:
     std::string Install(const sdbus::UnixFd& bundle, const std::map<std::string, sdbus::Variant>& options) override;
     sdbus::UnixFd OpenPayload(const std::string& operationId, const std::string& payloadName) override;
     std::string GetOperationManifest(const std::string& operationId) override;
-    void Commit() override;
-    void MarkBad() override;
+    void Arm(sdbus::Result<>&& result, std::string operationId) override;
+    void Release(sdbus::Result<>&& result, std::string operationId) override;
+    void Commit(sdbus::Result<>&& result) override;
+    void MarkBad(sdbus::Result<>&& result) override;
 
     std::string Version() override;
     std::string Operation() override;
@@ -49,6 +51,11 @@ private:
     void startWorker(std::function<void()> fn);
     void reapWorkers();
     void emitState(const std::vector<std::string>& props);
+    // Runs a short mutation (an environment write and fsync, a slot wipe) on a
+    // worker and replies from the loop, then announces the changed properties.
+    // exclusive: refused with Busy while an install or another such call runs.
+    void mutate(sdbus::Result<>&& result, bool exclusive, const char* what, std::function<Status()> work,
+                std::vector<std::string> props);
 
     struct Worker {
         std::thread thread;

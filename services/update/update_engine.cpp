@@ -567,7 +567,17 @@ Status UpdateEngine::loadState()
     try {
         floor_ = j.value("floor", std::uint64_t{0});
         lastError_ = j.value("lastError", std::string());
-        stagedOperation_ = j.value("stagedOperation", std::string());
+        if (j.contains("operations") && j["operations"].is_object()) {
+            for (const auto& [id, oj] : j["operations"].items()) {
+                if (!oj.is_object() || !str::isSafeName(id, 128)) {
+                    continue;
+                }
+                operations_[id] = HeldOperation{oj.value("hold", false), oj.value("slot", std::string())};
+            }
+        } else if (auto legacy = j.value("stagedOperation", std::string()); !legacy.empty()) {
+            // Written before C2: one staged operation, replaced by the next install.
+            operations_[legacy] = HeldOperation{};
+        }
         for (const auto& s : slots_) {
             SlotState st;
             if (j.contains("slots") && j["slots"].contains(s.name)) {
@@ -576,6 +586,7 @@ Status UpdateEngine::loadState()
                 st.version = sj.value("version", std::string());
                 st.installed = sj.value("installed", std::uint64_t{0});
                 st.securityVersion = sj.value("security_version", std::uint64_t{0});
+                st.operation = sj.value("operation", std::string());
             }
             slotStates_[s.name] = st;
         }
@@ -600,13 +611,17 @@ Status UpdateEngine::saveStateLocked()
     nlohmann::json j;
     j["floor"] = floor_;
     j["lastError"] = lastError_;
-    j["stagedOperation"] = stagedOperation_;
+    j["operations"] = nlohmann::json::object();
+    for (const auto& [id, h] : operations_) {
+        j["operations"][id] = {{"hold", h.hold}, {"slot", h.slot}};
+    }
     j["slots"] = nlohmann::json::object();
     for (const auto& [name, s] : slotStates_) {
         j["slots"][name] = {{"state", s.state},
                             {"version", s.version},
                             {"installed", s.installed},
-                            {"security_version", s.securityVersion}};
+                            {"security_version", s.securityVersion},
+                            {"operation", s.operation}};
     }
     if (pending_) {
         j["pending"] = {{"slot", pending_->slot},
@@ -776,25 +791,39 @@ Status UpdateEngine::recover()
         lastError_ = std::string(errors::kFailed) + ": install " + id +
                      " was interrupted (the service stopped or the device lost power); nothing was activated";
         (void)fs::removeTree(stagingDir_ + "/" + id);
-        if (stagedOperation_ == id) {
-            stagedOperation_.clear();
-        }
+        operations_.erase(id);
         dirty = true;
         log::warning(lastError_);
     }
-    // Staging holds only the payloads of the last completed install.
+    // Staging holds only the payloads of the held operations.
     if (std::unique_ptr<DIR, DirClose> dir{::opendir(stagingDir_.c_str())}) {
         DIR* d = dir.get();
         std::vector<std::string> stale;
         while (struct dirent* e = ::readdir(d)) {
             const std::string n = e->d_name;
-            if (n != "." && n != ".." && n != stagedOperation_) {
+            if (n != "." && n != ".." && operations_.count(n) == 0) {
                 stale.push_back(n);
             }
         }
         for (const auto& n : stale) {
             (void)fs::removeTree(stagingDir_ + "/" + n);
         }
+    }
+    // A held operation whose staging is gone holds nothing any more (nor its unarmed slot).
+    for (auto it = operations_.begin(); it != operations_.end();) {
+        if (fs::exists(stagingDir_ + "/" + it->first + "/" + kManifestFile)) {
+            ++it;
+            continue;
+        }
+        log::warning("the staging of operation " + it->first + " is gone; it holds nothing any more");
+        for (auto& [name, st] : slotStates_) {
+            if (st.state == "staged" && st.operation == it->first) {
+                st = SlotState{};
+            }
+        }
+        (void)fs::removeTree(stagingDir_ + "/" + it->first);
+        it = operations_.erase(it);
+        dirty = true;
     }
     auto env = bootloader_->read();
     if (!env) {
@@ -972,21 +1001,27 @@ Expected<std::uint64_t> UpdateEngine::slotCapacity(const SlotConfig& s) const
 }
 
 Status UpdateEngine::install(int fd, const std::string& operationId, const std::atomic<bool>* cancel,
-                             const ProgressFn& progress)
+                             const ProgressFn& progress, const InstallOptions& options)
 {
     const std::string marker = stateDir_ + "/operation.json";
     const std::string dir = stagingDir_ + "/" + operationId;
     const auto t0 = std::chrono::steady_clock::now();
-    Status st = installLocked(fd, operationId, cancel, progress);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        runningOperation_ = operationId;
+    }
+    Status st = installLocked(fd, operationId, cancel, progress, options);
     const auto t1 = std::chrono::steady_clock::now();
     if (!st) {
         (void)fs::removeTree(dir);
         std::lock_guard<std::mutex> lock(mutex_);
+        runningOperation_.clear();
         lastError_ = st.error().name() + ": " + st.error().message;
         (void)saveStateLocked();
     } else {
         // installLocked recorded the cleared error with the rest of its state.
         std::lock_guard<std::mutex> lock(mutex_);
+        runningOperation_.clear();
         if (!lastError_.empty()) {
             lastError_.clear();
             (void)saveStateLocked();
@@ -1001,16 +1036,24 @@ Status UpdateEngine::install(int fd, const std::string& operationId, const std::
 }
 
 Status UpdateEngine::installLocked(int fd, const std::string& operationId, const std::atomic<bool>* cancel,
-                                   const ProgressFn& progress)
+                                   const ProgressFn& progress, const InstallOptions& options)
 {
     const std::string marker = stateDir_ + "/operation.json";
     const std::string dir = stagingDir_ + "/" + operationId;
-    // A new install replaces what the previous one staged.
+    // A new install replaces what earlier arm=true installs staged (their lifetime
+    // before C2); operations installed with arm=false are held until Released.
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (!stagedOperation_.empty()) {
-            (void)fs::removeTree(stagingDir_ + "/" + stagedOperation_);
-            stagedOperation_.clear();
+        std::vector<std::string> replaced;
+        for (const auto& [id, h] : operations_) {
+            if (!h.hold) {
+                replaced.push_back(id);
+            }
+        }
+        for (const auto& id : replaced) {
+            dropOperationLocked(id);
+        }
+        if (!replaced.empty()) {
             (void)saveStateLocked();
         }
     }
@@ -1043,6 +1086,9 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
     // Preflight: everything that can be known before a byte is written.
     const bundle::Payload* rootfs = manifest->rootfs();
     const SlotConfig* target = nullptr;
+    // Held from the preflight of the slot to the end: Arm and Release of the
+    // slot's previous operation wait, and cannot act on it meanwhile.
+    std::unique_lock<std::mutex> slotLock(slotMutex_, std::defer_lock);
     std::uint64_t total = 0;
     std::uint64_t stagedBytes = 0;
     for (const auto& p : manifest->payloads) {
@@ -1065,11 +1111,18 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
             return unexpected(ErrorCode::Failed, "cannot tell which slot is booted (no mbl.slot= or matching root= on " +
                                                      cmdlinePath_ + "), so the inactive slot is unknown");
         }
+        slotLock.lock();
         {
             std::lock_guard<std::mutex> lock(mutex_);
             if (pending_ && pending_->slot == booted_) {
                 return unexpected(ErrorCode::Busy, "slot " + booted_ +
                                                        " is on trial: Commit or MarkBad it before installing firmware");
+            }
+            const SlotState& ts = slotStates_[target->name];
+            if (ts.state == "staged" && operations_.count(ts.operation) != 0) {
+                return unexpected(ErrorCode::Busy, "slot " + target->name + " holds firmware " + ts.version +
+                                                       " staged (not armed) by operation " + ts.operation +
+                                                       ": Release that operation before installing other firmware");
             }
         }
         auto cap = slotCapacity(*target);
@@ -1180,21 +1233,30 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
     }
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        stagedOperation_ = operationId;
+        operations_[operationId] = HeldOperation{!options.arm, target != nullptr ? target->name : std::string()};
         lastError_.clear();
         if (target != nullptr) {
             SlotState ns;
-            ns.state = "trial";
+            ns.state = options.arm ? "trial" : "staged";
             ns.version = manifest->version;
             ns.installed = nowSeconds();
             ns.securityVersion = manifest->securityVersion;
+            if (options.arm) {
+                pending_ = Pending{target->name, manifest->version, manifest->securityVersion, readBootId(), operationId};
+            } else {
+                ns.operation = operationId;
+            }
             slotStates_[target->name] = ns;
-            pending_ = Pending{target->name, manifest->version, manifest->securityVersion, readBootId(), operationId};
         }
         if (auto s = saveStateLocked(); !s) {
+            operations_.erase(operationId);
             return s;
         }
-        if (target != nullptr) {
+        if (target != nullptr && !options.arm) {
+            log::notice("slot " + target->name + " holds " + manifest->version + ", verified and not armed (operation " +
+                        operationId + "): Arm it to try it, Release it to drop it");
+        }
+        if (target != nullptr && options.arm) {
             const SlotConfig* b = slot(booted_);
             std::string order = target->bootname;
             if (b != nullptr && slotStates_[b->name].state == "good") {
@@ -1206,7 +1268,7 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
                 // Not armed after all: the record must not claim a trial or staged payloads.
                 slotStates_[target->name] = SlotState{};
                 pending_.reset();
-                stagedOperation_.clear();
+                operations_.erase(operationId);
                 (void)saveStateLocked();
                 (void)disarm(*target);
                 return s;
@@ -1437,12 +1499,132 @@ Status UpdateEngine::markBad()
     return {};
 }
 
+void UpdateEngine::dropOperationLocked(const std::string& operationId)
+{
+    if (str::isSafeName(operationId, 128)) {
+        (void)fs::removeTree(stagingDir_ + "/" + operationId);
+    }
+    operations_.erase(operationId);
+}
+
+Status UpdateEngine::arm(const std::string& operationId)
+{
+    std::lock_guard<std::mutex> slotLock(slotMutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = operationId.empty() ? operations_.end() : operations_.find(operationId);
+    if (it == operations_.end()) {
+        return unexpected(ErrorCode::NotFound, "operation '" + str::quotable(operationId) +
+                                                   "' holds nothing to arm (not installed, interrupted or released)");
+    }
+    const SlotConfig* t = slot(it->second.slot);
+    if (t == nullptr) {
+        return unexpected(ErrorCode::NotFound, "operation " + operationId + " wrote no firmware slot (its bundle has "
+                                                                            "no rootfs payload)");
+    }
+    SlotState& ss = slotStates_[t->name];
+    const bool armedByIt = pending_ && pending_->operation == operationId && pending_->slot == t->name;
+    if (armedByIt && pending_->slot == booted_ && pending_->bootId != readBootId()) {
+        return {}; // armed and booted: on trial already
+    }
+    if (!armedByIt) {
+        if (ss.state != "staged" || ss.operation != operationId) {
+            return unexpected(ErrorCode::NotFound, "the firmware operation " + operationId + " wrote to slot " +
+                                                       t->name + " is gone (the slot is " + ss.state + " now)");
+        }
+        if (pending_ && pending_->slot == booted_) {
+            return unexpected(ErrorCode::Busy, "slot " + booted_ + " is on trial: Commit or MarkBad it first");
+        }
+        if (ss.securityVersion < floor_) {
+            return unexpected(ErrorCode::Downgrade, "firmware " + ss.version + " has security_version " +
+                                                        std::to_string(ss.securityVersion) +
+                                                        ", below the anti-rollback floor " + std::to_string(floor_));
+        }
+        // Recorded before the bootloader is armed, like an install with arm=true.
+        pending_ = Pending{t->name, ss.version, ss.securityVersion, readBootId(), operationId};
+        ss.state = "trial";
+        ss.operation.clear();
+        if (auto s = saveStateLocked(); !s) {
+            ss.state = "staged";
+            ss.operation = operationId;
+            pending_.reset();
+            return s;
+        }
+    }
+    // (Again, when already armed: a crash may have come between the state and the environment write.)
+    const SlotConfig* b = slot(booted_);
+    std::string order = t->bootname;
+    if (b != nullptr && b != t && slotStates_[b->name].state == "good") {
+        order += " " + b->bootname;
+    }
+    if (auto s = bootloader_->write({{"BOOT_ORDER", order}, {leftVar(t->bootname), std::to_string(trialAttempts_)}});
+        !s) {
+        ss.state = "staged";
+        ss.operation = operationId;
+        pending_.reset();
+        (void)saveStateLocked();
+        (void)disarm(*t);
+        return s;
+    }
+    if (auto env = bootloader_->read()) {
+        active_ = activeSlotFrom(*env);
+    }
+    log::notice("slot " + t->name + " holds " + ss.version + " and is armed for one trial boot (operation " +
+                operationId + "); reboot to try it");
+    return {};
+}
+
+Status UpdateEngine::release(const std::string& operationId)
+{
+    const SlotConfig* staged = nullptr;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!operationId.empty() && operationId == runningOperation_) {
+            return unexpected(ErrorCode::Busy, "operation " + operationId +
+                                                   " is being installed: wait for its Completed signal, then Release it");
+        }
+        auto it = operations_.find(operationId);
+        if (it == operations_.end()) {
+            return {}; // released already, or never held: nothing to do
+        }
+        const SlotConfig* t = slot(it->second.slot);
+        if (t == nullptr || slotStates_[t->name].state != "staged" || slotStates_[t->name].operation != operationId) {
+            dropOperationLocked(operationId);
+            return saveStateLocked();
+        }
+        staged = t;
+    }
+    // The operation's slot holds its unarmed firmware: the slot becomes empty and
+    // its head is wiped, with installs of that slot kept out meanwhile.
+    std::lock_guard<std::mutex> slotLock(slotMutex_);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        SlotState& ss = slotStates_[staged->name];
+        const bool still = ss.state == "staged" && ss.operation == operationId;
+        dropOperationLocked(operationId);
+        if (still) {
+            ss = SlotState{};
+        }
+        if (auto s = saveStateLocked(); !s) {
+            return s;
+        }
+        if (!still) {
+            return {};
+        }
+    }
+    if (auto w = wipeHead(*staged); !w) {
+        log::warning("slot " + staged->name + " could not be wiped: " + w.error().message);
+    }
+    log::notice("operation " + operationId + " released: slot " + staged->name + " is empty again");
+    return {};
+}
+
 Expected<Fd> UpdateEngine::openPayload(const std::string& operationId, const std::string& name)
 {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (operationId.empty() || operationId != stagedOperation_) {
-        return unexpected(ErrorCode::NotFound, "no staged payloads for operation '" + operationId +
-                                                   "' (only the last completed install keeps its payloads)");
+    if (operationId.empty() || operations_.count(operationId) == 0) {
+        return unexpected(ErrorCode::NotFound, "no staged payloads for operation '" + str::quotable(operationId) +
+                                                   "' (not installed, interrupted, released, or an arm=true install "
+                                                   "replaced by a later one)");
     }
     if (!str::isSafeName(name, 128)) {
         return unexpected(ErrorCode::InvalidArgument, "bad payload name '" + name + "'");
@@ -1458,9 +1640,10 @@ Expected<Fd> UpdateEngine::openPayload(const std::string& operationId, const std
 Expected<std::string> UpdateEngine::operationManifest(const std::string& operationId)
 {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (operationId.empty() || operationId != stagedOperation_) {
-        return unexpected(ErrorCode::NotFound, "no manifest for operation '" + operationId +
-                                                   "' (only the last completed install keeps it)");
+    if (operationId.empty() || operations_.count(operationId) == 0) {
+        return unexpected(ErrorCode::NotFound, "no manifest for operation '" + str::quotable(operationId) +
+                                                   "' (not installed, interrupted, released, or an arm=true install "
+                                                   "replaced by a later one)");
     }
     return fs::readFile(stagingDir_ + "/" + operationId + "/" + kManifestFile, 1u << 20);
 }

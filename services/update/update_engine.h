@@ -31,10 +31,18 @@ struct SlotConfig {
 };
 
 struct SlotState {
-    std::string state = "empty"; // good | bad | trial | empty
+    std::string state = "empty"; // good | bad | trial | staged | empty
     std::string version;
     std::uint64_t installed = 0;
     std::uint64_t securityVersion = 0;
+    std::string operation; // staged: the operation that wrote it (Arm/Release name it)
+};
+
+// Install options (Update1.Install's a{sv}).
+struct InstallOptions {
+    // false: verify, write the slot and stage the payloads, but leave the
+    // bootloader alone; the operation is held until Release, Arm arms its slot.
+    bool arm = true;
 };
 
 struct Snapshot {
@@ -63,12 +71,19 @@ public:
 
     // Streams and installs a bundle (runs on a worker; tryBegin() first).
     using ProgressFn = std::function<void(unsigned percent)>;
-    Status install(int fd, const std::string& operationId, const std::atomic<bool>* cancel, const ProgressFn& progress);
+    Status install(int fd, const std::string& operationId, const std::atomic<bool>* cancel, const ProgressFn& progress,
+                   const InstallOptions& options = {});
+    // Arms the slot an operation installed with arm=false wrote (tryBegin() first).
+    // NotFound if the operation wrote no slot or its staging is gone; idempotent.
+    Status arm(const std::string& operationId);
+    // Drops an operation's staging (payloads, manifest, unarmed slot); idempotent.
+    // Busy for the operation being installed. Needs no tryBegin().
+    Status release(const std::string& operationId);
     Status commit();
     Status markBad();
-    // A staged app/config/file payload of a completed install, read-only.
+    // A staged app/config/file payload of a completed, held install, read-only.
     Expected<Fd> openPayload(const std::string& operationId, const std::string& name);
-    // The verified manifest of the last completed install (JSON).
+    // The verified manifest of a completed, held install (JSON).
     Expected<std::string> operationManifest(const std::string& operationId);
     // Starts with a dot: never a valid payload name, so OpenPayload cannot return it.
     static constexpr const char* kManifestFile = ".manifest.json";
@@ -103,7 +118,9 @@ private:
                         const std::function<void(std::uint64_t)>& advanced);
     void pausePoint(const char* name) const;
     Status installLocked(int fd, const std::string& operationId, const std::atomic<bool>* cancel,
-                         const ProgressFn& progress);
+                         const ProgressFn& progress, const InstallOptions& options);
+    // Drops an operation's staging directory and record (mutex_ held).
+    void dropOperationLocked(const std::string& operationId);
 
     // Configuration.
     std::string stateDir_;
@@ -136,7 +153,18 @@ private:
         std::string operation;
     };
     std::optional<Pending> pending_;
-    std::string stagedOperation_;
+    // Completed installs whose staging (payloads, manifest, slot) is kept.
+    struct HeldOperation {
+        // true (arm=false): kept until Release; false (arm=true, as before C2):
+        // kept until Release or the start of the next Install.
+        bool hold = false;
+        std::string slot; // the slot it wrote, "" for none
+    };
+    std::map<std::string, HeldOperation> operations_;
+    std::string runningOperation_;
+    // Serialises what writes a slot device: an install with a rootfs (from its
+    // preflight to its end), Arm and Release. Taken before mutex_.
+    std::mutex slotMutex_;
     std::string lastError_;
     std::string booted_;
     std::string active_;

@@ -108,6 +108,26 @@ public:
         proxy_->callMethod("GetLogs").onInterface(kIface).withArguments(name, lines).storeResultsTo(out);
         return out;
     }
+    // Transactions (C3): ActivateTransaction, CommitTransaction, RollbackTransaction.
+    void txn(const std::string& method, const std::string& id)
+    {
+        proxy_->callMethod(method).onInterface(kIface).withTimeout(std::chrono::seconds(120)).withArguments(id);
+    }
+    // The same without waiting for the reply (for a manager killed mid-way).
+    void txnAsync(const std::string& method, const std::string& id)
+    {
+        (void)proxy_->callMethodAsync(method)
+            .onInterface(kIface)
+            .withTimeout(std::chrono::seconds(120))
+            .withArguments(id)
+            .uponReplyInvoke([](const sdbus::Error*) {});
+    }
+    std::string getTransaction(const std::string& id)
+    {
+        std::string out;
+        proxy_->callMethod("GetTransaction").onInterface(kIface).withArguments(id).storeResultsTo(out);
+        return out;
+    }
     std::string getSettings()
     {
         std::string out;

@@ -4,6 +4,7 @@
 // (bus properties, the app's log, processes, files on the host).
 
 #include "cm_client.h"
+#include "cm_fixture.h"
 #include "harness.h"
 #include "image_tools.h"
 
@@ -21,99 +22,8 @@ using namespace mbl;
 using test::CmClient;
 using test::TestStack;
 using nlohmann::json;
+using namespace mbl::test::cm;
 
-namespace {
-
-bool contains(const std::string& hay, const std::string& needle)
-{
-    return hay.find(needle) != std::string::npos;
-}
-
-bool alive(pid_t pid)
-{
-    return pid > 0 && ::kill(pid, 0) == 0;
-}
-
-void requireRunc()
-{
-    if (!test::haveTool("runc")) {
-        test::skip("runc is not installed (tests/setup.sh installs it)");
-    }
-}
-
-// A stack whose container manager uses short timers, so tests stay quick.
-struct Fixture {
-    TestStack stack;
-    test::TempDir work{"mbl-cm-it"};
-
-    explicit Fixture(json config = json::object())
-    {
-        requireRunc();
-        json c = {{"stop_grace_ms", 1500}, {"backoff_base_ms", 200}, {"backoff_cap_ms", 800}};
-        for (auto it = config.begin(); it != config.end(); ++it) {
-            c[it.key()] = it.value();
-        }
-        (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json", c.dump());
-        startManager();
-    }
-    void startManager()
-    {
-        auto st = stack.start("container-manager");
-        if (!st) {
-            FAIL(st.error().describe());
-        }
-    }
-    std::string runcRoot() const { return stack.root() + "/run/mbl/apps/runc"; }
-    std::vector<std::string> runcContainers()
-    {
-        auto r = mbl::run({"runc", "--root", runcRoot(), "list", "-q"});
-        std::vector<std::string> out;
-        if (r) {
-            for (auto& l : str::split(r->out, '\n')) {
-                if (!str::trim(l).empty()) {
-                    out.push_back(str::trim(l));
-                }
-            }
-        }
-        return out;
-    }
-    std::string dataDir(const std::string& app) const { return stack.root() + "/var/lib/mbl/apps/" + app + "/data"; }
-
-    // An image made by umoci, archived by skopeo (oci-archive) or tar.
-    std::string image(const std::string& tag, const std::string& script, bool skopeo = true)
-    {
-        auto layout = test::umociBusyboxImage(work.path(), "layout", tag, {"/bin/sh", "-c", script});
-        return test::layoutArchive(layout, tag, work.path() + "/" + tag + ".tar", skopeo);
-    }
-    ~Fixture()
-    {
-        // Leave no container behind, also when a check failed. The manager stops
-        // first (leaving its containers running), or it could restart an app
-        // deleted here before the stack stops it.
-        if (stack.running("container-manager")) {
-            (void)stack.stop("container-manager");
-        }
-        for (const auto& id : runcContainers()) {
-            (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
-        }
-    }
-};
-
-std::string statusField(pid_t pid, const std::string& field)
-{
-    auto text = fs::readFile("/proc/" + std::to_string(pid) + "/status");
-    if (!text) {
-        return "";
-    }
-    for (const auto& line : str::split(*text, '\n')) {
-        if (str::startsWith(line, field + ":")) {
-            return str::trim(line.substr(field.size() + 1));
-        }
-    }
-    return "";
-}
-
-} // namespace
 
 TEST_CASE("an app built by umoci runs hardened: its output reaches the log, NoNewPrivs, reduced CapEff, Seccomp 2, "
           "read-only /, writable /data and /tmp")
@@ -619,6 +529,34 @@ TEST_CASE("after kill -9 of the manager the exit code of a re-adopted app is sti
     CHECK(cm3.state("seven") == "stopped");
 }
 
+namespace {
+
+// The "line-N" numbers in a text, in order.
+std::vector<int> lineNumbers(const std::string& text)
+{
+    std::vector<int> out;
+    for (const auto& l : str::split(text, '\n')) {
+        if (str::startsWith(l, "line-")) {
+            out.push_back(std::atoi(l.c_str() + 5));
+        }
+    }
+    return out;
+}
+
+// What the rotated files and the current one hold, oldest first.
+std::string keptLog(const std::string& log)
+{
+    std::string kept;
+    for (const auto& p : {log + ".2", log + ".1", log}) {
+        if (auto t = fs::readFile(p)) {
+            kept += *t;
+        }
+    }
+    return kept;
+}
+
+} // namespace
+
 TEST_CASE("an app writing more than log_max_bytes gets its log rotated: at most log_keep old files, GetLogs ends with "
           "the newest lines")
 {
@@ -636,22 +574,54 @@ TEST_CASE("an app writing more than log_max_bytes gets its log rotated: at most 
     CHECK(fs::exists(log + ".1"));
     CHECK(fs::exists(log + ".2"));
     CHECK_FALSE(fs::exists(log + ".3"));
-    struct stat st {};
-    REQUIRE(::stat(log.c_str(), &st) == 0);
-    // The current file was truncated along the way (rotation follows the writes through inotify).
-    CHECK(static_cast<std::uint64_t>(st.st_size) <= 2 * 4096);
+    // No file grows past log_max_bytes: the shim rotates before the line that would cross it.
+    for (const auto& p : {log, log + ".1", log + ".2"}) {
+        struct stat st {};
+        REQUIRE(::stat(p.c_str(), &st) == 0);
+        CHECK(static_cast<std::uint64_t>(st.st_size) <= 4096);
+    }
     const std::string tail = cm.logs("chatty", 2);
     INFO(tail);
     CHECK(str::split(str::trim(tail), '\n').size() == 2);
     CHECK(contains(tail, "line-80 "));
     CHECK(str::endsWith(tail, "all-written\n"));
-    // The oldest lines went with the oldest rotation (only log_keep rotated files are kept).
-    std::string kept;
-    for (const auto& p : {log + ".2", log + ".1", log}) {
-        if (auto t = fs::readFile(p)) {
-            kept += *t;
+    // The oldest lines went with the oldest rotation (only log_keep rotated files are kept),
+    // and nothing in between was lost.
+    const std::string kept = keptLog(log);
+    CHECK_FALSE(contains(kept, "line-1 "));
+    auto nums = lineNumbers(kept);
+    REQUIRE_FALSE(nums.empty());
+    CHECK(nums.back() == 80);
+    for (std::size_t i = 1; i < nums.size(); ++i) {
+        CHECK(nums[i] == nums[i - 1] + 1);
+    }
+}
+
+TEST_CASE("log rotation loses no line of an app that writes as fast as it can, and the exit is recorded after its "
+          "last line")
+{
+    Fixture f(json{{"log_max_bytes", 4096}, {"log_keep", 2}});
+    CmClient cm;
+    // ~40 KB in 4000 short lines in a burst: rotations happen while it writes.
+    const std::string archive = f.image(
+        "burst", "i=0; while [ $i -lt 4000 ]; do i=$((i+1)); echo \"line-$i\"; done; echo all-written; exit 5");
+    REQUIRE(cm.install(archive, R"({"name": "burst", "restart": "no"})").success);
+    REQUIRE(cm.waitState("burst", "failed", std::chrono::seconds(60)));
+    CHECK(cm.prop("burst", "ExitCode").get<int32_t>() == 5);
+    // By the time the exit is seen, its output is all in the log.
+    const std::string log = f.stack.root() + "/var/log/mbl/apps/burst.log";
+    const std::string kept = keptLog(log);
+    CHECK(contains(kept, "all-written"));
+    CHECK_FALSE(fs::exists(log + ".3"));
+    auto nums = lineNumbers(kept);
+    REQUIRE(nums.size() > 100);
+    CHECK(nums.back() == 4000);
+    int gaps = 0;
+    for (std::size_t i = 1; i < nums.size(); ++i) {
+        if (nums[i] != nums[i - 1] + 1) {
+            ++gaps;
+            UNSCOPED_INFO("line-" << nums[i - 1] << " is followed by line-" << nums[i]);
         }
     }
-    CHECK_FALSE(contains(kept, "line-1 "));
-    CHECK(contains(kept, "line-80 "));
+    CHECK(gaps == 0);
 }

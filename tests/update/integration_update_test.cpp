@@ -13,7 +13,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <condition_variable>
+#include <functional>
 #include <fcntl.h>
 #include <mutex>
 #include <thread>
@@ -75,6 +77,7 @@ struct Client {
                 if (it != changed.end()) {
                     std::lock_guard<std::mutex> l(m);
                     progress.push_back(it->second.get<std::uint32_t>());
+                    cv.notify_all();
                 }
             });
         proxy->finishRegistration();
@@ -85,14 +88,17 @@ struct Client {
         proxy.reset();
         conn->leaveEventLoop();
     }
-    std::string install(int fd)
+    std::string install(int fd, const std::map<std::string, sdbus::Variant>& options = {})
     {
         std::string id;
-        proxy->callMethod("Install")
-            .onInterface(kIface)
-            .withArguments(sdbus::UnixFd(fd), std::map<std::string, sdbus::Variant>{})
-            .storeResultsTo(id);
+        proxy->callMethod("Install").onInterface(kIface).withArguments(sdbus::UnixFd(fd), options).storeResultsTo(id);
         return id;
+    }
+    // Waits for a Progress change that satisfies pred (an event, not a delay).
+    bool waitProgress(const std::function<bool(std::uint32_t)>& pred, std::chrono::seconds timeout)
+    {
+        std::unique_lock<std::mutex> l(m);
+        return cv.wait_for(l, timeout, [&] { return std::any_of(progress.begin(), progress.end(), pred); });
     }
     Done waitCompleted(const std::string& id, std::chrono::seconds timeout = std::chrono::seconds(60))
     {
@@ -436,4 +442,146 @@ TEST_CASE("a new slot that is not committed before the next reboot is rolled bac
     auto commit = stack.runTool({mblctl(), "update", "commit"});
     CHECK(commit.status.success()); // slot a is good: nothing to commit
     CHECK(dev.reboot() == "a");
+}
+
+namespace {
+
+std::string busErrorOf(const std::function<void()>& call)
+{
+    try {
+        call();
+    } catch (const sdbus::Error& e) {
+        return e.getName();
+    }
+    return "";
+}
+
+std::string slotStateOf(Client& c, const std::string& slot)
+{
+    for (const auto& st :
+         c.get<std::vector<sdbus::Struct<std::string, std::string, std::string, std::uint64_t>>>("SlotStates")) {
+        if (st.get<0>() == slot) {
+            return st.get<1>();
+        }
+    }
+    return "?";
+}
+
+} // namespace
+
+TEST_CASE("Install with arm=false over the bus stages firmware and apps without arming; after a restart Arm arms it "
+          "and the reboot tries it; Release drops it; bad options and unknown operations are named errors")
+{
+    TestStack stack;
+    test::TempDir work("mbl-update-it");
+    Device dev(stack.root(), pki());
+    const std::string image = work.path() + "/rootfs.img";
+    const std::string app = work.path() + "/hello.oci.tar";
+    makeImage(image, 2u << 20, 21);
+    makeImage(app, 100000, 22);
+    auto spec = signedSpec();
+    spec.rootfs = image;
+    spec.securityVersion = 2;
+    const std::string fw = work.path() + "/fw.bundle";
+    REQUIRE(createBundle(spec, fw).status.success());
+    auto appSpec = signedSpec();
+    appSpec.apps = {{"hello", app}};
+    const std::string apps = work.path() + "/apps.bundle";
+    REQUIRE(createBundle(appSpec, apps).status.success());
+    REQUIRE(stack.start("update"));
+    const std::map<std::string, sdbus::Variant> noArm{{"arm", sdbus::Variant(false)}};
+    std::string fwOp, appOp;
+    {
+        Client c;
+        // Options are checked before anything starts.
+        Fd f0 = openRead(fw);
+        CHECK(busErrorOf([&] { c.install(f0.get(), {{"arm", sdbus::Variant(std::string("no"))}}); }) ==
+              "org.mbl.Error.InvalidArgument");
+        CHECK(busErrorOf([&] { c.install(f0.get(), {{"amr", sdbus::Variant(false)}}); }) ==
+              "org.mbl.Error.InvalidArgument");
+        CHECK(c.get<std::string>("Operation").empty());
+        Fd f1 = openRead(fw);
+        fwOp = c.install(f1.get(), noArm);
+        auto d1 = c.waitCompleted(fwOp);
+        INFO(d1.name << ": " << d1.message << "\n" << stack.log("update"));
+        REQUIRE(d1.ok);
+        Fd f2 = openRead(apps);
+        appOp = c.install(f2.get(), noArm);
+        REQUIRE(c.waitCompleted(appOp).ok);
+        CHECK(c.get<std::string>("ActiveSlot") == "a");
+        CHECK(slotStateOf(c, "b") == "staged");
+        CHECK(dev.readEnv()["BOOT_ORDER"] == "A");
+    }
+    stack.kill("update"); // staging is on disk: it survives even a kill -9
+    REQUIRE(stack.start("update"));
+    {
+        Client c;
+        CHECK(slotStateOf(c, "b") == "staged");
+        sdbus::UnixFd payload;
+        c.proxy->callMethod("OpenPayload").onInterface(kIface).withArguments(appOp, std::string("app-hello"))
+            .storeResultsTo(payload);
+        CHECK(crypto::sha256HexOfFd(payload.get())->first == sha256File(app));
+        CHECK(busErrorOf([&] { c.proxy->callMethod("Arm").onInterface(kIface).withArguments(appOp); }) ==
+              "org.mbl.Error.NotFound");
+        CHECK(busErrorOf([&] { c.proxy->callMethod("Arm").onInterface(kIface).withArguments(std::string("op-x")); }) ==
+              "org.mbl.Error.NotFound");
+        // Who may: Arm and Release are mutating.
+        auto denied = stack.busctl({"call", "org.mbl.Update1", "/org/mbl/Update1", kIface, "Arm", "s", fwOp},
+                                   "mbl-test-user");
+        CHECK(denied.err.find("Access denied") != std::string::npos);
+        denied = stack.busctl({"call", "org.mbl.Update1", "/org/mbl/Update1", kIface, "Release", "s", fwOp},
+                              "mbl-test-user");
+        CHECK(denied.err.find("Access denied") != std::string::npos);
+        auto armed = stack.runTool({mblctl(), "update", "arm", fwOp});
+        INFO(armed.out << armed.err << stack.log("update"));
+        REQUIRE(armed.status.success());
+        CHECK(c.get<std::string>("ActiveSlot") == "b");
+        CHECK(slotStateOf(c, "b") == "trial");
+        c.proxy->callMethod("Release").onInterface(kIface).withArguments(appOp);
+        c.proxy->callMethod("Release").onInterface(kIface).withArguments(appOp); // idempotent
+        CHECK(busErrorOf([&] {
+                  c.proxy->callMethod("OpenPayload").onInterface(kIface).withArguments(appOp, std::string("app-hello"));
+              }) == "org.mbl.Error.NotFound");
+    }
+    stack.stop("update");
+    REQUIRE(dev.reboot() == "b");
+    REQUIRE(stack.start("update"));
+    auto commit = stack.runTool({mblctl(), "update", "commit"});
+    INFO(commit.err);
+    CHECK(commit.status.success());
+    auto floor = stack.busctl({"get-property", "org.mbl.Update1", "/org/mbl/Update1", kIface, "SecurityVersionFloor"});
+    CHECK(floor.out == "t 2\n");
+    auto released = stack.runTool({mblctl(), "update", "release", fwOp});
+    CHECK(released.status.success());
+    auto staging = mustRun({"find", dev.stateDir + "/staging", "-mindepth", "1"});
+    CHECK(staging.out.empty());
+}
+
+TEST_CASE("Progress of an Install moves while the slot is written")
+{
+    TestStack stack;
+    test::TempDir work("mbl-update-it");
+    Device dev(stack.root(), pki());
+    const std::string image = work.path() + "/rootfs.img";
+    makeImage(image, 3u << 20, 31);
+    auto spec = signedSpec();
+    spec.rootfs = image;
+    const std::string bundle = work.path() + "/fw.bundle";
+    REQUIRE(createBundle(spec, bundle).status.success());
+    TestStack::StartOptions so;
+    so.env = {"MBL_UPDATE_TEST_PAUSE=rootfs-half"};
+    REQUIRE(stack.start("update", so));
+    {
+        Client c;
+        Fd fd = openRead(bundle);
+        const std::string id = c.install(fd.get());
+        // The daemon stops in the middle of the slot write; by then Progress was announced above 0.
+        REQUIRE(waitForFile(dev.stateDir + "/paused", std::chrono::seconds(30)));
+        CHECK(c.waitProgress([](std::uint32_t p) { return p >= 40 && p < 100; }, std::chrono::seconds(30)));
+        const auto now = c.get<std::uint32_t>("Progress");
+        CHECK(now >= 40);
+        CHECK(now < 100);
+        CHECK(c.get<std::string>("Operation") == id);
+    }
+    stack.kill("update");
 }

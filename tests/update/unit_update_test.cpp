@@ -679,3 +679,206 @@ TEST_CASE("manifest rules: semantic versions, safe names, one rootfs")
     CHECK_FALSE(bundle::Manifest::parse(base + evil + "]}"));
     CHECK_FALSE(bundle::Manifest::parse("{\"format\":2}"));
 }
+
+// ---------------------------------------------------------------------------
+// C2: installs held for a transaction (arm=false), Arm and Release.
+
+namespace {
+
+Expected<std::string> installHeld(UpdateEngine& e, const std::string& path, bool arm = false)
+{
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd);
+    const std::string op = UpdateEngine::newOperationId();
+    mbl::update::InstallOptions o;
+    o.arm = arm;
+    if (auto st = e.install(fd.get(), op, nullptr, {}, o); !st) {
+        return unexpected(st.error());
+    }
+    return op;
+}
+
+std::string appBundle(World& w, const std::string& name, unsigned seed)
+{
+    const std::string app = w.dir.path() + "/" + name + ".oci.tar";
+    makeImage(app, 100000, seed);
+    auto spec = signedSpec();
+    spec.apps = {{name, app}};
+    const std::string out = w.dir.path() + "/" + name + ".bundle";
+    REQUIRE(createBundle(spec, out).status.success());
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("Install with arm=false writes and verifies the slot but arms nothing; Arm, even after a restart, makes the "
+          "next boot try it and Commit keeps it")
+{
+    for (const char* bl : {"file", "uboot", "grub"}) {
+        SECTION(bl)
+        {
+            World w(bl);
+            auto spec = signedSpec();
+            spec.rootfs = w.image;
+            spec.securityVersion = 4;
+            REQUIRE(createBundle(spec, w.bundle).status.success());
+            std::string op;
+            {
+                auto e = openEngine(w.dev);
+                const auto envBefore = w.dev.readEnv();
+                auto held = installHeld(*e, w.bundle);
+                INFO((held ? std::string() : held.error().describe()));
+                REQUIRE(held);
+                op = *held;
+                CHECK(slotState(*e, "b") == "staged");
+                CHECK(e->snapshot().activeSlot == "a");
+                CHECK(w.dev.readEnv()["BOOT_ORDER"] == "A");
+                CHECK(w.dev.readEnv()["BOOT_B_LEFT"] == "0");
+                CHECK(w.dev.readEnv()["BOOT_A_LEFT"] == envBefore.at("BOOT_A_LEFT"));
+                CHECK(crypto::sha256Hex(readFile(w.dev.slotB).substr(0, 3u << 20)) == sha256File(w.image));
+                // Not armed: Commit and MarkBad have nothing to act on.
+                CHECK_FALSE(e->markBad());
+            }
+            // A reboot without Arm keeps running slot a; the staged slot survives the restart.
+            REQUIRE(w.dev.reboot() == "a");
+            {
+                auto e = openEngine(w.dev);
+                CHECK(slotState(*e, "b") == "staged");
+                auto m = e->operationManifest(op);
+                REQUIRE(m);
+                CHECK(nlohmann::json::parse(*m)["version"] == "2.0.0");
+                auto st = e->arm(op);
+                INFO((st ? std::string() : st.error().describe()));
+                REQUIRE(st);
+                CHECK(slotState(*e, "b") == "trial");
+                CHECK(e->snapshot().activeSlot == "b");
+                CHECK(e->arm(op)); // again: already armed
+                CHECK(w.dev.readEnv()["BOOT_ORDER"] == "B A");
+                CHECK(w.dev.readEnv()["BOOT_B_LEFT"] == "1");
+            }
+            REQUIRE(w.dev.reboot() == "b");
+            auto e = openEngine(w.dev);
+            CHECK(slotState(*e, "b") == "trial");
+            CHECK(e->arm(op)); // booted: on trial already
+            REQUIRE(e->commit());
+            CHECK(slotState(*e, "b") == "good");
+            CHECK(e->snapshot().floor == 4);
+            CHECK(e->snapshot().firmwareVersion == "2.0.0");
+            REQUIRE(e->release(op));
+            CHECK(slotState(*e, "b") == "good"); // Release drops staging, never a committed slot
+            CHECK(w.dev.reboot() == "b");
+        }
+    }
+}
+
+TEST_CASE("the staging of held operations coexists and survives a restart; a later Install never drops it; Release "
+          "drops it, idempotently")
+{
+    World w;
+    const std::string one = appBundle(w, "one", 1);
+    const std::string two = appBundle(w, "two", 2);
+    const std::string three = appBundle(w, "three", 3);
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    std::string opOne, opFw, opThree;
+    {
+        auto e = openEngine(w.dev);
+        auto a = installHeld(*e, one);
+        REQUIRE(a);
+        opOne = *a;
+        auto f = installHeld(*e, w.bundle);
+        REQUIRE(f);
+        opFw = *f;
+        // A default (arm=true) install keeps its staging only until the next install, as before.
+        auto t = installHeld(*e, three, true);
+        REQUIRE(t);
+        opThree = *t;
+        CHECK(e->openPayload(opThree, "app-three"));
+        auto again = installHeld(*e, two, true);
+        REQUIRE(again);
+        auto gone = e->openPayload(opThree, "app-three");
+        REQUIRE_FALSE(gone);
+        CHECK(gone.error().code == ErrorCode::NotFound);
+        CHECK(e->openPayload(*again, "app-two"));
+    }
+    // A restart (as after a kill or a reboot) keeps every held operation.
+    auto e = openEngine(w.dev);
+    auto p1 = e->openPayload(opOne, "app-one");
+    REQUIRE(p1);
+    CHECK(crypto::sha256HexOfFd(p1->get())->first == sha256File(w.dir.path() + "/one.oci.tar"));
+    CHECK(e->operationManifest(opFw));
+    CHECK(slotState(*e, "b") == "staged");
+    REQUIRE(e->release(opOne));
+    auto released = e->openPayload(opOne, "app-one");
+    REQUIRE_FALSE(released);
+    CHECK(released.error().code == ErrorCode::NotFound);
+    CHECK(e->release(opOne)); // idempotent
+    CHECK(e->release("op-never-was"));
+    CHECK_FALSE(fs::exists(w.dev.stateDir + "/staging/" + opOne));
+    // Releasing the firmware operation empties its never-armed slot: it is never booted.
+    REQUIRE(e->release(opFw));
+    CHECK(slotState(*e, "b") == "empty");
+    CHECK(readFile(w.dev.slotB).substr(0, 1u << 20) == std::string(1u << 20, '\0'));
+    auto armGone = e->arm(opFw);
+    REQUIRE_FALSE(armGone);
+    CHECK(armGone.error().code == ErrorCode::NotFound);
+    CHECK(w.dev.readEnv()["BOOT_ORDER"] == "A");
+    CHECK(w.dev.reboot() == "a");
+}
+
+TEST_CASE("a firmware Install while the inactive slot holds a held operation's unarmed firmware is Busy and changes "
+          "nothing")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    const std::string other = w.dir.path() + "/fw-2.1.0.bundle";
+    const std::string image2 = w.dir.path() + "/rootfs-2.1.0.img";
+    makeImage(image2, 2u << 20, 43);
+    spec.rootfs = image2;
+    spec.version = "2.1.0";
+    REQUIRE(createBundle(spec, other).status.success());
+    auto e = openEngine(w.dev);
+    auto op = installHeld(*e, w.bundle);
+    REQUIRE(op);
+    const std::string bBefore = sha256File(w.dev.slotB);
+    for (const bool arm : {true, false}) {
+        auto again = installHeld(*e, other, arm);
+        REQUIRE_FALSE(again);
+        CHECK(again.error().code == ErrorCode::Busy);
+        CHECK(again.error().message.find(*op) != std::string::npos);
+    }
+    CHECK(sha256File(w.dev.slotB) == bBefore);
+    CHECK(slotState(*e, "b") == "staged");
+    REQUIRE(e->arm(*op));
+    CHECK(slotState(*e, "b") == "trial");
+    // Once armed, a later firmware install replaces it (before C2 it did the same): the earlier Arm is gone.
+    auto replaced = installHeld(*e, other);
+    REQUIRE(replaced);
+    auto stale = e->arm(*op);
+    REQUIRE_FALSE(stale);
+    CHECK(stale.error().code == ErrorCode::NotFound);
+    REQUIRE(e->arm(*replaced));
+    REQUIRE(w.dev.reboot() == "b");
+    auto after = openEngine(w.dev);
+    CHECK(after->snapshot().firmwareVersion == "2.1.0");
+}
+
+TEST_CASE("Arm of an operation that wrote no slot, or that was never installed, is NotFound and changes nothing")
+{
+    World w;
+    const std::string apps = appBundle(w, "hello", 5);
+    auto e = openEngine(w.dev);
+    auto op = installHeld(*e, apps);
+    REQUIRE(op);
+    const auto envBefore = w.dev.readEnv();
+    for (const std::string& id : {*op, std::string("op-unknown"), std::string()}) {
+        auto st = e->arm(id);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == ErrorCode::NotFound);
+    }
+    CHECK(w.dev.readEnv() == envBefore);
+    CHECK(e->openPayload(*op, "app-hello"));
+}
