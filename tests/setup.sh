@@ -14,6 +14,7 @@ PACKAGES=(
   zstd gzip tar
   systemd systemd-container debootstrap
   procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
+  stress-ng                      # the loaded runs: tests beside stress-ng --cpu 2 (no timing races)
   clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
 )
 
