@@ -178,6 +178,7 @@ private:
     void appStaged(bool success, const Error& e);
     void resumeStagingApps();
     void activateApps();
+    void switchApps();
     void snapshotBeforeChange(std::function<void()> then);
 
     // ------------------------------------------------ step_firmware.cpp
@@ -202,6 +203,7 @@ private:
 
     // ------------------------------------------------ step_commit.cpp
     void commitAll();
+    void commitFirmware();
     void commitApps();
     void commitDroppedApps();
     void commitRelease();

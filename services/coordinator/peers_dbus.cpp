@@ -21,9 +21,22 @@ constexpr auto kCallTimeout = std::chrono::seconds(30);
 // ActivateTransaction and RollbackTransaction reply once every app is switched.
 constexpr auto kSwitchTimeout = std::chrono::minutes(10);
 
+// The peer's own org.mbl.Error.* errors pass through; the bus's errors say the
+// peer did not answer (it died, restarts or hangs): Io, which the steps retry.
 Error busError(const sdbus::Error* e)
 {
-    return dbus::fromBusError(*e);
+    const std::string name = e->getName();
+    if (name.rfind("org.mbl.Error.", 0) == 0) {
+        return dbus::fromBusError(*e);
+    }
+    if (name == "org.freedesktop.DBus.Error.AccessDenied") {
+        return Error{ErrorCode::AccessDenied, e->getMessage()};
+    }
+    if (name == "org.freedesktop.DBus.Error.UnknownMethod" || name == "org.freedesktop.DBus.Error.UnknownInterface" ||
+        name == "org.freedesktop.DBus.Error.UnknownObject") {
+        return Error{ErrorCode::NotSupported, e->getMessage()};
+    }
+    return Error{ErrorCode::Io, "no answer (" + name + ": " + e->getMessage() + ")"};
 }
 } // namespace
 

@@ -34,6 +34,9 @@ void Coordinator::snapshotBeforeChange(std::function<void()> then)
                 named = true;
                 // Desired state already reached: nothing to stage for this app.
                 a.unchanged = installed.version == a.version && installed.state == "running";
+                // The container manager starts a new version where the old one ran (C3):
+                // an app someone stopped stays stopped, and the gate does not expect it.
+                a.shouldRun = a.shouldRun && installed.state == "running";
             }
             if (!named && op_->replaceApps) {
                 op_->dropApps.push_back(installed.name);
@@ -178,6 +181,11 @@ void Coordinator::activateApps()
         return;
     }
     feedbackProgress("switching to " + names);
+    switchApps();
+}
+
+void Coordinator::switchApps()
+{
     // After a restart the switch may be done already.
     peers_.getTransaction(op_->id, guarded([this](Expected<TransactionInfo> t) {
         if (t && (t->state == "active" || t->state == "committed")) {
@@ -188,11 +196,19 @@ void Coordinator::activateApps()
             return;
         }
         peers_.activateTransaction(op_->id, guarded([this](Status st) {
+            if (!st && (st.error().code == ErrorCode::Io || st.error().code == ErrorCode::Busy) &&
+                ++op_->busyRetries < 120) {
+                // The manager restarted mid-way (it resumes the switch) or an install
+                // still runs: ask again; ActivateTransaction is idempotent.
+                after(std::chrono::seconds(1), [this] { switchApps(); });
+                return;
+            }
             if (!st) {
                 rollBack(Error{st.error().code, "switching the apps to their new versions failed: " +
                                                     st.error().message});
                 return;
             }
+            op_->busyRetries = 0;
             op_->appsActivated = true;
             bumpProgress(84);
             if (save()) {

@@ -31,9 +31,14 @@ void Coordinator::commitAll()
         commitApps();
         return;
     }
+    commitFirmware();
+}
+
+void Coordinator::commitFirmware()
+{
     peers_.updateState(guarded([this](Expected<UpdateState> us) {
         if (!us) {
-            after(std::chrono::milliseconds(500), [this] { commitAll(); });
+            after(std::chrono::milliseconds(500), [this] { commitFirmware(); });
             return;
         }
         for (const auto& s : us->slots) {
@@ -49,6 +54,12 @@ void Coordinator::commitAll()
             return;
         }
         peers_.commit(guarded([this](Status st) {
+            if (!st && st.error().code == ErrorCode::Io && ++op_->busyRetries < 60) {
+                // No answer (the update service restarts): look again; a commit that
+                // happened is found in SlotStates.
+                after(std::chrono::seconds(1), [this] { commitFirmware(); });
+                return;
+            }
             if (!st) {
                 rollBack(Error{st.error().code, "committing the new firmware failed: " + st.error().message});
                 return;

@@ -289,10 +289,16 @@ public:
             c->onAppInstallCompleted(op, name, true, "", "");
         });
     }
+    int activateNoAnswer = 0; // the manager dies during the switch this many times (it resumes it itself)
     void activateTransaction(const std::string& id, Done cb) override
     {
         calls.push_back("activate");
         ++activations;
+        if (activateNoAnswer > 0) {
+            --activateNoAnswer;
+            cb(unexpected(ErrorCode::Io, "no answer (org.freedesktop.DBus.Error.NoReply)"));
+            return;
+        }
         if (!refuseActivate.empty()) {
             cb(unexpected(ErrorCode::Failed, refuseActivate));
             return;
@@ -967,6 +973,17 @@ TEST_CASE("the README's state diagram is the transition table")
 }
 
 // ---------------------------------------------------------------- restarts in the middle
+
+TEST_CASE("a container manager that dies during the switch is asked again, not rolled back")
+{
+    Fixture f;
+    f.peers.activateNoAnswer = 1;
+    f.c->onDeploymentRequested("7", kDeployment);
+    REQUIRE(f.idle());
+    CHECK(f.peers.activations == 2);
+    CHECK(f.peers.rollbacks == 0);
+    CHECK(f.last().result == "success");
+}
 
 TEST_CASE("a coordinator killed between two apps of a deployment goes on with the next app, not the first again")
 {

@@ -339,7 +339,8 @@ TEST_CASE("mblctl install of a firmware and app bundle goes through the reboot, 
     REQUIRE(child);
     std::optional<ExitStatus> exit;
     const bool ended = w.runUntil([&] { return (exit = child->tryWait()).has_value(); }, 240s);
-    const std::string printed = fs::readFile(out).value_or("");
+    const auto read = fs::readFile(out);
+    const std::string printed = read ? *read : std::string();
     INFO("mblctl printed:\n" << printed << "\ncoordinator log:\n" << w.stack.log("coordinator"));
     REQUIRE(ended);
     CHECK(exit->code == 0);
@@ -559,6 +560,8 @@ TEST_CASE("kill -9 of the coordinator, the cloud client, the update service or t
          pausedInstall},
         {"coordinator between the two apps of one deployment", "coordinator",
          {{"coordinator", coordinatorPause("staging-apps:1")}}, {}, pausedCoordinator, "", Scenario::FirmwareAndTwoApps},
+        {"container manager while switching the apps, between the two", "container-manager",
+         {{"container-manager", cmPause("txn-app-switched")}}, {}, pausedInstall, "", Scenario::FirmwareAndTwoApps},
         {"coordinator after arming, before the reboot", "coordinator", {}, {},
          [](World& w) { return w.rebootRequested(); }},
         {"coordinator after the reboot, during the health check", "coordinator", {}, {}, state("checking-health")},
@@ -569,6 +572,8 @@ TEST_CASE("kill -9 of the coordinator, the cloud client, the update service or t
         {"coordinator during the app rollback after a failed firmware", "coordinator",
          {{"coordinator", coordinatorPause("rolling-back-apps")}}, {}, pausedCoordinator, "",
          Scenario::FirmwareBreaksSensor},
+        {"container manager during the app rollback after a failed firmware", "container-manager",
+         {{"container-manager", cmPause("txn-app-back")}}, {}, pausedInstall, "", Scenario::FirmwareBreaksSensor},
         {"coordinator during the config rollback after a failed firmware", "coordinator",
          {{"coordinator", coordinatorPause("rolling-back-config:1")}}, {}, pausedCoordinator, "",
          Scenario::FirmwareBreaksSensor},
