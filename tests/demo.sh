@@ -5,6 +5,9 @@
 # build and sign a bundle (rootfs + OCI app), deploy it from the server and show
 # the device carrying it out to closed/success (tests/e2e/demo_main.cpp).
 # --keep leaves it running for busctl and mblctl until Ctrl-C.
+# --device runs the same deployment on the QEMU device of tests/device instead
+# (real GRUB, real reboot, the serial console and the bootloader's choice shown;
+# the first run builds the device image: debootstrap, several minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +23,7 @@ keep=()
 [ "${1:-}" = "--keep" ] && keep=(--keep)
 export MBL_BUILD_ROOT="$PWD/$BUILD" MBL_POLICY_DIR="$PWD/$BUILD/dbus-policy"
 export MBL_SOURCE_ROOT="$PWD"
+if [ "${1:-}" = "--device" ]; then
+  exec "$BUILD/tests/device/device-tests" "[demo-device]"
+fi
 exec "$BUILD/tests/e2e/mbl-demo" "${keep[@]}"

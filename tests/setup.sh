@@ -12,10 +12,15 @@ PACKAGES=(
   nginx-light curl python3
   libubootenv-tool grub-common grub-emu e2fsprogs
   zstd gzip tar
+  stress-ng
   systemd systemd-container debootstrap
+  qemu-system-x86 qemu-utils seabios u-boot-qemu u-boot-tools grub-pc-bin
+  swtpm swtpm-tools mtools dosfstools fdisk socat
   procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
   stress-ng                      # the loaded runs: tests beside stress-ng --cpu 2 (no timing races)
   clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
+  chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2   # BitBake's host tools (yocto suite)
+  u-boot-tools                   # mkimage (the layer's boot-script test)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -31,6 +36,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup.sh: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# BitBake (tests/shipping/bitbake_parse.sh): its sanity check needs the host
+# tools above (HOSTTOOLS of poky's bitbake.conf) and an en_US.UTF-8 locale.
+if ! locale -a 2>/dev/null | grep -qiEx 'en_US\.utf-?8'; then
+  sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+  grep -qx 'en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >>/etc/locale.gen
+  locale-gen >/dev/null
 fi
 
 # Service users as on a device (sysusers.d in the shipped image), the admin group,

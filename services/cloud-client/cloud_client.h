@@ -1,12 +1,19 @@
 #pragma once
-// The cloud client's logic: the hawkBit DDI connection, polling, device
-// attributes, deployments, downloads and feedback. All network work runs on a
-// worker thread (polling) and on one thread per download; the bus side only
+// The cloud client's logic: the hawkBit DDI connection of one device. A worker
+// thread polls (when and how the connection stands is the Poller's decision),
+// delivers the feedback queue, keeps the server's attributes equal to the
+// device's (AttributeStore), and reads deployments, cancellations and
+// confirmations (ActionBook). Downloads run in the Downloader. The bus side only
 // queues work and is told about changes through a Listener. No bus code here.
 
+#include "actions.h"
+#include "attributes.h"
+#include "cloud_config.h"
 #include "ddi.h"
+#include "downloader.h"
 #include "feedback_queue.h"
 #include "http.h"
+#include "poller.h"
 #include "settings.h"
 
 #include "mbl/config.h"
@@ -36,6 +43,11 @@ struct Provisioning {
     std::string token;
     std::string serverCaPem;
     std::string deviceId;
+    bool operator==(const Provisioning& o) const
+    {
+        return serverUrl == o.serverUrl && tenant == o.tenant && authMode == o.authMode && token == o.token &&
+               serverCaPem == o.serverCaPem && deviceId == o.deviceId;
+    }
 };
 struct TlsCredentials {
     std::string keyPem;
@@ -67,44 +79,24 @@ public:
     virtual void confirmationRequested(const std::string& actionId, const std::string& json) = 0;
 };
 
-struct CloudSettings {
-    std::chrono::seconds defaultSleep{300};
-    std::chrono::milliseconds backoffBase{2000};
-    std::chrono::milliseconds backoffCap{600000};
-    std::chrono::seconds authRetry{300};
-    std::chrono::seconds unprovisionedRetry{60};
-    long connectTimeoutSec = 30;
-    long requestTimeoutSec = 120;
-    std::size_t maxBodyBytes = 1u << 20;
-    long lowSpeedLimit = 1024;
-    long lowSpeedTimeSec = 60;
-    int downloadRetries = 5;
-    std::chrono::milliseconds downloadRetryBase{1000};
-    std::int64_t maxBytesPerSec = 0;
-    std::string deviceClass;
-    bool allowOtherHosts = false;
-    bool verbose = false;
-    // hawkBit's confirmation flow: confirm every action at once ("auto"), or ask
-    // through ConfirmationRequested and wait for Confirm ("manual").
-    bool confirmManually = false;
-
-    static Expected<CloudSettings> fromConfig(const Config& config);
-};
-
 struct Snapshot {
     std::string connectionState = "unprovisioned";
     std::uint64_t lastContact = 0;
     std::uint32_t pollInterval = 0;
+    std::uint64_t nextPoll = 0; // epoch seconds of the next planned attempt
     std::string serverUrl;
     std::uint32_t downloadProgress = 0;
+    std::uint32_t activeDownloads = 0;
     std::string lastError;
     std::string installedActionId; // the server's installedBase: the last action finished on this device
 };
 
-class CloudClient {
+class CloudClient : public Downloader::Events {
 public:
-    static Expected<std::unique_ptr<CloudClient>> open(const Paths& paths, const Config& config);
-    ~CloudClient();
+    // `clock`: the time polls are planned in (the real one unless a benchmark scales it); must outlive the client.
+    static Expected<std::unique_ptr<CloudClient>> open(const Paths& paths, const Config& config,
+                                                       Clock& clock = Clock::real());
+    ~CloudClient() override;
     CloudClient(const CloudClient&) = delete;
     CloudClient& operator=(const CloudClient&) = delete;
 
@@ -115,10 +107,14 @@ public:
 
     Snapshot snapshot() const;
     void pollNow();
+    // The identity service changed something (IdentityChanged): the worker reads
+    // provisioning and credentials again and uses what changed for the next request.
+    void identityChanged();
 
     // Queued persistently and delivered in order by the worker.
     Status reportFeedback(const std::string& actionId, const Feedback& feedback);
-    // Apps' attributes under "<namespace>."; an empty map removes the namespace.
+    // Apps' attributes under "<namespace>."; an empty map removes the namespace
+    // (on the server too: configData is sent with mode replace).
     Status setAttributes(const std::string& ns, const std::map<std::string, std::string>& attrs);
     std::map<std::string, std::string> attributes() const;
 
@@ -127,6 +123,11 @@ public:
     Status confirm(const std::string& actionId, bool confirmed, const std::vector<std::string>& details);
     // Actions waiting for confirmation: id -> normalised deployment JSON.
     std::map<std::string, std::string> pendingConfirmations() const;
+
+    // The bus could not send the DeploymentRequested signal carrying `json` (the
+    // listener says so): the deployment counts as not announced; the next poll
+    // announces it again, and LastError says why.
+    void deploymentNotAnnounced(const std::string& actionId, const std::string& json, const std::string& why);
 
     // The server's installedBase (the last finished action) as a normalised
     // deployment JSON (same form as DeploymentRequested); "" when none is known.
@@ -142,39 +143,48 @@ public:
     // Starts a download; returns the read end of a pipe. The stream is complete
     // only when exactly `size` bytes arrive: on any failure (hash or size
     // mismatch, retries exhausted, cancel) the pipe is closed early, before the
-    // last byte, and downloadFinished reports the reason.
+    // last byte, and downloadFinished reports the reason. AccessDenied while the
+    // server says download "skip" for the action.
     Expected<Fd> download(const std::string& actionId, const std::string& artifactJson);
 
     const std::string& stateDir() const { return stateDir_; }
 
 private:
-    CloudClient() = default;
-    struct DownloadJob;
+    explicit CloudClient(Clock& clock) : clock_(clock) {}
 
     void run();
-    std::chrono::milliseconds cycle();
+    // One attempt: connect if needed, poll, feedback, attributes, links. Returns the event for the Poller.
+    PollEvent cycle(std::optional<std::chrono::seconds>& retryAfter);
     Status connect();
-    void setState(const std::string& state, const std::string& error = "");
-    std::chrono::milliseconds serverTrouble(const std::string& why, const HttpResponse* resp);
+    // The session to use for the next request: connected, with credentials read again if the identity changed.
+    void refreshIdentity();
+    void setLastError(const std::string& error);
+    void publishState(std::chrono::milliseconds wait);
     Status deliverFeedback();
-    Status pushAttributes(const std::string& url, bool force);
+    void pushAttributes(const std::string& url);
     void handleDeployment(const std::string& href);
     void handleCancel(const std::string& href);
     void handleInstalledBase(const std::string& href);
     // True when it confirmed the action (poll again soon: it is offered next).
     bool handleConfirmation(const std::string& href);
-    // Actions this device closed (persisted): never announced again. mu_ held.
-    bool closedLocked(const std::string& actionId) const;
-    Status rememberClosedLocked(const std::string& actionId);
-    void downloadWorker(std::shared_ptr<DownloadJob> job);
-    std::map<std::string, std::string> mergedAttributes(const std::map<std::string, std::string>& system) const;
+    // Closes an action whose deployment the device refuses (closed/failure with the reason).
+    void refuseDeployment(const std::string& actionId, const std::string& why);
+    std::string authFailureHint(long status) const;
     void notify(const std::vector<std::string>& names);
-    // The PollInterval in effect (override, else the server's sleep); mu_ held.
+    // The PollInterval in effect (override, else the server's sleep, else poll.default_sleep); mu_ held.
     std::uint32_t effectivePollSecsLocked() const;
 
+    // Downloader::Events
+    void downloadProgress(std::uint32_t percent, std::uint32_t running) override;
+    void downloadFinished(const std::string& actionId, const std::string& filename, const std::string& result,
+                          const std::string& message) override;
+
+    Clock& clock_;
     std::string stateDir_;
     CloudSettings settings_;
+    std::string otherHostsCaPem_;
     std::unique_ptr<FeedbackQueue> queue_;
+    std::unique_ptr<Downloader> downloader_;
 
     DeviceSource* source_ = nullptr;
     Listener* listener_ = nullptr;
@@ -186,35 +196,32 @@ private:
     bool stop_ = false;
     std::atomic<bool> stopping_{false}; // aborts the worker's transfer on stop()
     bool wake_ = false;
+    bool identityChanged_ = false;
     RuntimeSettings overrides_;
     log::Level startLogLevel_ = log::Level::Info;
-    std::uint32_t serverPollSecs_ = 0; // the server's (or default) sleep; 0 before the first poll
+    std::uint32_t serverPollSecs_ = 0; // the server's sleep; 0 before the first answer
     bool intervalChanged_ = false;     // settings changed the poll interval: recompute the wait
-    std::vector<std::string> closedActions_; // oldest first, at most kClosedActionsKept
-    std::set<std::string> downloadOnly_;      // announced download-only actions ("downloaded" closes them)
     std::string installedJson_;
     Snapshot snap_;
-    std::map<std::string, std::map<std::string, std::string>> appAttributes_;
-    std::map<std::string, std::string> systemAttributes_;
-    bool attributesDirty_ = true;
-    std::set<std::string> cancelPending_;
+    std::unique_ptr<AttributeStore> attributes_;
+    std::unique_ptr<ActionBook> actions_;
     std::map<std::string, std::string> pendingConfirmations_; // manual: action id -> deployment JSON
-    std::vector<std::shared_ptr<DownloadJob>> downloads_;
-    std::shared_ptr<const TlsSettings> tls_; // for download sessions
+    std::shared_ptr<const SessionConfig> sessionConfig_;       // for download sessions
     Origin origin_;
     std::string baseUrl_;
 
     // Worker-thread only.
+    std::unique_ptr<Poller> poller_;
     std::unique_ptr<HttpSession> session_;
-    std::unique_ptr<Backoff> backoff_;
+    Provisioning provisioning_;
+    TlsCredentials credentials_;
+    std::string certificateCn_; // of the client certificate in use (mTLS), for the 401 hint
     std::string etag_;
     PollResult lastPoll_;
-    std::map<std::string, std::string> lastSent_;
     std::string configDataUrl_;
-    std::map<std::string, std::string> emittedDeployments_; // action id -> href
     std::string installedBaseHref_;
     std::map<std::string, std::string> confirmationsSeen_; // action id -> confirmationBase href handled
-    bool pollSleep_ = false; // the last cycle ended in a regular poll sleep (not a back-off)
+    bool pollSoon_ = false; // the cycle confirmed an action: it is offered at the next poll
 };
 
 } // namespace mbl::cloud

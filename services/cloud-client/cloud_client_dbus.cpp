@@ -42,7 +42,15 @@ void CloudClientBus::propertiesChanged(const std::vector<std::string>& names)
 
 void CloudClientBus::deploymentRequested(const std::string& actionId, const std::string& json)
 {
-    emitOnLoop([this, actionId, json] { emitDeploymentRequested(actionId, json); });
+    emitOnLoop([this, actionId, json] {
+        // A signal the bus refuses was not sent: the deployment is not announced
+        // (the client announces it again), never taken as delivered.
+        try {
+            emitDeploymentRequested(actionId, json);
+        } catch (const sdbus::Error& e) {
+            client_.deploymentNotAnnounced(actionId, json, e.getName() + ": " + e.getMessage());
+        }
+    });
 }
 
 void CloudClientBus::cancelRequested(const std::string& actionId)
@@ -165,6 +173,16 @@ std::string CloudClientBus::ServerUrl()
 uint32_t CloudClientBus::DownloadProgress()
 {
     return dbus::guard([&] { return client_.snapshot().downloadProgress; });
+}
+
+uint32_t CloudClientBus::ActiveDownloads()
+{
+    return dbus::guard([&] { return client_.snapshot().activeDownloads; });
+}
+
+uint64_t CloudClientBus::NextPoll()
+{
+    return dbus::guard([&] { return client_.snapshot().nextPoll; });
 }
 
 std::string CloudClientBus::LastError()

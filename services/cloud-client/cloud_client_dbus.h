@@ -54,6 +54,8 @@ private:
     uint32_t PollInterval() override;
     std::string ServerUrl() override;
     uint32_t DownloadProgress() override;
+    uint32_t ActiveDownloads() override;
+    uint64_t NextPoll() override;
     std::string LastError() override;
 
     EventLoop& loop_;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <set>
 
 namespace mbl::cloud {
 
@@ -52,7 +53,7 @@ Expected<std::int64_t> parseIsoDuration(const std::string& t)
         char c = t[i];
         if (c == 'T') {
             if (inTime || !num.empty()) {
-                return unexpected(bad("invalid ISO-8601 duration '" + t + "'"));
+                return unexpected(bad("invalid ISO-8601 duration '" + str::quotable(t, 40) + "'"));
             }
             inTime = true;
             continue;
@@ -60,12 +61,12 @@ Expected<std::int64_t> parseIsoDuration(const std::string& t)
         if (std::isdigit(static_cast<unsigned char>(c))) {
             num += c;
             if (num.size() > 9) {
-                return unexpected(bad("ISO-8601 duration '" + t + "' is too large"));
+                return unexpected(bad("ISO-8601 duration '" + str::quotable(t, 40) + "' is too large"));
             }
             continue;
         }
         if (num.empty()) {
-            return unexpected(bad("invalid ISO-8601 duration '" + t + "'"));
+            return unexpected(bad("invalid ISO-8601 duration '" + str::quotable(t, 40) + "'"));
         }
         std::int64_t n = std::stoll(num);
         num.clear();
@@ -78,15 +79,16 @@ Expected<std::int64_t> parseIsoDuration(const std::string& t)
         } else if (inTime && c == 'S') {
             total += n;
         } else {
-            return unexpected(bad("invalid ISO-8601 duration '" + t + "' (unit '" + std::string(1, c) + "')"));
+            return unexpected(bad("invalid ISO-8601 duration '" + str::quotable(t, 40) + "' (unit '" +
+                                  str::quotable(std::string(1, c), 8) + "')"));
         }
         any = true;
         if (total > kMaxSleep) {
-            return unexpected(bad("poll sleep '" + t + "' is longer than 30 days"));
+            return unexpected(bad("poll sleep '" + str::quotable(t, 40) + "' is longer than 30 days"));
         }
     }
     if (!any || !num.empty()) {
-        return unexpected(bad("invalid ISO-8601 duration '" + t + "'"));
+        return unexpected(bad("invalid ISO-8601 duration '" + str::quotable(t, 40) + "'"));
     }
     return total;
 }
@@ -106,10 +108,44 @@ std::string href(const json& links, const char* rel)
     return str(*it, "href");
 }
 
+// Nesting depth of a JSON text, counted outside strings (a linear scan before the parse).
+int jsonDepth(const std::string& body)
+{
+    int depth = 0;
+    int deepest = 0;
+    bool inString = false;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+        const char c = body[i];
+        if (inString) {
+            if (c == '\\') {
+                ++i;
+            } else if (c == '"') {
+                inString = false;
+            }
+        } else if (c == '"') {
+            inString = true;
+        } else if (c == '{' || c == '[') {
+            deepest = std::max(deepest, ++depth);
+        } else if (c == '}' || c == ']') {
+            --depth;
+        }
+    }
+    return deepest;
+}
+
 Expected<json> parseObject(const std::string& body, const char* what)
 {
+    if (jsonDepth(body) > kMaxJsonDepth) {
+        return unexpected(bad(std::string(what) + ": the server sent JSON nested deeper than " +
+                              std::to_string(kMaxJsonDepth) + " levels; refused"));
+    }
     json j = json::parse(body, nullptr, false);
     if (j.is_discarded()) {
+        const std::string head = str::trim(body.substr(0, 64));
+        if (!head.empty() && head[0] == '<') {
+            return unexpected(bad(std::string(what) + ": the server sent HTML, not JSON (\"" + str::quotable(head, 40) +
+                                  "\"): a proxy's error page?"));
+        }
         return unexpected(bad(std::string(what) + ": malformed JSON from the server"));
     }
     if (!j.is_object()) {
@@ -118,12 +154,27 @@ Expected<json> parseObject(const std::string& body, const char* what)
     return j;
 }
 
-Status checkHandlingMode(const std::string& v, const char* field, const char* what)
+// DdiDeployment.HandlingType (hawkbit-ddi-api .../json/model/DdiDeployment.java).
+Expected<std::string> handlingMode(const json& dep, const char* field, const char* what)
 {
-    if (v == "skip" || v == "attempt" || v == "forced") {
-        return {};
+    auto it = dep.find(field);
+    if (it == dep.end() || it->is_null()) {
+        return unexpected(bad(std::string(what) + ": 'deployment." + field + "' is missing"));
     }
-    return unexpected(bad(std::string(what) + ": '" + field + "' is '" + v + "', expected skip, attempt or forced"));
+    if (!it->is_string()) {
+        return unexpected(bad(std::string(what) + ": 'deployment." + field + "' is not a string"));
+    }
+    const std::string v = it->get<std::string>();
+    if (v == "skip" || v == "attempt" || v == "forced") {
+        return v;
+    }
+    return unexpected(bad(std::string(what) + ": 'deployment." + field + "' is '" + str::quotable(v, 40) +
+                          "', expected skip, attempt or forced"));
+}
+
+bool isHex(const std::string& s, std::size_t len)
+{
+    return s.size() == len && std::all_of(s.begin(), s.end(), [](unsigned char ch) { return std::isxdigit(ch); });
 }
 
 } // namespace
@@ -142,21 +193,22 @@ Expected<std::chrono::seconds> parseSleep(const std::string& text)
         auto parts = str::split(t, ':');
         if (parts.size() != 3 || !allDigits(parts[0]) || !allDigits(parts[1]) || !allDigits(parts[2]) ||
             parts[1].size() != 2 || parts[2].size() != 2) {
-            return unexpected(bad("poll sleep '" + text + "' is neither HH:MM:SS nor an ISO-8601 duration"));
+            return unexpected(
+                bad("poll sleep '" + str::quotable(text, 40) + "' is neither HH:MM:SS nor an ISO-8601 duration"));
         }
         std::int64_t h = std::stoll(parts[0]);
         std::int64_t m = std::stoll(parts[1]);
         std::int64_t s = std::stoll(parts[2]);
         if (m > 59 || s > 59) {
-            return unexpected(bad("poll sleep '" + text + "' has minutes or seconds above 59"));
+            return unexpected(bad("poll sleep '" + str::quotable(text, 40) + "' has minutes or seconds above 59"));
         }
         secs = h * 3600 + m * 60 + s;
     }
     if (secs < 1) {
-        return unexpected(bad("poll sleep '" + text + "' is zero"));
+        return unexpected(bad("poll sleep '" + str::quotable(text, 40) + "' is zero"));
     }
     if (secs > kMaxSleep) {
-        return unexpected(bad("poll sleep '" + text + "' is longer than 30 days"));
+        return unexpected(bad("poll sleep '" + str::quotable(text, 40) + "' is longer than 30 days"));
     }
     return std::chrono::seconds(secs);
 }
@@ -165,7 +217,7 @@ Expected<Origin> originOf(const std::string& url)
 {
     curl::Url u{curl_url()};
     if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
-        return unexpected(bad("'" + url + "' is not a valid URL"));
+        return unexpected(bad("'" + str::quotable(url, 120) + "' is not a valid URL"));
     }
     char* raw = nullptr;
     Origin o;
@@ -185,24 +237,36 @@ Expected<Origin> originOf(const std::string& url)
         o.port = std::atoi(s.get());
     }
     if (o.host.empty()) {
-        return unexpected(bad("'" + url + "' has no host"));
+        return unexpected(bad("'" + str::quotable(url, 120) + "' has no host"));
     }
     return o;
 }
 
-Status checkLink(const std::string& hrefText, const Origin& server, bool allowOtherHosts)
+Status checkLink(const std::string& hrefText, const Origin& server, const LinkPolicy& policy, bool artifact)
 {
     auto o = originOf(hrefText);
     if (!o) {
         return unexpected(bad("the server sent an invalid link: " + o.error().message));
     }
-    if (o->scheme != "https") {
-        return unexpected(bad("the server sent a link that is not https (" + hrefText + "); refused"));
+    const std::string shown = str::quotable(hrefText, 120);
+    if (o->scheme == "http") {
+        if (!artifact || !policy.allowHttp) {
+            return unexpected(bad("the server sent a link that is not https (" + shown + "); refused" +
+                                  (artifact ? " (cloud.json allow_http lets artifacts come over plain http)" : "")));
+        }
+    } else if (o->scheme != "https") {
+        return unexpected(bad("the server sent a link with the scheme '" + str::quotable(o->scheme, 20) + "' (" +
+                              shown + "); only https is followed"));
     }
-    if (!allowOtherHosts && !(*o == server)) {
-        return unexpected(bad("the server sent a link to another host (" + o->host + ":" + std::to_string(o->port) +
-                              "); refused, credentials are only sent to " + server.host + ":" +
-                              std::to_string(server.port)));
+    if (*o != server && !(o->scheme == "http" && o->host == server.host && policy.allowHttp && artifact)) {
+        if (!artifact || !policy.allowOtherHosts) {
+            return unexpected(bad("the server sent a link to another host (" + str::quotable(o->host, 80) + ":" +
+                                  std::to_string(o->port) +
+                                  "); refused, the device only talks to " + server.host + ":" +
+                                  std::to_string(server.port) +
+                                  (artifact ? " (cloud.json allow_other_hosts lets artifacts come from another host)"
+                                            : "")));
+        }
     }
     return {};
 }
@@ -258,11 +322,100 @@ std::string actionIdFromHref(const std::string& h)
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+Expected<std::string> chooseArtifactLink(const json& links)
+{
+    if (!links.is_object()) {
+        return unexpected(Error{ErrorCode::NotFound, "no 'download' or 'download-http' link (no _links)"});
+    }
+    // "download" (an operator's https rel) first, then a default hawkBit's "download-http".
+    for (const char* rel : {"download", "download-http"}) {
+        const std::string h = href(links, rel);
+        if (!h.empty()) {
+            return h;
+        }
+    }
+    return unexpected(Error{ErrorCode::NotFound, "no 'download' or 'download-http' link"});
+}
+
+std::string busJson(const json& j)
+{
+    return j.dump(-1, ' ', true, json::error_handler_t::replace);
+}
+
 namespace {
+
+// A required string member of a chunk (DdiChunk: part, version and name are @NotNull).
+Expected<std::string> chunkString(const json& c, const char* key, const std::string& where)
+{
+    auto it = c.find(key);
+    if (it == c.end() || !it->is_string()) {
+        return unexpected(bad(where + ": '" + key + "' is missing or not a string"));
+    }
+    return it->get<std::string>();
+}
+
+Expected<json> normaliseArtifact(const json& art, const std::string& where, const Origin& server,
+                                 const LinkPolicy& policy)
+{
+    if (!art.is_object()) {
+        return unexpected(bad(where + ": an artifact is not an object"));
+    }
+    json oa;
+    const std::string filename = str(art, "filename");
+    const std::string label = str::quotable(filename);
+    // The name travels as a D-Bus string of its own (DownloadFinished): text D-Bus carries, and no path.
+    if (!isArtifactFileName(filename) || str::sanitizeUtf8(filename) != filename) {
+        return unexpected(bad(where + ": artifact filename '" + label + "' is not a safe file name"));
+    }
+    oa["filename"] = filename;
+    const std::string at = where + ", artifact '" + label + "'";
+    auto size = art.find("size");
+    if (size == art.end() || !size->is_number_unsigned()) {
+        return unexpected(bad(at + ": no valid 'size'"));
+    }
+    oa["size"] = size->get<std::uint64_t>();
+    auto hashes = art.find("hashes");
+    if (hashes == art.end() || !hashes->is_object()) {
+        return unexpected(bad(at + ": no 'hashes'"));
+    }
+    // DdiArtifactHash: sha1 and md5 always, sha256 for artifacts uploaded since hawkBit 0.3.
+    const std::string sha256 = str(*hashes, "sha256");
+    if (!isHex(sha256, 64)) {
+        return unexpected(bad(at + ": " +
+                              (sha256.empty() ? std::string("no sha256 hash (upload the artifact again: hawkBit "
+                                                            "computes SHA-256 for new uploads)")
+                                              : "sha256 '" + str::quotable(sha256, 70) +
+                                                    "' is not 64 hexadecimal digits")));
+    }
+    const std::string sha1 = str(*hashes, "sha1");
+    const std::string md5 = str(*hashes, "md5");
+    if (!sha1.empty() && !isHex(sha1, 40)) {
+        return unexpected(bad(at + ": sha1 '" + str::quotable(sha1, 50) + "' is not 40 hexadecimal digits"));
+    }
+    if (!md5.empty() && !isHex(md5, 32)) {
+        return unexpected(bad(at + ": md5 '" + str::quotable(md5, 40) + "' is not 32 hexadecimal digits"));
+    }
+    std::string lower = sha256;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    oa["sha256"] = lower;
+    oa["sha1"] = sha1;
+    oa["md5"] = md5;
+    auto links = art.find("_links");
+    auto url = chooseArtifactLink(links == art.end() ? json() : *links);
+    if (!url) {
+        return unexpected(bad(at + ": " + url.error().message + " to download it from"));
+    }
+    if (auto st = checkLink(*url, server, policy, true); !st) {
+        return unexpected(bad(at + ": " + st.error().message));
+    }
+    oa["url"] = *url;
+    return oa;
+}
 
 // deploymentBase, installedBase and confirmationBase share one shape; only the
 // member holding the deployment is named differently.
-Expected<json> normalise(const std::string& body, const Origin& server, const char* what, const char* member)
+Expected<json> normalise(const std::string& body, const Origin& server, const LinkPolicy& policy, const char* what,
+                         const char* member)
 {
     auto j = parseObject(body, what);
     if (!j) {
@@ -270,25 +423,29 @@ Expected<json> normalise(const std::string& body, const Origin& server, const ch
     }
     json out;
     auto id = j->find("id");
-    if (id == j->end() || !(id->is_string() || id->is_number_integer())) {
+    if (id == j->end() || !(id->is_string() || id->is_number_unsigned())) {
         return unexpected(bad(std::string(what) + ": 'id' is missing or not a string"));
     }
-    out["action_id"] = id->is_string() ? id->get<std::string>() : std::to_string(id->get<std::int64_t>());
+    const std::string actionId = id->is_string() ? id->get<std::string>() : std::to_string(id->get<std::uint64_t>());
+    if (!str::isSafeName(actionId, 64)) {
+        return unexpected(bad(std::string(what) + ": action id '" + str::quotable(actionId, 40) + "' is not valid"));
+    }
+    out["action_id"] = actionId;
     auto dep = j->find(member);
     if (dep == j->end() || !dep->is_object()) {
         return unexpected(bad(std::string(what) + ": '" + member + "' is missing or not an object"));
     }
-    const std::string download = str(*dep, "download").empty() ? "forced" : str(*dep, "download");
-    const std::string update = str(*dep, "update").empty() ? "forced" : str(*dep, "update");
-    if (auto st = checkHandlingMode(download, "download", what); !st) {
-        return unexpected(st.error());
+    auto download = handlingMode(*dep, "download", what);
+    if (!download) {
+        return unexpected(download.error());
     }
-    if (auto st = checkHandlingMode(update, "update", what); !st) {
-        return unexpected(st.error());
+    auto update = handlingMode(*dep, "update", what);
+    if (!update) {
+        return unexpected(update.error());
     }
-    out["download"] = download;
-    out["update"] = update;
-    out["download_only"] = update == "skip";
+    out["download"] = *download;
+    out["update"] = *update;
+    // DdiDeployment.DdiMaintenanceWindowStatus: absent when the action has no maintenance schedule.
     auto mw = dep->find("maintenanceWindow");
     if (mw != dep->end() && !mw->is_null()) {
         if (!mw->is_string() || (*mw != "available" && *mw != "unavailable")) {
@@ -298,101 +455,96 @@ Expected<json> normalise(const std::string& body, const Origin& server, const ch
     } else {
         out["maintenance_window"] = nullptr;
     }
-    out["install_allowed"] = update != "skip" && out["maintenance_window"] != "unavailable";
+    // DdiRootController calculateUpdateType: a closed window is update "skip" WITH
+    // maintenanceWindow "unavailable"; only "skip" without a window is a
+    // download-only action.
+    out["download_only"] = *update == "skip" && out["maintenance_window"].is_null();
+    out["download_allowed"] = *download != "skip";
+    out["install_allowed"] = *update != "skip" && out["maintenance_window"] != "unavailable";
     auto chunks = dep->find("chunks");
     if (chunks == dep->end() || !chunks->is_array()) {
         return unexpected(bad(std::string(what) + ": 'deployment.chunks' is missing or not an array"));
     }
     json outChunks = json::array();
+    bool completeAppSet = false;
+    std::set<std::string> seenChunks;
+    std::size_t index = 0;
     for (const auto& c : *chunks) {
+        const std::string where = std::string(what) + ": chunk " + std::to_string(index++);
         if (!c.is_object()) {
-            return unexpected(bad(std::string(what) + ": a chunk is not an object"));
+            return unexpected(bad(where + " is not an object"));
         }
         json oc;
-        oc["part"] = str(c, "part");
-        oc["name"] = str(c, "name");
-        oc["version"] = str(c, "version");
+        for (const char* key : {"part", "name", "version"}) {
+            auto v = chunkString(c, key, where);
+            if (!v) {
+                return unexpected(v.error());
+            }
+            oc[key] = *v;
+        }
+        if (oc["part"].get<std::string>().empty()) {
+            return unexpected(bad(where + ": 'part' is empty"));
+        }
+        const std::string chunkKey = oc["part"].get<std::string>() + "\n" + oc["name"].get<std::string>() + "\n" +
+                                     oc["version"].get<std::string>();
+        if (!seenChunks.insert(chunkKey).second) {
+            return unexpected(bad(where + ": the chunk " + str::quotable(oc["part"].get<std::string>(), 40) + " " +
+                                  str::quotable(oc["name"].get<std::string>(), 40) + " " +
+                                  str::quotable(oc["version"].get<std::string>(), 40) + " appears twice"));
+        }
         json meta = json::object();
-        if (auto m = c.find("metadata"); m != c.end()) {
+        if (auto m = c.find("metadata"); m != c.end() && !m->is_null()) {
             if (!m->is_array()) {
-                return unexpected(bad(std::string(what) + ": chunk metadata is not an array"));
+                return unexpected(bad(where + ": metadata is not an array"));
             }
             for (const auto& kv : *m) {
                 if (!kv.is_object() || !kv.contains("key") || !kv["key"].is_string()) {
-                    return unexpected(bad(std::string(what) + ": chunk metadata entry without a string 'key'"));
+                    return unexpected(bad(where + ": metadata entry without a string 'key'"));
                 }
                 meta[kv["key"].get<std::string>()] = str(kv, "value");
             }
         }
+        // Contract C1: the server says the deployment names every app the device should run.
+        if (meta.value("mbl.complete-app-set", "") == "true") {
+            completeAppSet = true;
+        }
         oc["metadata"] = meta;
         json arts = json::array();
-        if (auto a = c.find("artifacts"); a != c.end()) {
+        std::set<std::string> names;
+        if (auto a = c.find("artifacts"); a != c.end() && !a->is_null()) {
             if (!a->is_array()) {
-                return unexpected(bad(std::string(what) + ": chunk artifacts is not an array"));
+                return unexpected(bad(where + ": artifacts is not an array"));
             }
             for (const auto& art : *a) {
-                if (!art.is_object()) {
-                    return unexpected(bad(std::string(what) + ": an artifact is not an object"));
+                auto oa = normaliseArtifact(art, where, server, policy);
+                if (!oa) {
+                    return unexpected(oa.error());
                 }
-                json oa;
-                oa["filename"] = str(art, "filename");
-                const std::string label = str::quotable(oa["filename"]);
-                if (!isArtifactFileName(oa["filename"].get<std::string>())) {
-                    return unexpected(bad(std::string(what) + ": artifact filename '" + label +
-                                          "' is not a safe file name"));
+                if (!names.insert((*oa)["filename"].get<std::string>()).second) {
+                    return unexpected(bad(where + ": the artifact '" +
+                                          str::quotable((*oa)["filename"].get<std::string>()) + "' appears twice"));
                 }
-                auto size = art.find("size");
-                if (size == art.end() || !size->is_number_unsigned()) {
-                    return unexpected(bad(std::string(what) + ": artifact '" + label +
-                                          "' has no valid 'size'"));
-                }
-                oa["size"] = size->get<std::uint64_t>();
-                auto hashes = art.find("hashes");
-                if (hashes == art.end() || !hashes->is_object()) {
-                    return unexpected(bad(std::string(what) + ": artifact '" + label + "' has no 'hashes'"));
-                }
-                std::string sha256 = str(*hashes, "sha256");
-                if (sha256.size() != 64 || !std::all_of(sha256.begin(), sha256.end(), [](unsigned char ch) {
-                        return std::isxdigit(ch);
-                    })) {
-                    return unexpected(bad(std::string(what) + ": artifact '" + label +
-                                          "' has no valid sha256 hash"));
-                }
-                oa["sha256"] = sha256;
-                oa["sha1"] = str(*hashes, "sha1");
-                oa["md5"] = str(*hashes, "md5");
-                std::string url;
-                if (auto links = art.find("_links"); links != art.end() && links->is_object()) {
-                    url = href(*links, "download");
-                }
-                if (url.empty()) {
-                    return unexpected(bad(std::string(what) + ": artifact '" + label +
-                                          "' has no https download link"));
-                }
-                if (auto st = checkLink(url, server); !st) {
-                    return unexpected(st.error());
-                }
-                oa["url"] = url;
-                arts.push_back(oa);
+                arts.push_back(std::move(oa).value());
             }
         }
         oc["artifacts"] = arts;
         outChunks.push_back(oc);
     }
+    out["complete_app_set"] = completeAppSet;
     out["chunks"] = outChunks;
     return out;
 }
 
 } // namespace
 
-Expected<json> normaliseDeployment(const std::string& body, const Origin& server)
+Expected<json> normaliseDeployment(const std::string& body, const Origin& server, const LinkPolicy& policy)
 {
-    return normalise(body, server, "deploymentBase", "deployment");
+    return normalise(body, server, policy, "deploymentBase", "deployment");
 }
 
-Expected<json> normaliseConfirmation(const std::string& body, const Origin& server)
+Expected<json> normaliseConfirmation(const std::string& body, const Origin& server, const LinkPolicy& policy)
 {
-    return normalise(body, server, "confirmationBase", "confirmation");
+    return normalise(body, server, policy, "confirmationBase", "confirmation");
 }
 
 std::string confirmationBody(bool confirmed, const std::vector<std::string>& details)
@@ -457,6 +609,55 @@ std::string feedbackBody(const Feedback& f, std::int64_t timestampMs)
     return body.dump();
 }
 
+Feedback cancelAnswer(Feedback f)
+{
+    if (f.execution == "canceled" && f.result != "failure") {
+        f.execution = "closed";
+        f.result = "success";
+    }
+    return f;
+}
+
+namespace {
+
+// JpaControllerManagement PATTERN: [a-zA-Z0-9_\\-!@#$%^&*()+=\\[\\]{}|;:'\",.<>/\\\\?\\s]*
+bool attributeChar(unsigned char c)
+{
+    if (std::isalnum(c)) {
+        return true;
+    }
+    static const std::string allowed = "_-!@#$%^&*()+=[]{}|;:'\",.<>/\\? \t\n\v\f\r";
+    return c != 0 && allowed.find(static_cast<char>(c)) != std::string::npos;
+}
+
+Status attributeText(const std::string& what, const std::string& text, const std::string& key)
+{
+    for (unsigned char c : text) {
+        if (!attributeChar(c)) {
+            return unexpected(bad(what + " of attribute '" + str::quotable(key, 40) + "' has a character the server "
+                                  "refuses ('" + str::quotable(std::string(1, static_cast<char>(c)), 8) +
+                                  "'): hawkBit takes letters, digits, white space and _-!@#$%^&*()+=[]{}|;:'\",.<>/\\?"));
+        }
+    }
+    return {};
+}
+
+} // namespace
+
+Status validateAttribute(const std::string& k, const std::string& v)
+{
+    if (k.empty() || k.size() > kMaxAttributeLength) {
+        return unexpected(bad("attribute key '" + str::quotable(k, 40) + "' must have 1 to 128 characters"));
+    }
+    if (v.size() > kMaxAttributeLength) {
+        return unexpected(bad("value of attribute '" + str::quotable(k, 40) + "' is longer than 128 characters"));
+    }
+    if (auto st = attributeText("the key", k, k); !st) {
+        return st;
+    }
+    return attributeText("the value", v, k);
+}
+
 Status validateAttributes(const std::map<std::string, std::string>& attrs)
 {
     if (attrs.size() > kMaxAttributes) {
@@ -464,23 +665,20 @@ Status validateAttributes(const std::map<std::string, std::string>& attrs)
                               std::to_string(attrs.size())));
     }
     for (const auto& [k, v] : attrs) {
-        if (k.empty() || k.size() > kMaxAttributeLength) {
-            return unexpected(bad("attribute key '" + k.substr(0, 40) + "' must have 1 to 128 characters"));
-        }
-        if (v.size() > kMaxAttributeLength) {
-            return unexpected(bad("value of attribute '" + k + "' is longer than 128 characters"));
+        if (auto st = validateAttribute(k, v); !st) {
+            return st;
         }
     }
     return {};
 }
 
-std::string configDataBody(const std::map<std::string, std::string>& attrs)
+std::string configDataBody(const std::map<std::string, std::string>& attrs, const std::string& mode)
 {
     json data = json::object();
     for (const auto& [k, v] : attrs) {
         data[k] = v;
     }
-    return json{{"mode", "merge"}, {"data", data}}.dump();
+    return json{{"mode", mode}, {"data", data}}.dump();
 }
 
 Backoff::Backoff(std::chrono::milliseconds base, std::chrono::milliseconds cap, std::uint32_t seed)
@@ -496,6 +694,16 @@ std::chrono::milliseconds Backoff::next()
     std::int64_t lower = upper / 2;
     std::uniform_int_distribution<std::int64_t> dist(lower, std::max(lower, upper));
     return std::chrono::milliseconds(dist(rng_));
+}
+
+std::chrono::milliseconds jittered(std::chrono::milliseconds base, unsigned percent, std::mt19937& rng)
+{
+    if (percent == 0 || base.count() <= 0) {
+        return base;
+    }
+    const std::int64_t span = base.count() * static_cast<std::int64_t>(std::min(percent, 100u)) / 100;
+    std::uniform_int_distribution<std::int64_t> dist(-span, span);
+    return std::chrono::milliseconds(std::max<std::int64_t>(0, base.count() + dist(rng)));
 }
 
 std::optional<std::chrono::seconds> parseRetryAfter(const std::string& value, std::int64_t nowEpoch)

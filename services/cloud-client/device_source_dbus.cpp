@@ -29,8 +29,18 @@ struct BusDeviceSource::Proxies {
 BusDeviceSource::BusDeviceSource() = default;
 BusDeviceSource::~BusDeviceSource()
 {
+    watch_.reset();
     proxies_.reset();
     conn_.reset();
+}
+
+void BusDeviceSource::watchIdentity(sdbus::IConnection& loopConnection, std::function<void()> changed)
+{
+    watch_ = sdbus::createProxy(loopConnection, "org.mbl.DeviceIdentity1", "/org/mbl/DeviceIdentity1");
+    watch_->uponSignal("IdentityChanged")
+        .onInterface("org.mbl.DeviceIdentity1")
+        .call([changed = std::move(changed)](const std::string&) { changed(); });
+    watch_->finishRegistration();
 }
 
 Status BusDeviceSource::ensureConnection()

@@ -9,6 +9,7 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include <functional>
 #include <memory>
 
 namespace mbl::cloud {
@@ -17,6 +18,12 @@ class BusDeviceSource final : public DeviceSource {
 public:
     BusDeviceSource();
     ~BusDeviceSource() override;
+
+    // Calls `changed` (on the loop thread of `loopConnection`, the daemon's own
+    // connection) whenever the identity service emits IdentityChanged: new
+    // provisioning, certificate or key. Re-provisioning thus takes effect without
+    // a restart.
+    void watchIdentity(sdbus::IConnection& loopConnection, std::function<void()> changed);
 
     Expected<Provisioning> provisioning() override;
     Expected<TlsCredentials> tlsCredentials() override;
@@ -27,6 +34,7 @@ private:
     std::unique_ptr<sdbus::IConnection> conn_;
     struct Proxies;
     std::unique_ptr<Proxies> proxies_;
+    std::unique_ptr<sdbus::IProxy> watch_;
 };
 
 } // namespace mbl::cloud

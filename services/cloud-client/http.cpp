@@ -84,10 +84,29 @@ int onProgress(void* ud, curl_off_t, curl_off_t, curl_off_t, curl_off_t)
     return flag != nullptr && flag->load() ? 1 : 0;
 }
 
+// The one place the device's client certificate and key reach libcurl (mutual
+// TLS with the provisioned server). Issue 15 replaces it with a handshake that
+// signs through the identity service.
+Status applyClientCredentials(CURL* c, const TlsSettings& s)
+{
+    if (s.keyPem.empty()) {
+        return {};
+    }
+    curl_blob cert{const_cast<char*>(s.chainPem.data()), s.chainPem.size(), CURL_BLOB_NOCOPY};
+    curl_blob key{const_cast<char*>(s.keyPem.data()), s.keyPem.size(), CURL_BLOB_NOCOPY};
+    curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
+    if (curl_easy_setopt(c, CURLOPT_SSLCERT_BLOB, &cert) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &key) != CURLE_OK) {
+        return unexpected(ErrorCode::NotSupported, "this libcurl cannot take the client key from memory");
+    }
+    return {};
+}
+
 } // namespace
 
-HttpSession::HttpSession(TlsSettings settings, Origin server)
-    : settings_(std::move(settings)), server_(std::move(server)), easy_(curl_easy_init())
+HttpSession::HttpSession(TlsSettings settings, Origin server, LinkPolicy policy)
+    : settings_(std::move(settings)), server_(std::move(server)), policy_(policy), easy_(curl_easy_init())
 {
 }
 
@@ -104,7 +123,7 @@ HttpSession::~HttpSession()
 }
 
 Status HttpSession::configure(const std::string& method, const std::string& url,
-                              const std::vector<std::string>& headers, curl_slist*& list)
+                              const std::vector<std::string>& headers, bool own, curl_slist*& list)
 {
     CURL* c = easy_.get();
     if (c == nullptr) {
@@ -113,7 +132,7 @@ Status HttpSession::configure(const std::string& method, const std::string& url,
     // Reset per-request options but keep the connection cache and TLS session cache.
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, policy_.allowHttp && !own ? "https,http" : "https");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf_);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
@@ -135,29 +154,31 @@ Status HttpSession::configure(const std::string& method, const std::string& url,
         curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, onProgress);
         curl_easy_setopt(c, CURLOPT_XFERINFODATA, abort_);
     }
-    // The CA bundle replaces the system store: only the provisioned CA is trusted.
-    curl_blob ca{const_cast<char*>(settings_.caPem.data()), settings_.caPem.size(), CURL_BLOB_NOCOPY};
-    if (curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca) != CURLE_OK) {
-        return unexpected(ErrorCode::NotSupported, "this libcurl cannot take the CA from memory (needs 7.77)");
-    }
-    curl_easy_setopt(c, CURLOPT_CAPATH, nullptr);
-    if (!settings_.keyPem.empty()) {
-        curl_blob cert{const_cast<char*>(settings_.chainPem.data()), settings_.chainPem.size(), CURL_BLOB_NOCOPY};
-        curl_blob key{const_cast<char*>(settings_.keyPem.data()), settings_.keyPem.size(), CURL_BLOB_NOCOPY};
-        curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
-        curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
-        if (curl_easy_setopt(c, CURLOPT_SSLCERT_BLOB, &cert) != CURLE_OK ||
-            curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &key) != CURLE_OK) {
-            return unexpected(ErrorCode::NotSupported, "this libcurl cannot take the client key from memory");
+    if (own) {
+        // Only the provisioned CA is trusted for the server, and only the server gets credentials.
+        curl_blob ca{const_cast<char*>(settings_.caPem.data()), settings_.caPem.size(), CURL_BLOB_NOCOPY};
+        if (curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca) != CURLE_OK) {
+            return unexpected(ErrorCode::NotSupported, "this libcurl cannot take the CA from memory (needs 7.77)");
         }
-    }
+        curl_easy_setopt(c, CURLOPT_CAPATH, nullptr);
+        if (auto st = applyClientCredentials(c, settings_); !st) {
+            return st;
+        }
+    } else if (!settings_.otherHostsCaPem.empty()) {
+        curl_blob ca{const_cast<char*>(settings_.otherHostsCaPem.data()), settings_.otherHostsCaPem.size(),
+                     CURL_BLOB_NOCOPY};
+        if (curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca) != CURLE_OK) {
+            return unexpected(ErrorCode::NotSupported, "this libcurl cannot take the CA from memory (needs 7.77)");
+        }
+        curl_easy_setopt(c, CURLOPT_CAPATH, nullptr);
+    } // else: libcurl's default trust store (the system's CA certificates)
     if (method == "GET") {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     } else {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
     }
     list = curl_slist_append(list, "Accept: application/hal+json, application/json");
-    if (!settings_.authorization.empty()) {
+    if (own && !settings_.authorization.empty()) {
         list = curl_slist_append(list, ("Authorization: " + settings_.authorization).c_str());
     }
     for (const auto& h : headers) {
@@ -167,20 +188,25 @@ Status HttpSession::configure(const std::string& method, const std::string& url,
     return {};
 }
 
-Error HttpSession::transportError(CURLcode code) const
+Error HttpSession::transportError(CURLcode code, const Origin& to) const
 {
     std::string detail = errbuf_[0] != '\0' ? std::string(errbuf_) : std::string(curl_easy_strerror(code));
+    const bool own = to == server_;
     switch (code) {
     case CURLE_PEER_FAILED_VERIFICATION:
-        return Error{ErrorCode::Io, "the server's certificate is not valid for " + server_.host +
-                                        " or not signed by the provisioned CA: " + detail};
+        return Error{ErrorCode::Io, "the certificate of " + to.host + " is not valid for it or not signed by " +
+                                        (own ? std::string("the provisioned CA")
+                                             : settings_.otherHostsCaPem.empty()
+                                                   ? std::string("a CA of the system's trust store")
+                                                   : std::string("the CA of download.other_hosts_ca_file")) +
+                                        ": " + detail};
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
-        return Error{ErrorCode::Io, "TLS handshake with " + server_.host + " failed: " + detail};
+        return Error{ErrorCode::Io, "TLS handshake with " + to.host + " failed: " + detail};
     case CURLE_OPERATION_TIMEDOUT:
-        return Error{ErrorCode::Timeout, "transfer from " + server_.host + " timed out or was too slow: " + detail};
+        return Error{ErrorCode::Timeout, "transfer from " + to.host + " timed out or was too slow: " + detail};
     default:
-        return Error{ErrorCode::Io, "cannot reach " + server_.host + ":" + std::to_string(server_.port) + ": " + detail};
+        return Error{ErrorCode::Io, "cannot reach " + to.host + ":" + std::to_string(to.port) + ": " + detail};
     }
 }
 
@@ -188,13 +214,24 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
                                             const std::vector<std::string>& headers, std::size_t maxBody,
                                             const Sink* sink, std::uint64_t rangeFrom)
 {
+    const bool artifact = sink != nullptr;
     std::string current = url;
+    std::vector<std::string> seen;
     for (int hop = 0; hop <= 5; ++hop) {
-        if (auto st = checkLink(current, server_); !st) {
-            return unexpected(st.error());
+        if (std::find(seen.begin(), seen.end(), current) != seen.end()) {
+            return unexpected(ErrorCode::Io, "too many redirects: a redirect loop (" + str::quotable(current, 120) +
+                                                 " leads back to itself)");
         }
+        seen.push_back(current);
+        if (auto st = checkLink(current, server_, policy_, artifact); !st) {
+            return unexpected(st.error().code,
+                              (hop == 0 ? "" : "redirect from " + str::quotable(seen[seen.size() - 2], 120) + ": ") +
+                                  st.error().message);
+        }
+        const auto to = originOf(current);
+        const bool own = to && *to == server_;
         curl_slist* raw = nullptr;
-        auto st = configure(method, current, headers, raw);
+        auto st = configure(method, current, headers, own, raw);
         curl::Slist list{raw};
         if (!st) {
             return unexpected(st.error());
@@ -219,6 +256,7 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
             curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
         }
         HttpResponse resp;
+        resp.url = current;
         Transfer t;
         t.resp = &resp;
         t.maxBody = maxBody;
@@ -245,7 +283,7 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
             return unexpected(ErrorCode::Cancelled, "transfer aborted by the reader");
         }
         if (rc != CURLE_OK) {
-            return unexpected(transportError(rc));
+            return unexpected(transportError(rc, to ? *to : server_));
         }
         if (resp.status >= 300 && resp.status < 400 && resp.status != 304) {
             if (resp.location.empty()) {
@@ -258,7 +296,7 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
         }
         return resp;
     }
-    return unexpected(ErrorCode::Io, "too many redirects (a redirect loop?) starting at " + url);
+    return unexpected(ErrorCode::Io, "too many redirects (a redirect loop?) starting at " + str::quotable(url, 120));
 }
 
 Expected<HttpResponse> HttpSession::request(const std::string& method, const std::string& url,

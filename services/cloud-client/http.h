@@ -3,8 +3,11 @@
 // the life of a session, so polls reuse one keep-alive TLS connection (and the
 // TLS session). Credentials come from memory only: the server CA, the device
 // certificate chain and key are handed to libcurl as blobs, never written to a
-// file. Redirects are followed by hand so every hop is checked (https, same
-// origin) before credentials go with it.
+// file. Redirects are followed by hand so every hop is checked (scheme, host)
+// before anything is sent there; the device's certificate and token only ever
+// go to the provisioned server's origin. Another host (a CDN or object store an
+// artifact link or redirect points to, when allowed) is reached over TLS
+// checked against that host's CA, anonymously.
 
 #include "ddi.h"
 
@@ -24,6 +27,8 @@ struct TlsSettings {
     std::string chainPem; // client certificate chain, leaf first (mTLS), or empty
     std::string keyPem;   // client key (mTLS), or empty
     std::string authorization; // "TargetToken …" / "GatewayToken …", or empty
+    // CA bundle (PEM) for other hosts (allow_other_hosts); empty: the system's trust store.
+    std::string otherHostsCaPem;
     long connectTimeoutSec = 30;
     long requestTimeoutSec = 120; // control requests (not downloads)
     long lowSpeedLimit = 1;       // bytes/s …
@@ -34,6 +39,7 @@ struct TlsSettings {
 
 struct HttpResponse {
     long status = 0;
+    std::string url; // where the answer came from (after redirects)
     std::string body;
     std::string etag;
     std::string retryAfter;
@@ -49,19 +55,22 @@ struct TransportError {
 
 class HttpSession {
 public:
-    HttpSession(TlsSettings settings, Origin server);
+    HttpSession(TlsSettings settings, Origin server, LinkPolicy policy = {});
     ~HttpSession();
     HttpSession(const HttpSession&) = delete;
     HttpSession& operator=(const HttpSession&) = delete;
 
-    // A request with a size-limited body; 3xx are followed (at most 5 hops, each checked).
+    // A request to a DDI resource of the server, with a size-limited body; 3xx
+    // are followed (at most 5 hops, each on the server's origin).
     // Errors: Io/Timeout for transport failures (message names the cause),
     // InvalidArgument for refused links and oversized bodies.
     Expected<HttpResponse> request(const std::string& method, const std::string& url, const std::string& body = "",
                                    const std::vector<std::string>& headers = {}, std::size_t maxBody = 1u << 20);
 
-    // GET streamed into sink (return false to abort). `rangeFrom` > 0 sends a Range header.
-    // Used by downloads, on their own session.
+    // GET of an artifact streamed into sink (return false to abort). `rangeFrom`
+    // > 0 sends a Range header. Links and redirects may lead to another host or to
+    // plain http as the LinkPolicy allows (anonymously). Used by downloads, on
+    // their own session.
     // The sink sees the status of the answer (200 or 206) with each piece.
     using Sink = std::function<bool(long status, const char*, std::size_t)>;
     Expected<HttpResponse> stream(const std::string& url, std::uint64_t rangeFrom, const Sink& sink);
@@ -77,15 +86,18 @@ public:
     const TlsSettings& settings() const { return settings_; }
 
 private:
+    // `own`: the request goes to the provisioned server (credentials and its CA);
+    // otherwise to another host (its CA, no credentials).
     Status configure(const std::string& method, const std::string& url, const std::vector<std::string>& headers,
-                     curl_slist*& list);
+                     bool own, curl_slist*& list);
     Expected<HttpResponse> perform(const std::string& method, const std::string& url, const std::string& body,
                                    const std::vector<std::string>& headers, std::size_t maxBody,
                                    const Sink* sink, std::uint64_t rangeFrom);
-    Error transportError(CURLcode code) const;
+    Error transportError(CURLcode code, const Origin& to) const;
 
     TlsSettings settings_;
     Origin server_;
+    LinkPolicy policy_;
     curl::Easy easy_;
     char errbuf_[CURL_ERROR_SIZE] = {};
     CURLcode lastCode_ = CURLE_OK;

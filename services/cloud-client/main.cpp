@@ -37,6 +37,7 @@ int main(int argc, char** argv)
         svc->source = std::make_unique<mbl::cloud::BusDeviceSource>();
         svc->client = std::move(client).value();
         svc->bus = std::make_unique<mbl::cloud::CloudClientBus>(ctx.connection, ctx.loop, *svc->client);
+        svc->source->watchIdentity(ctx.connection, [client = svc->client.get()] { client->identityChanged(); });
         svc->client->start(*svc->source, *svc->bus);
         return std::shared_ptr<void>(svc);
     });

@@ -5,6 +5,7 @@
 #include "mbl/strings.h"
 
 #include <openssl/crypto.h>
+#include <openssl/x509.h>
 
 #include <cerrno>
 #include <chrono>
@@ -19,6 +20,26 @@ namespace mbl::identity {
 
 namespace {
 const char* const kStateFile = "identity.json";
+
+// The device id is the hawkBit controllerId, and a reverse proxy passes the
+// certificate's CN as the controller id: a certificate naming another device
+// would install fine and then fail every request with 401.
+Status checkNamesDevice(const std::string& chainPem, const std::string& deviceId, const std::string& field)
+{
+    auto certs = parsePemCertificates(chainPem, field);
+    if (!certs || certs->empty()) {
+        return {}; // verifyDeviceChain has refused it already
+    }
+    char cn[256] = {};
+    const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(certs->front().get()), NID_commonName, cn, sizeof cn);
+    const std::string name = n > 0 ? std::string(cn, static_cast<std::size_t>(n)) : std::string();
+    if (name != deviceId) {
+        return unexpected(ErrorCode::InvalidArgument,
+                          field + ": the certificate's CN '" + str::quotable(name) + "' is not this device's id '" +
+                              deviceId + "' (the server takes the CN as the controllerId)");
+    }
+    return {};
+}
 const char* const kResetMarker = "reset-pending";
 
 Status removeFile(const std::string& path)
@@ -72,31 +93,32 @@ void testPausePoint(const char* point)
 
 Expected<std::unique_ptr<Identity>> Identity::open(const Paths& paths, const Config& config)
 {
-    if (auto st = config.rejectUnknownKeys({"key_type", "key_uri", "fleet_ca", "state_dir"}); !st) {
-        return unexpected(st.error());
-    }
+    // Every key read, typed and checked, and nothing else in the file, before anything is made.
     auto dir = config.getString("state_dir", paths.state("identity"));
     auto type = config.getString("key_type", "ec-p256");
     auto fleetCa = config.getString("fleet_ca", "");
     if (!dir || !type || !fleetCa) {
         return unexpected(!dir ? dir.error() : !type ? type.error() : fleetCa.error());
     }
+    auto uri = config.getString("key_uri", *dir + "/device.key");
+    if (!uri) {
+        return unexpected(uri.error());
+    }
     auto keyType = parseKeyType(*type);
     if (!keyType) {
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": " + keyType.error().message);
+    }
+    if (auto st = config.rejectUnreadKeys(); !st) {
+        return unexpected(st.error());
     }
     std::unique_ptr<Identity> id(new Identity());
     id->stateDir_ = *dir;
     id->keyType_ = *keyType;
     id->fleetCa_ = *fleetCa;
+    id->keyUri_ = *uri;
     if (auto st = fs::makeDirs(id->stateDir_, 0700); !st) {
         return unexpected(st.error());
     }
-    auto uri = config.getString("key_uri", id->stateDir_ + "/device.key");
-    if (!uri) {
-        return unexpected(uri.error());
-    }
-    id->keyUri_ = *uri;
     if (!id->fleetCa_.empty() && !fs::exists(id->fleetCa_)) {
         log::warning("fleet CA " + id->fleetCa_ + " (config key fleet_ca) does not exist; InstallCertificate will "
                      "refuse every chain until it does");
@@ -332,6 +354,9 @@ Status Identity::installCertificate(const std::string& chainPem)
     if (!chain) {
         return unexpected(chain.error());
     }
+    if (auto st = checkNamesDevice(chain->pem, deviceId(), "certificate"); !st) {
+        return st;
+    }
     Stored next;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -381,6 +406,12 @@ Status Identity::provision(const std::string& documentJson)
         return unexpected(ErrorCode::InvalidArgument,
                           "provisioning document: field 'certificate_chain_pem' is needed for auth_mode mtls while no "
                           "certificate is installed");
+    }
+    if (doc->authMode == "mtls") {
+        const std::string id = !doc->deviceId.empty() ? doc->deviceId : key->derivedDeviceId();
+        if (auto st = checkNamesDevice(next.chainPem, id, "provisioning document"); !st) {
+            return st;
+        }
     }
     doc->certificateChainPem.clear();
     next.provisioning = std::move(doc).value();

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <ctime>
 #include <iostream>
 
@@ -38,16 +39,28 @@ int cloudStatus(Context& ctx)
     if (ctx.json) {
         nlohmann::json j = {{"ConnectionState", s("ConnectionState")}, {"ServerUrl", s("ServerUrl")},
                             {"LastContact", u64("LastContact")},         {"PollInterval", u32("PollInterval")},
-                            {"DownloadProgress", u32("DownloadProgress")}, {"LastError", s("LastError")},
+                            {"NextPoll", u64("NextPoll")},               {"DownloadProgress", u32("DownloadProgress")},
+                            {"ActiveDownloads", u32("ActiveDownloads")}, {"LastError", s("LastError")},
                             {"Version", s("Version")}};
         std::cout << j.dump(2) << "\n";
         return 0;
     }
-    std::cout << "Connection:     " << s("ConnectionState") << "\n"
+    const std::string state = s("ConnectionState");
+    std::cout << "Connection:     " << state << "\n"
               << "Server:         " << (s("ServerUrl").empty() ? "-" : s("ServerUrl")) << "\n"
               << "Last contact:   " << when(u64("LastContact")) << "\n"
-              << "Poll interval:  " << u32("PollInterval") << " s\n"
-              << "Download:       " << u32("DownloadProgress") << " %\n";
+              << "Poll interval:  " << u32("PollInterval") << " s\n";
+    if (u64("NextPoll") != 0) {
+        const long long in = static_cast<long long>(u64("NextPoll")) - static_cast<long long>(std::time(nullptr));
+        // After a failure the next contact is a retry (back-off, throttling, new credentials), not a poll.
+        std::cout << (state == "connected" ? "Next poll:      " : "Next attempt:   ") << "in "
+                  << std::max(0LL, in) << " s\n";
+    }
+    if (u32("ActiveDownloads") == 0) {
+        std::cout << "Download:       none\n";
+    } else {
+        std::cout << "Download:       " << u32("DownloadProgress") << " % (" << u32("ActiveDownloads") << " running)\n";
+    }
     if (!s("LastError").empty()) {
         std::cout << "Last error:     " << s("LastError") << "\n";
     }

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <unistd.h>
 
 namespace mbl::ctl {
 
@@ -87,6 +88,38 @@ nlohmann::json variantToJson(const sdbus::Variant& v)
     return "<" + sig + ">";
 }
 
+// A service can be reachable and still failed: these property values mean it
+// cannot do its job until someone acts (the table is the one place that says so).
+struct FailedWhen {
+    const char* service;
+    const char* property;
+    bool (*failed)(const std::string& value);
+};
+const FailedWhen kFailedWhen[] = {
+    {"device-identity", "State", [](const std::string& v) { return v.rfind("error", 0) == 0; }},
+    {"cloud-client", "ConnectionState", [](const std::string& v) { return v == "auth-failed"; }},
+};
+
+// "" when healthy, else why not (e.g. "ConnectionState=auth-failed").
+std::string problemOf(const std::string& service, const nlohmann::json& props)
+{
+    for (const auto& f : kFailedWhen) {
+        if (service != f.service || !props.contains(f.property) || !props[f.property].is_string()) {
+            continue;
+        }
+        const std::string v = props[f.property].get<std::string>();
+        if (f.failed(v)) {
+            std::string why = std::string(f.property) + "=" + v;
+            if (props.contains("LastError") && props["LastError"].is_string() &&
+                !props["LastError"].get<std::string>().empty()) {
+                why += ": " + props["LastError"].get<std::string>();
+            }
+            return why;
+        }
+    }
+    return "";
+}
+
 } // namespace
 
 std::string variantToText(const sdbus::Variant& v)
@@ -112,7 +145,7 @@ int runStatus(Context& ctx, const std::vector<std::string>& args)
     }
     auto& bus = ctx.bus();
     nlohmann::json out = nlohmann::json::array();
-    int unreachable = 0;
+    int unhealthy = 0;
     for (const auto& s : services()) {
         nlohmann::json entry = {{"service", s.label}, {"bus_name", s.busName}};
         try {
@@ -129,18 +162,27 @@ int runStatus(Context& ctx, const std::vector<std::string>& args)
                 p[k] = variantToJson(v);
             }
             entry["properties"] = p;
+            const std::string problem = problemOf(s.label, p);
+            entry["healthy"] = problem.empty();
+            if (!problem.empty()) {
+                entry["problem"] = problem;
+                ++unhealthy;
+            }
         } catch (const sdbus::Error& e) {
             entry["reachable"] = false;
+            entry["healthy"] = false;
             entry["error"] = e.getName() + ": " + e.getMessage();
-            ++unreachable;
+            ++unhealthy;
         }
         out.push_back(entry);
     }
 
     if (ctx.json) {
         std::cout << out.dump(2) << "\n";
-        return unreachable == 0 ? 0 : 1;
+        return unhealthy == 0 ? 0 : 1;
     }
+    const bool colour = ::isatty(STDOUT_FILENO) != 0;
+    auto red = [&](const std::string& t) { return colour ? "\033[1;31m" + t + "\033[0m" : t; };
     std::cout << std::left << std::setw(19) << "SERVICE" << std::setw(12) << "STATE" << std::setw(10) << "VERSION"
               << "DETAILS\n";
     for (std::size_t i = 0; i < out.size(); ++i) {
@@ -161,21 +203,30 @@ int runStatus(Context& ctx, const std::vector<std::string>& args)
                 details << (first ? "" : "  ") << key << "=" << (val.empty() ? "-" : val);
                 first = false;
             }
+            if (e.contains("problem")) {
+                details << "  (" << e["problem"].get<std::string>() << ")";
+            }
         } else {
             details << e["error"].get<std::string>();
         }
-        std::cout << std::left << std::setw(19) << e["service"].get<std::string>() << std::setw(12)
-                  << (e["reachable"].get<bool>() ? "reachable" : "UNREACHABLE") << std::setw(10) << version
-                  << details.str() << "\n";
+        std::string state =
+            !e["reachable"].get<bool>() ? "UNREACHABLE" : e["healthy"].get<bool>() ? "reachable" : "FAILED";
+        std::ostringstream padded;
+        padded << std::left << std::setw(12) << state;
+        std::cout << std::left << std::setw(19) << e["service"].get<std::string>()
+                  << (state == "reachable" ? padded.str() : red(padded.str())) << std::setw(10) << version << details.str()
+                  << "\n";
     }
-    return unreachable == 0 ? 0 : 1;
+    return unhealthy == 0 ? 0 : 1;
 }
 
 } // namespace
 
 void registerStatusCommands(std::vector<Command>& out)
 {
-    out.push_back({"status", "status [--json]", "Show each MBL service: reachable or not, version, key properties.",
+    out.push_back({"status", "status [--json]",
+                   "Show each MBL service: reachable, FAILED (reachable but unable to work, e.g. the cloud client's "
+                   "credentials refused) or UNREACHABLE, version, key properties; exits 1 unless all are reachable and none failed.",
                    runStatus});
 }
 

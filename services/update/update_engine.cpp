@@ -1,5 +1,8 @@
 #include "update_engine.h"
 
+#include "slot_writer.h"
+#include "update_settings.h"
+
 #include "mbl/crypto.h"
 #include "mbl/error_names.h"
 #include "mbl/fs.h"
@@ -9,17 +12,11 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <condition_variable>
-#include <cstring>
-#include <deque>
 #include <cstdlib>
 #include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <random>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <thread>
@@ -38,20 +35,6 @@ std::uint64_t nowSeconds()
     return static_cast<std::uint64_t>(std::time(nullptr));
 }
 
-std::string leftVar(const std::string& bootname)
-{
-    return "BOOT_" + bootname + "_LEFT";
-}
-
-int toInt(const std::string& s, int fallback)
-{
-    try {
-        return std::stoi(s);
-    } catch (...) {
-        return fallback;
-    }
-}
-
 std::vector<std::string> words(const std::string& s)
 {
     std::vector<std::string> out;
@@ -63,364 +46,12 @@ std::vector<std::string> words(const std::string& s)
     return out;
 }
 
-std::string join(const std::vector<std::string>& v)
+// SlotStates' name of a status: an armed slot is "trial" there (its trial is
+// under way: armed for the next boot, or booted).
+const char* publicName(SlotStatus s)
 {
-    std::string out;
-    for (const auto& s : v) {
-        out += (out.empty() ? "" : " ") + s;
-    }
-    return out;
+    return s == SlotStatus::Armed ? "trial" : slotStatusName(s);
 }
-
-constexpr std::size_t kRingBuffers = 4;
-constexpr std::size_t kBufferSize = 512u << 10;
-constexpr std::size_t kDirectAlign = 4096;
-
-// One anonymous mapping for the pipeline's buffers: page aligned (as O_DIRECT
-// needs) and returned to the system as a whole when the install ends.
-class PageBuffers {
-public:
-    PageBuffers(std::size_t count, std::size_t size) : len_(count * size), size_(size)
-    {
-        void* p = ::mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        base_ = p == MAP_FAILED ? nullptr : static_cast<char*>(p);
-    }
-    ~PageBuffers()
-    {
-        if (base_ != nullptr) {
-            ::munmap(base_, len_);
-        }
-    }
-    PageBuffers(const PageBuffers&) = delete;
-    PageBuffers& operator=(const PageBuffers&) = delete;
-    bool ok() const { return base_ != nullptr; }
-    char* at(std::size_t i) const { return base_ + i * size_; }
-
-private:
-    char* base_ = nullptr;
-    std::size_t len_;
-    std::size_t size_;
-};
-
-// 0 or the errno of the failed write.
-int pwriteAll(int fd, const char* p, std::size_t len, std::uint64_t off)
-{
-    while (len > 0) {
-        ssize_t n = ::pwrite(fd, p, len, static_cast<off_t>(off));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return n < 0 ? errno : EIO;
-        }
-        p += n;
-        len -= static_cast<std::size_t>(n);
-        off += static_cast<std::uint64_t>(n);
-    }
-    return 0;
-}
-
-// Drops O_DIRECT from an fd (for an unaligned tail, or where the file system refuses it).
-void dropDirect(int fd)
-{
-    const int fl = ::fcntl(fd, F_GETFL);
-    if (fl >= 0) {
-        (void)::fcntl(fd, F_SETFL, fl & ~O_DIRECT);
-    }
-}
-
-// The rootfs pipeline. The install thread copies the stream into a ring of
-// page-aligned buffers and hashes the copy (EVP SHA-256); a writer thread writes
-// each buffer to the slot with O_DIRECT (no page-cache copy, nothing to drop);
-// a verifier thread then reads that range back from the medium with O_DIRECT and
-// compares it byte for byte with the buffer before the buffer is reused. So the
-// slot is proven to return exactly the bytes whose hash matched the signed
-// manifest, at the cost of a memcmp instead of a second SHA-256 pass, and the
-// read-back overlaps the stream. Memory: (kRingBuffers + 1) x kBufferSize.
-// Where the medium refuses O_DIRECT the writes are buffered and the read-back
-// runs after the fsync from a dropped page cache, hashed again (readBackHash).
-class SlotPipeline {
-public:
-    // direct: wfd (and rfd) are O_DIRECT; verify: read every range back and compare.
-    SlotPipeline(int wfd, int rfd, bool direct, bool verify)
-        : wfd_(wfd), rfd_(rfd), direct_(direct), verify_(direct && verify), mem_(kRingBuffers + 1, kBufferSize)
-    {
-        for (std::size_t i = 0; i < kRingBuffers; ++i) {
-            free_.push_back(i);
-        }
-        if (!mem_.ok()) {
-            failed_ = true;
-            error_ = Error{ErrorCode::Io, "cannot map the install buffers"};
-            return;
-        }
-        cur_ = take();
-        writer_ = std::thread([this] { writeLoop(); });
-        if (verify_) {
-            verifier_ = std::thread([this] { verifyLoop(); });
-        }
-    }
-    ~SlotPipeline()
-    {
-        {
-            std::lock_guard<std::mutex> l(m_);
-            closed_ = true;
-            abort_ = true;
-        }
-        cv_.notify_all();
-        join();
-    }
-    SlotPipeline(const SlotPipeline&) = delete;
-    SlotPipeline& operator=(const SlotPipeline&) = delete;
-
-    // Copies into the ring and hashes the copy (what is written is what was hashed).
-    Status append(const void* data, std::size_t len, crypto::Sha256& hash)
-    {
-        const char* p = static_cast<const char*>(data);
-        while (len > 0) {
-            if (cur_ == kNone) {
-                return result();
-            }
-            const std::size_t n = std::min(len, kBufferSize - fill_);
-            char* dst = mem_.at(cur_) + fill_;
-            std::memcpy(dst, p, n);
-            hash.update(dst, n);
-            fill_ += n;
-            p += n;
-            len -= n;
-            if (fill_ == kBufferSize) {
-                if (auto st = flushCurrent(); !st) {
-                    return st;
-                }
-            }
-        }
-        return {};
-    }
-
-    // Every byte written and (with O_DIRECT) read back and compared; not yet synced.
-    Status finish()
-    {
-        if (fill_ > 0 && cur_ != kNone) {
-            (void)flushCurrent();
-        }
-        {
-            std::lock_guard<std::mutex> l(m_);
-            closed_ = true;
-        }
-        cv_.notify_all();
-        join();
-        return result();
-    }
-    bool verified() const { return verify_; }
-
-    // The buffered case: SHA-256 (hex) of what the medium returns for [0, size).
-    Expected<std::string> readBackHash(int rfd, std::uint64_t size)
-    {
-        crypto::Sha256 check;
-        char* buf = mem_.at(kRingBuffers);
-        std::uint64_t off = 0;
-        while (off < size) {
-            const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(size - off, kBufferSize));
-            ssize_t n = ::pread(rfd, buf, want, static_cast<off_t>(off));
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n < 0) {
-                return unexpected(errnoError("read back", errno));
-            }
-            if (n == 0) {
-                return unexpected(ErrorCode::Io, "the slot is shorter than what was written");
-            }
-            check.update(buf, static_cast<std::size_t>(n));
-            off += static_cast<std::uint64_t>(n);
-        }
-        return check.finishHex();
-    }
-
-private:
-    struct Job {
-        std::size_t buf;
-        std::size_t len;
-        std::uint64_t off;
-    };
-    std::size_t take()
-    {
-        std::unique_lock<std::mutex> l(m_);
-        cv_.wait(l, [&] { return !free_.empty() || failed_; });
-        if (failed_) {
-            return kNone;
-        }
-        std::size_t i = free_.back();
-        free_.pop_back();
-        return i;
-    }
-    Status flushCurrent()
-    {
-        {
-            std::lock_guard<std::mutex> l(m_);
-            if (failed_) {
-                return unexpected(error_);
-            }
-            toWrite_.push_back(Job{cur_, fill_, queued_});
-            queued_ += fill_;
-        }
-        cv_.notify_all();
-        fill_ = 0;
-        cur_ = take();
-        if (cur_ == kNone) {
-            return result();
-        }
-        return {};
-    }
-    void failLocked(Error e)
-    {
-        if (!failed_) {
-            failed_ = true;
-            error_ = std::move(e);
-        }
-    }
-    void writeLoop()
-    {
-        for (;;) {
-            Job job{};
-            {
-                std::unique_lock<std::mutex> l(m_);
-                cv_.wait(l, [&] { return !toWrite_.empty() || closed_ || failed_; });
-                if (failed_ || abort_ || toWrite_.empty()) {
-                    writerDone_ = true;
-                    cv_.notify_all();
-                    return;
-                }
-                job = toWrite_.front();
-                toWrite_.pop_front();
-            }
-            const char* p = mem_.at(job.buf);
-            // O_DIRECT wants aligned lengths: only the very last buffer may be short,
-            // its unaligned tail goes through the page cache (the fsync flushes it).
-            const std::size_t aligned = job.len - job.len % kDirectAlign;
-            int err = pwriteAll(wfd_, p, aligned, job.off);
-            if (err == EINVAL) {
-                // A file system that accepts O_DIRECT at open but not for writes: go
-                // through the page cache (direct reads still flush and read the medium).
-                dropDirect(wfd_);
-                err = pwriteAll(wfd_, p, aligned, job.off);
-            }
-            if (err == 0 && aligned < job.len) {
-                dropDirect(wfd_);
-                err = pwriteAll(wfd_, p + aligned, job.len - aligned, job.off + aligned);
-            }
-            {
-                std::lock_guard<std::mutex> l(m_);
-                if (err != 0) {
-                    failLocked(errnoError("write at offset " + std::to_string(job.off), err));
-                } else if (verify_) {
-                    toVerify_.push_back(job);
-                } else {
-                    free_.push_back(job.buf);
-                }
-            }
-            cv_.notify_all();
-        }
-    }
-    void verifyLoop()
-    {
-        char* back = mem_.at(kRingBuffers);
-        for (;;) {
-            Job job{};
-            {
-                std::unique_lock<std::mutex> l(m_);
-                cv_.wait(l, [&] { return !toVerify_.empty() || failed_ || abort_ || writerDone_; });
-                if (failed_ || abort_ || toVerify_.empty()) {
-                    return; // writerDone_ with nothing left, or stopped
-                }
-                job = toVerify_.front();
-                toVerify_.pop_front();
-            }
-            Status st = compareRange(back, mem_.at(job.buf), job.len, job.off);
-            {
-                std::lock_guard<std::mutex> l(m_);
-                if (!st) {
-                    failLocked(st.error());
-                }
-                free_.push_back(job.buf);
-            }
-            cv_.notify_all();
-        }
-    }
-    // Reads [off, off+len) back from the medium and compares it with what was written.
-    Status compareRange(char* back, const char* want, std::size_t len, std::uint64_t off)
-    {
-        // Aligned length for O_DIRECT; a short read at the end of an image file is fine.
-        const std::size_t ask = (len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-        std::size_t got = 0;
-        while (got < len) {
-            ssize_t n = ::pread(rfd_, back + got, ask - got, static_cast<off_t>(off + got));
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n < 0 && errno == EINVAL) {
-                // Only the unaligned remainder of a short read can get here.
-                dropDirect(rfd_);
-                continue;
-            }
-            if (n < 0) {
-                return unexpected(errnoError("read back at offset " + std::to_string(off + got), errno));
-            }
-            if (n == 0) {
-                return unexpected(ErrorCode::Io, "the slot ends at offset " + std::to_string(off + got) +
-                                                     ", before what was written");
-            }
-            got += static_cast<std::size_t>(n);
-        }
-        if (std::memcmp(back, want, len) != 0) {
-            std::size_t i = 0;
-            while (i < len && back[i] == want[i]) {
-                ++i;
-            }
-            return unexpected(ErrorCode::Io, "reads back different bytes than were written at offset " +
-                                                 std::to_string(off + i) + ": the medium may be failing");
-        }
-        return {};
-    }
-    Status result()
-    {
-        std::lock_guard<std::mutex> l(m_);
-        if (failed_) {
-            return unexpected(error_);
-        }
-        return {};
-    }
-    void join()
-    {
-        if (writer_.joinable()) {
-            writer_.join();
-        }
-        if (verifier_.joinable()) {
-            verifier_.join();
-        }
-    }
-
-    static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
-    int wfd_;
-    int rfd_;
-    bool direct_;
-    bool verify_;
-    PageBuffers mem_;
-    std::vector<std::size_t> free_;
-    std::deque<Job> toWrite_;
-    std::deque<Job> toVerify_;
-    std::size_t cur_ = kNone;
-    std::size_t fill_ = 0;
-    std::uint64_t queued_ = 0;
-    std::mutex m_;
-    std::condition_variable cv_;
-    bool closed_ = false;
-    bool abort_ = false;
-    bool failed_ = false;
-    bool writerDone_ = false;
-    Error error_;
-    std::thread writer_;
-    std::thread verifier_;
-};
 
 } // namespace
 
@@ -429,98 +60,36 @@ private:
 
 Expected<std::unique_ptr<UpdateEngine>> UpdateEngine::open(const Paths& paths, const Config& config)
 {
+    // Every key checked (type, range, unknown or misspelled at any depth) before anything is touched.
+    auto cfg = UpdateSettings::fromConfig(paths, config);
+    if (!cfg) {
+        return unexpected(cfg.error());
+    }
     std::unique_ptr<UpdateEngine> e(new UpdateEngine());
-    auto str = [&](const char* key, const std::string& fallback) -> Expected<std::string> {
-        return config.getString(key, fallback);
-    };
-    auto compatible = str("compatible", "");
-    auto trust = str("trustDir", paths.config("trust"));
-    auto staging = str("stagingDir", paths.state("update") + "/staging");
-    auto factory = str("factoryVersion", "0.0.0");
-    auto cmdline = str("cmdlinePath", "/proc/cmdline");
-    auto bootId = str("bootIdPath", "/proc/sys/kernel/random/boot_id");
-    auto booted = str("bootedSlot", "");
-    auto slotClass = str("slotClass", "rootfs");
-    auto blType = str("bootloader.type", "file");
-    auto blPath = str("bootloader.path", paths.state("update") + "/bootenv");
-    auto blDefaults = str("bootloader.defaults", "");
-    auto maxManifest = config.getInt("maxManifestBytes", bundle::kDefaultMaxManifestBytes, 1024, 64 << 20);
-    auto trial = config.getInt("trialAttempts", 1, 1, 100);
-    auto good = config.getInt("goodAttempts", 3, 1, 100);
-    auto readBack = config.getBool("readBack", true);
-    if (!readBack) {
-        return unexpected(readBack.error());
-    }
-    for (const auto* r : {&compatible, &trust, &staging, &factory, &cmdline, &bootId, &booted, &slotClass, &blType, &blPath,
-                          &blDefaults}) {
-        if (!*r) {
-            return unexpected(r->error());
-        }
-    }
-    for (const auto* r : {&maxManifest, &trial, &good}) {
-        if (!*r) {
-            return unexpected(r->error());
-        }
-    }
-    if (auto st = config.rejectUnknownKeys({"compatible", "trustDir", "stagingDir", "factoryVersion", "cmdlinePath",
-                                            "bootIdPath", "bootedSlot", "slotClass", "bootloader", "maxManifestBytes",
-                                            "trialAttempts", "goodAttempts", "slots", "readBack"});
-        !st) {
-        return unexpected(st.error());
-    }
-    e->stateDir_ = paths.state("update");
-    e->compatible_ = *compatible;
-    e->trustDir_ = *trust;
-    e->stagingDir_ = *staging;
-    e->factoryVersion_ = *factory;
-    e->cmdlinePath_ = *cmdline;
-    e->bootIdPath_ = *bootId;
-    e->bootedOverride_ = *booted;
-    e->slotClass_ = *slotClass;
-    e->maxManifestBytes_ = static_cast<std::uint64_t>(*maxManifest);
-    e->trialAttempts_ = static_cast<int>(*trial);
-    e->goodAttempts_ = static_cast<int>(*good);
-    e->readBack_ = *readBack;
-
-    const auto& doc = config.json();
-    if (doc.contains("slots")) {
-        const auto& sj = doc["slots"];
-        if (!sj.is_array()) {
-            return unexpected(ErrorCode::InvalidArgument, config.origin() + ": key 'slots' must be a list");
-        }
-        for (const auto& s : sj) {
-            SlotConfig c;
-            if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || !s.contains("device") ||
-                !s["device"].is_string() || !str::isSafeName(s["name"].get<std::string>(), 16)) {
-                return unexpected(ErrorCode::InvalidArgument,
-                                  config.origin() + ": each of 'slots' needs a 'name' ([a-z0-9]) and a 'device'");
-            }
-            c.name = s["name"].get<std::string>();
-            c.device = s["device"].get<std::string>();
-            c.bootname = s.value("bootname", std::string());
-            if (c.bootname.empty()) {
-                for (char ch : c.name) {
-                    c.bootname += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-                }
-            }
-            if (s.contains("size") && s["size"].is_number_unsigned()) {
-                c.size = s["size"].get<std::uint64_t>();
-            }
-            e->slots_.push_back(std::move(c));
-        }
-        if (e->slots_.size() != 2) {
-            return unexpected(ErrorCode::InvalidArgument, config.origin() + ": 'slots' must list exactly two slots (A/B)");
-        }
-    }
-    BootloaderConfig bl;
-    bl.type = *blType;
-    bl.path = *blPath;
-    bl.defaults = *blDefaults;
+    e->stateDir_ = cfg->stateDir;
+    e->compatible_ = cfg->compatible;
+    e->trustDir_ = cfg->trustDir;
+    e->stagingDir_ = cfg->stagingDir;
+    e->factoryVersion_ = cfg->factoryVersion;
+    e->cmdlinePath_ = cfg->cmdlinePath;
+    e->bootedOverride_ = cfg->bootedOverride;
+    e->slotClass_ = cfg->slotClass;
+    e->maxManifestBytes_ = cfg->maxManifestBytes;
+    e->trialAttempts_ = cfg->trialAttempts;
+    e->goodAttempts_ = cfg->goodAttempts;
+    e->readBack_ = cfg->readBack;
+    e->slots_ = cfg->slots;
+    const BootloaderConfig& bl = cfg->bootloader;
     auto b = makeBootloader(bl);
     if (!b) {
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": " + b.error().message);
     }
-    e->bootloader_ = std::move(b).value();
+    BootPolicy::Settings ps;
+    ps.slots = e->slots_;
+    ps.trialAttempts = e->trialAttempts_;
+    ps.goodAttempts = e->goodAttempts_;
+    ps.factoryVersion = e->factoryVersion_;
+    e->policy_ = std::make_unique<BootPolicy>(std::move(b).value(), std::move(ps));
     if (const char* p = std::getenv("MBL_UPDATE_TEST_PAUSE")) {
         e->pause_ = p;
     }
@@ -532,29 +101,21 @@ Expected<std::unique_ptr<UpdateEngine>> UpdateEngine::open(const Paths& paths, c
     if (auto st = fs::makeDirs(e->stagingDir_, 0700); !st) {
         return unexpected(st.error());
     }
-    if (auto st = e->loadState(); !st) {
+    BootPolicy::Copy copy;
+    if (auto st = e->loadState(copy); !st) {
         return unexpected(st.error());
     }
-    if (auto st = e->recover(); !st) {
+    if (auto st = e->recover(copy); !st) {
         return unexpected(st.error());
     }
     return e;
 }
 
-Status UpdateEngine::loadState()
+Status UpdateEngine::loadState(BootPolicy::Copy& copy)
 {
-    booted_ = detectBootedSlot();
     const std::string path = stateDir_ + "/state.json";
     if (!fs::exists(path)) {
-        for (const auto& s : slots_) {
-            SlotState st;
-            if (s.name == booted_) {
-                st.state = "good";
-                st.version = factoryVersion_;
-            }
-            slotStates_[s.name] = st;
-        }
-        return {};
+        return {}; // first start, or the data partition was wiped: the environment knows the slots
     }
     auto text = fs::readFile(path);
     if (!text) {
@@ -565,7 +126,7 @@ Status UpdateEngine::loadState()
         return unexpected(ErrorCode::Io, path + " is damaged (not JSON); move it away to start from factory state");
     }
     try {
-        floor_ = j.value("floor", std::uint64_t{0});
+        copy.floor = j.value("floor", std::uint64_t{0});
         lastError_ = j.value("lastError", std::string());
         if (j.contains("operations") && j["operations"].is_object()) {
             for (const auto& [id, oj] : j["operations"].items()) {
@@ -579,26 +140,24 @@ Status UpdateEngine::loadState()
             operations_[legacy] = HeldOperation{};
         }
         for (const auto& s : slots_) {
-            SlotState st;
-            if (j.contains("slots") && j["slots"].contains(s.name)) {
-                const auto& sj = j["slots"][s.name];
-                st.state = sj.value("state", std::string("empty"));
-                st.version = sj.value("version", std::string());
-                st.installed = sj.value("installed", std::uint64_t{0});
-                st.securityVersion = sj.value("security_version", std::uint64_t{0});
-                st.operation = sj.value("operation", std::string());
+            if (!j.contains("slots") || !j["slots"].contains(s.name)) {
+                continue;
             }
-            slotStates_[s.name] = st;
+            const auto& sj = j["slots"][s.name];
+            SlotRecord rec;
+            rec.status = slotStatusFromName(sj.value("state", std::string("empty"))).value_or(SlotStatus::Empty);
+            rec.version = sj.value("version", std::string());
+            rec.installed = sj.value("installed", std::uint64_t{0});
+            rec.securityVersion = sj.value("security_version", std::uint64_t{0});
+            rec.operation = sj.value("operation", std::string());
+            copy.slots[s.name] = rec;
         }
+        // Written before the environment held the record: the pending trial's operation.
         if (j.contains("pending") && j["pending"].is_object()) {
-            const auto& pj = j["pending"];
-            Pending p;
-            p.slot = pj.value("slot", std::string());
-            p.version = pj.value("version", std::string());
-            p.securityVersion = pj.value("security_version", std::uint64_t{0});
-            p.bootId = pj.value("boot_id", std::string());
-            p.operation = pj.value("operation", std::string());
-            pending_ = p;
+            const std::string slot = j["pending"].value("slot", std::string());
+            if (copy.slots.count(slot) != 0) {
+                copy.slots[slot].operation = j["pending"].value("operation", std::string());
+            }
         }
     } catch (const std::exception& ex) {
         return unexpected(ErrorCode::Io, path + " is damaged: " + ex.what());
@@ -608,29 +167,28 @@ Status UpdateEngine::loadState()
 
 Status UpdateEngine::saveStateLocked()
 {
+    // The slot records and the floor are a copy: the bootloader environment is the authority.
+    const auto v = policy_->view();
     nlohmann::json j;
-    j["floor"] = floor_;
-    j["lastError"] = lastError_;
+    j["floor"] = v.floor;
+    {
+        std::lock_guard<std::mutex> l(errorMutex_);
+        j["lastError"] = lastError_;
+    }
     j["operations"] = nlohmann::json::object();
     for (const auto& [id, h] : operations_) {
         j["operations"][id] = {{"hold", h.hold}, {"slot", h.slot}};
     }
     j["slots"] = nlohmann::json::object();
-    for (const auto& [name, s] : slotStates_) {
-        j["slots"][name] = {{"state", s.state},
-                            {"version", s.version},
-                            {"installed", s.installed},
-                            {"security_version", s.securityVersion},
-                            {"operation", s.operation}};
-    }
-    if (pending_) {
-        j["pending"] = {{"slot", pending_->slot},
-                        {"version", pending_->version},
-                        {"security_version", pending_->securityVersion},
-                        {"boot_id", pending_->bootId},
-                        {"operation", pending_->operation}};
-    } else {
-        j["pending"] = nullptr;
+    for (const auto& [name, r] : v.slots) {
+        if (!r.onRecord) {
+            continue;
+        }
+        j["slots"][name] = {{"state", slotStatusName(r.status)},
+                            {"version", r.version},
+                            {"installed", r.installed},
+                            {"security_version", r.securityVersion},
+                            {"operation", r.operation}};
     }
     return fs::writeFileAtomic(stateDir_ + "/state.json", j.dump(2) + "\n", 0600);
 }
@@ -667,12 +225,6 @@ std::string UpdateEngine::detectBootedSlot() const
     return "";
 }
 
-std::string UpdateEngine::readBootId() const
-{
-    auto t = fs::readFile(bootIdPath_, 4096);
-    return t ? str::trim(*t) : std::string();
-}
-
 const SlotConfig* UpdateEngine::slot(const std::string& name) const
 {
     for (const auto& s : slots_) {
@@ -696,104 +248,62 @@ const SlotConfig* UpdateEngine::inactiveSlot() const
     return nullptr;
 }
 
-std::string UpdateEngine::activeSlotFrom(const std::map<std::string, std::string>& env) const
+void UpdateEngine::wipeHead(const SlotConfig& s) const
 {
-    auto it = env.find("BOOT_ORDER");
-    if (it == env.end()) {
-        return "";
+    if (auto st = wipeSlotHead(s); !st) {
+        log::warning("slot " + s.name + " could not be wiped: " + st.error().message);
     }
-    for (const auto& bn : words(it->second)) {
-        auto left = env.find(leftVar(bn));
-        if (left != env.end() && toInt(left->second, 0) > 0) {
-            for (const auto& s : slots_) {
-                if (s.bootname == bn) {
-                    return s.name;
-                }
-            }
-        }
-    }
-    return "";
 }
 
-Status UpdateEngine::disarm(const SlotConfig& s)
-{
-    auto env = bootloader_->read();
-    if (!env) {
-        return unexpected(env.error());
-    }
-    std::vector<std::string> order;
-    auto it = env->find("BOOT_ORDER");
-    if (it != env->end()) {
-        for (const auto& bn : words(it->second)) {
-            if (bn != s.bootname) {
-                order.push_back(bn);
-            }
-        }
-    }
-    return bootloader_->write({{"BOOT_ORDER", join(order)}, {leftVar(s.bootname), std::string("0")}});
-}
-
-Status UpdateEngine::wipeHead(const SlotConfig& s)
-{
-    constexpr std::size_t kWipe = 1u << 20;
-    auto cap = slotCapacity(s);
-    if (!cap) {
-        return unexpected(cap.error());
-    }
-    Fd fd(::open(s.device.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd) {
-        return unexpected(errnoError("open slot " + s.name + " to wipe it", errno));
-    }
-    const std::vector<char> zeros(64u << 10, 0);
-    const std::uint64_t end = std::min<std::uint64_t>(*cap, kWipe);
-    for (std::uint64_t off = 0; off < end; off += zeros.size()) {
-        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - off, zeros.size()));
-        if (int err = pwriteAll(fd.get(), zeros.data(), n, off); err != 0) {
-            return unexpected(errnoError("wipe slot " + s.name, err));
-        }
-    }
-    if (::fsync(fd.get()) != 0) {
-        return unexpected(errnoError("fsync slot " + s.name, errno));
-    }
-    return {};
-}
-
-// Runs once at start, like after a reboot: finishes or rolls back what the
-// last run left, and tells a trial boot from a fallback.
-Status UpdateEngine::recover()
+// Runs once at start, like after a reboot: the boot policy reads the slots from
+// the environment and tells a trial boot from a fallback; then what the last run
+// left (an interrupted install, staging) is finished or rolled back.
+Status UpdateEngine::recover(const BootPolicy::Copy& copy)
 {
     std::lock_guard<std::mutex> lock(mutex_);
-    const std::string bootId = readBootId();
-    const std::string marker = stateDir_ + "/operation.json";
+    booted_ = detectBootedSlot();
+    auto started = policy_->start(booted_, copy);
+    if (!started) {
+        return unexpected(started.error());
+    }
     bool dirty = false;
+    if (!started->fellBack.empty()) {
+        const auto v = policy_->view();
+        auto b = v.slots.find(booted_);
+        const std::string running = b != v.slots.end() && !b->second.version.empty() ? b->second.version : factoryVersion_;
+        std::lock_guard<std::mutex> l(errorMutex_);
+        lastError_ = std::string(errors::kFailed) + ": rollback: slot " + started->fellBack + " (version " +
+                     started->fellBackVersion + ") did not boot or was not committed; running slot " + booted_ +
+                     " (version " + running + ") again";
+        log::warning(lastError_);
+        dirty = true;
+    }
+    const std::string marker = stateDir_ + "/operation.json";
     if (fs::exists(marker)) {
         auto text = fs::readFile(marker);
         nlohmann::json mj = text ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
         const std::string id = mj.is_object() ? mj.value("id", std::string("?")) : std::string("?");
         const std::string target = mj.is_object() ? mj.value("target", std::string()) : std::string();
-        const bool rebootedIntoIt = pending_ && pending_->operation == id && pending_->slot == booted_ &&
-                                    pending_->bootId != bootId;
-        if (!target.empty() && !rebootedIntoIt) {
-            if (const SlotConfig* t = slot(target)) {
-                if (auto st = disarm(*t); !st) {
-                    return st;
-                }
-                slotStates_[target] = SlotState{};
-                if (auto st = wipeHead(*t); !st) {
-                    log::warning("slot " + t->name + " could not be wiped: " + st.error().message);
-                }
+        const SlotConfig* t = slot(target);
+        // Unless the device already rebooted into what the install armed, the
+        // claimed slot holds a partial image: empty, out of the boot order, wiped.
+        const bool rebootedIntoIt = t != nullptr && t->name == booted_ &&
+                                    policy_->view().slots[t->name].status == SlotStatus::Trial;
+        if (t != nullptr && !rebootedIntoIt) {
+            if (auto st = policy_->claim(t->name); !st) {
+                return st;
             }
-            // The interrupted install had claimed the target: no trial of it is pending.
-            if (pending_ && (pending_->operation == id || pending_->slot == target)) {
-                pending_.reset();
-            }
+            wipeHead(*t);
         }
-        lastError_ = std::string(errors::kFailed) + ": install " + id +
-                     " was interrupted (the service stopped or the device lost power); nothing was activated";
+        {
+            std::lock_guard<std::mutex> l(errorMutex_);
+            lastError_ = std::string(errors::kFailed) + ": install " + id +
+                         " was interrupted (the service stopped or the device lost power); nothing was activated";
+            log::warning(lastError_);
+        }
         (void)fs::removeTree(stagingDir_ + "/" + id);
         operations_.erase(id);
         dirty = true;
-        log::warning(lastError_);
     }
     // Staging holds only the payloads of the held operations.
     if (std::unique_ptr<DIR, DirClose> dir{::opendir(stagingDir_.c_str())}) {
@@ -809,85 +319,32 @@ Status UpdateEngine::recover()
             (void)fs::removeTree(stagingDir_ + "/" + n);
         }
     }
-    // A held operation whose staging is gone holds nothing any more (nor its unarmed slot).
+    // A held operation whose staging is gone holds nothing any more.
     for (auto it = operations_.begin(); it != operations_.end();) {
         if (fs::exists(stagingDir_ + "/" + it->first + "/" + kManifestFile)) {
             ++it;
             continue;
         }
         log::warning("the staging of operation " + it->first + " is gone; it holds nothing any more");
-        for (auto& [name, st] : slotStates_) {
-            if (st.state == "staged" && st.operation == it->first) {
-                st = SlotState{};
-            }
-        }
         (void)fs::removeTree(stagingDir_ + "/" + it->first);
         it = operations_.erase(it);
         dirty = true;
     }
-    auto env = bootloader_->read();
-    if (!env) {
-        return unexpected(env.error());
-    }
-    if (pending_ && pending_->bootId != bootId) {
-        // The device rebooted since the install armed the bootloader.
-        if (pending_->slot == booted_) {
-            log::notice("booted slot " + booted_ + " (version " + pending_->version + ") is on trial; Commit or MarkBad");
-        } else {
-            lastError_ = std::string(errors::kFailed) + ": rollback: slot " + pending_->slot + " (version " +
-                         pending_->version + ") did not boot or was not committed; running slot " + booted_ +
-                         " (version " + slotStates_[booted_].version + ") again";
-            log::warning(lastError_);
-            if (const SlotConfig* t = slot(pending_->slot)) {
-                if (auto st = disarm(*t); !st) {
-                    return st;
-                }
-                slotStates_[t->name].state = "bad";
-            }
-            pending_.reset();
-        }
-        dirty = true;
-    }
-    if (!booted_.empty() && !pending_ && slotStates_[booted_].state == "good") {
-        // Mark-good on every boot of a committed slot: its attempts are refilled
-        // and it heads the boot order (the boot script decrements on each boot).
-        env = bootloader_->read();
-        if (!env) {
-            return unexpected(env.error());
-        }
-        const SlotConfig* b = slot(booted_);
-        std::vector<std::string> order{b->bootname};
-        for (const auto& s : slots_) {
-            if (s.name != booted_ && slotStates_[s.name].state == "good") {
-                order.push_back(s.bootname);
-            }
-        }
-        std::map<std::string, std::optional<std::string>> changes;
-        if ((*env)["BOOT_ORDER"] != join(order)) {
-            changes["BOOT_ORDER"] = join(order);
-        }
-        for (const auto& s : slots_) {
-            const std::string want =
-                std::to_string(slotStates_[s.name].state == "good" ? goodAttempts_ : 0);
-            if ((*env)[leftVar(s.bootname)] != want) {
-                changes[leftVar(s.bootname)] = want;
-            }
-        }
-        if (!changes.empty()) {
-            if (auto st = bootloader_->write(changes); !st) {
+    // A staged slot no held operation names is not kept: empty, wiped.
+    for (const auto& [name, rec] : policy_->view().slots) {
+        if (rec.status == SlotStatus::Staged && operations_.count(rec.operation) == 0) {
+            if (auto st = policy_->release(name); !st) {
                 return st;
             }
+            if (const SlotConfig* t = slot(name)) {
+                wipeHead(*t);
+            }
+            dirty = true;
         }
     }
-    env = bootloader_->read();
-    if (!env) {
-        return unexpected(env.error());
-    }
-    active_ = activeSlotFrom(*env);
-    if (dirty) {
-        if (auto st = saveStateLocked(); !st) {
-            return st;
-        }
+    (void)dirty; // the copy is written at every start: the environment may have changed it
+    if (auto st = saveStateLocked(); !st) {
+        return st;
     }
     (void)fs::removeTree(marker);
     return fs::syncDir(stateDir_);
@@ -932,12 +389,7 @@ Expected<UpdateEngine::VerifiedHead> UpdateEngine::verifyHead(bundle::Reader& r)
     if (!m) {
         return unexpected(m.error());
     }
-    std::uint64_t floor = 0;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        floor = floor_;
-    }
-    if (auto st = bundle::checkPolicy(*m, compatible_, floor); !st) {
+    if (auto st = bundle::checkPolicy(*m, compatible_, policy_->view().floor); !st) {
         return unexpected(st.error());
     }
     return VerifiedHead{std::move(m).value(), std::move(signer).value()};
@@ -979,26 +431,6 @@ void UpdateEngine::pausePoint(const char* name) const
     }
 }
 
-Expected<std::uint64_t> UpdateEngine::slotCapacity(const SlotConfig& s) const
-{
-    struct stat st{};
-    if (::stat(s.device.c_str(), &st) != 0) {
-        return unexpected(errnoError("slot " + s.name + " device " + s.device, errno));
-    }
-    if (S_ISBLK(st.st_mode)) {
-        Fd fd(::open(s.device.c_str(), O_RDONLY | O_CLOEXEC));
-        std::uint64_t size = 0;
-        if (!fd || ::ioctl(fd.get(), BLKGETSIZE64, &size) != 0) {
-            return unexpected(errnoError("size of slot device " + s.device, errno));
-        }
-        return s.size > 0 ? std::min(size, s.size) : size;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        return unexpected(ErrorCode::InvalidArgument, "slot " + s.name + " device " + s.device +
-                                                          " is neither a block device nor an image file");
-    }
-    return s.size > 0 ? s.size : static_cast<std::uint64_t>(st.st_size);
-}
 
 Status UpdateEngine::install(int fd, const std::string& operationId, const std::atomic<bool>* cancel,
                              const ProgressFn& progress, const InstallOptions& options)
@@ -1012,18 +444,15 @@ Status UpdateEngine::install(int fd, const std::string& operationId, const std::
     }
     Status st = installLocked(fd, operationId, cancel, progress, options);
     const auto t1 = std::chrono::steady_clock::now();
-    if (!st) {
-        (void)fs::removeTree(dir);
+    {
         std::lock_guard<std::mutex> lock(mutex_);
         runningOperation_.clear();
-        lastError_ = st.error().name() + ": " + st.error().message;
-        (void)saveStateLocked();
-    } else {
-        // installLocked recorded the cleared error with the rest of its state.
-        std::lock_guard<std::mutex> lock(mutex_);
-        runningOperation_.clear();
-        if (!lastError_.empty()) {
-            lastError_.clear();
+        if (!st) {
+            (void)fs::removeTree(dir);
+            {
+                std::lock_guard<std::mutex> l(errorMutex_);
+                lastError_ = st.error().name() + ": " + st.error().message;
+            }
             (void)saveStateLocked();
         }
     }
@@ -1114,12 +543,13 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         slotLock.lock();
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (pending_ && pending_->slot == booted_) {
+            auto v = policy_->view();
+            if (v.slots[booted_].status == SlotStatus::Trial) {
                 return unexpected(ErrorCode::Busy, "slot " + booted_ +
                                                        " is on trial: Commit or MarkBad it before installing firmware");
             }
-            const SlotState& ts = slotStates_[target->name];
-            if (ts.state == "staged" && operations_.count(ts.operation) != 0) {
+            const SlotRecord& ts = v.slots[target->name];
+            if (ts.status == SlotStatus::Staged && operations_.count(ts.operation) != 0) {
                 return unexpected(ErrorCode::Busy, "slot " + target->name + " holds firmware " + ts.version +
                                                        " staged (not armed) by operation " + ts.operation +
                                                        ": Release that operation before installing other firmware");
@@ -1163,40 +593,34 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         }
     };
 
+    // From the claim on, the inactive slot may hold part of a refused image: a
+    // failure leaves it out of the boot order, "empty" (no version) and its head wiped.
+    bool slotTouched = false;
+    SlotWriteOptions wo;
+    wo.readBack = readBack_;
+    wo.noDirect = noDirect_;
+    wo.advanced = advanced;
+    wo.pause = [this](const char* point) { pausePoint(point); };
     // The inactive slot is about to be overwritten (only now: a bundle refused
-    // before its rootfs leaves that slot as it was): make sure the bootloader
-    // cannot pick it until it is fully written and verified.
-    auto claimSlot = [&]() -> Status {
+    // before its rootfs leaves that slot as it was): the marker names it for a
+    // restart, and the boot policy makes sure the bootloader cannot pick it until
+    // it is fully written and verified.
+    wo.beforeFirstWrite = [&](const std::string&) -> Status {
         mj["target"] = target->name;
         if (auto s = fs::writeFileAtomic(marker, mj.dump() + "\n", 0600); !s) {
             return s;
         }
-        if (auto s = disarm(*target); !s) {
+        if (auto s = policy_->claim(target->name); !s) {
             return s;
         }
-        // Not written to state.json here: a crash from now on is recovered through the
-        // marker (target disarmed, state empty), a failure is saved by install().
-        std::lock_guard<std::mutex> lock(mutex_);
-        slotStates_[target->name] = SlotState{};
-        if (pending_ && pending_->slot == target->name) {
-            pending_.reset();
-        }
-        auto env = bootloader_->read();
-        if (env) {
-            active_ = activeSlotFrom(*env);
-        }
+        slotTouched = true;
         return {};
     };
 
     const auto tStream = std::chrono::steady_clock::now();
-    // From here on the inactive slot may hold part of a refused image: a failure
-    // leaves it disarmed, "empty" (no version) and its head wiped.
-    bool slotTouched = false;
     auto abandon = [&](Status s) -> Status {
         if (target != nullptr && slotTouched) {
-            if (auto w = wipeHead(*target); !w) {
-                log::warning("slot " + target->name + " could not be wiped: " + w.error().message);
-            }
+            wipeHead(*target);
         }
         return s;
     };
@@ -1204,13 +628,7 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
         if (auto s = r.beginPayload(p); !s) {
             return abandon(s);
         }
-        if (p.type == bundle::PayloadType::Rootfs) {
-            if (auto s = claimSlot(); !s) {
-                return s;
-            }
-            slotTouched = true;
-        }
-        Status s = p.type == bundle::PayloadType::Rootfs ? writeRootfs(r, p, *target, advanced)
+        Status s = p.type == bundle::PayloadType::Rootfs ? writeRootfs(r, p, *target, wo)
                                                           : stagePayload(r, p, dir, advanced);
         if (!s) {
             return abandon(s);
@@ -1222,63 +640,43 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
     pausePoint("before-arm");
     const auto tArm = std::chrono::steady_clock::now();
 
-    // The verified manifest stays beside the staged payloads (operationManifest);
-    // it is written first so that one state write records the staged operation,
-    // the cleared error and the pending trial before the bootloader is armed.
+    // The verified manifest stays beside the staged payloads (operationManifest).
     if (auto s = fs::makeDirs(dir, 0700); !s) {
-        return s;
+        return abandon(s);
     }
     if (auto s = fs::writeFileAtomic(dir + "/" + kManifestFile, manifest->toJson().dump(), 0600); !s) {
-        return s;
+        return abandon(s);
     }
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        operations_[operationId] = HeldOperation{!options.arm, target != nullptr ? target->name : std::string()};
-        lastError_.clear();
         if (target != nullptr) {
-            SlotState ns;
-            ns.state = options.arm ? "trial" : "staged";
-            ns.version = manifest->version;
-            ns.installed = nowSeconds();
-            ns.securityVersion = manifest->securityVersion;
-            if (options.arm) {
-                pending_ = Pending{target->name, manifest->version, manifest->securityVersion, readBootId(), operationId};
-            } else {
-                ns.operation = operationId;
+            SlotRecord rec;
+            rec.version = manifest->version;
+            rec.installed = nowSeconds();
+            rec.securityVersion = manifest->securityVersion;
+            rec.operation = operationId;
+            // Armed in one environment write (the authority), or staged (state only:
+            // the slot stays out of the boot order, and a crash before the state
+            // write below is rolled back through the marker).
+            Status s = options.arm ? policy_->arm(target->name, rec) : policy_->stage(target->name, rec);
+            if (!s) {
+                return abandon(s);
             }
-            slotStates_[target->name] = ns;
+        }
+        operations_[operationId] = HeldOperation{!options.arm, target != nullptr ? target->name : std::string()};
+        {
+            std::lock_guard<std::mutex> l(errorMutex_);
+            lastError_.clear();
         }
         if (auto s = saveStateLocked(); !s) {
             operations_.erase(operationId);
             return s;
         }
-        if (target != nullptr && !options.arm) {
-            log::notice("slot " + target->name + " holds " + manifest->version + ", verified and not armed (operation " +
-                        operationId + "): Arm it to try it, Release it to drop it");
-        }
-        if (target != nullptr && options.arm) {
-            const SlotConfig* b = slot(booted_);
-            std::string order = target->bootname;
-            if (b != nullptr && slotStates_[b->name].state == "good") {
-                order += " " + b->bootname;
-            }
-            if (auto s = bootloader_->write(
-                    {{"BOOT_ORDER", order}, {leftVar(target->bootname), std::to_string(trialAttempts_)}});
-                !s) {
-                // Not armed after all: the record must not claim a trial or staged payloads.
-                slotStates_[target->name] = SlotState{};
-                pending_.reset();
-                operations_.erase(operationId);
-                (void)saveStateLocked();
-                (void)disarm(*target);
-                return s;
-            }
-            auto env = bootloader_->read();
-            if (env) {
-                active_ = activeSlotFrom(*env);
-            }
+        if (target != nullptr) {
             log::notice("slot " + target->name + " holds " + manifest->version +
-                        " and is armed for one trial boot; reboot to try it");
+                        (options.arm ? " and is armed for one trial boot; reboot to try it"
+                                     : ", verified and not armed (operation " + operationId +
+                                           "): Arm it to try it, Release it to drop it"));
         }
     }
     pausePoint("after-arm");
@@ -1289,89 +687,6 @@ Status UpdateEngine::installLocked(int fd, const std::string& operationId, const
     return {};
 }
 
-Status UpdateEngine::writeRootfs(bundle::Reader& r, const bundle::Payload& p, const SlotConfig& target,
-                                 const std::function<void(std::uint64_t)>& advanced)
-{
-    const std::string what = "slot " + target.name + " (" + target.device + ")";
-    // O_DIRECT where the medium allows it (block devices, most file systems);
-    // otherwise buffered writes and a read-back after the cache was dropped.
-    Fd out(noDirect_ ? -1 : ::open(target.device.c_str(), O_WRONLY | O_CLOEXEC | O_DIRECT));
-    Fd in;
-    if (out) {
-        in = Fd(::open(target.device.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT));
-    }
-    const bool direct = out && in;
-    if (!direct) {
-        in.reset();
-        out = Fd(::open(target.device.c_str(), O_WRONLY | O_CLOEXEC));
-    }
-    if (!out) {
-        return unexpected(errnoError("open " + what, errno));
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    crypto::Sha256 hash;
-    std::uint64_t written = 0;
-    bool paused = false;
-    SlotPipeline pipe(out.get(), in.get(), direct, readBack_);
-    for (;;) {
-        auto c = r.read();
-        if (!c) {
-            return unexpected(c.error());
-        }
-        if (c->size == 0) {
-            break;
-        }
-        if (auto s = pipe.append(c->data, c->size, hash); !s) {
-            return unexpected(s.error().code, what + ": " + s.error().message);
-        }
-        written += c->size;
-        advanced(c->size);
-        if (!paused && written * 2 >= p.size) {
-            paused = true;
-            pausePoint("rootfs-half");
-        }
-    }
-    if (auto s = pipe.finish(); !s) {
-        return unexpected(s.error().code, what + ": " + s.error().message);
-    }
-    if (hash.finishHex() != p.sha256 || written != p.size) {
-        return unexpected(ErrorCode::SignatureInvalid, "payload '" + p.name +
-                                                           "' does not match the SHA-256 of the signed manifest; "
-                                                           "slot " + target.name + " was left unbootable");
-    }
-    if (::fsync(out.get()) != 0) {
-        return unexpected(errnoError("fsync " + what, errno));
-    }
-    const auto t1 = std::chrono::steady_clock::now();
-    pausePoint("rootfs-written");
-    if (readBack_ && !pipe.verified()) {
-        // Drop the cached pages so the check reads back what the medium holds.
-        (void)::posix_fadvise(out.get(), 0, 0, POSIX_FADV_DONTNEED);
-        in = Fd(::open(target.device.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!in) {
-            return unexpected(errnoError("reopen " + what, errno));
-        }
-        auto check = pipe.readBackHash(in.get(), p.size);
-        if (!check) {
-            return unexpected(check.error().code, what + ": " + check.error().message);
-        }
-        if (*check != p.sha256) {
-            return unexpected(ErrorCode::Io, what + " reads back different bytes than were written: the medium may be failing");
-        }
-    }
-    const auto t2 = std::chrono::steady_clock::now();
-    auto ms = [](auto d) { return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()); };
-    std::string how = direct ? "written (O_DIRECT)" : "written";
-    if (!readBack_) {
-        how += ", synced in " + ms(t1 - t0) + " ms, not read back (readBack is off)";
-    } else if (pipe.verified()) {
-        how += ", read back and compared, synced in " + ms(t1 - t0) + " ms";
-    } else {
-        how += ", synced in " + ms(t1 - t0) + " ms, read back and verified in " + ms(t2 - t1) + " ms";
-    }
-    log::info(what + ": " + std::to_string(p.size) + " bytes streamed, hashed, " + how);
-    return {};
-}
 
 Status UpdateEngine::stagePayload(bundle::Reader& r, const bundle::Payload& p, const std::string& dir,
                                   const std::function<void(std::uint64_t)>& advanced)
@@ -1433,69 +748,37 @@ Status UpdateEngine::stagePayload(bundle::Reader& r, const bundle::Payload& p, c
 Status UpdateEngine::commit()
 {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (booted_.empty()) {
-        return unexpected(ErrorCode::Failed, "cannot tell which slot is booted, so there is nothing to commit");
+    const bool onTrial = policy_->view().slots[booted_].status == SlotStatus::Trial;
+    auto floor = policy_->commit();
+    if (!floor) {
+        return unexpected(floor.error());
     }
-    const bool onTrial = pending_ && pending_->slot == booted_ && pending_->bootId != readBootId();
     if (!onTrial) {
-        if (pending_ && pending_->slot != booted_) {
-            return unexpected(ErrorCode::InvalidArgument, "slot " + pending_->slot +
-                                                              " is armed but not booted yet: reboot first, then Commit");
-        }
-        if (slotStates_[booted_].state == "good") {
-            return {}; // already committed: Commit is idempotent
-        }
-        return unexpected(ErrorCode::InvalidArgument, "booted slot " + booted_ + " is not on trial (state " +
-                                                          slotStates_[booted_].state + ")");
+        return {}; // committed already: Commit is idempotent
     }
-    const SlotConfig* b = slot(booted_);
-    std::string order = b->bootname;
-    for (const auto& s : slots_) {
-        if (s.name != booted_ && slotStates_[s.name].state == "good") {
-            order += " " + s.bootname;
-        }
+    {
+        std::lock_guard<std::mutex> l(errorMutex_);
+        lastError_.clear();
     }
-    if (auto s = bootloader_->write({{"BOOT_ORDER", order}, {leftVar(b->bootname), std::to_string(goodAttempts_)}}); !s) {
-        return s;
+    // The environment holds the commit and the floor: a failed copy is only logged.
+    if (auto st = saveStateLocked(); !st) {
+        log::warning("the state copy could not be written after the commit: " + st.error().message);
     }
-    slotStates_[booted_].state = "good";
-    floor_ = std::max(floor_, pending_->securityVersion);
-    pending_.reset();
-    lastError_.clear();
-    if (auto s = saveStateLocked(); !s) {
-        return s;
-    }
-    auto env = bootloader_->read();
-    if (env) {
-        active_ = activeSlotFrom(*env);
-    }
-    log::notice("slot " + booted_ + " committed; anti-rollback floor is " + std::to_string(floor_));
+    log::notice("slot " + booted_ + " committed; anti-rollback floor is " + std::to_string(*floor));
     return {};
 }
 
 Status UpdateEngine::markBad()
 {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!pending_) {
-        return unexpected(ErrorCode::InvalidArgument, "no slot is on trial or armed: MarkBad abandons a trial");
+    auto bad = policy_->markBad();
+    if (!bad) {
+        return unexpected(bad.error());
     }
-    const SlotConfig* t = slot(pending_->slot);
-    if (t == nullptr) {
-        return unexpected(ErrorCode::Failed, "the pending slot '" + pending_->slot + "' is not configured");
+    if (auto st = saveStateLocked(); !st) {
+        log::warning("the state copy could not be written after MarkBad: " + st.error().message);
     }
-    if (auto s = disarm(*t); !s) {
-        return s;
-    }
-    slotStates_[t->name].state = "bad";
-    pending_.reset();
-    if (auto s = saveStateLocked(); !s) {
-        return s;
-    }
-    auto env = bootloader_->read();
-    if (env) {
-        active_ = activeSlotFrom(*env);
-    }
-    log::notice("slot " + t->name + " marked bad; the bootloader falls back on the next boot");
+    log::notice("slot " + *bad + " marked bad; the bootloader falls back on the next boot");
     return {};
 }
 
@@ -1521,60 +804,41 @@ Status UpdateEngine::arm(const std::string& operationId)
         return unexpected(ErrorCode::NotFound, "operation " + operationId + " wrote no firmware slot (its bundle has "
                                                                             "no rootfs payload)");
     }
-    SlotState& ss = slotStates_[t->name];
-    const bool armedByIt = pending_ && pending_->operation == operationId && pending_->slot == t->name;
-    if (armedByIt && pending_->slot == booted_ && pending_->bootId != readBootId()) {
-        return {}; // armed and booted: on trial already
+    auto v = policy_->view();
+    const SlotRecord& rec = v.slots[t->name];
+    if ((rec.status == SlotStatus::Armed || rec.status == SlotStatus::Trial) && rec.operation == operationId) {
+        return {}; // armed already (or booted on its trial)
     }
-    if (!armedByIt) {
-        if (ss.state != "staged" || ss.operation != operationId) {
-            return unexpected(ErrorCode::NotFound, "the firmware operation " + operationId + " wrote to slot " +
-                                                       t->name + " is gone (the slot is " + ss.state + " now)");
-        }
-        if (pending_ && pending_->slot == booted_) {
-            return unexpected(ErrorCode::Busy, "slot " + booted_ + " is on trial: Commit or MarkBad it first");
-        }
-        if (ss.securityVersion < floor_) {
-            return unexpected(ErrorCode::Downgrade, "firmware " + ss.version + " has security_version " +
-                                                        std::to_string(ss.securityVersion) +
-                                                        ", below the anti-rollback floor " + std::to_string(floor_));
-        }
-        // Recorded before the bootloader is armed, like an install with arm=true.
-        pending_ = Pending{t->name, ss.version, ss.securityVersion, readBootId(), operationId};
-        ss.state = "trial";
-        ss.operation.clear();
-        if (auto s = saveStateLocked(); !s) {
-            ss.state = "staged";
-            ss.operation = operationId;
-            pending_.reset();
-            return s;
-        }
+    if (rec.status != SlotStatus::Staged || rec.operation != operationId) {
+        return unexpected(ErrorCode::NotFound, "the firmware operation " + operationId + " wrote to slot " + t->name +
+                                                   " is gone (the slot is " + publicName(rec.status) + " now)");
     }
-    // (Again, when already armed: a crash may have come between the state and the environment write.)
-    const SlotConfig* b = slot(booted_);
-    std::string order = t->bootname;
-    if (b != nullptr && b != t && slotStates_[b->name].state == "good") {
-        order += " " + b->bootname;
+    if (v.slots[booted_].status == SlotStatus::Trial) {
+        return unexpected(ErrorCode::Busy, "slot " + booted_ + " is on trial: Commit or MarkBad it first");
     }
-    if (auto s = bootloader_->write({{"BOOT_ORDER", order}, {leftVar(t->bootname), std::to_string(trialAttempts_)}});
-        !s) {
-        ss.state = "staged";
-        ss.operation = operationId;
-        pending_.reset();
-        (void)saveStateLocked();
-        (void)disarm(*t);
-        return s;
+    if (rec.securityVersion < v.floor) {
+        return unexpected(ErrorCode::Downgrade, "firmware " + rec.version + " has security_version " +
+                                                    std::to_string(rec.securityVersion) +
+                                                    ", below the anti-rollback floor " + std::to_string(v.floor));
     }
-    if (auto env = bootloader_->read()) {
-        active_ = activeSlotFrom(*env);
+    if (auto st = policy_->arm(t->name, rec); !st) {
+        return st;
     }
-    log::notice("slot " + t->name + " holds " + ss.version + " and is armed for one trial boot (operation " +
+    if (auto st = saveStateLocked(); !st) {
+        log::warning("the state copy could not be written after Arm: " + st.error().message);
+    }
+    log::notice("slot " + t->name + " holds " + rec.version + " and is armed for one trial boot (operation " +
                 operationId + "); reboot to try it");
     return {};
 }
 
 Status UpdateEngine::release(const std::string& operationId)
 {
+    auto stagedBy = [&](const std::string& name) {
+        auto v = policy_->view();
+        auto r = v.slots.find(name);
+        return r != v.slots.end() && r->second.status == SlotStatus::Staged && r->second.operation == operationId;
+    };
     const SlotConfig* staged = nullptr;
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -1587,7 +851,7 @@ Status UpdateEngine::release(const std::string& operationId)
             return {}; // released already, or never held: nothing to do
         }
         const SlotConfig* t = slot(it->second.slot);
-        if (t == nullptr || slotStates_[t->name].state != "staged" || slotStates_[t->name].operation != operationId) {
+        if (t == nullptr || !stagedBy(t->name)) {
             dropOperationLocked(operationId);
             return saveStateLocked();
         }
@@ -1598,22 +862,21 @@ Status UpdateEngine::release(const std::string& operationId)
     std::lock_guard<std::mutex> slotLock(slotMutex_);
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        SlotState& ss = slotStates_[staged->name];
-        const bool still = ss.state == "staged" && ss.operation == operationId;
+        const bool still = stagedBy(staged->name);
         dropOperationLocked(operationId);
         if (still) {
-            ss = SlotState{};
+            if (auto st = policy_->release(staged->name); !st) {
+                return st;
+            }
         }
-        if (auto s = saveStateLocked(); !s) {
-            return s;
+        if (auto st = saveStateLocked(); !st) {
+            return st;
         }
         if (!still) {
             return {};
         }
     }
-    if (auto w = wipeHead(*staged); !w) {
-        log::warning("slot " + staged->name + " could not be wiped: " + w.error().message);
-    }
+    wipeHead(*staged);
     log::notice("operation " + operationId + " released: slot " + staged->name + " is empty again");
     return {};
 }
@@ -1650,24 +913,35 @@ Expected<std::string> UpdateEngine::operationManifest(const std::string& operati
 
 Snapshot UpdateEngine::snapshot() const
 {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const auto v = policy_->view();
     Snapshot s;
-    s.bootedSlot = booted_;
-    s.activeSlot = active_;
-    s.floor = floor_;
-    s.lastError = lastError_;
-    auto it = slotStates_.find(booted_);
-    s.firmwareVersion = it != slotStates_.end() && !it->second.version.empty() ? it->second.version : factoryVersion_;
+    s.bootedSlot = v.booted;
+    s.activeSlot = v.active;
+    s.floor = v.floor;
+    {
+        std::lock_guard<std::mutex> l(errorMutex_);
+        s.lastError = lastError_;
+    }
+    auto it = v.slots.find(v.booted);
+    s.firmwareVersion = it != v.slots.end() && !it->second.version.empty() ? it->second.version : factoryVersion_;
     for (const auto& c : slots_) {
-        auto st = slotStates_.find(c.name);
-        s.slots.emplace_back(c.name, st != slotStates_.end() ? st->second : SlotState{});
+        SlotState st;
+        auto r = v.slots.find(c.name);
+        if (r != v.slots.end()) {
+            st.state = publicName(r->second.status);
+            st.version = r->second.version;
+            st.installed = r->second.installed;
+            st.securityVersion = r->second.securityVersion;
+            st.operation = r->second.status == SlotStatus::Staged ? r->second.operation : std::string();
+        }
+        s.slots.emplace_back(c.name, st);
     }
     return s;
 }
 
 void UpdateEngine::setLastError(const std::string& text)
 {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> l(errorMutex_);
     lastError_ = text;
 }
 

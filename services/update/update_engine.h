@@ -3,7 +3,7 @@
 // commit, and the anti-rollback floor. No bus code here: the adaptor calls
 // these from its worker threads and reads snapshots for its properties.
 
-#include "bootloader.h"
+#include "boot_policy.h"
 #include "bundle.h"
 
 #include "mbl/config.h"
@@ -23,15 +23,9 @@
 
 namespace mbl::update {
 
-struct SlotConfig {
-    std::string name;     // "a"
-    std::string device;   // block device or image file
-    std::string bootname; // name in the bootloader environment ("A")
-    std::uint64_t size = 0; // 0: the device's size
-};
-
+// A slot as SlotStates shows it.
 struct SlotState {
-    std::string state = "empty"; // good | bad | trial | staged | empty
+    std::string state = "empty"; // good | bad | trial (armed or booted) | staged | empty
     std::string version;
     std::uint64_t installed = 0;
     std::uint64_t securityVersion = 0;
@@ -99,21 +93,15 @@ private:
     };
     // Reads and verifies manifest and signature, then the device policy.
     Expected<VerifiedHead> verifyHead(bundle::Reader& r);
-    Status loadState();
+    // Reads state.json: the held operations, the last error, and the copy of the
+    // slot records and floor the boot policy merges with the environment.
+    Status loadState(BootPolicy::Copy& copy);
     Status saveStateLocked();
-    Status recover();
+    Status recover(const BootPolicy::Copy& copy);
     std::string detectBootedSlot() const;
-    std::string readBootId() const;
     const SlotConfig* slot(const std::string& name) const;
     const SlotConfig* inactiveSlot() const;
-    std::string activeSlotFrom(const std::map<std::string, std::string>& env) const;
-    Expected<std::uint64_t> slotCapacity(const SlotConfig& s) const;
-    Status disarm(const SlotConfig& s);
-    // Zeroes the first MiB of a slot that holds a partial or refused image, so no
-    // file system or kernel header of it survives to be mounted or booted by hand.
-    Status wipeHead(const SlotConfig& s);
-    Status writeRootfs(bundle::Reader& r, const bundle::Payload& p, const SlotConfig& target,
-                       const std::function<void(std::uint64_t)>& advanced);
+    void wipeHead(const SlotConfig& s) const;
     Status stagePayload(bundle::Reader& r, const bundle::Payload& p, const std::string& dir,
                         const std::function<void(std::uint64_t)>& advanced);
     void pausePoint(const char* name) const;
@@ -129,7 +117,6 @@ private:
     std::string compatible_;
     std::string factoryVersion_;
     std::string cmdlinePath_;
-    std::string bootIdPath_;
     std::string bootedOverride_;
     std::string slotClass_;
     std::uint64_t maxManifestBytes_ = bundle::kDefaultMaxManifestBytes;
@@ -138,21 +125,14 @@ private:
     bool readBack_ = true;
     bool noDirect_ = false;
     std::vector<SlotConfig> slots_;
-    std::unique_ptr<Bootloader> bootloader_;
+    // The slot states and every bootloader environment write.
+    std::unique_ptr<BootPolicy> policy_;
+    std::string booted_;
     std::string pause_;
 
-    // Persistent state (state.json) and what the engine derived at start.
-    mutable std::mutex mutex_;
-    std::uint64_t floor_ = 0;
-    std::map<std::string, SlotState> slotStates_;
-    struct Pending {
-        std::string slot;
-        std::string version;
-        std::uint64_t securityVersion = 0;
-        std::string bootId;
-        std::string operation;
-    };
-    std::optional<Pending> pending_;
+    // Held while the engine's own state (state.json, staging) changes; may be held
+    // across file writes, so snapshot() does not take it.
+    std::mutex mutex_;
     // Completed installs whose staging (payloads, manifest, slot) is kept.
     struct HeldOperation {
         // true (arm=false): kept until Release; false (arm=true, as before C2):
@@ -165,9 +145,8 @@ private:
     // Serialises what writes a slot device: an install with a rootfs (from its
     // preflight to its end), Arm and Release. Taken before mutex_.
     std::mutex slotMutex_;
+    mutable std::mutex errorMutex_; // guards lastError_ only (read by snapshot())
     std::string lastError_;
-    std::string booted_;
-    std::string active_;
     std::atomic<bool> busy_{false};
 };
 

@@ -162,12 +162,19 @@ CloudFixture::DeviceCreds provisionIdentity(TestStack& stack, CloudFixture& clou
             .onInterface(iface)
             .withArguments(std::map<std::string, sdbus::Variant>{{"O", sdbus::Variant(std::string("MBL test"))}})
             .storeResultsTo(csr);
-        step = "InstallCertificate";
-        const std::string chain = cloud.signDeviceCsr(csr, setup.deviceId);
-        proxy->callMethod("InstallCertificate").onInterface(iface).withArguments(chain);
         if (setup.provision) {
+            // The certificate names the device id the document assigns (the identity service
+            // refuses a certificate whose CN is not the device id), so both go in one Provision.
             step = "Provision";
-            proxy->callMethod("Provision").onInterface(iface).withArguments(identityProvisioningDoc(cloud, setup).dump());
+            json doc = identityProvisioningDoc(cloud, setup);
+            doc["certificate_chain_pem"] = cloud.signDeviceCsr(csr, setup.deviceId);
+            proxy->callMethod("Provision").onInterface(iface).withArguments(doc.dump());
+        } else {
+            // Key and certificate only: the certificate names the id the device has now.
+            step = "InstallCertificate";
+            sdbus::Variant id = proxy->getProperty("DeviceId").onInterface(iface);
+            proxy->callMethod("InstallCertificate").onInterface(iface).withArguments(
+                cloud.signDeviceCsr(csr, id.get<std::string>()));
         }
         step = "GetTlsCredentials";
         sdbus::UnixFd keyFd;
@@ -192,8 +199,9 @@ CloudFixture::DeviceCreds provisionIdentity(TestStack& stack, CloudFixture& clou
 
 CloudEnv::CloudEnv(const CloudEnvOptions& opts)
 {
+    // Tests start one device: its first poll goes at once (a fleet spreads it, poll.first_poll_spread_sec).
     json cfg = {{"poll", {{"backoff_base_ms", 200}, {"backoff_cap_ms", 2000}, {"auth_retry_sec", 1},
-                          {"unprovisioned_retry_sec", 1}}},
+                          {"unprovisioned_retry_sec", 1}, {"first_poll_spread_sec", 0}}},
                 {"download", {{"retry_base_ms", 100}}},
                 {"device_class", "mbl-test-board"}};
     cfg.merge_patch(opts.config);
@@ -246,7 +254,17 @@ void CloudEnv::writeSpec(const json& prov)
             id.provision = false;
             creds = provisionIdentity(stack, cloud, id);
         } else {
-            proxy->callMethod("Provision").onInterface(kIdentityBus).withArguments(prov.dump());
+            json doc = prov;
+            if (doc.value("auth_mode", "") == "mtls" && !doc.contains("certificate_chain_pem")) {
+                // A certificate for the device id of the document (the installed one may name another).
+                std::string csr;
+                proxy->callMethod("CreateCertificateRequest")
+                    .onInterface(kIdentityBus)
+                    .withArguments(std::map<std::string, sdbus::Variant>{{"O", sdbus::Variant(std::string("MBL test"))}})
+                    .storeResultsTo(csr);
+                doc["certificate_chain_pem"] = cloud.signDeviceCsr(csr, doc.value("device_id", deviceId));
+            }
+            proxy->callMethod("Provision").onInterface(kIdentityBus).withArguments(doc.dump());
         }
     } catch (const sdbus::Error& e) {
         identityFailed(stack, prov.is_null() ? "FactoryReset" : "Provision", e.getName() + ": " + e.getMessage());

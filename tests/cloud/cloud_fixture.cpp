@@ -97,6 +97,9 @@ CloudFixture::CloudFixture()
 
 CloudFixture::~CloudFixture()
 {
+    if (cdn_.running()) {
+        cdn_.terminate(std::chrono::milliseconds(2000));
+    }
     if (nginx_.running()) {
         nginx_.terminate(std::chrono::milliseconds(2000));
     }
@@ -116,6 +119,7 @@ void CloudFixture::makePki()
     };
     ca("test-ca");
     ca("other-ca");
+    ca("cdn-ca");
     auto leaf = [&](const std::string& caName, const std::string& name, const std::string& cn, const std::string& ext) {
         must({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
               d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj", "/CN=" + cn});
@@ -124,10 +128,14 @@ void CloudFixture::makePki()
               d + "/" + caName + ".key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days", "2",
               "-extfile", d + "/" + name + ".ext"});
     };
-    leaf("test-ca", "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    // 10.0.2.100: where the QEMU device of tests/device reaches this nginx
+    // (QEMU user-mode networking forwards that guest address to the loopback).
+    leaf("test-ca", "server", "localhost",
+         "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.2.100\nextendedKeyUsage=serverAuth\n");
     leaf("test-ca", "wronghost", "device.example.org",
          "subjectAltName=DNS:device.example.org\nextendedKeyUsage=serverAuth\n");
     leaf("other-ca", "otherca", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    leaf("cdn-ca", "cdn", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
     auto h = mbl::run({"openssl", "x509", "-in", d + "/test-ca.pem", "-noout", "-hash"});
     if (!h || !h->status.success()) {
         throw std::runtime_error("openssl x509 -hash failed");
@@ -293,6 +301,74 @@ std::string CloudFixture::nginxLog() const
     auto a = fs::readFile(dir() + "/nginx/logs/stderr.log");
     auto b = fs::readFile(dir() + "/nginx/logs/error.log");
     return (a ? *a : "") + (b ? *b : "");
+}
+
+std::string CloudFixture::startCdn()
+{
+    if (cdnPort_ != 0) {
+        return cdnBase() + "/cdn";
+    }
+    cdnPort_ = freePort();
+    cdnHttpPort_ = freePort();
+    const std::string d = dir() + "/cdn";
+    const std::string pki = dir() + "/pki";
+    for (const char* sub : {"", "/logs", "/tmp"}) {
+        (void)fs::makeDirs(d + sub, 0755);
+    }
+    const std::string conf =
+        "worker_processes 1;\n"
+        "user root root;\n"
+        "pid " + d + "/nginx.pid;\n"
+        "error_log " + d + "/logs/error.log warn;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        "  log_format cdn '$status $uri cert=$ssl_client_s_dn auth=$http_authorization';\n"
+        "  access_log " + d + "/logs/access.log cdn;\n"
+        "  client_body_temp_path " + d + "/tmp/body;\n"
+        "  proxy_temp_path " + d + "/tmp/proxy;\n"
+        "  fastcgi_temp_path " + d + "/tmp/fcgi;\n"
+        "  uwsgi_temp_path " + d + "/tmp/uwsgi;\n"
+        "  scgi_temp_path " + d + "/tmp/scgi;\n"
+        "  server {\n"
+        "    listen 127.0.0.1:" + std::to_string(cdnPort_) + " ssl;\n"
+        "    listen 127.0.0.1:" + std::to_string(cdnHttpPort_) + ";\n"
+        "    ssl_certificate " + pki + "/cdn.pem;\n"
+        "    ssl_certificate_key " + pki + "/cdn.key;\n"
+        "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+        // Asks for a client certificate without checking it: the log shows whether one came.
+        "    ssl_verify_client optional_no_ca;\n"
+        "    location /cdn/loop/ { return 302 $scheme://$http_host$uri; }\n"
+        "    location /cdn/ { alias " + dir() + "/artifacts/; }\n"
+        "  }\n"
+        "}\n";
+    (void)fs::writeFileAtomic(d + "/nginx.conf", conf, 0644);
+    SpawnOptions so;
+    so.dieWithParent = true;
+    Fd logFd{::open((d + "/logs/stderr.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
+    so.stdoutFd = logFd.get();
+    so.stderrFd = logFd.get();
+    auto c = Child::spawn({"/usr/sbin/nginx", "-p", d, "-c", d + "/nginx.conf", "-g", "daemon off;"}, so);
+    if (!c) {
+        throw std::runtime_error("cannot start the CDN nginx: " + c.error().message);
+    }
+    cdn_ = std::move(c).value();
+    for (int i = 0; i < 500 && !portOpen(cdnPort_); ++i) {
+        if (cdn_.tryWait()) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!portOpen(cdnPort_)) {
+        auto e = fs::readFile(d + "/logs/stderr.log");
+        throw std::runtime_error("the CDN nginx did not start: " + (e ? *e : std::string()));
+    }
+    return cdnBase() + "/cdn";
+}
+
+std::string CloudFixture::cdnLog() const
+{
+    auto t = fs::readFile(dir() + "/cdn/logs/access.log");
+    return t ? *t : std::string();
 }
 
 nlohmann::json CloudFixture::admin(const std::string& method, const std::string& path, const nlohmann::json& body)

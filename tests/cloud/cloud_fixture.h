@@ -54,6 +54,24 @@ public:
 
     std::string nginxLog() const;
 
+    // A second nginx on another host name (https://127.0.0.1:<port>, where the
+    // server is https://localhost:<port>) with a certificate from a CA of its
+    // own, serving <dir()>/artifacts under /cdn/ as an object store or CDN would:
+    // no client authentication, but it asks for a client certificate
+    // (optional_no_ca) and logs what it got, so a test sees whether the device
+    // sent its certificate or an Authorization header there. Returns the base
+    // URL of the artifacts ("https://127.0.0.1:<port>/cdn"). Started once.
+    std::string startCdn();
+    // The CA that signed the CDN's certificate (PEM file).
+    std::string cdnCaFile() const { return dir() + "/pki/cdn-ca.pem"; }
+    // The CDN's access log: one line per request,
+    // "<status> <uri> cert=<client cert subject or -> auth=<Authorization header or ->".
+    std::string cdnLog() const;
+    // /cdn/loop/<x> answers 302 to itself (a redirect loop on the other host).
+    std::string cdnBase() const { return cdnPort_ == 0 ? "" : "https://127.0.0.1:" + std::to_string(cdnPort_); }
+    // The same CDN over plain http ("http://127.0.0.1:<port>/cdn").
+    std::string cdnHttpUrl() const { return "http://127.0.0.1:" + std::to_string(cdnHttpPort_) + "/cdn"; }
+
 private:
     void makePki();
     void startServer();
@@ -66,6 +84,9 @@ private:
     int tlsPort_ = 0;
     int wrongHostPort_ = 0;
     int wrongCaPort_ = 0;
+    int cdnPort_ = 0;
+    int cdnHttpPort_ = 0;
+    Child cdn_;
     std::string issuerHash_;
 };
 

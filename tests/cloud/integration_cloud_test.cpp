@@ -3,6 +3,7 @@
 // issue 6, seen from outside (the server's records, the bus, the bytes of the fd).
 
 #include "cloud_env.h"
+#include "cloud_steps.h"
 
 #include "mbl/crypto.h"
 #include "mbl/fs.h"
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <ctime>
 #include <set>
 #include <thread>
 
@@ -19,83 +21,6 @@ using namespace mbl;
 using namespace mbl::test;
 using nlohmann::json;
 using namespace std::chrono_literals;
-
-namespace {
-
-bool contains(const std::string& hay, const std::string& needle)
-{
-    return hay.find(needle) != std::string::npos;
-}
-
-// Creates an artifact of `size` pseudo-random bytes on the server; returns its sha256.
-std::string makeArtifact(CloudEnv& env, const std::string& name, std::size_t size)
-{
-    std::string data(size, '\0');
-    std::uint32_t x = 2463534242u;
-    for (auto& c : data) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        c = static_cast<char>(x & 0xff);
-    }
-    const std::string path = env.cloud.dir() + "/artifacts/" + name;
-    REQUIRE(fs::writeFileAtomic(path, data, 0644));
-    auto r = env.cloud.admin("POST", "/admin/artifacts", {{"name", name}, {"path", path}});
-    REQUIRE(r["_status"] == 200);
-    return crypto::sha256Hex(data);
-}
-
-std::string deploy(CloudEnv& env, const std::vector<std::string>& artifacts, const json& extra = json::object())
-{
-    json body = {{"target", env.deviceId},
-                 {"download", "forced"},
-                 {"update", "forced"},
-                 {"chunks", json::array({{{"part", "os"}, {"name", "rootfs"}, {"version", "2.0"},
-                                          {"artifacts", artifacts},
-                                          {"metadata", json::array({{{"key", "slot"}, {"value", "b"}}})}}})}};
-    body.merge_patch(extra);
-    auto r = env.cloud.admin("POST", "/admin/deployments", body);
-    REQUIRE(r["_status"] == 200);
-    return r["id"];
-}
-
-sdbus::UnixFd download(CloudEnv& env, const std::string& actionId, const json& artifact)
-{
-    sdbus::UnixFd fd;
-    env.proxy().callMethod("Download").onInterface("org.mbl.CloudClient1").withArguments(actionId, artifact.dump()).storeResultsTo(fd);
-    return fd;
-}
-
-void feedback(CloudEnv& env, const std::string& actionId, const std::string& execution, const std::string& result,
-              std::uint32_t cnt = 0, std::uint32_t of = 0, const std::vector<std::string>& details = {})
-{
-    env.proxy()
-        .callMethod("ReportFeedback")
-        .onInterface("org.mbl.CloudClient1")
-        .withArguments(actionId, execution, result, cnt, of, details);
-}
-
-json action(CloudEnv& env, const std::string& id)
-{
-    return env.cloud.state()["actions"][id];
-}
-
-bool actionStatus(CloudEnv& env, const std::string& id, const std::string& status)
-{
-    return action(env, id)["status"] == status;
-}
-
-void pollNow(CloudEnv& env)
-{
-    env.proxy().callMethod("PollNow").onInterface("org.mbl.CloudClient1");
-}
-
-json firstArtifact(const Signal& s)
-{
-    return json::parse(s.args[1])["chunks"][0]["artifacts"][0];
-}
-
-} // namespace
 
 TEST_CASE("a device registers over mutual TLS and appears on the server with its attributes")
 {
@@ -200,7 +125,7 @@ TEST_CASE("configData is sent when the server asks and when an app changes its a
     CHECK(attrs["device_id"] == env.deviceId);
     // No change, no PUT.
     int puts = env.cloud.state()["targets"][env.deviceId]["config_puts"];
-    std::this_thread::sleep_for(2500ms);
+    pollAndWait(env);
     CHECK(env.cloud.state()["targets"][env.deviceId]["config_puts"] == puts);
     // The server asks again (e.g. the operator cleared them): sent on the next poll.
     env.cloud.admin("POST", "/admin/request-config", {{"target", env.deviceId}});
@@ -260,7 +185,9 @@ TEST_CASE("a deployment is announced, downloaded through the fd and closed with 
     auto done = sig.waitFor("DownloadFinished");
     REQUIRE(done);
     CHECK(done->args[2] == "success");
-    CHECK(env.uintProp("DownloadProgress") == 100);
+    // Nothing runs any more: no stale progress.
+    REQUIRE(CloudEnv::waitUntil([&] { return env.uintProp("ActiveDownloads") == 0; }));
+    CHECK(env.uintProp("DownloadProgress") == 0);
     feedback(env, id, "proceeding", "none", 2, 3, {"installing"});
     feedback(env, id, "closed", "success", 3, 3, {"installed"});
     REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }));
@@ -271,8 +198,7 @@ TEST_CASE("a deployment is announced, downloaded through the fd and closed with 
     CHECK(fb[2]["execution"] == "closed");
     CHECK(fb[2]["finished"] == "success");
     // The next polls no longer offer it; the server reports it as installed.
-    pollNow(env);
-    std::this_thread::sleep_for(500ms);
+    pollAndWait(env);
     CHECK(sig.count("DeploymentRequested") == 1);
 }
 
@@ -391,6 +317,8 @@ TEST_CASE("cancel during the download is accepted and aborts the download")
     REQUIRE(dep);
     env.cloud.admin("POST", "/admin/faults", {{"throttle_bps", 200000}});
     auto fd = download(env, id, firstArtifact(*dep));
+    // During the download: bytes flow (hawkBit serves no artifact of an action being cancelled).
+    REQUIRE(CloudEnv::waitUntil([&] { return env.uintProp("DownloadProgress") > 0; }));
     env.cloud.admin("POST", "/admin/actions/" + id, {{"cancel", true}});
     REQUIRE(sig.waitFor("CancelRequested"));
     feedback(env, id, "canceled", "success");
@@ -451,7 +379,7 @@ TEST_CASE("an unavailable maintenance window allows the download but not the ins
     auto fd = download(env, id, firstArtifact(*dep));
     CHECK(readFd(fd.get()).size() == 5000u);
     feedback(env, id, "downloaded", "none");
-    std::this_thread::sleep_for(2500ms);
+    pollAndWait(env);
     CHECK(sig.count("DeploymentRequested") == 1); // unchanged deployment: not announced again
     env.cloud.admin("POST", "/admin/actions/" + id, {{"maintenanceWindow", "available"}});
     auto again = sig.waitFor("DeploymentRequested", 2);
@@ -529,7 +457,17 @@ TEST_CASE("feedback given while the server is unreachable is delivered in order 
     }
     feedback(env, id, "closed", "success", 6, 6, {"done"});
     CHECK(fs::exists(env.stack.root() + "/var/lib/mbl/cloud/feedback-queue.json"));
-    std::this_thread::sleep_for(1s);
+    // Another attempt of the device fails after the feedback was queued: nothing got through.
+    auto dropped = [&] {
+        std::size_t n = 0;
+        for (const auto& r : env.requests("/controller/v1/dev-01")) {
+            n += r["status"] == 0 ? 1 : 0;
+        }
+        return n;
+    };
+    const std::size_t drops = dropped();
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return dropped() > drops; }));
     CHECK(action(env, id)["feedback"].empty());
     env.cloud.admin("POST", "/admin/faults", json::object());
     REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }, 30s));
@@ -764,8 +702,7 @@ TEST_CASE("with confirmation manual, an action waits for Confirm: denied leaves 
     CHECK(fb["execution"] == "denied");
     CHECK(fb["details"][0] == "not now: the line is running");
     CHECK(action(env, id)["status"] == "WAIT_FOR_CONFIRMATION");
-    pollNow(env);
-    std::this_thread::sleep_for(1s);
+    pollAndWait(env);
     CHECK(sig.count("DeploymentRequested") == 0);
     CHECK(sig.count("ConfirmationRequested") == 1); // asked once, not at every poll
 
@@ -805,7 +742,8 @@ TEST_CASE("the cloud client stops cleanly and quickly on SIGTERM in the middle o
     REQUIRE(dep);
     env.cloud.admin("POST", "/admin/faults", {{"throttle_bps", 100000}});
     auto fd = download(env, id, firstArtifact(*dep));
-    std::this_thread::sleep_for(500ms);
+    // In the middle of it: bytes are flowing.
+    REQUIRE(CloudEnv::waitUntil([&] { return env.uintProp("DownloadProgress") > 0; }));
     auto [status, took] = env.stack.stop("cloud-client");
     INFO(env.clientLog());
     CHECK(status.success()); // also: no sanitizer report at exit
@@ -892,18 +830,16 @@ TEST_CASE("over-the-air settings override the server's poll sleep at once, persi
     CHECK(getSettings(env) == R"({"log_level":"info"})");
     CHECK(env.uintProp("PollInterval") == 3600);
     const std::size_t logged = countLines(env.clientLog(), "poll answered HTTP");
-    pollNow(env);
-    const std::size_t polls = env.requests("/controller/v1/dev-01").size();
-    REQUIRE(CloudEnv::waitUntil([&] { return env.requests("/controller/v1/dev-01").size() > polls; }));
-    std::this_thread::sleep_for(300ms);
+    // The poll count is read before asking for the poll (read after, the poll may
+    // already be in it, and the wait would be for one that never comes), and the
+    // check follows a whole cycle of the client, not a guessed time.
+    pollAndWait(env);
     CHECK(countLines(env.clientLog(), "poll answered HTTP") == logged);
 
     applySettings(env, "{}");
     CHECK(getSettings(env) == "{}");
-    // The restored state keeps the hour-long sleep: no polls in the next seconds.
-    const std::size_t idle = env.requests("/controller/v1/dev-01").size();
-    std::this_thread::sleep_for(2500ms);
-    CHECK(env.requests("/controller/v1/dev-01").size() == idle);
+    // The restored state keeps the hour-long sleep: the next poll is planned that far away.
+    CHECK(env.uintProp("NextPoll") >= static_cast<std::uint64_t>(std::time(nullptr)) + 3000);
 }
 
 TEST_CASE("bad over-the-air settings are refused with InvalidArgument and change nothing")
@@ -1032,7 +968,7 @@ TEST_CASE("an action closed while offline is not announced again after a restart
     // feedback is delivered right after it): it must not reach the coordinator again.
     REQUIRE(CloudEnv::waitUntil([&] { return actionStatus(env, id, "FINISHED"); }, 30s));
     REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("InstalledActionId") == id; }));
-    std::this_thread::sleep_for(500ms);
+    pollAndWait(env);
     CHECK(after.count("DeploymentRequested") == 0);
     CHECK(contains(env.clientLog(), "already closed on this device"));
 }

@@ -29,7 +29,7 @@ json deploymentDoc()
           "metadata": [{"key": "slot", "value": "b"}],
           "artifacts": [{
             "filename": "fw.bundle", "size": 1234,
-            "hashes": {"sha1": "aa", "md5": "bb",
+            "hashes": {"sha1": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "md5": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
                        "sha256": "0000000000000000000000000000000000000000000000000000000000000001"},
             "_links": {"download": {"href": "https://hawkbit.example.com/DEFAULT/controller/v1/d/softwaremodules/1/artifacts/fw.bundle"},
                        "download-http": {"href": "http://hawkbit.example.com/x"}}
@@ -128,8 +128,18 @@ TEST_CASE("links must be https and point to the configured server")
     REQUIRE_FALSE(other);
     CHECK(other.error().message.find("another host") != std::string::npos);
     CHECK_FALSE(checkLink("https://hawkbit.example.com:8443/a", kServer));
-    CHECK(checkLink("https://evil.example.com/a", kServer, true));
     CHECK_FALSE(checkLink("not a url", kServer));
+    // allow_other_hosts and allow_http only ever apply to artifact links, never to DDI resources.
+    const LinkPolicy open{true, true};
+    CHECK(checkLink("https://cdn.example.net/a", kServer, open, true));
+    CHECK(checkLink("http://cdn.example.net/a", kServer, open, true));
+    CHECK_FALSE(checkLink("https://cdn.example.net/a", kServer, open, false));
+    CHECK_FALSE(checkLink("http://hawkbit.example.com/a", kServer, open, false));
+    CHECK_FALSE(checkLink("https://cdn.example.net/a", kServer, LinkPolicy{false, true}, true));
+    CHECK_FALSE(checkLink("http://hawkbit.example.com/a", kServer, LinkPolicy{true, false}, true));
+    auto ftp = checkLink("ftp://hawkbit.example.com/a", kServer, open, true);
+    REQUIRE_FALSE(ftp);
+    CHECK(ftp.error().message.find("scheme 'ftp'") != std::string::npos);
 }
 
 TEST_CASE("a deploymentBase is normalised for the coordinator")
@@ -248,7 +258,7 @@ TEST_CASE("attributes over the server's limits are refused with a clear error")
     CHECK_FALSE(validateAttributes({{"k", std::string(129, 'v')}}));
     CHECK(validateAttributes({{std::string(128, 'k'), std::string(128, 'v')}}));
     json body = json::parse(configDataBody({{"a", "1"}}));
-    CHECK(body["mode"] == "merge");
+    CHECK(body["mode"] == "replace");
     CHECK(body["data"]["a"] == "1");
 }
 

@@ -6,9 +6,10 @@
 #include "ddi.h"
 #include "fuzz_util.h"
 
+#include "mbl/strings.h"
+
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 using namespace mbl;
@@ -19,15 +20,6 @@ namespace {
 
 const Origin kServer{"https", "hawkbit.example.com", 443};
 constexpr std::int64_t kNow = 1700000000;
-
-// A finding reported to the cloud-client owners and still open (README.md,
-// "Findings", D2): skipped unless MBL_FUZZ_DDI_D2 is set, so that the run can
-// look for others.
-bool knownOpen()
-{
-    static const bool skip = std::getenv("MBL_FUZZ_DDI_D2") == nullptr;
-    return skip;
-}
 
 template <typename T>
 bool accepted(const Expected<T>& r)
@@ -45,19 +37,21 @@ void deployment(const Expected<nlohmann::json>& d)
     if (!accepted(d)) {
         return;
     }
-    // What the coordinator reads: every artifact has a name, a sha256 and a link to the server.
+    // What the coordinator reads (contract C1): every artifact has a name, a sha256
+    // and a link to the server (the default policy allows no other host, no http).
     for (const auto& c : d->at("chunks")) {
         for (const auto& a : c.at("artifacts")) {
             check(a.at("sha256").get<std::string>().size() == 64);
             check(!a.at("filename").get<std::string>().empty());
-            check(checkLink(a.at("url").get<std::string>(), kServer).ok());
+            check(fuzz::validUtf8(a.at("filename").get<std::string>())); // a signal string of its own
+            check(checkLink(a.at("url").get<std::string>(), kServer, {}, true).ok());
         }
     }
-    // Sent as the DeploymentRequested / ConfirmationRequested signal's string.
-    const std::string json = d->dump();
-    if (!knownOpen()) {
-        check(fuzz::validUtf8(json));
-    }
+    check(d->at("install_allowed").get<bool>() == (d->at("update") != "skip" && d->at("maintenance_window") != "unavailable"));
+    check(!d->at("download_only").get<bool>() || !d->at("install_allowed").get<bool>());
+    // Sent as the DeploymentRequested / ConfirmationRequested signal's string (finding D2, fixed: ASCII JSON).
+    check(fuzz::validUtf8(busJson(*d)));
+    check(str::isSafeName(d->at("action_id").get<std::string>(), 64));
 }
 
 } // namespace
@@ -93,5 +87,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         check(r->count() >= 0);
     }
     (void)originOf(body);
+    // Artifact _links as the server sends them.
+    {
+        const auto j = nlohmann::json::parse(body, nullptr, false);
+        if (auto link = chooseArtifactLink(j); link) {
+            (void)checkLink(*link, kServer, LinkPolicy{true, true}, true);
+        }
+    }
     return 0;
 }

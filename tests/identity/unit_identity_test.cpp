@@ -148,6 +148,27 @@ TEST_CASE("an unknown key_type stops the start with an error naming the key")
     CHECK_FALSE(fs::exists(f.keyFile()));
 }
 
+TEST_CASE("a misspelled, unknown or mistyped key of identity.json stops the start naming the file and the key, and "
+          "nothing is made")
+{
+    struct Case {
+        nlohmann::json config;
+        const char* message;
+    };
+    for (const Case& k : {Case{{{"key_typ", "ed25519"}}, "/etc/mbl/identity.json: unknown key 'key_typ' (expected one of: "
+                                                         "fleet_ca, key_type, key_uri, state_dir)"},
+                          Case{{{"fleet_ca", {{"path", "/etc/ca.pem"}}}},
+                               "/etc/mbl/identity.json: key 'fleet_ca' must be a string"},
+                          Case{{{"key_uri", 7}}, "/etc/mbl/identity.json: key 'key_uri' must be a string"}}) {
+        Fixture f;
+        auto id = Identity::open(f.paths, Config(k.config, "/etc/mbl/identity.json"));
+        REQUIRE_FALSE(id);
+        CHECK(id.error().code == ErrorCode::InvalidArgument);
+        CHECK(id.error().message == k.message);
+        CHECK_FALSE(fs::exists(f.dir()));
+    }
+}
+
 TEST_CASE("a corrupt key puts the service in the error state and is neither replaced nor used")
 {
     Fixture f;

@@ -205,7 +205,11 @@ def main():
             unit_paths = []
             for name, p in units.items():
                 text = open(in_dest(p)).read()
-                text = re.sub(r"^(ExecStart=[-@:+!]*)/", lambda m: m.group(1) + dest + "/", text, flags=re.M)
+                # Only the project's own programs move into the destdir; a
+                # system program (/bin/mkdir of mbl-data-layout) stays the host's.
+                text = re.sub(r"^(ExecStart=[-@:+!]*)(/\S*)",
+                              lambda m: m.group(1) + (dest + m.group(2) if os.path.exists(dest + m.group(2))
+                                                      else m.group(2)), text, flags=re.M)
                 with open(os.path.join(vdir, name), "w") as f:
                     f.write(text)
                 unit_paths.append(os.path.join(vdir, name))

@@ -3,13 +3,16 @@
 # as a tarball outside the repository so reruns take seconds:
 #   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,<runtime libs> bookworm
 # Prints the tarball's path. Exit 77 with the reason when it cannot be made here.
+# MBL_ROOTFS_PACKAGES=pkg,pkg replaces the package list (the QEMU device of
+# tests/device adds the kernel, udev and the guest agent and leaves out the
+# sanitizer runtimes); the cache key covers the list.
 set -euo pipefail
 
 CACHE=${MBL_BOOT_CACHE:-/var/cache/mbl-boot-test}
 MIRROR=${MBL_BOOT_MIRROR:-http://deb.debian.org/debian}
 # What the daemons and the checks need at run time. libasan8/libubsan1 let the
 # sanitized CI build run in the guest; setpriv (util-linux) drives the policy check.
-PACKAGES=systemd,systemd-sysv,dbus,libsdbus-c++1,libcurl4,libarchive13,libssl3,openssl,ca-certificates,runc,libubootenv-tool,libasan8,libubsan1,util-linux,iproute2
+PACKAGES=${MBL_ROOTFS_PACKAGES:-systemd,systemd-sysv,dbus,libsdbus-c++1,libcurl4,libarchive13,libssl3,openssl,ca-certificates,runc,libubootenv-tool,libasan8,libubsan1,util-linux,iproute2}
 key=$(printf '%s|%s' "$PACKAGES" bookworm | sha256sum | cut -c1-16)
 TARBALL="$CACHE/rootfs-bookworm-$key.tar"
 

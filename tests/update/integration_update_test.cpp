@@ -585,3 +585,73 @@ TEST_CASE("Progress of an Install moves while the slot is written")
     }
     stack.kill("update");
 }
+
+TEST_CASE("kill -9 during an install, then /var/lib/mbl wiped (a new data partition): a partly written slot is never "
+          "armed; a slot armed before the kill is tried, and falls back without a commit")
+{
+    for (const char* point : {"rootfs-half", "before-arm", "after-arm"}) {
+        SECTION(point)
+        {
+            TestStack stack;
+            test::TempDir work("mbl-update-it");
+            Device dev(stack.root(), pki(), "uboot");
+            const std::string image = work.path() + "/rootfs.img";
+            makeImage(image, 3u << 20, 12);
+            auto spec = signedSpec();
+            spec.rootfs = image;
+            spec.securityVersion = 6;
+            const std::string bundle = work.path() + "/fw.bundle";
+            REQUIRE(createBundle(spec, bundle).status.success());
+            TestStack::StartOptions so;
+            so.env = {std::string("MBL_UPDATE_TEST_PAUSE=") + point};
+            REQUIRE(stack.start("update", so));
+            {
+                Client c;
+                Fd fd = openRead(bundle);
+                c.install(fd.get());
+                REQUIRE(waitForFile(dev.stateDir + "/paused", std::chrono::seconds(30)));
+            }
+            stack.kill("update");
+            REQUIRE(fs::removeTree(stack.root() + "/var/lib/mbl"));
+            REQUIRE(stack.start("update"));
+            const bool armed = std::string(point) == "after-arm";
+            {
+                Client c;
+                CHECK(c.get<std::string>("ActiveSlot") == (armed ? "b" : "a"));
+                CHECK(slotStateOf(c, "b") == (armed ? "trial" : "empty"));
+                CHECK(c.get<std::uint64_t>("SecurityVersionFloor") == 0);
+            }
+            stack.stop("update");
+            REQUIRE(dev.reboot() == (armed ? "b" : "a"));
+            REQUIRE(stack.start("update"));
+            if (armed) {
+                {
+                    Client c;
+                    CHECK(slotStateOf(c, "b") == "trial"); // on trial, not committed by itself
+                    CHECK(c.get<std::uint64_t>("SecurityVersionFloor") == 0);
+                }
+                stack.stop("update");
+                REQUIRE(dev.reboot() == "a"); // never committed: the bootloader falls back
+                REQUIRE(stack.start("update"));
+                Client c;
+                CHECK(slotStateOf(c, "b") == "bad");
+                CHECK(c.get<std::string>("LastError").find("rollback: slot b") != std::string::npos);
+            }
+        }
+    }
+}
+
+TEST_CASE("mbl-update refuses to start on a misspelled key of update.json and says which")
+{
+    TestStack stack;
+    Device dev(stack.root(), pki());
+    dev.config["slots"][1]["devcie"] = "/dev/mmcblk0p3";
+    dev.writeConfig();
+    auto st = stack.start("update");
+    REQUIRE_FALSE(st);
+    CHECK(stack.log("update").find("update.json: unknown key 'slots[1].devcie'") != std::string::npos);
+    // The state directory is made by the harness (as systemd's StateDirectory=
+    // would); the service wrote nothing in it and never touched the environment.
+    CHECK_FALSE(fs::exists(dev.stateDir + "/state.json"));
+    CHECK_FALSE(fs::exists(dev.env));
+}

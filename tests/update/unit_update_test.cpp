@@ -882,3 +882,268 @@ TEST_CASE("Arm of an operation that wrote no slot, or that was never installed, 
     CHECK(w.dev.readEnv() == envBefore);
     CHECK(e->openPayload(*op, "app-hello"));
 }
+
+// ---------------------------------------------------------------------------
+// State that cannot betray the boot chain: the bootloader environment is the
+// authority on the slots and keeps a copy of the floor (issue 19, item 4).
+
+namespace {
+
+// What a wiped (or empty, new) data partition looks like: /var/lib/mbl is gone.
+void wipeDataPartition(const Device& d)
+{
+    REQUIRE(fs::removeTree(d.root + "/var/lib/mbl"));
+    REQUIRE_FALSE(fs::exists(d.stateDir + "/state.json"));
+}
+
+} // namespace
+
+TEST_CASE("the slot state machine is one table: nothing commits an armed slot, arms a good one or boots a staged one")
+{
+    using mbl::update::nextStatus;
+    using mbl::update::SlotEvent;
+    using mbl::update::SlotStatus;
+    CHECK(nextStatus(SlotStatus::Armed, SlotEvent::Commit) == std::nullopt);
+    CHECK(nextStatus(SlotStatus::Trial, SlotEvent::Commit) == SlotStatus::Good);
+    CHECK(nextStatus(SlotStatus::Good, SlotEvent::Arm) == std::nullopt);
+    CHECK(nextStatus(SlotStatus::Staged, SlotEvent::Boot) == std::nullopt);
+    CHECK(nextStatus(SlotStatus::Staged, SlotEvent::Arm) == SlotStatus::Armed);
+    CHECK(nextStatus(SlotStatus::Trial, SlotEvent::Claim) == std::nullopt);
+    CHECK(nextStatus(SlotStatus::Armed, SlotEvent::FallBack) == SlotStatus::Bad);
+    for (auto st : {SlotStatus::Empty, SlotStatus::Staged, SlotStatus::Armed, SlotStatus::Trial, SlotStatus::Good,
+                    SlotStatus::Bad}) {
+        CHECK(mbl::update::slotStatusFromName(mbl::update::slotStatusName(st)) == st);
+    }
+}
+
+TEST_CASE("a wipe of /var/lib/mbl at any step of a firmware update never commits the trial, never drops the fallback "
+          "and never lowers the floor, on every backend")
+{
+    for (const char* bl : {"file", "uboot", "grub"}) {
+        for (const char* step : {"armed", "on trial", "on trial, then committed", "committed", "fallen back"}) {
+            SECTION(std::string(bl) + ": wiped when " + step)
+            {
+                const std::string when = step;
+                World w(bl);
+                auto spec = signedSpec();
+                spec.rootfs = w.image;
+                spec.securityVersion = 5;
+                REQUIRE(createBundle(spec, w.bundle).status.success());
+                REQUIRE(installFile(*openEngine(w.dev), w.bundle));
+                if (when != "armed") {
+                    REQUIRE(w.dev.reboot() == "b");
+                }
+                if (when == "committed") {
+                    REQUIRE(openEngine(w.dev)->commit());
+                }
+                if (when == "fallen back") {
+                    (void)openEngine(w.dev); // on trial, never committed
+                    REQUIRE(w.dev.reboot() == "a");
+                    CHECK(slotState(*openEngine(w.dev), "b") == "bad");
+                }
+                wipeDataPartition(w.dev);
+                auto e = openEngine(w.dev);
+                auto env = w.dev.readEnv();
+                if (when == "armed") {
+                    CHECK(slotState(*e, "b") == "trial");
+                    CHECK(e->snapshot().activeSlot == "b");
+                    CHECK(e->snapshot().floor == 0);
+                    CHECK(env["BOOT_ORDER"] == "B A");
+                    CHECK_FALSE(e->commit()); // not booted yet
+                    e.reset();
+                    REQUIRE(w.dev.reboot() == "b");
+                    e = openEngine(w.dev);
+                    REQUIRE(e->commit());
+                    CHECK(e->snapshot().floor == 5);
+                    CHECK(slotState(*e, "b") == "good");
+                } else if (when == "on trial" || when == "on trial, then committed") {
+                    // Still on trial: nothing committed it, the fallback is still there.
+                    CHECK(slotState(*e, "b") == "trial");
+                    CHECK(slotState(*e, "a") == "good");
+                    CHECK(e->snapshot().floor == 0);
+                    CHECK(e->snapshot().firmwareVersion == "2.0.0");
+                    CHECK(env["BOOT_ORDER"] == "B A");
+                    CHECK(env["BOOT_B_LEFT"] == "0");
+                    CHECK(env["BOOT_A_LEFT"] == "3");
+                    if (when == "on trial") {
+                        e.reset();
+                        REQUIRE(w.dev.reboot() == "a"); // no commit: the bootloader falls back
+                        e = openEngine(w.dev);
+                        CHECK(slotState(*e, "b") == "bad");
+                        CHECK(e->snapshot().lastError.find("rollback: slot b (version 2.0.0)") != std::string::npos);
+                        CHECK(e->snapshot().firmwareVersion == "1.0.0");
+                        CHECK(e->snapshot().floor == 0);
+                    } else {
+                        REQUIRE(e->commit());
+                        CHECK(e->snapshot().floor == 5);
+                        e.reset();
+                        REQUIRE(w.dev.reboot() == "b");
+                    }
+                } else if (when == "committed") {
+                    CHECK(slotState(*e, "b") == "good");
+                    CHECK(slotState(*e, "a") == "good");
+                    CHECK(e->snapshot().floor == 5);
+                    CHECK(e->snapshot().firmwareVersion == "2.0.0");
+                    CHECK(env["BOOT_ORDER"] == "B A");
+                    // The floor held: an older security version is still refused.
+                    auto older = signedSpec();
+                    older.rootfs = w.image;
+                    older.securityVersion = 4;
+                    older.version = "2.0.1";
+                    const std::string old = w.dir.path() + "/older.bundle";
+                    REQUIRE(createBundle(older, old).status.success());
+                    auto st = installFile(*e, old);
+                    REQUIRE_FALSE(st);
+                    CHECK(st.error().code == ErrorCode::Downgrade);
+                    e.reset();
+                    CHECK(w.dev.reboot() == "b");
+                } else {
+                    CHECK(slotState(*e, "b") == "bad");
+                    CHECK(slotState(*e, "a") == "good");
+                    CHECK(e->snapshot().activeSlot == "a");
+                    CHECK(env["BOOT_ORDER"] == "A");
+                    e.reset();
+                    CHECK(w.dev.reboot() == "a");
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("the anti-rollback floor is the highest of its copies in the bootloader environment and the state file")
+{
+    World w;
+    auto spec = signedSpec();
+    spec.rootfs = w.image;
+    spec.securityVersion = 5;
+    REQUIRE(createBundle(spec, w.bundle).status.success());
+    REQUIRE(installFile(*openEngine(w.dev), w.bundle));
+    REQUIRE(w.dev.reboot() == "b");
+    REQUIRE(openEngine(w.dev)->commit());
+    CHECK(w.dev.readEnv()["MBL_SECURITY_VERSION_FLOOR"] == "5");
+    // The state file says more: the environment's copy rises to it.
+    auto state = nlohmann::json::parse(readFile(w.dev.stateDir + "/state.json"));
+    state["floor"] = 7;
+    writeFile(w.dev.stateDir + "/state.json", state.dump());
+    CHECK(openEngine(w.dev)->snapshot().floor == 7);
+    CHECK(w.dev.readEnv()["MBL_SECURITY_VERSION_FLOOR"] == "7");
+    // The environment says more (an older state file): the higher one holds.
+    w.dev.writeEnv({{"MBL_SECURITY_VERSION_FLOOR", "9"}});
+    auto e = openEngine(w.dev);
+    CHECK(e->snapshot().floor == 9);
+    CHECK(nlohmann::json::parse(readFile(w.dev.stateDir + "/state.json"))["floor"] == 9);
+}
+
+TEST_CASE("a trial armed before the environment held the slot record stays on trial, its record written; a wipe then "
+          "changes nothing")
+{
+    // What the previous release left on a device: BOOT_* only, the trial known
+    // from state.json alone, the device rebooted into it.
+    World w;
+    w.dev.writeEnv({{"BOOT_ORDER", "B A"}, {"BOOT_A_LEFT", "3"}, {"BOOT_B_LEFT", "0"}});
+    (void)fs::makeDirs(w.dev.stateDir, 0700);
+    writeFile(w.dev.stateDir + "/state.json", R"({"floor": 2, "lastError": "", "stagedOperation": "",
+        "slots": {"a": {"state": "good", "version": "1.0.0", "installed": 0, "security_version": 2},
+                  "b": {"state": "trial", "version": "2.0.0", "installed": 1, "security_version": 4}},
+        "pending": {"slot": "b", "version": "2.0.0", "security_version": 4, "boot_id": "boot-0", "operation": "op-1"}})");
+    writeFile(w.dev.cmdline, "console=ttyS0 mbl.slot=b rootwait\n");
+    writeFile(w.dev.bootId, "boot-1\n");
+    {
+        auto e = openEngine(w.dev);
+        CHECK(slotState(*e, "b") == "trial");
+        CHECK(e->snapshot().floor == 2);
+    }
+    auto env = w.dev.readEnv();
+    CHECK(env["MBL_B_STATE"] == "trial");
+    CHECK(env["MBL_B_SECURITY_VERSION"] == "4");
+    CHECK(env["MBL_A_STATE"] == "good");
+    CHECK(env["MBL_SECURITY_VERSION_FLOOR"] == "2");
+    CHECK(env["BOOT_ORDER"] == "B A");
+    wipeDataPartition(w.dev);
+    auto e = openEngine(w.dev);
+    CHECK(slotState(*e, "b") == "trial");
+    CHECK(e->snapshot().floor == 2);
+    REQUIRE(e->commit());
+    CHECK(e->snapshot().floor == 4);
+}
+
+TEST_CASE("a slot nothing is on record for, that the bootloader can boot, is never taken out of the boot order")
+{
+    // A factory image that flashed both slots: nothing says what slot b holds.
+    World w;
+    w.dev.writeEnv({{"BOOT_ORDER", "A B"}, {"BOOT_A_LEFT", "3"}, {"BOOT_B_LEFT", "3"}});
+    auto e = openEngine(w.dev);
+    CHECK(e->snapshot().bootedSlot == "a");
+    CHECK(slotState(*e, "a") == "good");
+    auto env = w.dev.readEnv();
+    CHECK(env["BOOT_ORDER"] == "A B");
+    CHECK(env["BOOT_B_LEFT"] == "3");
+    CHECK(env.count("MBL_B_STATE") == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Strict configuration (issue 19, item 5).
+
+TEST_CASE("an update.json with an unknown, misspelled, mistyped or out-of-range key at any depth is refused at start "
+          "with the file, the key path and what was expected, and nothing is touched")
+{
+    struct Case {
+        const char* name;
+        std::function<void(nlohmann::json&)> edit;
+        const char* message;
+    };
+    const std::vector<Case> cases{
+        {"a misspelled slot key", [](nlohmann::json& c) { c["slots"][1]["devcie"] = c["slots"][1]["device"]; },
+         "unknown key 'slots[1].devcie' (expected one of: bootname, device, name, size)"},
+        {"a misspelled bootloader key",
+         [](nlohmann::json& c) {
+             c["bootloader"]["typ"] = c["bootloader"]["type"];
+             c["bootloader"].erase("type");
+         },
+         "unknown key 'bootloader.typ' (expected one of: defaults, path, type)"},
+        {"an unknown bootloader type", [](nlohmann::json& c) { c["bootloader"]["type"] = "grbu"; },
+         "key 'bootloader.type' must be one of file, uboot, grub (not 'grbu')"},
+        {"no bootloader type beside slots", [](nlohmann::json& c) { c["bootloader"].erase("type"); },
+         "key 'bootloader.type' must be set when 'slots' are"},
+        {"an unknown top-level key", [](nlohmann::json& c) { c["trialAttempt"] = 2; },
+         "unknown key 'trialAttempt'"},
+        {"a nested object nobody reads", [](nlohmann::json& c) { c["bootloader"]["extra"] = {{"deep", true}}; },
+         "unknown key 'bootloader.extra'"},
+        {"a number of the wrong type", [](nlohmann::json& c) { c["trialAttempts"] = "2"; },
+         "key 'trialAttempts' must be an integer"},
+        {"a number out of range", [](nlohmann::json& c) { c["goodAttempts"] = 0; },
+         "key 'goodAttempts' must be between 1 and 100 (not 0)"},
+        {"a slot size that overflows", [](nlohmann::json& c) { c["slots"][0]["size"] = 18446744073709551615ull; },
+         "key 'slots[0].size' must be between 0 and 9223372036854775807"},
+        {"a slot without a device", [](nlohmann::json& c) { c["slots"][0].erase("device"); },
+         "key 'slots[0].device' must be the slot's block device or image file"},
+        {"three slots", [](nlohmann::json& c) { c["slots"].push_back({{"name", "c"}, {"device", "/dev/null"}}); },
+         "key 'slots' must be a list of exactly two slots (A/B)"},
+        {"a flag of the wrong type", [](nlohmann::json& c) { c["readBack"] = "yes"; },
+         "key 'readBack' must be true or false"},
+        {"a factory version that is not one", [](nlohmann::json& c) { c["factoryVersion"] = "1.0"; },
+         "key 'factoryVersion' must be a semantic version"},
+    };
+    for (const char* bl : {"file", "grub"}) {
+        for (const auto& k : cases) {
+            DYNAMIC_SECTION(bl << ": " << k.name)
+            {
+                World w(bl);
+                const std::string envFile = w.dev.env;
+                k.edit(w.dev.config);
+                w.dev.writeConfig();
+                auto cfg = Config::load(w.dev.configDir + "/update.json", false);
+                REQUIRE(cfg);
+                auto e = UpdateEngine::open(Paths::underRoot(w.dev.root), *cfg);
+                REQUIRE_FALSE(e);
+                CHECK(e.error().code == ErrorCode::InvalidArgument);
+                CHECK(e.error().message.rfind(w.dev.configDir + "/update.json: ", 0) == 0);
+                INFO(e.error().message);
+                CHECK(e.error().message.find(k.message) != std::string::npos);
+                // Refused before anything was made or written.
+                CHECK_FALSE(fs::exists(w.dev.stateDir));
+                CHECK_FALSE(fs::exists(envFile));
+            }
+        }
+    }
+}

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 SUMMARY = "sdbus-c++-xml2cpp 1.2.0: generates the C++ adaptors and proxies from introspection XML"
 DESCRIPTION = "The code generator of sdbus-c++ 1.2.0, built for the build host: \
 the MBL device services generate their D-Bus glue at build time."

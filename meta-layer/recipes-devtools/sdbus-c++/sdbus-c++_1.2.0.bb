@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 SUMMARY = "High-level C++ D-Bus library on top of sd-bus (1.2.0, the API the MBL daemons use)"
 DESCRIPTION = "sdbus-c++ 1.2.0, pinned because the MBL device services are \
 written against its API; scarthgap's meta-oe ships 2.0, which renamed it."
@@ -35,7 +36,5 @@ LDFLAGS:append:riscv32 = " -Wl,--no-as-needed -latomic -Wl,--as-needed"
 
 FILES:${PN}-dev += "${libdir}/cmake"
 
-# For a native build of the project's tools; needs a native libsystemd
-# provider (OE-core has none).
-BBCLASSEXTEND = "native"
-REQUIRED_DISTRO_FEATURES:class-native = ""
+# No native variant: it would need a native libsystemd, which OE-Core does not
+# provide; mbl-bundle-native is built without sdbus-c++ (tools_only).

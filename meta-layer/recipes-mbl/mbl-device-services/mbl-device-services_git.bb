@@ -1,35 +1,13 @@
+# SPDX-License-Identifier: Apache-2.0
 SUMMARY = "MBL device services: identity, update, containers, cloud client, coordinator"
 DESCRIPTION = "Five daemons on the D-Bus system bus that run OCI applications, \
 install signed A/B firmware and application updates and connect the device to \
 an Eclipse hawkBit server; mblctl (the CLI) and mbl-bundle (the bundle tool)."
 SECTION = "admin"
 
-LICENSE = "Apache-2.0"
-# The project declares its licence in meson.build's project() call.
-LIC_FILES_CHKSUM = "file://meson.build;beginline=3;endline=3;md5=97dde74e0f00321ef0438055474ef687"
+require mbl-device-services.inc
 
-# By default the recipe builds the checkout this layer lives in, so the layer
-# and the code always match. For a release build from a git server set, in a
-# bbappend or local.conf:
-#   MBL_SRC_URI = "git://git.example.com/mbl-device-services.git;protocol=https;branch=main"
-#   MBL_SRCREV = "<commit>"
-# (MBL_SRCREV serves the target and the native variant alike.)
-MBL_SRC_URI ??= ""
-MBL_SRCREV ??= ""
-SRC_URI = "${MBL_SRC_URI}"
-PV = "0.1.0"
-# externalsrc points S at the checkout; a git build unpacks into git/.
-S = "${WORKDIR}/git"
-EXTERNALSRC = "${@'' if d.getVar('MBL_SRC_URI') else d.getVar('MBL_SOURCE_DIR')}"
-inherit ${@'' if d.getVar('MBL_SRC_URI') else 'externalsrc'}
-python () {
-    # A SRCREV without a git SRC_URI is an error for externalsrc (kirkstone).
-    if d.getVar('MBL_SRC_URI'):
-        d.setVar('SRCREV', d.getVar('MBL_SRCREV'))
-        d.appendVar('PV', '+git${SRCPV}')
-}
-
-inherit meson pkgconfig systemd useradd features_check
+inherit meson pkgconfig systemd useradd features_check ptest
 REQUIRED_DISTRO_FEATURES = "systemd"
 
 DEPENDS = "sdbus-c++ sdbus-c++-tools-native systemd openssl curl libarchive nlohmann-json"
@@ -42,7 +20,6 @@ MBL_COORDINATOR_USER ?= "mbl-coordinator"
 MBL_ADMIN_GROUP ?= "mbl-admin"
 
 EXTRA_OEMESON = " \
-    -Dtests=false \
     -Dsystemdsystemunitdir=${systemd_system_unitdir} \
     -Dsysusersdir=${nonarch_libdir}/sysusers.d \
     -Dtmpfilesdir=${nonarch_libdir}/tmpfiles.d \
@@ -56,12 +33,26 @@ EXTRA_OEMESON = " \
 #   containers: runc for mbl-container-manager (meta-virtualization)
 #   uboot:      fw_printenv/fw_setenv (libubootenv) for the U-Boot bootloader backend
 #   grub:       grub-editenv for the GRUB bootloader backend
-# The "file" bootloader backend (development) needs neither.
+#   tests:      the unit tests (Catch2), packaged as ${PN}-ptest where ptest is on
+# An image built with mbl-ab-image.bbclass gets the bootloader tool from
+# mbl-device-config (chosen by MACHINE_FEATURES "mbl-uboot"/"mbl-grub"); set
+# uboot or grub here for an image of your own.
 MBL_RUNC_PACKAGE ?= "runc-opencontainers"
-PACKAGECONFIG ??= "containers uboot"
+PACKAGECONFIG ??= "containers ${@bb.utils.contains('PTEST_ENABLED', '1', 'tests', '', d)}"
 PACKAGECONFIG[containers] = ",,,${MBL_RUNC_PACKAGE}"
 PACKAGECONFIG[uboot] = ",,,libubootenv-bin"
 PACKAGECONFIG[grub] = ",,,grub-editenv"
+PACKAGECONFIG[tests] = "-Dtests=true,-Dtests=false,catch2"
+
+# ptest: the unit suites (no bus, no root), each a Catch2 executable.
+SRC_URI += "file://run-ptest"
+do_install_ptest () {
+    install -d ${D}${PTEST_PATH}/tests
+    for t in ${B}/tests/*/*-unit-tests; do
+        install -m 0755 "$t" ${D}${PTEST_PATH}/tests/
+    done
+}
+RDEPENDS:${PN}-ptest += "openssl-bin libubootenv-bin grub-editenv tar coreutils findutils"
 
 # Users and group at image build time (file ownership, bus policies); the
 # sysusers.d file installed beside the units creates the same ones on a
@@ -94,6 +85,7 @@ FILES:${PN}-bundle-tool = "${bindir}/mbl-bundle"
 FILES:${PN} += " \
     ${libexecdir}/mbl \
     ${systemd_system_unitdir} \
+    ${prefix}/lib/systemd/system.conf.d \
     ${nonarch_libdir}/sysusers.d \
     ${nonarch_libdir}/tmpfiles.d \
     ${datadir}/dbus-1/system.d \
@@ -103,16 +95,5 @@ FILES:${PN} += " \
 "
 RDEPENDS:${PN} += "dbus ${PN}-mblctl"
 
-# mbl-bundle for the build host (see classes/mbl-bundle.bbclass). Today the
-# project builds as a whole, so the native variant needs every library
-# natively, libsystemd included (for sdbus-c++), which OE-core does not
-# provide: a layer that does (or a meson option building only the tools)
-# completes this route; until then use a host-built mbl-bundle (layer README).
-BBCLASSEXTEND = "native"
-REQUIRED_DISTRO_FEATURES:class-native = ""
-PACKAGECONFIG:class-native = ""
-RDEPENDS:${PN}:class-native = ""
-DEPENDS:class-native = "sdbus-c++-native sdbus-c++-tools-native openssl-native curl-native libarchive-native nlohmann-json-native"
-EXTRA_OEMESON:class-native = "-Dtests=false"
-USERADD_PACKAGES:class-native = ""
-SYSTEMD_SERVICE:${PN}:class-native = ""
+# mbl-bundle for the build host is its own recipe (mbl-bundle-native, the
+# tools-only build): no native variant of this one.
