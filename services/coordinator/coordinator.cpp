@@ -53,12 +53,6 @@ Status validateDeployment(const nlohmann::json& d)
     return {};
 }
 
-bool boolAt(const nlohmann::json& d, const char* key, bool fallback)
-{
-    auto it = d.find(key);
-    return it != d.end() && it->is_boolean() ? it->get<bool>() : fallback;
-}
-
 std::int64_t clockBoottimeMs()
 {
     struct timespec ts{};
@@ -496,19 +490,11 @@ void Coordinator::onDeploymentRequested(const std::string& actionId, const std::
     auto d = nlohmann::json::parse(deploymentJson, nullptr, false);
     if (op_ && op_->source == Source::Cloud && op_->actionId == actionId) {
         // The cloud client sends an action again when its document changes (and after
-        // its own restarts). A stored action may now install.
-        if (d.is_discarded() || !d.is_object()) {
+        // its own restarts); an unchanged document is nothing new.
+        if (d.is_discarded() || !d.is_object() || d == op_->deployment) {
             return;
         }
-        const bool installNow = boolAt(d, "install_allowed", false) && !boolAt(d, "download_only", false);
-        if (op_->state == State::Waiting && installNow) {
-            op_->deployment = d;
-            op_->artifact = 0;
-            installStored();
-        } else if (op_->state == State::Storing) {
-            op_->deployment = d; // decided when the artifacts are stored
-            (void)save();
-        }
+        deploymentChanged(d);
         return;
     }
     for (const auto& h : journal_.history(50)) {
@@ -546,7 +532,8 @@ void Coordinator::onDeploymentRequested(const std::string& actionId, const std::
         return;
     }
     op.deployment = d;
-    op.replaceApps = boolAt(d, "complete_app_set", false);
+    const Allowed allowed = allowedBy(d);
+    op.replaceApps = allowed.completeAppSet;
     begin(std::move(op));
     if (auto st = validateDeployment(d); !st) {
         op_->failure = st.error();
@@ -554,11 +541,50 @@ void Coordinator::onDeploymentRequested(const std::string& actionId, const std::
         return;
     }
     feedbackProgress("deployment accepted by the device");
-    if (boolAt(d, "download_only", false) || !boolAt(d, "install_allowed", true)) {
+    if (!allowed.download) {
+        // hawkBit's download "skip": nothing is fetched until a document allows it.
+        if (enter(State::Waiting, "waiting: the server does not allow the download yet")) {
+            feedback("scheduled", "none", {"waiting: the server does not allow the download yet"});
+        }
+        return;
+    }
+    if (allowed.downloadOnly || !allowed.install) {
         startStoreOnly();
     } else {
         startDownloadAndInstall();
     }
+}
+
+void Coordinator::deploymentChanged(const nlohmann::json& d)
+{
+    const Allowed now = allowedBy(d);
+    if (op_->state == State::Storing || (op_->state == State::WaitingNetwork && op_->retryStore)) {
+        op_->deployment = d; // decided once the artifacts are stored
+        (void)save();
+        return;
+    }
+    if (op_->state != State::Waiting) {
+        return; // already installing: what the server allows now changes nothing
+    }
+    op_->deployment = d;
+    const bool stored = !op_->storedDir.empty();
+    const bool installNow = now.install && !now.downloadOnly;
+    if (!stored && now.download) {
+        log::info(op_->id + ": the server allows the download now");
+        if (installNow) {
+            startDownloadAndInstall();
+        } else {
+            startStoreOnly();
+        }
+        return;
+    }
+    if (stored && installNow) {
+        log::info(op_->id + ": the server allows the installation now");
+        op_->artifact = 0;
+        installStored();
+        return;
+    }
+    (void)save();
 }
 
 Expected<std::string> Coordinator::installBundle(Fd bundle, const LocalOptions& options)

@@ -118,6 +118,8 @@ public:
 private:
     // ------------------------------------------------ coordinator.cpp: the core
     void begin(Operation op);
+    // The cloud client sent the running action's document again, changed.
+    void deploymentChanged(const nlohmann::json& deployment);
     // The one way to change state: checked against the transition table,
     // journaled, announced. False: do not go on (the journal could not be
     // written and the operation is stopping, or a test pause point).

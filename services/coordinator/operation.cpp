@@ -44,6 +44,7 @@ using S = State;
 const std::vector<std::pair<State, State>> kTransitions = {
     {S::Received, S::Downloading},
     {S::Received, S::Storing},
+    {S::Received, S::Waiting}, // the server does not allow the download yet
     {S::Received, S::Failed},
 
     {S::Storing, S::Storing}, // again, after a restart
@@ -55,6 +56,7 @@ const std::vector<std::pair<State, State>> kTransitions = {
     {S::Storing, S::Cancelled},
 
     {S::Waiting, S::Downloading},
+    {S::Waiting, S::Storing}, // the download is allowed now, the installation not yet
     {S::Waiting, S::Failed},
     {S::Waiting, S::Cancelled},
 
@@ -209,6 +211,54 @@ std::string transitionDiagram()
         out += "- `" + std::string(n.name) + "` → " + (line.empty() ? "(final)" : line) + "\n";
     }
     return out;
+}
+
+namespace {
+
+bool flag(const nlohmann::json& d, const char* key, bool fallback)
+{
+    auto it = d.find(key);
+    return it != d.end() && it->is_boolean() ? it->get<bool>() : fallback;
+}
+
+std::string text(const nlohmann::json& d, const char* key)
+{
+    auto it = d.find(key);
+    return it != d.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+} // namespace
+
+Allowed allowedBy(const nlohmann::json& d)
+{
+    Allowed a;
+    if (!d.is_object()) {
+        return a;
+    }
+    const std::string download = text(d, "download");
+    const std::string update = text(d, "update");
+    const std::string window = text(d, "maintenance_window");
+    a.download = flag(d, "download_allowed", download != "skip");
+    a.install = flag(d, "install_allowed", update != "skip" && window != "unavailable");
+    // hawkBit says "update": "skip" both for a download-only action and for a closed
+    // maintenance window; only the first is download-only (C1). A window that is
+    // named means the action installs once the window opens, whatever the flag says.
+    a.downloadOnly = flag(d, "download_only", false) && window.empty();
+    bool marked = false;
+    if (auto chunks = d.find("chunks"); chunks != d.end() && chunks->is_array()) {
+        for (const auto& c : *chunks) {
+            if (!c.is_object()) {
+                continue;
+            }
+            auto m = c.find("metadata");
+            if (m != c.end() && m->is_object()) {
+                auto v = m->find("mbl.complete-app-set");
+                marked = marked || (v != m->end() && ((v->is_string() && *v == "true") || (v->is_boolean() && *v == true)));
+            }
+        }
+    }
+    a.completeAppSet = flag(d, "complete_app_set", marked);
+    return a;
 }
 
 std::vector<nlohmann::json> artifactsOf(const nlohmann::json& deployment)

@@ -172,4 +172,22 @@ struct Operation {
 // Artifacts of a C1 deployment, in order (every chunk's artifacts).
 std::vector<nlohmann::json> artifactsOf(const nlohmann::json& deployment);
 
+// What a C1 deployment document allows (the one reader of its flags). A flag the
+// cloud client does not send yet is derived from the fields it comes from
+// (hawkBit's download/update handling, the maintenance window, the chunk
+// metadata), so an older cloud client behaves as before.
+struct Allowed {
+    bool download = true;       // download_allowed: download != "skip"
+    bool install = true;        // install_allowed: update != "skip", window not "unavailable"
+    bool downloadOnly = false;  // download_only: hawkBit's downloadonly (update "skip", no window)
+    bool completeAppSet = false; // complete_app_set: chunk metadata mbl.complete-app-set = true
+    bool operator==(const Allowed& o) const
+    {
+        return download == o.download && install == o.install && downloadOnly == o.downloadOnly &&
+               completeAppSet == o.completeAppSet;
+    }
+    bool operator!=(const Allowed& o) const { return !(*this == o); }
+};
+Allowed allowedBy(const nlohmann::json& deployment);
+
 } // namespace mbl::coordinator

@@ -410,10 +410,10 @@ void Coordinator::storeArtifact(std::size_t i)
     if (i == arts.size()) {
         bumpProgress(50);
         feedback("downloaded", "none", {"all artifacts downloaded and verified"});
-        const auto& d = op_->deployment;
-        if (d.value("download_only", false)) {
+        const Allowed allowed = allowedBy(op_->deployment);
+        if (allowed.downloadOnly) {
             finish(State::Succeeded, "downloaded (download-only action)");
-        } else if (d.value("install_allowed", false)) {
+        } else if (allowed.install) {
             op_->artifact = 0;
             installStored(); // the window opened meanwhile
         } else if (enter(State::Waiting, "downloaded; waiting for the maintenance window")) {

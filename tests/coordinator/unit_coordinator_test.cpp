@@ -1257,6 +1257,132 @@ TEST_CASE("a download-only action is stored and reported downloaded, then closed
     CHECK(f.c->history(1)[0]["state"] == "succeeded");
 }
 
+TEST_CASE("a deployment whose download the server skips fetches nothing and reports no success until a document "
+          "allows it")
+{
+    Fixture f;
+    auto d = json::parse(kDeployment);
+    d["download"] = "skip";
+    d["download_allowed"] = false;
+    f.c->onDeploymentRequested("7", d.dump());
+    REQUIRE(f.runUntil([&] { return f.c->state() == "waiting"; }));
+    CHECK(f.peers.count("download") == 0);
+    CHECK(f.peers.installs == 0);
+    CHECK_FALSE(f.hasFeedback("closed", "success"));
+    CHECK_FALSE(f.hasFeedback("downloaded", "none"));
+    f.c->onDeploymentRequested("7", d.dump()); // the same document again: nothing new
+    f.restart();                               // waiting survives a restart
+    CHECK(f.c->state() == "waiting");
+    CHECK(f.peers.count("download") == 0);
+    d["download"] = "forced";
+    d["download_allowed"] = true;
+    f.c->onDeploymentRequested("7", d.dump());
+    REQUIRE(f.idle());
+    CHECK(f.last().result == "success");
+    CHECK(f.peers.count("download") == 1);
+    CHECK(f.peers.installs == 1);
+}
+
+TEST_CASE("a closed maintenance window: downloaded and stored, not installed, no success reported; installed when "
+          "a document re-emitted with the window open allows it")
+{
+    Fixture f;
+    auto d = json::parse(kDeployment);
+    d["maintenance_window"] = "unavailable";
+    d["install_allowed"] = false;
+    f.c->onDeploymentRequested("7", d.dump());
+    REQUIRE(f.runUntil([&] { return f.c->state() == "waiting"; }));
+    f.c->onDeploymentRequested("7", d.dump()); // unchanged: nothing new
+    CHECK(f.peers.count("download") == 1);
+    CHECK(f.peers.installs == 0);
+    CHECK_FALSE(f.hasFeedback("closed", "success"));
+    CHECK(f.c->state() == "waiting");
+    // Download "forced" instead of "attempt", the window still closed: still nothing installed.
+    d["download"] = "attempt";
+    f.c->onDeploymentRequested("7", d.dump());
+    CHECK(f.c->state() == "waiting");
+    CHECK(f.peers.installs == 0);
+    d["maintenance_window"] = "available";
+    d["install_allowed"] = true;
+    f.c->onDeploymentRequested("7", d.dump());
+    REQUIRE(f.idle());
+    CHECK(f.last().result == "success");
+    CHECK(f.peers.count("download") == 1); // installed from what was stored
+    CHECK(f.peers.installs == 1);
+}
+
+TEST_CASE("a document without the C1 flags behaves as the hawkBit fields it comes from say")
+{
+    SECTION("no flags, forced: installed")
+    {
+        Fixture f;
+        auto d = json::parse(kDeployment);
+        for (const char* k : {"download_allowed", "install_allowed", "download_only", "complete_app_set"}) {
+            d.erase(k);
+        }
+        f.peers.apps = {{"by-hand", {"3.0"}}};
+        f.c->onDeploymentRequested("7", d.dump());
+        REQUIRE(f.idle());
+        CHECK(f.last().result == "success");
+        CHECK(f.peers.installs == 1);
+        CHECK(f.peers.removed.empty());
+    }
+    SECTION("no install_allowed, the maintenance window unavailable: stored, waiting")
+    {
+        Fixture f;
+        auto d = json::parse(kDeployment);
+        d.erase("install_allowed");
+        d["maintenance_window"] = "unavailable";
+        f.c->onDeploymentRequested("7", d.dump());
+        REQUIRE(f.runUntil([&] { return f.c->state() == "waiting"; }));
+        CHECK(f.peers.installs == 0);
+    }
+    SECTION("no complete_app_set, the chunk metadata mbl.complete-app-set true: the unnamed app is removed")
+    {
+        Fixture f;
+        auto d = json::parse(kDeployment);
+        d.erase("complete_app_set");
+        d["chunks"][0]["metadata"] = {{"mbl.complete-app-set", "true"}};
+        f.peers.apps = {{"by-hand", {"3.0"}}};
+        f.c->onDeploymentRequested("7", d.dump());
+        REQUIRE(f.idle());
+        CHECK(f.last().result == "success");
+        CHECK(f.peers.removed == std::vector<std::string>{"by-hand"});
+    }
+    SECTION("update skip with a closed maintenance window is not download-only: stored, waiting, no outcome")
+    {
+        // hawkBit sends "update": "skip" for both; a cloud client that calls both download-only
+        // must not make the device close the action once downloaded.
+        Fixture f;
+        auto d = json::parse(kDeployment);
+        d["update"] = "skip";
+        d["maintenance_window"] = "unavailable";
+        d["download_only"] = true;
+        d["install_allowed"] = false;
+        f.c->onDeploymentRequested("7", d.dump());
+        REQUIRE(f.runUntil([&] { return f.c->state() == "waiting"; }));
+        CHECK_FALSE(f.hasFeedback("closed", "success"));
+        d["update"] = "forced";
+        d["maintenance_window"] = "available";
+        d["download_only"] = false;
+        d["install_allowed"] = true;
+        f.c->onDeploymentRequested("7", d.dump());
+        REQUIRE(f.idle());
+        CHECK(f.last().result == "success");
+        CHECK(f.peers.installs == 1);
+    }
+    SECTION("complete_app_set false wins over the metadata")
+    {
+        Fixture f;
+        auto d = json::parse(kDeployment);
+        d["chunks"][0]["metadata"] = {{"mbl.complete-app-set", "true"}};
+        f.peers.apps = {{"by-hand", {"3.0"}}};
+        f.c->onDeploymentRequested("7", d.dump());
+        REQUIRE(f.idle());
+        CHECK(f.peers.removed.empty());
+    }
+}
+
 TEST_CASE("an update service that restarts during the install is noticed and the bundle is staged again; a "
           "container manager that restarts while staging an app gets the app again")
 {
