@@ -320,6 +320,82 @@ TEST_CASE("a deployment carrying two rootfs payloads is refused before anything 
     CHECK(stagedOperations(w) == 0);
 }
 
+TEST_CASE("a deployment whose second bundle fails verification arms nothing, changes nothing and releases the first")
+{
+    World w;
+    w.startAll();
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const auto fw = w.bundle({"2.0.0", 1, w.rootfsImage("2.0.0"), {{"hello@1.0.0", app}}, ""}, "fw.mblb");
+    const std::string junk = w.work.path() + "/second.mblb";
+    update::writeFile(junk, std::string(200000, 'x'));
+    const auto envBefore = w.bootEnv();
+    const auto action = w.deploy(std::vector<std::string>{fw, junk}, json::object());
+    w.pollNow();
+    requireClosed(w, action, "ERROR", 240s);
+    INFO(describe(w, action));
+    const auto details = w.feedbackDetails(action);
+    CHECK(details.back().find("closed/failure") == 0);
+    CHECK(details.back().find("second.mblb") != std::string::npos);
+    CHECK(w.bootEnv() == envBefore);
+    CHECK(w.device->boots == 0);
+    CHECK(w.apps().empty());
+    CHECK(w.runcContainers().empty());
+    CHECK(stagedOperations(w) == 0);
+}
+
+TEST_CASE("one app of a multi-app deployment that does not come up takes every app of the deployment back to its "
+          "previous version, and the server hears which app failed")
+{
+    World w{WorldOptions{8u << 20, {{"health_timeout_ms", 6000}, {"health_grace_ms", 1000}}, {}, {}, {}}};
+    w.startAll();
+    const auto v1 = w.appImage("hello", "1.0.0", kServe);
+    const auto a1 = w.deploy(w.bundle({"1.1.0", 1, "", {{"hello@1.0.0", v1}}, ""}, "apps-1.mblb"));
+    w.pollNow();
+    requireClosed(w, a1, "FINISHED", 120s);
+    requireEventually(w, [&] { return appRunning(w, "hello", "1.0.0"); }, 30s, "hello 1.0.0 running", a1);
+
+    const auto v2 = w.appImage("hello", "2.0.0", kServe);
+    const auto crasher = w.appImage("crasher", "1.0.0", {"sh", "-c", "echo cannot start; exit 3"});
+    const auto b2 = w.bundle({"1.2.0", 1, "", {{"hello@2.0.0", v2}, {"crasher@1.0.0", crasher}}, ""}, "apps-2.mblb");
+    const auto a2 = w.deploy(b2);
+    w.pollNow();
+    requireClosed(w, a2, "ERROR", 180s);
+    INFO(describe(w, a2));
+    const auto details = w.feedbackDetails(a2);
+    CHECK(details.back().find("closed/failure") == 0);
+    CHECK(details.back().find("app crasher") != std::string::npos);
+    CHECK(details.back().find("app hello") == std::string::npos); // hello 2.0.0 was not what failed
+    requireEventually(w, [&] { return appRunning(w, "hello", "1.0.0"); }, 60s, "hello 1.0.0 running again", a2);
+    for (const auto& a : w.apps()) {
+        CHECK(a.name != "crasher");
+    }
+    CHECK(w.runcContainers().size() == 1);
+    CHECK(stagedOperations(w) == 0);
+    CHECK(w.coordinatorString("State") == "idle");
+}
+
+TEST_CASE("with the maintenance window closed the device downloads and waits, installs nothing and reports no "
+          "outcome; once the server opens the window it installs and reports success")
+{
+    World w;
+    w.startAll();
+    const auto app = w.appImage("hello", "1.0.0", kServe);
+    const auto bundle = w.bundle({"1.1.0", 1, "", {{"hello@1.0.0", app}}, ""}, "apps.mblb");
+    const auto action = w.deploy(bundle, {{"maintenanceWindow", "unavailable"}});
+    w.pollNow();
+    requireEventually(w, [&] { return w.coordinatorString("State") == "waiting"; }, 120s, "waiting", action);
+    CHECK(w.actionStatus(action) == "RUNNING");
+    for (const auto& d : w.feedbackDetails(action)) {
+        CHECK(d.find("closed/") != 0);
+    }
+    CHECK(w.apps().empty());
+    w.cloud.admin("POST", "/admin/actions/" + action, {{"maintenanceWindow", "available"}});
+    w.pollNow();
+    requireClosed(w, action, "FINISHED", 120s);
+    CHECK(appRunning(w, "hello", "1.0.0"));
+    CHECK(w.device->boots == 0);
+}
+
 TEST_CASE("mblctl install of a firmware and app bundle goes through the reboot, the health gate and the commit, "
           "with progress during the slot write")
 {
@@ -364,6 +440,34 @@ TEST_CASE("mblctl install of a firmware and app bundle goes through the reboot, 
     REQUIRE(hist.size() == 1);
     CHECK(hist[0]["source"] == "local");
     CHECK(hist[0]["result"]["success"] == true);
+}
+
+TEST_CASE("mblctl install of an apps bundle keeps apps installed by hand; with --replace-apps it removes the apps the "
+          "bundle does not name (data kept)")
+{
+    World w;
+    w.startAll();
+    const std::string mblctl = buildRoot() + "/services/mblctl/mblctl";
+    w.installAppByHand(w.appImage("byhand", "1.0.0", kServe), {{"name", "byhand"}, {"version", "1.0.0"}});
+    const auto bundle = w.bundle({"1.1.0", 1, "", {{"hello@1.0.0", w.appImage("hello", "1.0.0", kServe)}}, ""},
+                                 "apps.mblb");
+    auto r = w.stack.runTool({mblctl, "install", bundle});
+    INFO("mblctl: " << r.out << r.err << "\ncoordinator log:\n" << w.stack.log("coordinator"));
+    REQUIRE(r.status.code == 0);
+    CHECK(appRunning(w, "hello", "1.0.0"));
+    CHECK(appRunning(w, "byhand", "1.0.0"));
+    CHECK(w.runcContainers().size() == 2);
+
+    r = w.stack.runTool({mblctl, "install", "--replace-apps", bundle});
+    REQUIRE(r.status.code == 0);
+    CHECK((r.out + r.err).find("removed the apps the deployment does not name: byhand (data kept)") !=
+          std::string::npos);
+    auto apps = w.apps();
+    REQUIRE(apps.size() == 1);
+    CHECK(apps[0].name == "hello");
+    CHECK(w.runcContainers().size() == 1);
+    CHECK(fs::exists(w.stack.root() + "/var/lib/mbl/apps/byhand/data"));
+    CHECK(w.device->boots == 0);
 }
 
 // ---------------------------------------------------------------- crash and fault matrix
