@@ -18,6 +18,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils seabios u-boot-qemu u-boot-tools grub-pc-bin
   swtpm swtpm-tools mtools dosfstools fdisk socat
   procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
+  stress-ng                      # the loaded runs: tests beside stress-ng --cpu 2 (no timing races)
   clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
   chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2   # BitBake's host tools (yocto suite)
   u-boot-tools                   # mkimage (the layer's boot-script test)

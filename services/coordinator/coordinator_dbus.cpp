@@ -49,6 +49,27 @@ std::string CoordinatorBus::InstallBundle(const sdbus::UnixFd& bundle)
     });
 }
 
+std::string CoordinatorBus::Install(const sdbus::UnixFd& bundle, const std::map<std::string, sdbus::Variant>& options)
+{
+    return dbus::guard([&] {
+        LocalOptions o;
+        for (const auto& [key, value] : options) {
+            if (key == "replace_apps" && value.containsValueOfType<bool>()) {
+                o.replaceApps = value.get<bool>();
+            } else {
+                throw dbus::toBusError(Error{ErrorCode::InvalidArgument,
+                                             key == "replace_apps" ? "option 'replace_apps' must be a boolean"
+                                                                   : "unknown option '" + key + "' (known: replace_apps)"});
+            }
+        }
+        Fd fd{::fcntl(bundle.get(), F_DUPFD_CLOEXEC, 3)};
+        if (!fd) {
+            throw dbus::toBusError(errnoError("dup of the bundle descriptor", errno));
+        }
+        return dbus::unwrap(c().installBundle(std::move(fd), o));
+    });
+}
+
 std::string CoordinatorBus::GetStatus()
 {
     return dbus::guard([&] { return c().status().dump(); });

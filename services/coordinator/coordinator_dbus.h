@@ -26,6 +26,7 @@ public:
 
 private:
     std::string InstallBundle(const sdbus::UnixFd& bundle) override;
+    std::string Install(const sdbus::UnixFd& bundle, const std::map<std::string, sdbus::Variant>& options) override;
     std::string GetStatus() override;
     std::string GetHistory(const uint32_t& count) override;
     void Cancel(const std::string& operationId) override;

@@ -3,6 +3,7 @@
 
 #include "mbl/fs.h"
 
+#include <cerrno>
 #include <unistd.h>
 
 namespace mbl::coordinator {
@@ -59,14 +60,38 @@ Status Journal::finish(const nlohmann::json& op)
         }
     }
     // History first, then drop the current record: a crash between the two leaves
-    // the op in both, and loading it again finds it already finished.
-    if (auto st = fs::writeFileAtomic(historyPath(), updated.dump(), 0600); !st) {
-        return st;
+    // the op in both, and loading it again finds it already finished. When the
+    // history cannot be written (a full or failing disk) the current record is
+    // dropped all the same: a finished operation must never be resumed.
+    Status st = fs::writeFileAtomic(historyPath(), updated.dump(), 0600);
+    if (::unlink(currentPath().c_str()) != 0 && errno != ENOENT && st) {
+        st = unexpected(errnoError("remove " + currentPath(), errno));
     }
-    if (::unlink(currentPath().c_str()) != 0 && errno != ENOENT) {
-        return unexpected(errnoError("remove " + currentPath(), errno));
+    if (auto synced = fs::syncDir(dir_); !synced && st) {
+        st = synced;
     }
-    return fs::syncDir(dir_);
+    return st;
+}
+
+nlohmann::json Journal::loadPending() const
+{
+    auto text = fs::readFile(pendingPath(), 4u << 20);
+    if (!text) {
+        return nullptr;
+    }
+    auto doc = nlohmann::json::parse(*text, nullptr, false);
+    return doc.is_object() ? doc : nlohmann::json(nullptr);
+}
+
+Status Journal::savePending(const nlohmann::json& deployment)
+{
+    if (deployment.is_null()) {
+        if (::unlink(pendingPath().c_str()) != 0 && errno != ENOENT) {
+            return unexpected(errnoError("remove " + pendingPath(), errno));
+        }
+        return fs::syncDir(dir_);
+    }
+    return fs::writeFileAtomic(pendingPath(), deployment.dump(), 0600);
 }
 
 } // namespace mbl::coordinator

@@ -5,6 +5,8 @@
 
 #include "mbl/dbus/bus.h"
 
+#include <cstdlib>
+
 namespace {
 struct Service {
     std::unique_ptr<mbl::coordinator::CoordinatorBus> bus;
@@ -28,6 +30,9 @@ int main(int argc, char** argv)
         auto settings = mbl::coordinator::Settings::fromConfig(ctx.paths, ctx.config);
         if (!settings) {
             return mbl::unexpected(settings.error());
+        }
+        if (const char* pause = std::getenv("MBL_COORDINATOR_TEST_PAUSE")) {
+            settings->pausePoint = pause; // test hook: see Settings::pausePoint
         }
         auto svc = std::make_shared<Service>();
         svc->bus = std::make_unique<mbl::coordinator::CoordinatorBus>(ctx.connection);

@@ -21,7 +21,8 @@ using Done = std::function<void(Status)>;
 struct AppInfo {
     std::string name;
     std::string version;
-    std::string state;
+    std::string state;  // installed, created, running, stopped, exited, failed
+    std::string health; // unknown, starting, healthy, unhealthy ("" if the manager does not say)
 };
 
 struct SlotInfo {
@@ -37,6 +38,16 @@ struct UpdateState {
     std::vector<SlotInfo> slots;
 };
 
+// ContainerManager1.GetTransaction (contract C3).
+struct TransactionInfo {
+    struct App {
+        std::string name, fromVersion, toVersion, state;
+    };
+    std::string id;
+    std::string state; // staged, active, committed, rolled-back, unknown
+    std::vector<App> apps;
+};
+
 class Peers {
 public:
     virtual ~Peers() = default;
@@ -50,25 +61,36 @@ public:
                                Done cb) = 0;
     virtual void cloudConnectionState(Callback<std::string> cb) = 0;
 
-    // update: Install's completion arrives through Coordinator::onUpdateCompleted.
-    virtual void installBundle(Fd bundle, Callback<std::string> cb) = 0;
+    // update (contract C2). Install's completion arrives through
+    // Coordinator::onUpdateCompleted, its progress through onUpdateProgress.
+    // arm=false: verified and staged, the bootloader untouched.
+    virtual void installBundle(Fd bundle, bool arm, Callback<std::string> cb) = 0;
     virtual void operationManifest(const std::string& updateOp, Callback<std::string> cb) = 0;
     virtual void openPayload(const std::string& updateOp, const std::string& payload, Callback<Fd> cb) = 0;
+    virtual void arm(const std::string& updateOp, Done cb) = 0;
+    virtual void release(const std::string& updateOp, Done cb) = 0;
     virtual void updateState(Callback<UpdateState> cb) = 0;
     virtual void commit(Done cb) = 0;
     virtual void markBad(Done cb) = 0;
 
-    // container manager: InstallApp's completion arrives through Coordinator::onAppInstallCompleted.
+    // container manager (contract C3). InstallApp's completion arrives through
+    // Coordinator::onAppInstallCompleted.
     virtual void installApp(Fd archive, const std::string& optionsJson, Callback<std::string> cb) = 0;
+    virtual void activateTransaction(const std::string& id, Done cb) = 0;
+    virtual void commitTransaction(const std::string& id, Done cb) = 0;
+    virtual void rollbackTransaction(const std::string& id, Done cb) = 0;
+    virtual void getTransaction(const std::string& id, Callback<TransactionInfo> cb) = 0;
     virtual void removeApp(const std::string& name, bool removeData, Done cb) = 0;
+    // Every installed app with its State and Health.
     virtual void listApps(Callback<std::vector<AppInfo>> cb) = 0;
 
     // Over-the-air settings of org.mbl.CloudClient1 / org.mbl.ContainerManager1
     // (GetSettings / ApplySettings: replace semantics, so a saved document restores).
     virtual void getSettings(const std::string& busName, Callback<std::string> cb) = 0;
     virtual void applySettings(const std::string& busName, const std::string& settingsJson, Done cb) = 0;
-    // The configured hostname command with the name appended.
+    // The configured hostname command with the name appended; the name in effect.
     virtual void setHostname(const std::string& hostname, Done cb) = 0;
+    virtual std::string currentHostname() = 0;
 
     // The "Operation" property of org.mbl.Update1 or org.mbl.ContainerManager1: the
     // install running there ("" when idle). A service that restarted has forgotten

@@ -6,8 +6,11 @@
 #include "mbl/log.h"
 #include "mbl/process.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ctime>
 #include <thread>
+#include <unistd.h>
 
 namespace mbl::coordinator {
 
@@ -16,10 +19,25 @@ constexpr const char* kCloud = "org.mbl.CloudClient1";
 constexpr const char* kUpdate = "org.mbl.Update1";
 constexpr const char* kContainers = "org.mbl.ContainerManager1";
 constexpr auto kCallTimeout = std::chrono::seconds(30);
+// ActivateTransaction and RollbackTransaction reply once every app is switched.
+constexpr auto kSwitchTimeout = std::chrono::minutes(10);
 
+// The peer's own org.mbl.Error.* errors pass through; the bus's errors say the
+// peer did not answer (it died, restarts or hangs): Io, which the steps retry.
 Error busError(const sdbus::Error* e)
 {
-    return dbus::fromBusError(*e);
+    const std::string name = e->getName();
+    if (name.rfind("org.mbl.Error.", 0) == 0) {
+        return dbus::fromBusError(*e);
+    }
+    if (name == "org.freedesktop.DBus.Error.AccessDenied") {
+        return Error{ErrorCode::AccessDenied, e->getMessage()};
+    }
+    if (name == "org.freedesktop.DBus.Error.UnknownMethod" || name == "org.freedesktop.DBus.Error.UnknownInterface" ||
+        name == "org.freedesktop.DBus.Error.UnknownObject") {
+        return Error{ErrorCode::NotSupported, e->getMessage()};
+    }
+    return Error{ErrorCode::Io, "no answer (" + name + ": " + e->getMessage() + ")"};
 }
 } // namespace
 
@@ -66,6 +84,18 @@ void BusPeers::connectSignals(Coordinator& c)
     update_->uponSignal("Completed").onInterface(kUpdate).call(
         [&c](const std::string& op, bool ok, const std::string& err, const std::string& msg) {
             inSignal([&] { c.onUpdateCompleted(op, ok, err, msg); });
+        });
+    // Update1.Progress moves during the slot write: relayed into ours.
+    update_->uponSignal("PropertiesChanged")
+        .onInterface("org.freedesktop.DBus.Properties")
+        .call([&c](const std::string& iface, const std::map<std::string, sdbus::Variant>& changed,
+                   const std::vector<std::string>&) {
+            inSignal([&] {
+                auto it = changed.find("Progress");
+                if (iface == kUpdate && it != changed.end() && it->second.containsValueOfType<std::uint32_t>()) {
+                    c.onUpdateProgress(it->second.get<std::uint32_t>());
+                }
+            });
         });
     update_->finishRegistration();
     containers_->uponSignal("InstallCompleted").onInterface(kContainers).call(
@@ -116,9 +146,9 @@ void BusPeers::cloudConnectionState(Callback<std::string> cb)
         });
 }
 
-void BusPeers::installBundle(Fd bundle, Callback<std::string> cb)
+void BusPeers::installBundle(Fd bundle, bool arm, Callback<std::string> cb)
 {
-    std::map<std::string, sdbus::Variant> options;
+    std::map<std::string, sdbus::Variant> options{{"arm", sdbus::Variant(arm)}};
     update_->callMethodAsync("Install").onInterface(kUpdate).withTimeout(kCallTimeout)
         .withArguments(sdbus::UnixFd{bundle.release(), sdbus::adopt_fd}, options)
         .uponReplyInvoke([cb](const sdbus::Error* e, std::string op) {
@@ -181,6 +211,18 @@ void BusPeers::updateState(Callback<UpdateState> cb)
         });
 }
 
+void BusPeers::arm(const std::string& updateOp, Done cb)
+{
+    update_->callMethodAsync("Arm").onInterface(kUpdate).withTimeout(kCallTimeout).withArguments(updateOp)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::release(const std::string& updateOp, Done cb)
+{
+    update_->callMethodAsync("Release").onInterface(kUpdate).withTimeout(kCallTimeout).withArguments(updateOp)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
 void BusPeers::commit(Done cb)
 {
     update_->callMethodAsync("Commit").onInterface(kUpdate).withTimeout(kCallTimeout)
@@ -206,6 +248,56 @@ void BusPeers::installApp(Fd archive, const std::string& optionsJson, Callback<s
         });
 }
 
+void BusPeers::activateTransaction(const std::string& id, Done cb)
+{
+    containers_->callMethodAsync("ActivateTransaction").onInterface(kContainers).withTimeout(kSwitchTimeout)
+        .withArguments(id)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::commitTransaction(const std::string& id, Done cb)
+{
+    containers_->callMethodAsync("CommitTransaction").onInterface(kContainers).withTimeout(kSwitchTimeout)
+        .withArguments(id)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::rollbackTransaction(const std::string& id, Done cb)
+{
+    containers_->callMethodAsync("RollbackTransaction").onInterface(kContainers).withTimeout(kSwitchTimeout)
+        .withArguments(id)
+        .uponReplyInvoke([cb](const sdbus::Error* e) { cb(e ? Status{unexpected(busError(e))} : Status{}); });
+}
+
+void BusPeers::getTransaction(const std::string& id, Callback<TransactionInfo> cb)
+{
+    containers_->callMethodAsync("GetTransaction").onInterface(kContainers).withTimeout(kCallTimeout)
+        .withArguments(id)
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::string text) {
+            if (e != nullptr) {
+                cb(unexpected(busError(e)));
+                return;
+            }
+            auto j = nlohmann::json::parse(text, nullptr, false);
+            if (!j.is_object()) {
+                cb(unexpected(ErrorCode::Failed, "GetTransaction returned something that is not a JSON object"));
+                return;
+            }
+            TransactionInfo t;
+            t.id = j.value("id", std::string());
+            t.state = j.value("state", std::string("unknown"));
+            if (j.contains("apps") && j["apps"].is_array()) {
+                for (const auto& a : j["apps"]) {
+                    if (a.is_object()) {
+                        t.apps.push_back({a.value("name", std::string()), a.value("from_version", std::string()),
+                                          a.value("to_version", std::string()), a.value("state", std::string())});
+                    }
+                }
+            }
+            cb(t);
+        });
+}
+
 void BusPeers::removeApp(const std::string& name, bool removeData, Done cb)
 {
     containers_->callMethodAsync("RemoveApp").onInterface(kContainers).withTimeout(kCallTimeout)
@@ -215,15 +307,28 @@ void BusPeers::removeApp(const std::string& name, bool removeData, Done cb)
 
 void BusPeers::listApps(Callback<std::vector<AppInfo>> cb)
 {
-    containers_->callMethodAsync("ListApps").onInterface(kContainers).withTimeout(kCallTimeout)
-        .uponReplyInvoke([cb](const sdbus::Error* e, std::vector<sdbus::Struct<std::string, std::string, std::string>> apps) {
+    // One call for every app's State, Version and Health: the manager's ObjectManager.
+    using Props = std::map<std::string, sdbus::Variant>;
+    containers_->callMethodAsync("GetManagedObjects").onInterface("org.freedesktop.DBus.ObjectManager")
+        .withTimeout(kCallTimeout)
+        .uponReplyInvoke([cb](const sdbus::Error* e, std::map<sdbus::ObjectPath, std::map<std::string, Props>> objects) {
             if (e != nullptr) {
                 cb(unexpected(busError(e)));
                 return;
             }
+            auto text = [](const Props& p, const char* key) {
+                auto it = p.find(key);
+                return it != p.end() && it->second.containsValueOfType<std::string>() ? it->second.get<std::string>()
+                                                                                     : std::string();
+            };
             std::vector<AppInfo> out;
-            for (const auto& a : apps) {
-                out.push_back({std::get<0>(a), std::get<1>(a), std::get<2>(a)});
+            for (const auto& [path, interfaces] : objects) {
+                auto it = interfaces.find("org.mbl.ContainerManager1.App");
+                if (it == interfaces.end()) {
+                    continue;
+                }
+                out.push_back({text(it->second, "Name"), text(it->second, "Version"), text(it->second, "State"),
+                               text(it->second, "Health")});
             }
             cb(out);
         });
@@ -273,6 +378,12 @@ void BusPeers::setHostname(const std::string& hostname, Done cb)
         }
         loop.post([cb, st]() { cb(st); });
     }).detach();
+}
+
+std::string BusPeers::currentHostname()
+{
+    char name[256] = {};
+    return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string();
 }
 
 void BusPeers::runningOperation(const std::string& busName, Callback<std::string> cb)

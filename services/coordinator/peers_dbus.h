@@ -33,19 +33,26 @@ public:
     void setAttributes(const std::string& ns, const std::vector<std::pair<std::string, std::string>>& attrs,
                        Done cb) override;
     void cloudConnectionState(Callback<std::string> cb) override;
-    void installBundle(Fd bundle, Callback<std::string> cb) override;
+    void installBundle(Fd bundle, bool arm, Callback<std::string> cb) override;
     void operationManifest(const std::string& updateOp, Callback<std::string> cb) override;
     void openPayload(const std::string& updateOp, const std::string& payload, Callback<Fd> cb) override;
     void updateState(Callback<UpdateState> cb) override;
+    void arm(const std::string& updateOp, Done cb) override;
+    void release(const std::string& updateOp, Done cb) override;
     void commit(Done cb) override;
     void markBad(Done cb) override;
     void installApp(Fd archive, const std::string& optionsJson, Callback<std::string> cb) override;
+    void activateTransaction(const std::string& id, Done cb) override;
+    void commitTransaction(const std::string& id, Done cb) override;
+    void rollbackTransaction(const std::string& id, Done cb) override;
+    void getTransaction(const std::string& id, Callback<TransactionInfo> cb) override;
     void removeApp(const std::string& name, bool removeData, Done cb) override;
     void listApps(Callback<std::vector<AppInfo>> cb) override;
     void runningOperation(const std::string& busName, Callback<std::string> cb) override;
     void getSettings(const std::string& busName, Callback<std::string> cb) override;
     void applySettings(const std::string& busName, const std::string& settingsJson, Done cb) override;
     void setHostname(const std::string& hostname, Done cb) override;
+    std::string currentHostname() override;
     void setHostnameCommand(std::vector<std::string> argv) { hostnameCommand_ = std::move(argv); }
     void ping(const std::string& busName, Done cb) override;
     void reboot(Done cb) override;

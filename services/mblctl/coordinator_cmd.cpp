@@ -15,6 +15,7 @@
 #include <iomanip>
 #include <iostream>
 #include <poll.h>
+#include <sstream>
 #include <unistd.h>
 
 namespace mbl::ctl {
@@ -36,15 +37,44 @@ std::string timeText(std::int64_t epoch)
     return buf;
 }
 
+// The outcome of operation `opId` in the coordinator's history, if it is there.
+bool outcomeFromHistory(sdbus::IProxy& proxy, const std::string& opId, bool& ok, std::string& name,
+                        std::string& message)
+{
+    std::string text;
+    proxy.callMethod("GetHistory").onInterface(kIface).withArguments(std::uint32_t{10}).storeResultsTo(text);
+    for (const auto& h : nlohmann::json::parse(text)) {
+        if (h.value("id", "") == opId && h.contains("result")) {
+            ok = h["result"].value("success", false);
+            name = h["result"].value("error", "");
+            message = h["result"].value("message", "");
+            return true;
+        }
+    }
+    return false;
+}
+
 int install(Context& ctx, const std::vector<std::string>& args)
 {
-    if (args.size() != 1) {
-        std::cerr << "usage: mblctl install FILE\n";
+    bool replaceApps = false;
+    std::string file;
+    for (const auto& a : args) {
+        if (a == "--replace-apps") {
+            replaceApps = true;
+        } else if (file.empty() && (a.empty() || a[0] != '-')) {
+            file = a;
+        } else {
+            file.clear();
+            break;
+        }
+    }
+    if (file.empty()) {
+        std::cerr << "usage: mblctl install [--replace-apps] FILE\n";
         return 2;
     }
-    Fd fd(::open(args[0].c_str(), O_RDONLY | O_CLOEXEC));
+    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
-        std::cerr << "mblctl: cannot open " << args[0] << ": " << std::strerror(errno) << "\n";
+        std::cerr << "mblctl: cannot open " << file << ": " << std::strerror(errno) << "\n";
         return 1;
     }
     auto& bus = ctx.bus();
@@ -57,7 +87,22 @@ int install(Context& ctx, const std::vector<std::string>& args)
     } outcome;
     std::uint32_t progress = 0;
     std::string step;
+    std::string state;
     bool changed = false;
+    const bool tty = ::isatty(STDOUT_FILENO) != 0 && !ctx.json;
+    std::string lastLine;
+    // Not a terminal (a log, a pipe, a test): one line per change, as it comes.
+    auto printLine = [&] {
+        if (tty || ctx.json) {
+            return;
+        }
+        std::ostringstream line;
+        line << std::setw(3) << progress << "% " << step;
+        if (line.str() != lastLine) {
+            std::cout << line.str() << "\n" << std::flush;
+            lastLine = line.str();
+        }
+    };
     // Subscribed before the call, so a fast operation's end is not missed.
     proxy->uponSignal("OperationCompleted")
         .onInterface(kIface)
@@ -82,12 +127,38 @@ int install(Context& ctx, const std::vector<std::string>& args)
                 step = it->second.get<std::string>();
                 changed = true;
             }
+            if (auto it = props.find("State"); it != props.end()) {
+                state = it->second.get<std::string>();
+            }
+            printLine();
         });
     proxy->finishRegistration();
-    proxy->callMethod("InstallBundle").onInterface(kIface).withArguments(sdbus::UnixFd(fd.get())).storeResultsTo(opId);
+    // A firmware install reboots the device: the coordinator's name goes away and
+    // comes back; the bus says so (in the development world mblctl survives it).
+    bool saidReboot = false;
+    auto busProxy = sdbus::createProxy(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    busProxy->uponSignal("NameOwnerChanged")
+        .onInterface("org.freedesktop.DBus")
+        .call([&](const std::string& name, const std::string& oldOwner, const std::string& newOwner) {
+            if (name != kBus) {
+                return;
+            }
+            if (!oldOwner.empty() && newOwner.empty() && state == "rebooting" && !saidReboot && !ctx.json) {
+                std::cout << (tty ? "\n" : "") << "the device reboots into the new firmware; waiting for it to "
+                                                  "come back (mblctl history shows the outcome)\n"
+                          << std::flush;
+                saidReboot = true;
+            }
+        });
+    busProxy->finishRegistration();
+    if (replaceApps) {
+        std::map<std::string, sdbus::Variant> options{{"replace_apps", sdbus::Variant(true)}};
+        proxy->callMethod("Install").onInterface(kIface).withArguments(sdbus::UnixFd(fd.get()), options)
+            .storeResultsTo(opId);
+    } else {
+        proxy->callMethod("InstallBundle").onInterface(kIface).withArguments(sdbus::UnixFd(fd.get())).storeResultsTo(opId);
+    }
 
-    const bool tty = ::isatty(STDOUT_FILENO) != 0 && !ctx.json;
-    std::string lastStep;
     while (!outcome.done) {
         auto pd = bus.getEventLoopPollData();
         struct pollfd pfd = {pd.fd, pd.events, 0};
@@ -95,32 +166,26 @@ int install(Context& ctx, const std::vector<std::string>& args)
         while (bus.processPendingRequest()) {
         }
         if (!outcome.done && !changed) {
-            // No news for a second: make sure the operation still runs (the daemon may have restarted).
-            auto op = proxy->getProperty("Operation").onInterface(kIface).get<std::string>();
-            if (op != opId) {
-                std::string status;
-                proxy->callMethod("GetHistory").onInterface(kIface).withArguments(std::uint32_t{10}).storeResultsTo(status);
-                for (const auto& h : nlohmann::json::parse(status)) {
-                    if (h.value("id", "") == opId && h.contains("result")) {
-                        outcome = {true, h["result"].value("success", false), h["result"].value("error", ""),
-                                   h["result"].value("message", "")};
-                    }
+            // No news for a second: make sure the operation still runs. A firmware
+            // install reboots the device: the coordinator is gone for a while and
+            // finishes the operation after the restart; its history has the outcome.
+            try {
+                auto op = proxy->getProperty("Operation").onInterface(kIface).get<std::string>();
+                if (op != opId) {
+                    outcome.done = outcomeFromHistory(*proxy, opId, outcome.ok, outcome.name, outcome.message);
                 }
+            } catch (const sdbus::Error&) {
+                // The coordinator is not there (a reboot): NameOwnerChanged says when it is back.
             }
         }
-        if (changed && !ctx.json) {
-            changed = false;
-            if (tty) {
-                const int width = 30;
-                const int filled = static_cast<int>(progress) * width / 100;
-                std::cout << "\r[" << std::string(static_cast<std::size_t>(filled), '#')
-                          << std::string(static_cast<std::size_t>(width - filled), ' ') << "] " << std::setw(3)
-                          << progress << "% " << std::left << std::setw(60) << step.substr(0, 60) << std::flush;
-            } else if (step != lastStep) {
-                std::cout << std::setw(3) << progress << "% " << step << "\n";
-                lastStep = step;
-            }
+        if (changed && tty) {
+            const int width = 30;
+            const int filled = static_cast<int>(progress) * width / 100;
+            std::cout << "\r[" << std::string(static_cast<std::size_t>(filled), '#')
+                      << std::string(static_cast<std::size_t>(width - filled), ' ') << "] " << std::setw(3) << progress
+                      << "% " << std::left << std::setw(60) << step.substr(0, 60) << std::flush;
         }
+        changed = false;
     }
     if (tty) {
         std::cout << "\n";
@@ -199,11 +264,13 @@ int cancel(Context& ctx, const std::vector<std::string>& args)
 
 void registerCoordinatorCommands(std::vector<Command>& out)
 {
-    out.push_back({"install", "install FILE", "Install a signed bundle through the coordinator, with live progress.",
+    out.push_back({"install", "install [--replace-apps] FILE",
+                   "Install a signed bundle through the coordinator, with live progress (through the reboot of a "
+                   "firmware update). --replace-apps: remove installed apps the bundle does not name.",
                    install});
     out.push_back({"history", "history [N]", "The last N operations (default 10) with their outcome.", history});
     out.push_back({"operation", "operation", "The coordinator's current operation and step.", operation});
-    out.push_back({"cancel", "cancel OPERATION", "Cancel an operation that has not started installing.", cancel});
+    out.push_back({"cancel", "cancel OPERATION", "Cancel an operation before anything is armed or changed.", cancel});
 }
 
 } // namespace mbl::ctl

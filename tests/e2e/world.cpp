@@ -5,6 +5,7 @@
 #include "cloud_env.h"
 
 #include "mbl/dbus/bus.h"
+#include "mbl/fd.h"
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
@@ -14,6 +15,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <thread>
@@ -51,6 +53,16 @@ void merge(json& into, const json& patch)
     }
 }
 
+// The first bytes of a rootfs image stand for its /etc/os-release.
+void writeImageHead(const std::string& image, const std::string& line)
+{
+    Fd f{::open(image.c_str(), O_WRONLY | O_CLOEXEC)};
+    const std::string head = line + "\n";
+    if (!f || ::pwrite(f.get(), head.data(), head.size(), 0) != static_cast<ssize_t>(head.size())) {
+        throw std::runtime_error("cannot write the head of " + image);
+    }
+}
+
 } // namespace
 
 World::World(WorldOptions options)
@@ -60,6 +72,9 @@ World::World(WorldOptions options)
         skip("runc is not installed (tests/setup.sh installs it)");
     }
     device = std::make_unique<update::Device>(stack.root(), pki, "file", options_.slotSize);
+    // The factory image in slot a, and what the booted rootfs says of itself.
+    writeImageHead(device->slotA, "VERSION_ID=" + device->config.value("factoryVersion", std::string("1.0.0")));
+    (void)fs::writeFileAtomic(stack.root() + "/etc/os-release", osReleaseOf(device->slotA) + "\n", 0644);
     writeConfigs(options_);
 }
 
@@ -114,6 +129,7 @@ void World::writeConfigs(const WorldOptions& o)
 
     json coord = {{"health_grace_ms", 1500},
                   {"health_timeout_ms", 60000},
+                  {"boot_id_path", device->bootId},
                   {"download_retry_base_ms", 500},
                   {"download_retry_max_ms", 2000}};
     merge(coord, o.coordinator);
@@ -130,9 +146,10 @@ void World::start(const std::string& label, const TestStack::StartOptions& opts)
 
 void World::startAll(const std::map<std::string, TestStack::StartOptions>& extra)
 {
+    startExtra_ = extra;
     auto optsFor = [&](const std::string& label) {
-        auto it = extra.find(label);
-        auto o = it == extra.end() ? TestStack::StartOptions{} : it->second;
+        auto it = startExtra_.find(label);
+        auto o = it == startExtra_.end() ? TestStack::StartOptions{} : it->second;
         if (const char* lvl = std::getenv("MBL_E2E_LOG_LEVEL")) { // e.g. debug, when chasing a failure
             o.env.push_back(std::string("MBL_LOG_LEVEL=") + lvl);
         }
@@ -175,6 +192,7 @@ std::string World::rootfsImage(const std::string& version, std::size_t size)
 {
     const std::string out = work.path() + "/rootfs-" + version + ".img";
     update::makeImage(out, size ? size : options_.slotSize / 2, 7);
+    writeImageHead(out, "VERSION_ID=" + version);
     return out;
 }
 
@@ -197,12 +215,39 @@ std::string World::bundle(const BundleParts& p, const std::string& fileName)
     return out;
 }
 
+std::string World::osReleaseOf(const std::string& image)
+{
+    Fd f{::open(image.c_str(), O_RDONLY | O_CLOEXEC)};
+    char buf[128] = {};
+    const ssize_t n = f ? ::pread(f.get(), buf, sizeof buf - 1, 0) : -1;
+    const std::string head(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+    const auto nl = head.find('\n');
+    return nl == std::string::npos || head.rfind("VERSION_ID=", 0) != 0 ? std::string() : head.substr(0, nl);
+}
+
+std::string World::osRelease() const
+{
+    auto t = fs::readFile(stack.root() + "/etc/os-release");
+    return t ? str::trim(*t) : std::string();
+}
+
 std::string World::deploy(const std::string& bundlePath, const json& extra)
 {
-    const std::string name = bundlePath.substr(bundlePath.rfind('/') + 1);
-    cloud.admin("POST", "/admin/artifacts", {{"name", name}, {"path", bundlePath}});
-    json body = {{"target", deviceId},
-                 {"chunks", {{{"part", "bundle"}, {"name", name}, {"version", "1"}, {"artifacts", {name}}}}}};
+    return deploy(std::vector<std::string>{bundlePath}, extra);
+}
+
+std::string World::deploy(const std::vector<std::string>& bundlePaths, const json& extra)
+{
+    json chunks = json::array();
+    std::string names;
+    for (const auto& bundlePath : bundlePaths) {
+        const std::string name = bundlePath.substr(bundlePath.rfind('/') + 1);
+        cloud.admin("POST", "/admin/artifacts", {{"name", name}, {"path", bundlePath}});
+        chunks.push_back({{"part", "bundle"}, {"name", name}, {"version", "1"}, {"artifacts", {name}}});
+        names += (names.empty() ? "" : ", ") + name;
+    }
+    json body = {{"target", deviceId}, {"chunks", chunks}};
+    const std::string name = names;
     merge(body, extra);
     auto r = cloud.admin("POST", "/admin/deployments", body);
     if (!r.contains("id")) {
@@ -256,8 +301,12 @@ std::string World::simulateReboot()
     // /run is a tmpfs: the request does not survive a reboot.
     (void)fs::removeTree(stack.root() + "/run/mbl/coordinator/reboot-request");
     const std::string slot = device->reboot();
-    say("bootloader (simulated, reads the environment like the U-Boot/GRUB script): booted slot " + slot);
-    startAll();
+    // What the booted rootfs says of itself, for the apps that look.
+    const std::string release = osReleaseOf(slot == "b" ? device->slotB : device->slotA);
+    (void)fs::writeFileAtomic(stack.root() + "/etc/os-release", release + "\n", 0644);
+    say("bootloader (simulated, reads the environment like the U-Boot/GRUB script): booted slot " + slot + " (" +
+        release + ")");
+    startAll(std::map<std::string, TestStack::StartOptions>(startExtra_));
     return slot;
 }
 
@@ -275,6 +324,31 @@ bool World::runUntil(const std::function<bool()>& pred, std::chrono::millisecond
         std::this_thread::sleep_for(100ms);
     }
     return pred();
+}
+
+void World::installAppByHand(const std::string& image, const json& options)
+{
+    auto p = proxyFor(stack, "container-manager");
+    Fd fd{::open(image.c_str(), O_RDONLY | O_CLOEXEC)};
+    std::string op;
+    p->callMethod("InstallApp").onInterface("org.mbl.ContainerManager1")
+        .withArguments(sdbus::UnixFd(fd.get()), options.dump()).storeResultsTo(op);
+    const std::string name = options.value("name", "");
+    const std::string version = options.value("version", "");
+    const bool up = runUntil(
+        [&] {
+            for (const auto& a : apps()) {
+                if (a.name == name && a.version == version && a.state == "running") {
+                    return true;
+                }
+            }
+            return false;
+        },
+        std::chrono::seconds(60));
+    if (!up) {
+        throw std::runtime_error("app " + name + " installed by hand does not run:\n" + stack.log("container-manager"));
+    }
+    say("app " + name + " " + version + " installed by hand (ContainerManager1.InstallApp)");
 }
 
 void World::pollNow()

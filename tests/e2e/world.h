@@ -6,11 +6,28 @@
 // behind a real nginx terminating mutual TLS, a test CA, a device with two slot
 // image files and a bootloader environment, real runc for the apps.
 //
-// What is simulated, and only that: the reboot. The coordinator asks for it by
-// writing its reboot-request file (as on a device, where mbl-reboot.path answers
-// it); simulateReboot() then does what a power cycle does to the stack: every
-// daemon and container dies (SIGKILL), the boot simulator of the update tests
-// picks the slot as the U-Boot/GRUB script would, and the daemons start again.
+// What is simulated (services/coordinator/README.md lists the same):
+// - the server: tests/cloud/ddi_server.py, written from hawkBit's DDI
+//   documentation, not hawkBit itself;
+// - the reboot and power loss: the coordinator asks for a reboot by writing its
+//   reboot-request file (as on a device, where mbl-reboot.path answers it);
+//   simulateReboot() kills every daemon and container (SIGKILL), removes the
+//   request (/run is a tmpfs) and starts the daemons again — no kernel, init or
+//   file-system recovery runs;
+// - the bootloader: the boot simulator of the update tests reads the environment
+//   file and picks the slot as the U-Boot/GRUB scripts do, then writes the
+//   kernel command line (mbl.slot=) and a new boot id to files the update
+//   service and the coordinator read instead of /proc;
+// - the slots and the root file system: two image files, never mounted or
+//   booted. What apps see of the running rootfs is stood for by
+//   <root>/etc/os-release, written at each simulated boot from the first line
+//   of the booted slot image (rootfsImage() starts its images with
+//   "VERSION_ID=<version>"): an app that bind-mounts it and refuses a version is
+//   an app the new rootfs breaks;
+// - CLOCK_BOOTTIME is the host's (it does not restart at a simulated reboot;
+//   the new boot id is what tells);
+// - the hostname command, where a test sets one, writes a file;
+// - the network is loopback; outages are faults of the test server.
 
 #include "cloud_fixture.h"
 #include "harness.h"
@@ -55,8 +72,10 @@ public:
     std::string deviceId;
 
     // identity → provisioning (first time) → update → container manager → cloud
-    // client → coordinator. Extra start options per daemon label (e.g. MBL_TEST_PAUSE).
+    // client → coordinator. Extra start options per daemon label (e.g. a test pause
+    // point); they hold for the starts after simulated reboots too, until forgotten.
     void startAll(const std::map<std::string, TestStack::StartOptions>& extra = {});
+    void forgetStartOptions() { startExtra_.clear(); }
     void start(const std::string& label, const TestStack::StartOptions& opts = {});
     // A CSR from the identity service, signed by the test CA, and the
     // provisioning document for the DDI server behind nginx (mutual TLS).
@@ -75,15 +94,23 @@ public:
         std::string config;                                    // JSON file, "" for none
     };
     std::string bundle(const BundleParts& parts, const std::string& fileName);
+    // The first line of a rootfs image made by rootfsImage(): what its /etc/os-release says.
+    static std::string osReleaseOf(const std::string& image);
 
-    // The server side: upload the bundle and create a deployment for this device.
+    // The server side: upload the bundles and create one deployment of them for this
+    // device (one chunk per bundle, each with its artifact).
     std::string deploy(const std::string& bundlePath, const nlohmann::json& extra = nlohmann::json::object());
+    std::string deploy(const std::vector<std::string>& bundlePaths, const nlohmann::json& extra);
     nlohmann::json action(const std::string& actionId);
     std::string actionStatus(const std::string& actionId);
     // The feedback details the server received for the action, oldest first.
     std::vector<std::string> feedbackDetails(const std::string& actionId);
 
     // The device side.
+    // An app installed by hand (ContainerManager1.InstallApp with these options, no
+    // bundle, no coordinator), as a field engineer would; returns once it runs.
+    void installAppByHand(const std::string& image, const nlohmann::json& options);
+    std::string osRelease() const; // <root>/etc/os-release: the running rootfs's
     bool rebootRequested() const;
     // Power cycle: SIGKILL every daemon and container, boot simulator, start again.
     // Returns the slot the simulated bootloader booted.
@@ -106,6 +133,7 @@ public:
 private:
     void writeConfigs(const WorldOptions& options);
     WorldOptions options_;
+    std::map<std::string, TestStack::StartOptions> startExtra_;
     bool provisioned_ = false;
     int appImages_ = 0;
 };
