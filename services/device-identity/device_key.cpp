@@ -208,7 +208,7 @@ Expected<std::string> DeviceKey::sign(const void* data, std::size_t len) const
     crypto::MdCtx ctx(EVP_MD_CTX_new());
     // Ed25519 signs the message itself (no digest); EC signs its SHA-256.
     const char* md = isEd25519() ? nullptr : "SHA256";
-    if (!ctx || EVP_DigestSignInit_ex(ctx.get(), nullptr, md, libctx(), nullptr, pkey_.get(), nullptr) != 1) {
+    if (!ctx || EVP_DigestSignInit_ex(ctx.get(), nullptr, md, libctx(), propq(), pkey_.get(), nullptr) != 1) {
         return unexpected(ErrorCode::Failed, "cannot start signing: " + crypto::lastOpenSslError());
     }
     std::size_t sigLen = 0;

@@ -20,6 +20,8 @@ class KeyHome {
 public:
     virtual ~KeyHome() = default;
     virtual OSSL_LIB_CTX* libctx() const = 0;
+    // Property query that picks the home's provider for the key's operations.
+    virtual const char* propq() const = 0;
     // Signing there is slow enough to keep off a bus thread.
     virtual bool slow() const = 0;
     std::mutex& mutex() const { return mu_; }
@@ -53,6 +55,7 @@ public:
 
     // The library context to run this key's operations in (nullptr: the default).
     OSSL_LIB_CTX* libctx() const { return home_ ? home_->libctx() : nullptr; }
+    const char* propq() const { return home_ ? home_->propq() : nullptr; }
     bool slow() const { return home_ && home_->slow(); }
     // True when the private key is kept outside this process's memory.
     bool external() const { return home_ != nullptr; }

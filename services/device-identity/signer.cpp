@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 namespace mbl::identity {
 
@@ -115,7 +116,7 @@ Expected<std::string> signDigest(const DeviceKey& key, SignAlgorithm algorithm, 
                                                        key.typeName() + "; it signs " + joined(supported) + ")");
     }
     auto use = key.lockUse();
-    crypto::PkeyCtx ctx(EVP_PKEY_CTX_new_from_pkey(key.libctx(), key.get(), nullptr));
+    crypto::PkeyCtx ctx(EVP_PKEY_CTX_new_from_pkey(key.libctx(), key.get(), key.propq()));
     if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1) {
         return unexpected(ErrorCode::Failed, "cannot start signing with the device key: " + crypto::lastOpenSslError());
     }
@@ -157,7 +158,7 @@ bool RateLimiter::take(Clock::time_point now, std::chrono::milliseconds* retryAf
     }
     if (retryAfter != nullptr) {
         const double wait = (1.0 - tokens_) / perSecond_;
-        *retryAfter = std::chrono::milliseconds(static_cast<long long>(wait * 1000.0) + 1);
+        *retryAfter = std::chrono::milliseconds(static_cast<long long>(std::ceil(wait * 1000.0 - 1e-6)));
     }
     return false;
 }

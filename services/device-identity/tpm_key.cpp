@@ -61,6 +61,7 @@ public:
         OSSL_LIB_CTX_free(ctx_);
     }
     OSSL_LIB_CTX* libctx() const override { return ctx_; }
+    const char* propq() const override { return kTpmProps; }
     bool slow() const override { return true; }
 
 private:

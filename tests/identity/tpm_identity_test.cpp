@@ -120,6 +120,7 @@ TEST_CASE("tpm2: the first start makes the key in the TPM and stores only its wr
         CHECK(id->signingAlgorithms() == std::vector<std::string>{"ecdsa-sha256", "ecdsa-sha384", "ecdsa-sha512"});
         CHECK(id->keyIsSlow());
         auto sig = id->signDigest(SignAlgorithm::EcdsaSha256, sha256(tmp, kContent));
+        INFO((sig ? "" : sig.error().describe()));
         REQUIRE(sig);
         auto key = DeviceKey::load("tpm2:" + blob);
         REQUIRE(key);
