@@ -22,6 +22,7 @@ PACKAGES=(
   clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
   chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2   # BitBake's host tools (yocto suite)
   u-boot-tools                   # mkimage (the layer's boot-script test)
+  tpm2-openssl                   # the identity key in a TPM 2.0 (swtpm) through the OpenSSL 3 provider (identity-tpm suite)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

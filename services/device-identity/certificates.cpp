@@ -124,8 +124,14 @@ Expected<std::string> createCsr(const DeviceKey& key, const std::string& commonN
             return unexpected(ErrorCode::Failed, "cannot add the SAN: " + crypto::lastOpenSslError());
         }
     }
-    const EVP_MD* md = key.isEd25519() ? nullptr : EVP_sha256();
-    if (X509_REQ_sign(req.get(), key.get(), md) <= 0) {
+    // In the key's own library context: a TPM key's signature must be the tpm2
+    // provider's (OpenSSL 3.0 would otherwise export the public half to the
+    // default provider and fail for want of the private key).
+    crypto::MdCtx mctx(EVP_MD_CTX_new());
+    if (!mctx ||
+        EVP_DigestSignInit_ex(mctx.get(), nullptr, key.isEd25519() ? nullptr : "SHA256", key.libctx(), key.propq(),
+                              key.get(), nullptr) != 1 ||
+        X509_REQ_sign_ctx(req.get(), mctx.get()) <= 0) {
         return unexpected(ErrorCode::Failed, "cannot sign the CSR with the device key: " + crypto::lastOpenSslError());
     }
     crypto::Bio bio(BIO_new(BIO_s_mem()));

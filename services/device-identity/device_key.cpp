@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "device_key.h"
 
+#include "tpm_key.h"
+
 #include "mbl/crypto_identity.h"
 #include "mbl/strings.h"
 
@@ -80,6 +82,9 @@ Expected<DeviceKey> DeviceKey::generate(KeyType type)
 
 Expected<DeviceKey> DeviceKey::load(const std::string& uri)
 {
+    if (isTpmKeyUri(uri)) {
+        return loadTpmKey(uri);
+    }
     if (auto path = filePathOfKeyUri(uri)) {
         // Clear reasons for the common file cases before OpenSSL's generic ones.
         struct stat st {};
@@ -130,6 +135,11 @@ Expected<DeviceKey> DeviceKey::fromPem(const std::string& pem)
     return DeviceKey(share(p));
 }
 
+DeviceKey DeviceKey::inHome(EVP_PKEY* owned, std::shared_ptr<KeyHome> home)
+{
+    return DeviceKey(share(owned), std::move(home));
+}
+
 bool DeviceKey::isEd25519() const
 {
     return EVP_PKEY_is_a(pkey_.get(), "ED25519") == 1;
@@ -155,6 +165,12 @@ std::string DeviceKey::typeName() const
 
 Expected<std::string> DeviceKey::privatePem() const
 {
+    if (external()) {
+        // A provider may "encode" its key as a handle or a wrapped blob: that is not
+        // the key, and nothing of it leaves the service.
+        return unexpected(ErrorCode::NotSupported, "the device key is kept outside the service (" +
+                                                       typeName() + " in its key store) and cannot be exported");
+    }
     crypto::Bio bio(BIO_new(BIO_s_mem()));
     if (PEM_write_bio_PrivateKey(bio.get(), pkey_.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
         return unexpected(ErrorCode::NotSupported,
@@ -189,10 +205,11 @@ std::string DeviceKey::derivedDeviceId() const
 
 Expected<std::string> DeviceKey::sign(const void* data, std::size_t len) const
 {
+    auto use = lockUse();
     crypto::MdCtx ctx(EVP_MD_CTX_new());
     // Ed25519 signs the message itself (no digest); EC signs its SHA-256.
-    const EVP_MD* md = isEd25519() ? nullptr : EVP_sha256();
-    if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, pkey_.get()) != 1) {
+    const char* md = isEd25519() ? nullptr : "SHA256";
+    if (!ctx || EVP_DigestSignInit_ex(ctx.get(), nullptr, md, libctx(), propq(), pkey_.get(), nullptr) != 1) {
         return unexpected(ErrorCode::Failed, "cannot start signing: " + crypto::lastOpenSslError());
     }
     std::size_t sigLen = 0;

@@ -8,10 +8,28 @@
 #include "mbl/expected.h"
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
 namespace mbl::identity {
+
+// Where a key that is not plain memory lives (a TPM through the tpm2 provider):
+// the OpenSSL library context that serves it, and the lock that serialises its
+// commands (a TPM connection is not shared between threads).
+class KeyHome {
+public:
+    virtual ~KeyHome() = default;
+    virtual OSSL_LIB_CTX* libctx() const = 0;
+    // Property query that picks the home's provider for the key's operations.
+    virtual const char* propq() const = 0;
+    // Signing there is slow enough to keep off a bus thread.
+    virtual bool slow() const = 0;
+    std::mutex& mutex() const { return mu_; }
+
+private:
+    mutable std::mutex mu_;
+};
 
 enum class KeyType { EcP256, Ed25519 };
 
@@ -33,6 +51,20 @@ public:
     static Expected<DeviceKey> load(const std::string& uri);
     // From PEM text (tests and in-process use).
     static Expected<DeviceKey> fromPem(const std::string& pem);
+    // A key a provider holds (tpm_key.cpp); `home` outlives the key.
+    static DeviceKey inHome(EVP_PKEY* owned, std::shared_ptr<KeyHome> home);
+
+    // The library context to run this key's operations in (nullptr: the default).
+    OSSL_LIB_CTX* libctx() const { return home_ ? home_->libctx() : nullptr; }
+    const char* propq() const { return home_ ? home_->propq() : nullptr; }
+    bool slow() const { return home_ && home_->slow(); }
+    // True when the private key is kept outside this process's memory.
+    bool external() const { return home_ != nullptr; }
+    // Held around every use of the private key (no-op for an in-memory key).
+    std::unique_lock<std::mutex> lockUse() const
+    {
+        return home_ ? std::unique_lock<std::mutex>(home_->mutex()) : std::unique_lock<std::mutex>();
+    }
 
     EVP_PKEY* get() const { return pkey_.get(); }
     // "EC P-256", "Ed25519" or OpenSSL's name for anything else a URI may hold.
@@ -55,7 +87,11 @@ public:
     bool matches(EVP_PKEY* other) const;
 
 private:
-    explicit DeviceKey(std::shared_ptr<EVP_PKEY> p) : pkey_(std::move(p)) {}
+    explicit DeviceKey(std::shared_ptr<EVP_PKEY> p, std::shared_ptr<KeyHome> home = {})
+        : home_(std::move(home)), pkey_(std::move(p))
+    {
+    }
+    std::shared_ptr<KeyHome> home_; // first: released after the key it serves
     std::shared_ptr<EVP_PKEY> pkey_;
 };
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "identity.h"
 
+#include "tpm_key.h"
+
 #include "mbl/fs.h"
 #include "mbl/log.h"
 #include "mbl/strings.h"
@@ -156,6 +158,25 @@ std::string Identity::keyPath() const
     return p ? *p : std::string();
 }
 
+// Written whole under a side name, then linked into place: link() never replaces
+// an existing key, whoever made it.
+Status Identity::storeNewKeyFile(const std::string& path, std::string& pem) const
+{
+    const std::string side = path + ".new";
+    auto st = fs::writeFileAtomic(side, pem, 0600);
+    OPENSSL_cleanse(pem.data(), pem.size());
+    if (!st) {
+        return unexpected(st.error().code, "cannot store the new device key: " + st.error().message);
+    }
+    if (::link(side.c_str(), path.c_str()) != 0 && errno != EEXIST) {
+        int err = errno;
+        (void)removeFile(side);
+        return unexpected(errnoError("cannot store the new device key at " + path, err));
+    }
+    (void)removeFile(side);
+    return fs::syncDir(fs::dirName(path));
+}
+
 // Touches no member state, so it runs without mu_: key generation and fsyncs
 // never hold up the bus thread's reads.
 Expected<DeviceKey> Identity::obtainKey(bool allowCreate) const
@@ -170,24 +191,22 @@ Expected<DeviceKey> Identity::obtainKey(bool allowCreate) const
         if (!pem) {
             return unexpected(pem.error());
         }
-        // Written whole under a side name, then linked into place: link() never
-        // replaces an existing key, whoever made it.
-        const std::string side = path + ".new";
-        auto st = fs::writeFileAtomic(side, *pem, 0600);
-        OPENSSL_cleanse(pem->data(), pem->size());
-        if (!st) {
-            return unexpected(st.error().code, "cannot store the new device key: " + st.error().message);
-        }
-        if (::link(side.c_str(), path.c_str()) != 0 && errno != EEXIST) {
-            int err = errno;
-            (void)removeFile(side);
-            return unexpected(errnoError("cannot store the new device key at " + path, err));
-        }
-        (void)removeFile(side);
-        if (auto sync = fs::syncDir(fs::dirName(path)); !sync) {
-            return unexpected(sync.error());
+        if (auto st = storeNewKeyFile(path, *pem); !st) {
+            return unexpected(st.error());
         }
         log::notice("made a new " + key->typeName() + " device key at " + path);
+    }
+    const std::string blob = tpmBlobPath(keyUri_).value_or("");
+    if (allowCreate && !blob.empty() && !fs::exists(blob)) {
+        // Made inside the TPM; only its wrapped blob, useless without this TPM, is stored.
+        auto made = generateTpmKey(keyType_);
+        if (!made) {
+            return unexpected(made.error());
+        }
+        if (auto st = storeNewKeyFile(blob, made->blobPem); !st) {
+            return unexpected(st.error());
+        }
+        log::notice("made a new " + made->key.typeName() + " device key in the TPM; its wrapped blob is " + blob);
     }
     return DeviceKey::load(keyUri_);
 }
@@ -273,7 +292,8 @@ Status Identity::finishReset()
         return st;
     }
     testPausePoint("reset-after-state-removed");
-    if (const std::string path = keyPath(); !path.empty()) {
+    // A TPM blob goes like a key file: the key it wraps is gone with it.
+    if (const std::string path = keyPath().empty() ? tpmBlobPath(keyUri_).value_or("") : keyPath(); !path.empty()) {
         if (auto st = removeFile(path); !st) {
             return st;
         }
@@ -338,6 +358,7 @@ Expected<std::string> Identity::createCertificateRequest(const CsrOptions& optio
     if (!key) {
         return unexpected(key.error());
     }
+    auto use = key->lockUse();
     return createCsr(*key, deviceId(), options);
 }
 
@@ -439,7 +460,7 @@ Status Identity::factoryReset()
     if (auto st = finishReset(); !st) {
         return st;
     }
-    if (keyPath().empty()) {
+    if (keyPath().empty() && !tpmBlobPath(keyUri_)) {
         log::notice("factory reset: the key behind " + keyUri_ + " is not a file and stays; certificate and "
                     "provisioning were removed");
     }
@@ -477,17 +498,25 @@ Expected<std::string> Identity::provisioningJson(bool withSecrets) const
     return j.dump();
 }
 
-Expected<std::string> Identity::sign(const void* data, std::size_t len) const
+Expected<std::string> Identity::signDigest(SignAlgorithm algorithm, const std::string& digest) const
 {
-    if (len > kMaxSignData) {
-        return unexpected(ErrorCode::InvalidArgument, "data to sign is " + std::to_string(len) +
-                                                          " bytes; the limit is 1 MiB (sign a digest of larger data)");
-    }
     auto key = usableKey();
     if (!key) {
         return unexpected(key.error());
     }
-    return key->sign(data, len);
+    return identity::signDigest(*key, algorithm, digest);
+}
+
+std::vector<std::string> Identity::signingAlgorithms() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    return key_ ? algorithmsFor(*key_) : std::vector<std::string>{};
+}
+
+bool Identity::keyIsSlow() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    return key_ && key_->slow();
 }
 
 Expected<TlsCredentials> Identity::tlsCredentials() const

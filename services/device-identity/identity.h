@@ -14,6 +14,7 @@
 #include "certificates.h"
 #include "device_key.h"
 #include "provisioning.h"
+#include "signer.h"
 
 #include "mbl/config.h"
 #include "mbl/expected.h"
@@ -27,8 +28,6 @@
 #include <string>
 
 namespace mbl::identity {
-
-inline constexpr std::size_t kMaxSignData = 1u << 20;
 
 // Test-only crash points: MBL_TEST_PAUSE=<point>[:seconds] makes the daemon log
 // "test pause point '<point>' reached" and sleep there, so a test can kill -9 it.
@@ -69,7 +68,13 @@ public:
 
     // The provisioning document (NotProvisioned if none); secrets only when asked.
     Expected<std::string> provisioningJson(bool withSecrets) const;
-    Expected<std::string> sign(const void* data, std::size_t len) const;
+    // Signs a prehashed digest for a TLS handshake (signer.h says which algorithms);
+    // who may ask and how often is the Signer's decision, not this one's.
+    Expected<std::string> signDigest(SignAlgorithm algorithm, const std::string& digest) const;
+    // The algorithms the current key signs with (empty while the key is unusable).
+    std::vector<std::string> signingAlgorithms() const;
+    // True when the key's operations are slow (a TPM): keep them off the bus thread.
+    bool keyIsSlow() const;
     Expected<TlsCredentials> tlsCredentials() const;
 
 private:
@@ -80,6 +85,7 @@ private:
 
     Identity() = default;
     Expected<DeviceKey> obtainKey(bool allowCreate) const;
+    Status storeNewKeyFile(const std::string& path, std::string& pem) const;
     Status loadStored();
     Status writeStored(const Stored& next) const;
     Status finishReset();

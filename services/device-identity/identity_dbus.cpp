@@ -30,8 +30,8 @@ CsrOptions csrOptionsFrom(const std::map<std::string, sdbus::Variant>& options)
 }
 } // namespace
 
-IdentityBus::IdentityBus(sdbus::IConnection& conn, EventLoop& loop, Identity& identity)
-    : AdaptorInterfaces(conn, "/org/mbl/DeviceIdentity1"), loop_(loop), identity_(identity)
+IdentityBus::IdentityBus(sdbus::IConnection& conn, EventLoop& loop, Identity& identity, Signer& signer)
+    : AdaptorInterfaces(conn, "/org/mbl/DeviceIdentity1"), loop_(loop), identity_(identity), signer_(signer)
 {
     registerAdaptor();
 }
@@ -84,11 +84,50 @@ std::string IdentityBus::GetProvisioningSecrets()
     return dbus::guard([&] { return dbus::unwrap(identity_.provisioningJson(true)); });
 }
 
-std::vector<uint8_t> IdentityBus::Sign(const std::vector<uint8_t>& data)
+std::pair<uid_t, pid_t> IdentityBus::caller()
 {
-    return dbus::guard([&] {
-        auto sig = dbus::unwrap(identity_.sign(data.data(), data.size()));
-        return std::vector<uint8_t>(sig.begin(), sig.end());
+    const sdbus::Message* msg = getObject().getCurrentlyProcessedMessage();
+    const std::string sender = msg->getSender();
+    if (auto it = callers_.find(sender); it != callers_.end()) {
+        return it->second;
+    }
+    const std::pair<uid_t, pid_t> creds{msg->getCredsUid(), msg->getCredsPid()};
+    if (callers_.size() >= 256) {
+        callers_.clear(); // callers come and go; a handful is the normal case
+    }
+    callers_.emplace(sender, creds);
+    return creds;
+}
+
+void IdentityBus::Sign(sdbus::Result<std::vector<uint8_t>>&& result, std::string algorithm, std::vector<uint8_t> digest)
+{
+    dbus::guard([&] {
+        SignRequest req;
+        std::tie(req.uid, req.pid) = caller();
+        req.algorithm = std::move(algorithm);
+        req.digest.assign(digest.begin(), digest.end());
+        auto reply = [](sdbus::Result<std::vector<uint8_t>>& r, const Expected<std::string>& sig) {
+            if (!sig) {
+                r.returnError(dbus::toBusError(sig.error()));
+            } else {
+                r.returnResults(std::vector<uint8_t>(sig->begin(), sig->end()));
+            }
+        };
+        if (!identity_.keyIsSlow()) {
+            reply(result, signer_.sign(req));
+            return;
+        }
+        auto pending = std::make_shared<sdbus::Result<std::vector<uint8_t>>>(std::move(result));
+        signWorker_.post([this, pending, req = std::move(req), reply] {
+            auto sig = std::make_shared<Expected<std::string>>(signer_.sign(req));
+            loop_.post([pending, sig, reply] {
+                try {
+                    reply(*pending, *sig);
+                } catch (const std::exception& e) {
+                    log::error(std::string("cannot send the Sign reply: ") + e.what());
+                }
+            });
+        });
     });
 }
 
@@ -123,6 +162,11 @@ uint64_t IdentityBus::CertificateNotAfter()
 std::string IdentityBus::KeyStorage()
 {
     return dbus::guard([&] { return identity_.properties().keyStorage; });
+}
+
+std::vector<std::string> IdentityBus::SigningAlgorithms()
+{
+    return dbus::guard([&] { return identity_.signingAlgorithms(); });
 }
 
 std::string IdentityBus::State()
