@@ -2,6 +2,7 @@
 #include "mbl/strings.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace mbl::str {
 
@@ -16,6 +17,26 @@ std::vector<std::string> split(const std::string& s, char sep)
             break;
         }
         start = pos + 1;
+    }
+    return out;
+}
+
+std::vector<std::string> words(const std::string& s)
+{
+    std::vector<std::string> out;
+    for (auto& w : split(s, ' ')) {
+        if (!w.empty()) {
+            out.push_back(std::move(w));
+        }
+    }
+    return out;
+}
+
+std::string join(const std::vector<std::string>& v, const std::string& sep)
+{
+    std::string out;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        out += (i == 0 ? "" : sep) + v[i];
     }
     return out;
 }

@@ -29,26 +29,6 @@ constexpr EventName kEventNames[] = {
     {SlotEvent::FallBack, "fall-back"}, {SlotEvent::Release, "release"},     {SlotEvent::Refill, "refill"},
 };
 
-std::vector<std::string> words(const std::string& s)
-{
-    std::vector<std::string> out;
-    for (const auto& w : str::split(s, ' ')) {
-        if (!w.empty()) {
-            out.push_back(w);
-        }
-    }
-    return out;
-}
-
-std::string join(const std::vector<std::string>& v)
-{
-    std::string out;
-    for (const auto& s : v) {
-        out += (out.empty() ? "" : " ") + s;
-    }
-    return out;
-}
-
 // A decimal counter as the boot scripts read it; anything else counts as 0.
 std::uint64_t number(const std::string& s)
 {
@@ -223,7 +203,7 @@ BootPolicy::View BootPolicy::view() const
 
 std::vector<std::string> BootPolicy::orderOf(const Env& env) const
 {
-    return words(get(env, bootenv::order()));
+    return str::words(get(env, bootenv::order()));
 }
 
 std::string BootPolicy::firstBootable(const Env& env) const
@@ -299,7 +279,7 @@ std::string BootPolicy::orderWith(const Env& env, const std::map<std::string, Sl
             add(bn);
         }
     }
-    return join(out);
+    return str::join(out);
 }
 
 Status BootPolicy::writeEnv(const Changes& changes)
@@ -418,7 +398,7 @@ Expected<BootPolicy::Started> BootPolicy::start(const std::string& booted, const
                     order.push_back(bn);
                 }
             }
-            Changes c{{bootenv::order(), join(order)}, {bootenv::left(s.bootname), std::string("0")}};
+            Changes c{{bootenv::order(), str::join(order)}, {bootenv::left(s.bootname), std::string("0")}};
             recordChanges(s, rec, c);
             applyTo(after, c);
             for (const auto& [k, v] : c) {
@@ -491,7 +471,7 @@ Status BootPolicy::claim(const std::string& name)
         }
     }
     SlotRecord after;
-    Changes c{{bootenv::order(), join(order)}, {bootenv::left(s->bootname), std::string("0")}};
+    Changes c{{bootenv::order(), str::join(order)}, {bootenv::left(s->bootname), std::string("0")}};
     recordChanges(*s, after, c);
     if (!slots_[name].onRecord) {
         // Nothing was on record: the table starts it from empty.
@@ -597,7 +577,7 @@ Expected<std::string> BootPolicy::markBad()
             order.push_back(bn);
         }
     }
-    Changes c{{bootenv::order(), join(order)}, {bootenv::left(target->bootname), std::string("0")}};
+    Changes c{{bootenv::order(), str::join(order)}, {bootenv::left(target->bootname), std::string("0")}};
     recordChanges(*target, after, c);
     if (auto st = step(target->name, SlotEvent::MarkBad, after, c); !st) {
         return unexpected(st.error());

@@ -36,17 +36,6 @@ std::uint64_t nowSeconds()
     return static_cast<std::uint64_t>(std::time(nullptr));
 }
 
-std::vector<std::string> words(const std::string& s)
-{
-    std::vector<std::string> out;
-    for (const auto& w : str::split(s, ' ')) {
-        if (!w.empty()) {
-            out.push_back(w);
-        }
-    }
-    return out;
-}
-
 // SlotStates' name of a status: an armed slot is "trial" there (its trial is
 // under way: armed for the next boot, or booted).
 const char* publicName(SlotStatus s)
@@ -203,7 +192,7 @@ std::string UpdateEngine::detectBootedSlot() const
     if (!text) {
         return "";
     }
-    for (const auto& w : words(str::trim(*text))) {
+    for (const auto& w : str::words(str::trim(*text))) {
         if (str::startsWith(w, "mbl.slot=")) {
             const std::string v = w.substr(9);
             for (const auto& s : slots_) {
@@ -213,7 +202,7 @@ std::string UpdateEngine::detectBootedSlot() const
             }
         }
     }
-    for (const auto& w : words(str::trim(*text))) {
+    for (const auto& w : str::words(str::trim(*text))) {
         if (str::startsWith(w, "root=")) {
             const std::string v = w.substr(5);
             for (const auto& s : slots_) {

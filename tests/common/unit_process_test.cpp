@@ -96,4 +96,9 @@ TEST_CASE("safe names are single path components")
     CHECK_FALSE(str::isSafeName(".hidden"));
     CHECK_FALSE(str::isSafeName(std::string(65, 'a')));
     CHECK(str::split("a,b,,c", ',') == std::vector<std::string>{"a", "b", "", "c"});
+    CHECK(str::words("  A  B C ") == std::vector<std::string>{"A", "B", "C"});
+    CHECK(str::words("").empty());
+    CHECK(str::join({"A", "B"}) == "A B");
+    CHECK(str::join({"a", "b", "c"}, ", ") == "a, b, c");
+    CHECK(str::join({}).empty());
 }

@@ -8,6 +8,10 @@
 namespace mbl::str {
 
 std::vector<std::string> split(const std::string& s, char sep);
+// The non-empty space-separated words of `s` (a boot order, a list in a file).
+std::vector<std::string> words(const std::string& s);
+// `v` joined with `sep` between the entries.
+std::string join(const std::vector<std::string>& v, const std::string& sep = " ");
 std::string trim(const std::string& s);
 bool startsWith(const std::string& s, const std::string& prefix);
 bool endsWith(const std::string& s, const std::string& suffix);
