@@ -308,6 +308,18 @@ Status Config::rejectUnreadKeys() const
             }
             return {};
         }
+        // Whether keys under `path` were asked for as list elements ("slots[0]...").
+        auto readAsList = [&] {
+            for (const auto& p : touched_) {
+                if (p.size() > path.size() && p.compare(0, path.size(), path) == 0 && p[path.size()] == '[') {
+                    return true;
+                }
+            }
+            return false;
+        };
+        if (node.is_array() && !node.empty() && !path.empty() && !readAsList()) {
+            return unexpected(typeError(path, "an object"));
+        }
         if (node.is_array()) {
             for (std::size_t i = 0; i < node.size(); ++i) {
                 if (auto st = walk(node[i], path + "[" + std::to_string(i) + "]"); !st) {
@@ -316,8 +328,9 @@ Status Config::rejectUnreadKeys() const
             }
             return {};
         }
-        // A value reached only as a prefix of something else that was read.
-        return unknown(path);
+        // A value reached only as a prefix of keys that were asked for (a
+        // section given as a number, say): not unknown, of the wrong type.
+        return unexpected(typeError(path, readAsList() ? "a list of objects" : "an object"));
     };
     return walk(doc_, "");
 }

@@ -74,6 +74,13 @@ bool ActionBook::notAnnounced(const std::string& actionId, const json& doc)
     return true;
 }
 
+void ActionBook::forgetAnnouncements()
+{
+    deployments_.clear();
+    hrefs_.clear();
+    cancelPending_.clear();
+}
+
 bool ActionBook::askCancel(const std::string& actionId)
 {
     if (closed(actionId) || cancelAnswered_.count(actionId) != 0) {

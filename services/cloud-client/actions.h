@@ -41,6 +41,10 @@ public:
     // sent): it counts as not announced, so the next poll reads the action and
     // announces it again. False when a newer document was announced since.
     bool notAnnounced(const std::string& actionId, const nlohmann::json& doc);
+    // Whoever heard the announcements is gone (the coordinator restarted): every
+    // open action and pending cancel counts as not announced, so the next poll
+    // reads and announces them again. Closed actions stay closed.
+    void forgetAnnouncements();
 
     // Cancel requests: true when this stopId should be announced (not pending, not answered).
     bool askCancel(const std::string& actionId);

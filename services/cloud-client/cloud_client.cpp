@@ -170,6 +170,17 @@ void CloudClient::pollNow()
     cv_.notify_all();
 }
 
+void CloudClient::listenerRestarted()
+{
+    log::info("cloud: the coordinator (re)started; open actions are announced again");
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        actions_->forgetAnnouncements();
+        wake_ = true;
+    }
+    cv_.notify_all();
+}
+
 void CloudClient::identityChanged()
 {
     log::info("cloud: the identity service reports a change (IdentityChanged)");

@@ -111,6 +111,11 @@ public:
     // The identity service changed something (IdentityChanged): the worker reads
     // provisioning and credentials again and uses what changed for the next request.
     void identityChanged();
+    // The coordinator's bus name has a new owner (it started or restarted): what
+    // the old process was told is gone with it, so every open action is read and
+    // announced again at once (an unchanged document of the action it carries
+    // out is nothing new to the coordinator).
+    void listenerRestarted();
 
     // Queued persistently and delivered in order by the worker.
     Status reportFeedback(const std::string& actionId, const Feedback& feedback);

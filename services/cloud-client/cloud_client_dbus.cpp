@@ -2,22 +2,38 @@
 #include "cloud_client_dbus.h"
 
 #include "mbl/dbus/bus.h"
+#include "mbl/error_names.h"
 #include "mbl_version.h"
 
 namespace mbl::cloud {
 
-CloudClientBus::CloudClientBus(sdbus::IConnection& conn, EventLoop& loop, CloudClient& client)
+CloudClientBus::CloudClientBus(sdbus::IConnection& conn, EventLoop& loop, CloudClient& client,
+                               std::set<uid_t> privileged, std::optional<gid_t> adminGroup)
     : AdaptorInterfaces(conn, "/org/mbl/CloudClient1"),
       loop_(loop),
       client_(client),
-      alive_(std::make_shared<std::atomic<bool>>(true))
+      alive_(std::make_shared<std::atomic<bool>>(true)),
+      access_(std::move(privileged), adminGroup, [this](uid_t uid) { return appByUid(uid); })
 {
     registerAdaptor();
+    // Signals reach only who listens when they are sent: a coordinator that
+    // (re)starts missed every announcement before, so it hears the open actions
+    // again (the handler runs on the loop thread; the client only sets flags).
+    busWatch_ = sdbus::createProxy(conn, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    busWatch_->uponSignal("NameOwnerChanged")
+        .onInterface("org.freedesktop.DBus")
+        .call([this](const std::string& name, const std::string& /*oldOwner*/, const std::string& newOwner) {
+            if (name == "org.mbl.Coordinator1" && !newOwner.empty()) {
+                client_.listenerRestarted();
+            }
+        });
+    busWatch_->finishRegistration();
 }
 
 CloudClientBus::~CloudClientBus()
 {
     *alive_ = false;
+    busWatch_.reset();
     unregisterAdaptor();
 }
 
@@ -96,12 +112,40 @@ void CloudClientBus::ReportFeedback(sdbus::Result<>&& reply, std::string actionI
     });
 }
 
+Expected<std::string> CloudClientBus::appByUid(uid_t uid)
+{
+    try {
+        if (!appConn_) {
+            appConn_ = dbus::connectSystemBus();
+        }
+        auto proxy = sdbus::createProxy(*appConn_, "org.mbl.ContainerManager1", "/org/mbl/ContainerManager1");
+        std::string name;
+        proxy->callMethod("GetAppByUid")
+            .onInterface("org.mbl.ContainerManager1")
+            .withTimeout(std::chrono::seconds(10))
+            .withArguments(static_cast<uint32_t>(uid))
+            .storeResultsTo(name);
+        return name;
+    } catch (const sdbus::Error& e) {
+        return unexpected(e.getName() == errors::kNotFound ? ErrorCode::NotFound : ErrorCode::Failed,
+                          "the container manager: " + e.getName() + ": " + e.getMessage());
+    }
+}
+
+// Anyone may call it (apps publish their own attributes); the caller's uid
+// decides which namespace it may write (AttributeAccess), on the store worker,
+// since asking the container manager which app a uid is may take a moment.
 void CloudClientBus::SetAttributes(sdbus::Result<>&& reply, std::string ns, std::map<std::string, std::string> attributes)
 {
     dbus::guard([&] {
-        dbus::completeOnWorker(store_, loop_, std::move(reply), [this, ns = std::move(ns), a = std::move(attributes)] {
-            return client_.setAttributes(ns, a);
-        });
+        const uid_t caller = getObject().getCurrentlyProcessedMessage()->getCredsUid();
+        dbus::completeOnWorker(store_, loop_, std::move(reply),
+                               [this, caller, ns = std::move(ns), a = std::move(attributes)]() -> Status {
+                                   if (auto st = access_.check(caller, ns); !st) {
+                                       return st;
+                                   }
+                                   return client_.setAttributes(ns, a);
+                               });
     });
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 // The only place mbl-cloud-client touches the bus: org.mbl.CloudClient1.
 
+#include "attribute_access.h"
 #include "cloud_client.h"
 
 #include "mbl/event_loop.h"
@@ -20,7 +21,9 @@ class CloudClientBus final
     : public sdbus::AdaptorInterfaces<org::mbl::CloudClient1_adaptor, sdbus::Properties_adaptor>,
       public Listener {
 public:
-    CloudClientBus(sdbus::IConnection& conn, EventLoop& loop, CloudClient& client);
+    // `privileged` and `adminGroup`: who writes any attributes namespace (AttributeAccess).
+    CloudClientBus(sdbus::IConnection& conn, EventLoop& loop, CloudClient& client, std::set<uid_t> privileged,
+                   std::optional<gid_t> adminGroup);
     ~CloudClientBus();
 
     // Listener: called from worker threads; everything is posted to the loop thread.
@@ -63,6 +66,13 @@ private:
     CloudClient& client_;
     // Posted work checks this so nothing runs against a destroyed adaptor.
     std::shared_ptr<std::atomic<bool>> alive_;
+    // NameOwnerChanged of the coordinator: a new owner hears every open action again.
+    std::unique_ptr<sdbus::IProxy> busWatch_;
+    // ContainerManager1.GetAppByUid for SetAttributes, called on the store worker
+    // only, over a connection of its own (made at the first app caller).
+    Expected<std::string> appByUid(uid_t uid);
+    std::unique_ptr<sdbus::IConnection> appConn_;
+    AttributeAccess access_;
     // Runs the calls that persist state (ReportFeedback, SetAttributes) in order.
     SerialWorker store_; // last: its destructor finishes the queued calls while the rest still exists
 };

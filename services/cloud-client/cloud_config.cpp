@@ -12,11 +12,6 @@ using std::chrono::seconds;
 Expected<CloudSettings> CloudSettings::fromConfig(const Config& c)
 {
     CloudSettings s;
-    if (auto st = c.rejectUnknownKeys({"poll", "http", "download", "device_class", "allow_other_hosts", "allow_http",
-                                       "verbose", "confirmation"});
-        !st) {
-        return unexpected(st.error());
-    }
     auto sleepText = c.getString("poll.default_sleep", "00:05:00");
     if (!sleepText) {
         return unexpected(sleepText.error());
@@ -64,7 +59,7 @@ Expected<CloudSettings> CloudSettings::fromConfig(const Config& c)
     auto other = c.getBool("allow_other_hosts", false);
     auto http = c.getBool("allow_http", false);
     auto verbose = c.getBool("verbose", false);
-    auto confirmation = c.getString("confirmation", "auto");
+    auto confirmation = c.getEnum("confirmation", "auto", {"auto", "manual"});
     auto otherCa = c.getString("download.other_hosts_ca_file", "");
     if (!dc || !other || !http || !verbose || !confirmation || !otherCa) {
         return unexpected(!dc ? dc.error()
@@ -73,9 +68,9 @@ Expected<CloudSettings> CloudSettings::fromConfig(const Config& c)
                                                : !verbose ? verbose.error()
                                                           : !confirmation ? confirmation.error() : otherCa.error());
     }
-    if (*confirmation != "auto" && *confirmation != "manual") {
-        return unexpected(ErrorCode::InvalidArgument,
-                          c.origin() + ": key 'confirmation' must be \"auto\" or \"manual\", not \"" + *confirmation + "\"");
+    // Every key the client knows was read above; anything else, at any depth, is a typo.
+    if (auto st = c.rejectUnreadKeys(); !st) {
+        return unexpected(st.error());
     }
     s.confirmManually = *confirmation == "manual";
     s.deviceClass = *dc;

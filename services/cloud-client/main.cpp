@@ -6,6 +6,8 @@
 #include "mbl/dbus/bus.h"
 
 #include <csignal>
+#include <grp.h>
+#include <pwd.h>
 
 namespace {
 // Destroyed in reverse order: the worker threads stop before the adaptor and the source go.
@@ -37,7 +39,17 @@ int main(int argc, char** argv)
         auto svc = std::make_shared<Service>();
         svc->source = std::make_unique<mbl::cloud::BusDeviceSource>();
         svc->client = std::move(client).value();
-        svc->bus = std::make_unique<mbl::cloud::CloudClientBus>(ctx.connection, ctx.loop, *svc->client);
+        // Who writes any attributes namespace besides root (apps write their own only).
+        std::set<uid_t> privileged;
+        if (const struct passwd* pw = ::getpwnam(MBL_COORDINATOR_USER)) {
+            privileged.insert(pw->pw_uid);
+        }
+        std::optional<gid_t> admins;
+        if (const struct group* gr = ::getgrnam(MBL_ADMIN_GROUP)) {
+            admins = gr->gr_gid;
+        }
+        svc->bus = std::make_unique<mbl::cloud::CloudClientBus>(ctx.connection, ctx.loop, *svc->client,
+                                                                std::move(privileged), admins);
         svc->source->watchIdentity(ctx.connection, [client = svc->client.get()] { client->identityChanged(); });
         svc->client->start(*svc->source, *svc->bus);
         return std::shared_ptr<void>(svc);

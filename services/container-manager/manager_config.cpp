@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// containers.json: every key at every depth known (a typo is refused at
-// start-up with the file and the key's path), every value typed and ranged.
+// containers.json: every value read with a typed, ranged getter, then any key
+// nobody read (a typo, at any depth) refused at start-up with the file and the
+// key's path (Config::rejectUnreadKeys: the getters are the one list of keys).
 
 #include "app_config.h"
 
 #include "mbl/strings.h"
 
 #include <functional>
-#include <map>
-#include <set>
 
 namespace mbl::containers {
 
@@ -19,51 +18,6 @@ namespace {
 Error invalid(const std::string& m)
 {
     return Error{ErrorCode::InvalidArgument, m};
-}
-
-// Known keys of each object of the file ("" is the top level).
-const std::map<std::string, std::set<std::string>>& schema()
-{
-    static const std::map<std::string, std::set<std::string>> s = {
-        {"",
-         {"runtime", "start_mode", "stop_grace_ms", "log_max_bytes", "log_keep", "quota_bytes", "backoff_base_ms",
-          "backoff_cap_ms", "defaults", "policy", "userns", "network", "app_api", "install_read_timeout_ms"}},
-        {"policy",
-         {"allow_host_network", "allow_host_pid", "allow_setuid", "allowed_capabilities", "allowed_mounts",
-          "allowed_devices", "max_memory_bytes", "max_pids", "max_cpu_percent", "allow_no_userns", "allow_host_root",
-          "allow_private_network", "publish_ports", "allow_app_api"}},
-        {"userns", {"enabled", "first_id", "ids_per_app"}},
-        {"network", {"bridge", "subnet", "dns"}},
-        {"app_api", {"bus_socket"}},
-    };
-    return s;
-}
-
-Status checkKeys(const Config& config)
-{
-    const json& doc = config.json();
-    if (!doc.is_object()) {
-        return unexpected(invalid(config.origin() + " must hold a JSON object"));
-    }
-    for (const auto& [section, keys] : schema()) {
-        const json* obj = &doc;
-        if (!section.empty()) {
-            if (!doc.contains(section)) {
-                continue;
-            }
-            obj = &doc[section];
-            if (!obj->is_object()) {
-                return unexpected(invalid(config.origin() + ": key '" + section + "' must be an object"));
-            }
-        }
-        for (auto it = obj->begin(); it != obj->end(); ++it) {
-            if (keys.count(it.key()) == 0) {
-                return unexpected(invalid(config.origin() + ": unknown key '" + (section.empty() ? "" : section + ".") +
-                                          str::quotable(it.key(), 64) + "'"));
-            }
-        }
-    }
-    return {};
 }
 
 // "1024-65535" or "8080": an inclusive range of ports.
@@ -92,9 +46,6 @@ Expected<std::pair<std::uint16_t, std::uint16_t>> portRange(const std::string& t
 Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
 {
     ManagerConfig c;
-    if (auto st = checkKeys(config); !st) {
-        return unexpected(st.error());
-    }
     Status failed;
     // Each getter below either fills its field or records the first error.
     auto str = [&](const char* key, std::string& field) {
@@ -160,8 +111,17 @@ Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
     str("app_api.bus_socket", c.appApiSocket);
     std::vector<std::string> ports;
     list("policy.publish_ports", ports);
+    auto defaults = config.getObject("defaults", nlohmann::json());
+    if (!defaults) {
+        failed = failed ? Status(unexpected(invalid(config.origin() + ": key 'defaults' must be an object of app settings")))
+                        : failed;
+    }
     if (!failed) {
         return unexpected(failed.error());
+    }
+    // Every key the manager knows was read above; anything else, at any depth, is a typo.
+    if (auto st = config.rejectUnreadKeys(); !st) {
+        return unexpected(st.error());
     }
     if (c.startMode != "run" && c.startMode != "create-start") {
         return unexpected(invalid(config.origin() + ": key 'start_mode' must be \"run\" or \"create-start\""));
@@ -198,11 +158,8 @@ Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
     if (c.appApiSocket.empty() || c.appApiSocket[0] != '/') {
         return unexpected(invalid(config.origin() + ": key 'app_api.bus_socket' must be an absolute path"));
     }
-    if (config.json().contains("defaults")) {
-        c.defaults = config.json()["defaults"];
-        if (!c.defaults.is_object()) {
-            return unexpected(invalid(config.origin() + ": key 'defaults' must be an object of app settings"));
-        }
+    if (!defaults->is_null()) {
+        c.defaults = *defaults;
         auto check = AppSettings::fromJson(c.defaults);
         if (!check) {
             return unexpected(invalid(config.origin() + ": defaults: " + check.error().message));

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <dirent.h>
 #include <fcntl.h>
+#include <set>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,6 +117,10 @@ struct Shifter {
     IdRange range;
     bool again = false;
     ShiftStats stats;
+    // Files with several links, shifted at their first name: the next name of the
+    // same inode already shows the new owner (which `map` would refuse as beyond
+    // the range on a fresh rootfs).
+    std::set<std::pair<dev_t, ino_t>> linked;
 
     // The new id, or nullopt when it cannot be mapped.
     std::optional<std::uint32_t> map(std::uint32_t id) const
@@ -132,6 +137,9 @@ struct Shifter {
     Status entry(int dirfd, const std::string& name, const struct stat& st, const std::string& path)
     {
         ++stats.entries;
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !linked.insert({st.st_dev, st.st_ino}).second) {
+            return {};
+        }
         auto uid = map(st.st_uid);
         auto gid = map(st.st_gid);
         if (!uid || !gid) {
@@ -202,7 +210,7 @@ Expected<ShiftStats> shiftOwnership(const std::string& root, const IdRange& rang
     if (!dir) {
         return unexpected(errnoError("open " + root, errno));
     }
-    Shifter s{range, again, {}};
+    Shifter s{range, again, {}, {}};
     if (auto st = s.walk(dir.get(), root); !st) {
         return unexpected(st.error());
     }

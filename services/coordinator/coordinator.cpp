@@ -67,13 +67,6 @@ const char* const kKnownChecks[] = {"services", "cloud", "apps"};
 
 Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config)
 {
-    if (auto st = config.rejectUnknownKeys({"reboot_command", "hostname_command", "health_checks", "health_grace_ms",
-                                            "health_timeout_ms", "max_attempts", "require_cloud_for_health",
-                                            "download_retries", "download_retry_base_ms", "download_retry_max_ms",
-                                            "boot_id_path"});
-        !st) {
-        return unexpected(st.error());
-    }
     Settings s;
     s.stateDir = paths.state("coordinator");
     auto reboot = config.getStringList("reboot_command", {});
@@ -96,6 +89,10 @@ Expected<Settings> Settings::fromConfig(const Paths& paths, const Config& config
         if (e != nullptr) {
             return unexpected(*e);
         }
+    }
+    // Every key the coordinator knows was read above; anything else is a typo.
+    if (auto st = config.rejectUnreadKeys(); !st) {
+        return unexpected(st.error());
     }
     if (config.json().contains("reboot_command") && reboot->empty()) {
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": key 'reboot_command' must not be empty");

@@ -198,7 +198,9 @@ void Coordinator::onUpdateCompleted(const std::string& updateOp, bool success, c
     if (!success) {
         // A failed install drops its own staging: nothing is pending there any more.
         op_->pendingUpdateOp.clear();
-        const Error e{errorCodeFromName(errorName), "the bundle was refused: " + message};
+        // The server hears which artifact of the distribution set was refused.
+        const std::string which = op_->source == Source::Local ? "" : artifactName(*op_, op_->artifact) + " ";
+        const Error e{errorCodeFromName(errorName), "the bundle " + which + "was refused: " + message};
         if (e.code == ErrorCode::Busy && op_->firmwareBundle() != nullptr && !op_->cancelled) {
             // Update1 refuses a second rootfs while ours is staged (C2), before writing it.
             rollBack(Error{ErrorCode::InvalidArgument,

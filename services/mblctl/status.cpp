@@ -3,6 +3,8 @@
 
 #include "mblctl.h"
 
+#include "mbl/strings.h"
+
 #include <nlohmann/json.hpp>
 
 #include <iomanip>
@@ -121,6 +123,28 @@ std::string problemOf(const std::string& service, const nlohmann::json& props)
     return "";
 }
 
+// Apps the container manager lists as "failed" (exited in error and not
+// restarted, or restarts given up): the manager works, but the device does not
+// do what it was told until someone acts. "" when none.
+std::string failedAppsProblem(sdbus::IProxy& proxy)
+{
+    std::vector<sdbus::Struct<std::string, std::string, std::string>> apps;
+    proxy.callMethod("ListApps")
+        .onInterface("org.mbl.ContainerManager1")
+        .withTimeout(std::chrono::seconds(3))
+        .storeResultsTo(apps);
+    std::vector<std::string> failed;
+    for (const auto& a : apps) {
+        if (std::get<2>(a) == "failed") {
+            failed.push_back(std::get<0>(a));
+        }
+    }
+    if (failed.empty()) {
+        return "";
+    }
+    return (failed.size() == 1 ? "app " : "apps ") + str::join(failed, ", ") + " failed";
+}
+
 } // namespace
 
 std::string variantToText(const sdbus::Variant& v)
@@ -163,7 +187,10 @@ int runStatus(Context& ctx, const std::vector<std::string>& args)
                 p[k] = variantToJson(v);
             }
             entry["properties"] = p;
-            const std::string problem = problemOf(s.label, p);
+            std::string problem = problemOf(s.label, p);
+            if (problem.empty() && std::string(s.label) == "container-manager") {
+                problem = failedAppsProblem(*proxy);
+            }
             entry["healthy"] = problem.empty();
             if (!problem.empty()) {
                 entry["problem"] = problem;
@@ -227,7 +254,7 @@ void registerStatusCommands(std::vector<Command>& out)
 {
     out.push_back({"status", "status [--json]",
                    "Show each MBL service: reachable, FAILED (reachable but unable to work, e.g. the cloud client's "
-                   "credentials refused) or UNREACHABLE, version, key properties; exits 1 unless all are reachable and none failed.",
+                   "credentials refused, an app failed) or UNREACHABLE, version, key properties; exits 1 unless all are reachable and none failed.",
                    runStatus});
 }
 

@@ -11,6 +11,7 @@
 #include "mbl/strings.h"
 
 #include <catch2/catch.hpp>
+#include <pwd.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -719,13 +720,35 @@ TEST_CASE("with confirmation manual, an action waits for Confirm: denied leaves 
     CHECK(action(env, id)["status"] == "RUNNING");
 }
 
-TEST_CASE("an unprivileged user may publish attributes but not report feedback or download")
+TEST_CASE("a user that is neither privileged nor an app may not write attributes, report feedback or download; the "
+          "admin group may write attributes")
 {
     CloudEnv env;
+    auto before = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                    "GetAttributes"});
+    REQUIRE(before.status.success());
+    // The bus lets anyone call SetAttributes (apps publish their own); the service
+    // asks who the caller is: not an app (no container manager knows the uid).
     auto set = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
                                  "SetAttributes", "sa{ss}", "app2", "1", "k", "v"},
                                 std::string("mbl-test-user"));
-    CHECK(set.status.success());
+    INFO(set.err);
+    CHECK_FALSE(set.status.success());
+    // No container manager runs here: nobody can say the uid is an app's.
+    CHECK(contains(set.err, "cannot tell which app uid " + std::to_string(::getpwnam("mbl-test-user")->pw_uid)));
+    auto after = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                   "GetAttributes"});
+    CHECK(after.out == before.out);
+
+    auto admin = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                   "SetAttributes", "sa{ss}", "app2", "1", "k", "v"},
+                                  std::string("mbl-test-admin"));
+    INFO(admin.err);
+    CHECK(admin.status.success());
+    auto attrs = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
+                                   "GetAttributes"});
+    CHECK(contains(attrs.out, "app2.k"));
+
     auto fb = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
                                 "ReportFeedback", "sssuuas", "1", "closed", "success", "0", "0", "0"},
                                std::string("mbl-test-user"));
@@ -972,4 +995,27 @@ TEST_CASE("an action closed while offline is not announced again after a restart
     pollAndWait(env);
     CHECK(after.count("DeploymentRequested") == 0);
     CHECK(contains(env.clientLog(), "already closed on this device"));
+}
+
+TEST_CASE("a coordinator that starts after a deployment was announced hears it again; an unchanged document is not "
+          "re-announced otherwise")
+{
+    CloudEnv env;
+    SignalRecorder sig;
+    makeArtifact(env, "fw.bundle", 1024);
+    const std::string id = deploy(env, {"fw.bundle"});
+    // Announced while nobody owns org.mbl.Coordinator1: the signal reached no coordinator.
+    auto first = sig.waitFor("DeploymentRequested");
+    REQUIRE(first);
+    CHECK(first->args[0] == id);
+    pollAndWait(env);
+    CHECK(sig.count("DeploymentRequested") == 1);
+
+    // The coordinator starts (after a crash, an upgrade, a slow boot): it is told at once.
+    REQUIRE(env.stack.start("coordinator"));
+    auto again = sig.waitFor("DeploymentRequested", 2);
+    REQUIRE(again);
+    CHECK(again->args[0] == id);
+    CHECK(json::parse(again->args[1]) == json::parse(first->args[1]));
+    CHECK(contains(env.clientLog(), "the coordinator (re)started; open actions are announced again"));
 }

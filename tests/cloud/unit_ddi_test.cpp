@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The DDI protocol pieces of the cloud client, without network or bus.
 
+#include "attribute_access.h"
+#include "cloud_config.h"
 #include "ddi.h"
 #include "feedback_queue.h"
 #include "settings.h"
@@ -9,6 +11,8 @@
 #include "mbl/fs.h"
 
 #include <catch2/catch.hpp>
+#include <grp.h>
+#include <pwd.h>
 #include <nlohmann/json.hpp>
 
 using namespace mbl;
@@ -390,5 +394,95 @@ TEST_CASE("bad over-the-air settings are refused with a reason naming the key")
         REQUIRE_FALSE(s);
         CHECK(s.error().code == ErrorCode::InvalidArgument);
         CHECK(s.error().message.find(why) != std::string::npos);
+    }
+}
+
+TEST_CASE("cloud.json: a misspelled key at any depth is refused at start-up, naming the key path")
+{
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {R"({"poll": {"default_slep": "00:01:00"}})", "unknown key 'poll.default_slep'"},
+        {R"({"http": {"conect_timeout_sec": 5}})", "unknown key 'http.conect_timeout_sec'"},
+        {R"({"download": {"max_retires": 3}})", "unknown key 'download.max_retires'"},
+        {R"({"colour": "blue"})", "unknown key 'colour'"},
+        {R"({"confirmation": "sometimes"})", "confirmation"},
+        {R"({"poll": 5})", "poll"},
+    };
+    for (const auto& [text, why] : cases) {
+        INFO(text);
+        auto c = Config::parse(text, "cloud.json");
+        REQUIRE(c);
+        auto s = CloudSettings::fromConfig(*c);
+        REQUIRE_FALSE(s);
+        CHECK(s.error().code == ErrorCode::InvalidArgument);
+        CHECK(s.error().message.find(why) != std::string::npos);
+    }
+    auto good = Config::parse(R"({"poll": {"default_sleep": "00:01:00", "jitter_percent": 5},
+                                  "download": {"max_retries": 2, "other_hosts_ca_file": "/etc/ca.pem"},
+                                  "confirmation": "manual"})",
+                              "cloud.json");
+    REQUIRE(good);
+    auto s = CloudSettings::fromConfig(*good);
+    REQUIRE(s);
+    CHECK(s->defaultSleep == std::chrono::seconds(60));
+    CHECK(s->download.maxRetries == 2);
+    CHECK(s->confirmManually);
+    CHECK(s->otherHostsCaFile == "/etc/ca.pem");
+}
+
+TEST_CASE("attributes: root, the privileged users and the admin group write any namespace, an app its own only, "
+          "anyone else nothing")
+{
+    const uid_t coordinator = 4242;
+    const uid_t app = 100000;
+    int lookups = 0;
+    AttributeAccess access({coordinator}, std::nullopt, [&](uid_t uid) -> Expected<std::string> {
+        ++lookups;
+        if (uid == app) {
+            return std::string("sensor");
+        }
+        if (uid == 100500) {
+            return unexpected(ErrorCode::Failed, "the container manager: org.freedesktop.DBus.Error.ServiceUnknown");
+        }
+        return unexpected(ErrorCode::NotFound, "no app holds it");
+    });
+    CHECK(access.check(0, "anything"));
+    CHECK(access.check(coordinator, "sensor"));
+    CHECK(lookups == 0); // the privileged are not looked up
+    CHECK(access.check(app, "sensor"));
+    auto other = access.check(app, "camera");
+    REQUIRE_FALSE(other);
+    CHECK(other.error().code == ErrorCode::AccessDenied);
+    CHECK(other.error().message == "uid 100000 is app 'sensor', which may write only the namespace 'sensor', not 'camera'");
+    auto stranger = access.check(1234, "sensor");
+    REQUIRE_FALSE(stranger);
+    CHECK(stranger.error().code == ErrorCode::AccessDenied);
+    CHECK(stranger.error().message == "uid 1234 is neither an app nor privileged: it may not write attributes");
+    auto unknown = access.check(100500, "sensor");
+    REQUIRE_FALSE(unknown);
+    CHECK(unknown.error().code == ErrorCode::AccessDenied);
+    CHECK(unknown.error().message.find("cannot tell which app uid 100500 is") != std::string::npos);
+
+    // The admin group as the system defines it (tests/setup.sh makes mbl-test-admin a member of mbl-admin).
+    // (getpwnam/getgrnam return static storage: each value is copied before the next call.)
+    std::optional<gid_t> gid;
+    std::optional<uid_t> memberUid;
+    std::optional<uid_t> plainUid;
+    if (const struct group* g = ::getgrnam("mbl-admin")) {
+        gid = g->gr_gid;
+    }
+    if (const struct passwd* p = ::getpwnam("mbl-test-admin")) {
+        memberUid = p->pw_uid;
+    }
+    if (const struct passwd* p = ::getpwnam("mbl-test-user")) {
+        plainUid = p->pw_uid;
+    }
+    if (gid && memberUid && plainUid) {
+        AttributeAccess withGroup({}, gid, [](uid_t) -> Expected<std::string> {
+            return unexpected(ErrorCode::NotFound, "no app holds it");
+        });
+        CHECK(withGroup.check(*memberUid, "any"));
+        CHECK_FALSE(withGroup.check(*plainUid, "any"));
+    } else {
+        WARN("mbl-admin/mbl-test-admin/mbl-test-user missing (tests/setup.sh makes them): the group case was not run");
     }
 }

@@ -86,6 +86,10 @@ TEST_CASE("a key nobody reads is refused at any depth, with the file, the key pa
                   "update.json: unknown key 'slots[1].devcie' (expected one of: device, name)"},
              Case{R"({"bootloader": {"type": "grub", "path": "/g", "extra": {"deep": 1}}})",
                   "update.json: unknown key 'bootloader.extra' (expected one of: path, type)"},
+             // A section given as a scalar: its keys were asked for, so it is not
+             // "unknown"; it is of the wrong type.
+             Case{R"({"poll": 5})", "update.json: key 'poll' must be an object"},
+             Case{R"({"bootloader": [1]})", "update.json: key 'bootloader' must be an object"},
          }) {
         INFO(k.doc);
         auto cfg = Config::parse(k.doc, "update.json");

@@ -638,3 +638,40 @@ TEST_CASE("log rotation loses no line of an app that writes as fast as it can, a
     }
     CHECK(gaps == 0);
 }
+
+TEST_CASE("mblctl status shows the container manager as FAILED while an app has failed, naming the app")
+{
+    Fixture f;
+    CmClient cm;
+    const std::string mblctl = test::buildRoot() + "/services/mblctl/mblctl";
+    auto entry = [&] {
+        auto out = f.stack.runTool({mblctl, "--json", "status"});
+        auto doc = json::parse(out.out);
+        for (const auto& e : doc) {
+            if (e["service"] == "container-manager") {
+                return e;
+            }
+        }
+        FAIL("no container-manager entry in: " << out.out);
+        return json();
+    };
+    const std::string okArchive = f.image("steady", "while true; do sleep 1; done");
+    REQUIRE(cm.install(okArchive, R"({"name": "steady"})").success);
+    REQUIRE(cm.waitState("steady", "running", std::chrono::seconds(60)));
+    CHECK(entry()["healthy"] == true);
+
+    const std::string archive = f.image("broken", "echo cannot start; exit 3");
+    REQUIRE(cm.install(archive, R"({"name": "broken", "restart": "no"})").success);
+    REQUIRE(cm.waitState("broken", "failed", std::chrono::seconds(60)));
+    auto e = entry();
+    CHECK(e["healthy"] == false);
+    CHECK(contains(e.value("problem", ""), "broken"));
+    auto table = f.stack.runTool({mblctl, "status"});
+    CHECK(table.status.code == 1);
+    CHECK(contains(table.out, "FAILED"));
+    CHECK(contains(table.out, "app broken failed"));
+
+    // Removing the failed app is acting on it: the manager is healthy again.
+    cm.remove("broken", false);
+    CHECK(entry()["healthy"] == true);
+}

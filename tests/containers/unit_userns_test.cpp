@@ -81,6 +81,7 @@ TEST_CASE("a tree given to an app's ids: owners shifted into the range, setuid b
     REQUIRE(::symlink((dir.path() + "/outside").c_str(), (root + "/bin/link").c_str()) == 0);
     const IdRange range{200000, 65536};
     auto shifted = shiftOwnership(root, range, false);
+    INFO((shifted ? std::string() : shifted.error().message));
     REQUIRE(shifted);
     CHECK(shifted->entries == 6); // rootfs, bin, tool, user-file, hard, link
     CHECK(statOf(root).st_uid == 200000);

@@ -1174,8 +1174,8 @@ TEST_CASE("bad input ends closed/failure with a reason and nothing staged is lef
     f.c->onDeploymentRequested("7", kDeployment);
     REQUIRE(f.idle());
     CHECK(f.last().result == "failure");
-    CHECK(f.lastDetail() == "the bundle was refused: signed by an unknown CA");
-    CHECK(f.c->lastError() == "org.mbl.Error.SignatureInvalid: the bundle was refused: signed by an unknown CA");
+    CHECK(f.lastDetail() == "the bundle b.mblb was refused: signed by an unknown CA");
+    CHECK(f.c->lastError() == "org.mbl.Error.SignatureInvalid: the bundle b.mblb was refused: signed by an unknown CA");
 
     // A payload type the coordinator does not know is refused, never ignored.
     Fixture g;
@@ -1514,4 +1514,27 @@ TEST_CASE("an artifact that failed its checks is not fetched again; network retr
     }
     REQUIRE(g.idle());
     CHECK(g.lastDetail() == "download interrupted 3 times; the last time: transfer ended early");
+}
+
+TEST_CASE("coordinator.json: a misspelled key is refused at start-up, naming it and the keys expected")
+{
+    const auto paths = Paths::underRoot("/tmp/mbl-coordinator-config-test");
+    for (const auto& [text, why] : std::vector<std::pair<std::string, std::string>>{
+             {R"({"health_grace_msec": 5})", "coordinator.json: unknown key 'health_grace_msec' (expected one of: "},
+             {R"({"max_attempts": 0})", "max_attempts"},
+             {R"({"reboot_command": []})", "reboot_command"},
+         }) {
+        INFO(text);
+        auto c = Config::parse(text, "coordinator.json");
+        REQUIRE(c);
+        auto s = Settings::fromConfig(paths, *c);
+        REQUIRE_FALSE(s);
+        CHECK(s.error().code == ErrorCode::InvalidArgument);
+        CHECK(s.error().message.find(why) != std::string::npos);
+    }
+    auto good = Config::parse(R"({"health_grace_ms": 5, "max_attempts": 2})", "coordinator.json");
+    REQUIRE(good);
+    auto s = Settings::fromConfig(paths, *good);
+    REQUIRE(s);
+    CHECK(s->maxAttempts == 2);
 }

@@ -158,12 +158,16 @@ declare -A USER_OF=([mbl-device-identity]=mbl-identity [mbl-update]=root [mbl-co
                     [mbl-cloud-client]=mbl-cloud [mbl-coordinator]=mbl-coordinator)
 declare -A STATE_OF=([mbl-device-identity]=identity [mbl-update]=update [mbl-container-manager]=apps
                      [mbl-cloud-client]=cloud [mbl-coordinator]=coordinator)
+# Private (700), but the apps folder is 711: an app runs as its own user-namespace
+# ids, which must traverse it to their rootfs (listing it stays root's).
+declare -A MODE_OF=([mbl-device-identity]=700 [mbl-update]=700 [mbl-container-manager]=711
+                    [mbl-cloud-client]=700 [mbl-coordinator]=700)
 for u in "${UNITS[@]}"; do
   pid=$(g systemctl show -P MainPID "$u.service" 2>/dev/null || echo 0)
   who=$(g stat -c %U "/proc/$pid" 2>/dev/null || true)   # owner of /proc/PID: its effective user
   check "$u runs as ${USER_OF[$u]} (is: ${who:-no process})" test "$who" = "${USER_OF[$u]}"
   st=$(g stat -c '%U %a' "/var/lib/mbl/${STATE_OF[$u]}" 2>/dev/null || true)
-  check "/var/lib/mbl/${STATE_OF[$u]} is '${USER_OF[$u]} 700' (is: $st)" test "$st" = "${USER_OF[$u]} 700"
+  check "/var/lib/mbl/${STATE_OF[$u]} is '${USER_OF[$u]} ${MODE_OF[$u]}' (is: $st)" test "$st" = "${USER_OF[$u]} ${MODE_OF[$u]}"
 done
 check "mbl-reboot.path is active" test "$(g systemctl is-active mbl-reboot.path || true)" = active
 
