@@ -305,6 +305,8 @@ int main(int argc, char** argv)
         }
     }
     auto art = env.cloud.admin("POST", "/admin/artifacts", {{"name", "big.bin"}, {"path", path}});
+    // Downloaded outside any action (hawkBit's skip-artifact-access-check tenant option).
+    env.cloud.admin("POST", "/admin/config", {{"skip_artifact_access_check", true}});
     const std::string url = env.cloud.serverUrl() + "/DEFAULT/controller/v1/" + env.deviceId + "/softwaremodules/" +
                             std::to_string(art["smid"].get<int>()) + "/artifacts/big.bin";
     json artifact = {{"url", url}, {"size", art["size"]}, {"sha256", art["sha256"]}, {"filename", "big.bin"}};
