@@ -15,7 +15,14 @@
 //           time is printed too, for reference only (it comes before the delete).
 //     bare: `runc run` (foreground) of the same bundle until it returns: the
 //           process ran, exited and runc destroyed the container.
+//     peer (when containerd and ctr are installed, e.g. Debian's containerd 1.6):
+//           `ctr run --rm` of the same image (imported into a containerd started
+//           here with its own root, state and socket; overlayfs snapshotter,
+//           runc v2 shim) until it returns: started, exited, container and
+//           snapshot removed. Its own generated config (no seccomp profile
+//           unless asked; ours has one).
 //     Between rounds nothing sleeps: the next round starts once the removal was seen.
+//     The three sides rotate which goes first.
 //  3. install of a ~50 MiB image (an OCI layout archive, one gzip layer).
 //     ours: InstallApp until InstallCompleted: reads the archive, checks the
 //           manifest, config and layer digests, unpacks the layer, writes the
@@ -25,7 +32,8 @@
 //           layer into a fresh rootfs. Bare does not generate a runtime config,
 //           fsync, or record anything.
 //  4. idle RSS/PSS of the daemon with 0 and with 20 installed apps (no ratio).
-// Needs root, runc, busybox-static, umoci (only to build the test images).
+// Needs root, runc, busybox-static, umoci (only to build the test images);
+// containerd + ctr optional (apt-get install containerd) for the peer side.
 //   bench/containers/bench-containers [ROUNDS]      (run from a release build dir)
 
 #include "cm_client.h"
@@ -40,6 +48,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -89,7 +99,7 @@ std::pair<long, long> rssPss(pid_t pid)
 
 // Prints median/median and the median (min-max) of the paired per-round ratios.
 void report(const std::string& what, const std::vector<double>& ours, const std::vector<double>& bare,
-            const std::string& bareName)
+            const std::string& bareName, const std::string& oursName = "manager")
 {
     const double a = median(ours), b = median(bare);
     std::vector<double> ratios;
@@ -99,8 +109,8 @@ void report(const std::string& what, const std::vector<double>& ours, const std:
         }
     }
     const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
-    std::printf("%-32s manager %8.2f ms  %-24s %8.2f ms  median/median %.2f  paired %.2f (%.2f-%.2f)\n",
-                what.c_str(), a, bareName.c_str(), b, b > 0 ? a / b : 0, median(ratios),
+    std::printf("%-32s %-12s %8.2f ms  %-24s %8.2f ms  median/median %.2f  paired %.2f (%.2f-%.2f)\n",
+                what.c_str(), oursName.c_str(), a, bareName.c_str(), b, b > 0 ? a / b : 0, median(ratios),
                 ratios.empty() ? 0 : *lo, ratios.empty() ? 0 : *hi);
 }
 
@@ -288,7 +298,39 @@ int main(int argc, char** argv)
                                        cm.prop("truth", "Version").get<std::string>();
         const std::string managerRuncRoot = stack.root() + "/run/mbl/apps/runc";
         RemovalWatch removal(managerRuncRoot);
-        std::vector<double> exitOurs, removedOurs, exitBare;
+        std::vector<double> exitOurs, removedOurs, exitBare, exitCtr;
+        // The peer: a containerd of our own, if installed.
+        std::optional<Child> containerd;
+        const std::string ctrSock = work.path() + "/containerd.sock";
+        const std::vector<std::string> ctr = {"ctr", "-a", ctrSock, "-n", "mblbench"};
+        if (test::haveTool("containerd") && test::haveTool("ctr")) {
+            (void)fs::writeFileAtomic(work.path() + "/containerd.toml",
+                                      "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");
+            auto c = Child::spawn({"containerd", "--root", work.path() + "/containerd-root", "--state",
+                                   work.path() + "/containerd-state", "--address", ctrSock, "--config",
+                                   work.path() + "/containerd.toml"},
+                                  quiet);
+            if (!c) {
+                throw std::runtime_error("cannot start containerd: " + c.error().message);
+            }
+            containerd = std::move(*c);
+            auto versionOk = [&] {
+                auto v = ctr;
+                v.emplace_back("version");
+                auto r = mbl::run(v);
+                return r && r->status.success();
+            };
+            if (!test::CmClient::waitFor(versionOk)) {
+                throw std::runtime_error("containerd did not answer on " + ctrSock);
+            }
+            auto imp = ctr;
+            for (const char* a : {"images", "import", "--base-name", "docker.io/library/mblbench", "--digests",
+                                  "--all-platforms"}) {
+                imp.emplace_back(a);
+            }
+            imp.push_back(sleepTar);
+            test::mustRun(imp);
+        }
         for (int i = 0; i < rounds; ++i) {
             auto oursRun = [&] {
                 watch.clear();
@@ -311,13 +353,30 @@ int main(int argc, char** argv)
                     throw std::runtime_error("bare runc run failed");
                 }
             };
-            if (i % 2 == 0) {
-                oursRun();
-                bareRun();
-            } else {
-                bareRun();
-                oursRun();
+            auto ctrRun = [&] {
+                auto argv = ctr;
+                for (const char* a : {"run", "--rm", "docker.io/library/mblbench:sleep", "mblbench-true", "/bin/true"}) {
+                    argv.emplace_back(a);
+                }
+                auto t0 = Clock::now();
+                bool b = runQuiet(argv, quiet);
+                exitCtr.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("ctr run --rm failed");
+                }
+            };
+            std::vector<std::function<void()>> sides = {oursRun, bareRun};
+            if (containerd) {
+                sides.push_back(ctrRun);
             }
+            for (std::size_t k = 0; k < sides.size(); ++k) {
+                sides[(k + static_cast<std::size_t>(i)) % sides.size()]();
+            }
+        }
+        std::pair<long, long> ctrIdle{0, 0};
+        if (containerd) {
+            ctrIdle = rssPss(containerd->pid());
+            (void)containerd->terminate(std::chrono::seconds(5));
         }
 
         // 3. Install of a ~50 MiB image against tar + openssl dgst + tar -xzf (umoci only builds it).
@@ -393,6 +452,14 @@ int main(int argc, char** argv)
         report("StartApp -> removed (/bin/true)", removedOurs, exitBare, "runc run");
         std::printf("  (for reference, StartApp -> \"exited\" signal: %.2f ms; the delete comes after it)\n",
                     median(exitOurs));
+        if (!exitCtr.empty()) {
+            report("peer: ctr run --rm (/bin/true)", exitCtr, exitBare, "runc run", "ctr run --rm");
+            report("StartApp -> removed vs ctr", removedOurs, exitCtr, "ctr run --rm");
+            std::printf("  containerd idle after the rounds: RSS %ld kB PSS %ld kB (no shim left)\n", ctrIdle.first,
+                        ctrIdle.second);
+        } else {
+            std::printf("  (containerd/ctr not installed: no peer side)\n");
+        }
         report("install ~50 MiB image", instOurs, instBare, "tar+openssl dgst+tar -xzf");
         std::printf("idle daemon memory: 0 apps RSS %ld kB PSS %ld kB; 20 apps RSS %ld kB PSS %ld kB\n", idle0.first,
                     idle0.second, idle20.first, idle20.second);
