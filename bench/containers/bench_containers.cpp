@@ -1,18 +1,46 @@
 // SPDX-License-Identifier: Apache-2.0
-// Container manager benchmark, against the bare tools in the same run:
-//  1. StartApp -> process running, against `runc run -d` of the same bundle and
-//     the same generated config.json (seccomp included);
-//  2. StartApp -> exit observed, for a /bin/true app, against `runc run`;
-//  3. install of a ~50 MiB image (InstallApp -> InstallCompleted) against
-//     `umoci unpack` of the same image;
-//  4. idle RSS/PSS of the daemon with 0 and with 20 installed apps.
-// Prints medians and ratios. Needs root, runc, umoci, busybox-static.
-//   bench/containers/bench-containers [ROUNDS]      (run from the build dir)
+// Container manager benchmark, against the bare tools in the same run. The two
+// sides alternate which goes first every round; each figure is printed as
+// median/median and as the median (min-max) of the paired per-round ratios.
+//  1. start to running.
+//     ours: StartApp (D-Bus call from this process) until its reply, which the
+//           manager sends once the app's process runs (shim, runc create+start,
+//           generated config with seccomp). Not timed: the StopApp after it.
+//     bare: `runc run -d` of the same bundle and the same generated config.json
+//           until it returns (the process runs). Not timed: `runc delete --force`.
+//  2. start to removed, for a /bin/true app (a short-lived job).
+//     ours: StartApp until the container is gone from the manager's runc root
+//           (inotify: the runtime's state directory deleted), i.e. after the
+//           app exited and the manager's `runc delete` ran. The "exited" signal's
+//           time is printed too, for reference only (it comes before the delete).
+//     bare: `runc run` (foreground) of the same bundle until it returns: the
+//           process ran, exited and runc destroyed the container.
+//     peer (when containerd and ctr are installed, e.g. Debian's containerd 1.6):
+//           `ctr run --rm` of the same image (imported into a containerd started
+//           here with its own root, state and socket; overlayfs snapshotter,
+//           runc v2 shim) until it returns: started, exited, container and
+//           snapshot removed. Its own generated config (no seccomp profile
+//           unless asked; ours has one).
+//     Between rounds nothing sleeps: the next round starts once the removal was seen.
+//     The three sides rotate which goes first.
+//  3. install of a ~50 MiB image (an OCI layout archive, one gzip layer).
+//     ours: InstallApp until InstallCompleted: reads the archive, checks the
+//           manifest, config and layer digests, unpacks the layer, writes the
+//           runtime bundle and config, records the app.
+//     bare: `tar -xf` of the archive, `openssl dgst -sha256` of the manifest,
+//           config and layer blobs compared to their names, `tar -xzf` of the
+//           layer into a fresh rootfs. Bare does not generate a runtime config,
+//           fsync, or record anything.
+//  4. idle RSS/PSS of the daemon with 0 and with 20 installed apps (no ratio).
+// Needs root, runc, busybox-static, umoci (only to build the test images);
+// containerd + ctr optional (apt-get install containerd) for the peer side.
+//   bench/containers/bench-containers [ROUNDS]      (run from a release build dir)
 
 #include "cm_client.h"
 #include "harness.h"
 #include "image_tools.h"
 
+#include "mbl/fd.h"
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
@@ -20,9 +48,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 
 using namespace mbl;
 using Clock = std::chrono::steady_clock;
@@ -64,12 +97,85 @@ std::pair<long, long> rssPss(pid_t pid)
     return {rss, pss};
 }
 
+// Prints median/median and the median (min-max) of the paired per-round ratios.
 void report(const std::string& what, const std::vector<double>& ours, const std::vector<double>& bare,
-            const std::string& bareName)
+            const std::string& bareName, const std::string& oursName = "manager")
 {
     const double a = median(ours), b = median(bare);
-    std::printf("%-34s manager %8.2f ms   %-16s %8.2f ms   ratio %.3f (overhead %+.1f%%)\n", what.c_str(), a,
-                bareName.c_str(), b, b > 0 ? a / b : 0, b > 0 ? (a / b - 1) * 100 : 0);
+    std::vector<double> ratios;
+    for (std::size_t i = 0; i < ours.size() && i < bare.size(); ++i) {
+        if (bare[i] > 0) {
+            ratios.push_back(ours[i] / bare[i]);
+        }
+    }
+    const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
+    std::printf("%-32s %-12s %8.2f ms  %-24s %8.2f ms  median/median %.2f  paired %.2f (%.2f-%.2f)\n",
+                what.c_str(), oursName.c_str(), a, bareName.c_str(), b, b > 0 ? a / b : 0, median(ratios),
+                ratios.empty() ? 0 : *lo, ratios.empty() ? 0 : *hi);
+}
+
+// Waits for a directory entry of `dir` to be deleted (inotify IN_DELETE): runc
+// removes its state directory <root>/<id> last in `runc delete`.
+class RemovalWatch {
+public:
+    explicit RemovalWatch(const std::string& dir)
+    {
+        fd_ = Fd{::inotify_init1(IN_CLOEXEC | IN_NONBLOCK)};
+        if (!fd_ || ::inotify_add_watch(fd_.get(), dir.c_str(), IN_DELETE) < 0) {
+            throw std::runtime_error("inotify on " + dir + " failed");
+        }
+    }
+    void drain() { (void)waitFor("", 0); }
+    // The time the deletion of `name` was read; a zero time_point on timeout.
+    Clock::time_point waitFor(const std::string& name, int timeoutMs = 30000)
+    {
+        alignas(inotify_event) char buf[4096];
+        const auto end = Clock::now() + std::chrono::milliseconds(timeoutMs);
+        while (true) {
+            ssize_t n = ::read(fd_.get(), buf, sizeof buf);
+            const auto at = Clock::now();
+            for (ssize_t off = 0; n > 0 && off < n;) {
+                const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+                if (!name.empty() && ev->len > 0 && name == ev->name) {
+                    return at;
+                }
+                off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+            }
+            if (n > 0) {
+                continue;
+            }
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
+            if (left <= 0) {
+                return {};
+            }
+            struct pollfd p = {fd_.get(), POLLIN, 0};
+            (void)::poll(&p, 1, static_cast<int>(left));
+        }
+    }
+
+private:
+    Fd fd_;
+};
+
+// The blobs of `tag` in an OCI layout: manifest, config, layers (digests, hex).
+std::vector<std::string> imageBlobs(const std::string& layout, const std::string& tag)
+{
+    std::vector<std::string> out;
+    auto index = nlohmann::json::parse(*fs::readFile(layout + "/index.json"));
+    for (const auto& m : index["manifests"]) {
+        if (m.value("annotations", nlohmann::json::object()).value("org.opencontainers.image.ref.name", "") == tag) {
+            out.push_back(m["digest"].get<std::string>().substr(7));
+        }
+    }
+    if (out.empty()) {
+        throw std::runtime_error("no manifest for " + tag);
+    }
+    auto manifest = nlohmann::json::parse(*fs::readFile(layout + "/blobs/sha256/" + out[0]));
+    out.push_back(manifest["config"]["digest"].get<std::string>().substr(7));
+    for (const auto& l : manifest["layers"]) {
+        out.push_back(l["digest"].get<std::string>().substr(7));
+    }
+    return out;
 }
 
 // Waits for the AppStateChanged signal naming `state` for `app`.
@@ -157,18 +263,28 @@ int main(int argc, char** argv)
                                         cm.prop("sleeper", "Version").get<std::string>();
         std::vector<double> startOurs, startBare;
         for (int i = 0; i < rounds; ++i) {
-            auto t0 = Clock::now();
-            cm.call("StartApp", "sleeper");
-            startOurs.push_back(ms(Clock::now() - t0));
-            cm.call("StopApp", "sleeper");
-            t0 = Clock::now();
-            bool b = runQuiet({"runc", "--root", runcRoot, "run", "-d", "--bundle", bundleSleep, "bare-sleep"}, quiet);
-            startBare.push_back(ms(Clock::now() - t0));
-            if (!b) {
-                std::cerr << "bare runc run -d failed\n";
-                return 1;
+            auto oursRun = [&] {
+                auto t0 = Clock::now();
+                cm.call("StartApp", "sleeper");
+                startOurs.push_back(ms(Clock::now() - t0));
+                cm.call("StopApp", "sleeper");
+            };
+            auto bareRun = [&] {
+                auto t0 = Clock::now();
+                bool b = runQuiet({"runc", "--root", runcRoot, "run", "-d", "--bundle", bundleSleep, "bare-sleep"}, quiet);
+                startBare.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("bare runc run -d failed");
+                }
+                (void)mbl::run({"runc", "--root", runcRoot, "delete", "--force", "bare-sleep"});
+            };
+            if (i % 2 == 0) {
+                oursRun();
+                bareRun();
+            } else {
+                bareRun();
+                oursRun();
             }
-            (void)mbl::run({"runc", "--root", runcRoot, "delete", "--force", "bare-sleep"});
         }
 
         // 2. StartApp -> exit, /bin/true.
@@ -180,25 +296,90 @@ int main(int argc, char** argv)
         }
         const std::string bundleTrue = stack.root() + "/var/lib/mbl/apps/truth/versions/" +
                                        cm.prop("truth", "Version").get<std::string>();
-        std::vector<double> exitOurs, exitBare;
+        const std::string managerRuncRoot = stack.root() + "/run/mbl/apps/runc";
+        RemovalWatch removal(managerRuncRoot);
+        std::vector<double> exitOurs, removedOurs, exitBare, exitCtr;
+        // The peer: a containerd of our own, if installed.
+        std::optional<Child> containerd;
+        const std::string ctrSock = work.path() + "/containerd.sock";
+        const std::vector<std::string> ctr = {"ctr", "-a", ctrSock, "-n", "mblbench"};
+        if (test::haveTool("containerd") && test::haveTool("ctr")) {
+            (void)fs::writeFileAtomic(work.path() + "/containerd.toml",
+                                      "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");
+            auto c = Child::spawn({"containerd", "--root", work.path() + "/containerd-root", "--state",
+                                   work.path() + "/containerd-state", "--address", ctrSock, "--config",
+                                   work.path() + "/containerd.toml"},
+                                  quiet);
+            if (!c) {
+                throw std::runtime_error("cannot start containerd: " + c.error().message);
+            }
+            containerd = std::move(*c);
+            auto versionOk = [&] {
+                auto v = ctr;
+                v.emplace_back("version");
+                auto r = mbl::run(v);
+                return r && r->status.success();
+            };
+            if (!test::CmClient::waitFor(versionOk)) {
+                throw std::runtime_error("containerd did not answer on " + ctrSock);
+            }
+            auto imp = ctr;
+            for (const char* a : {"images", "import", "--base-name", "docker.io/library/mblbench", "--digests",
+                                  "--all-platforms"}) {
+                imp.emplace_back(a);
+            }
+            imp.push_back(sleepTar);
+            test::mustRun(imp);
+        }
         for (int i = 0; i < rounds; ++i) {
-            watch.clear();
-            auto t0 = Clock::now();
-            cm.call("StartApp", "truth");
-            auto t1 = watch.wait("truth=exited");
-            exitOurs.push_back(ms(t1 - t0));
-            test::CmClient::waitFor([&] { return cm.prop("truth", "Pid").get<uint32_t>() == 0; });
-            std::this_thread::sleep_for(std::chrono::milliseconds(50)); // the runtime's delete
-            t0 = Clock::now();
-            bool b = runQuiet({"runc", "--root", runcRoot, "run", "--bundle", bundleTrue, "bare-true"}, quiet);
-            exitBare.push_back(ms(Clock::now() - t0));
-            if (!b) {
-                std::cerr << "bare runc run failed\n";
-                return 1;
+            auto oursRun = [&] {
+                watch.clear();
+                removal.drain();
+                auto t0 = Clock::now();
+                cm.call("StartApp", "truth");
+                auto gone = removal.waitFor("truth");
+                auto exited = watch.wait("truth=exited");
+                if (gone == Clock::time_point{} || exited == Clock::time_point{}) {
+                    throw std::runtime_error("the /bin/true app's container was not removed within 30 s");
+                }
+                removedOurs.push_back(ms(gone - t0));
+                exitOurs.push_back(ms(exited - t0));
+            };
+            auto bareRun = [&] {
+                auto t0 = Clock::now();
+                bool b = runQuiet({"runc", "--root", runcRoot, "run", "--bundle", bundleTrue, "bare-true"}, quiet);
+                exitBare.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("bare runc run failed");
+                }
+            };
+            auto ctrRun = [&] {
+                auto argv = ctr;
+                for (const char* a : {"run", "--rm", "docker.io/library/mblbench:sleep", "mblbench-true", "/bin/true"}) {
+                    argv.emplace_back(a);
+                }
+                auto t0 = Clock::now();
+                bool b = runQuiet(argv, quiet);
+                exitCtr.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("ctr run --rm failed");
+                }
+            };
+            std::vector<std::function<void()>> sides = {oursRun, bareRun};
+            if (containerd) {
+                sides.push_back(ctrRun);
+            }
+            for (std::size_t k = 0; k < sides.size(); ++k) {
+                sides[(k + static_cast<std::size_t>(i)) % sides.size()]();
             }
         }
+        std::pair<long, long> ctrIdle{0, 0};
+        if (containerd) {
+            ctrIdle = rssPss(containerd->pid());
+            (void)containerd->terminate(std::chrono::seconds(5));
+        }
 
-        // 3. Install of a ~50 MiB image against umoci unpack.
+        // 3. Install of a ~50 MiB image against tar + openssl dgst + tar -xzf (umoci only builds it).
         const std::string big = work.path() + "/big-bundle";
         test::mustRun({"umoci", "new", "--image", layout + ":big"});
         test::mustRun({"umoci", "unpack", "--image", layout + ":big", big});
@@ -212,21 +393,42 @@ int main(int argc, char** argv)
         test::mustRun({"umoci", "config", "--image", layout + ":big", "--config.cmd=/bin/busybox"});
         (void)fs::removeTree(big);
         auto bigTar = test::layoutArchive(layout, "big", work.path() + "/big.tar", false);
+        // The bare job: unpack the archive, check the image's blobs against their
+        // digests with OpenSSL, untar the layer (one shell, `set -e`).
+        std::string bareJob = "set -e; d=" + work.path() + "/bare-install; rm -rf \"$d\"; mkdir -p \"$d/rootfs\"; tar -xf " +
+                              bigTar + " -C \"$d\"; b=\"$d/blobs/sha256\"; ";
+        const auto blobs = imageBlobs(layout, "big");
+        for (const auto& digest : blobs) {
+            bareJob += "test \"$(openssl dgst -sha256 -r \"$b/" + digest + "\" | cut -c1-64)\" = " + digest + "; ";
+        }
+        bareJob += "tar -xzf \"$b/" + blobs.back() + "\" -C \"$d/rootfs\"";
         std::vector<double> instOurs, instBare;
         for (int i = 0; i < std::max(3, rounds / 3); ++i) {
-            auto t0 = Clock::now();
-            auto res = cm.install(bigTar, R"({"name": "big", "autostart": false, "image": "big", "version": "v)" +
-                                              std::to_string(i) + "\"}");
-            instOurs.push_back(ms(Clock::now() - t0));
-            if (!res.success) {
-                std::cerr << "install failed: " << res.message << "\n";
-                return 1;
+            auto oursRun = [&] {
+                auto t0 = Clock::now();
+                auto res = cm.install(bigTar, R"({"name": "big", "autostart": false, "image": "big", "version": "v)" +
+                                                  std::to_string(i) + "\"}");
+                instOurs.push_back(ms(Clock::now() - t0));
+                if (!res.success) {
+                    throw std::runtime_error("install failed: " + res.message);
+                }
+            };
+            auto bareRun = [&] {
+                auto t0 = Clock::now();
+                bool b = runQuiet({"sh", "-c", bareJob}, quiet);
+                instBare.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("bare install (tar, openssl dgst, tar -xzf) failed");
+                }
+                (void)fs::removeTree(work.path() + "/bare-install");
+            };
+            if (i % 2 == 0) {
+                oursRun();
+                bareRun();
+            } else {
+                bareRun();
+                oursRun();
             }
-            const std::string out = work.path() + "/unpacked";
-            t0 = Clock::now();
-            test::mustRun({"umoci", "unpack", "--image", layout + ":big", out});
-            instBare.push_back(ms(Clock::now() - t0));
-            (void)fs::removeTree(out);
         }
         cm.remove("big", true);
 
@@ -244,10 +446,21 @@ int main(int argc, char** argv)
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         auto idle20 = rssPss(daemon);
 
-        std::printf("container manager benchmark, %d rounds, medians\n", rounds);
+        std::printf("container manager benchmark, %d rounds (install %d), order alternating\n", rounds,
+                    std::max(3, rounds / 3));
         report("StartApp -> running (sleep)", startOurs, startBare, "runc run -d");
-        report("StartApp -> exited (/bin/true)", exitOurs, exitBare, "runc run");
-        report("install ~50 MiB image", instOurs, instBare, "umoci unpack");
+        report("StartApp -> removed (/bin/true)", removedOurs, exitBare, "runc run");
+        std::printf("  (for reference, StartApp -> \"exited\" signal: %.2f ms; the delete comes after it)\n",
+                    median(exitOurs));
+        if (!exitCtr.empty()) {
+            report("peer: ctr run --rm (/bin/true)", exitCtr, exitBare, "runc run", "ctr run --rm");
+            report("StartApp -> removed vs ctr", removedOurs, exitCtr, "ctr run --rm");
+            std::printf("  containerd idle after the rounds: RSS %ld kB PSS %ld kB (no shim left)\n", ctrIdle.first,
+                        ctrIdle.second);
+        } else {
+            std::printf("  (containerd/ctr not installed: no peer side)\n");
+        }
+        report("install ~50 MiB image", instOurs, instBare, "tar+openssl dgst+tar -xzf");
         std::printf("idle daemon memory: 0 apps RSS %ld kB PSS %ld kB; 20 apps RSS %ld kB PSS %ld kB\n", idle0.first,
                     idle0.second, idle20.first, idle20.second);
         return 0;

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 
 #include <cerrno>
+#include <memory>
 #include <stdexcept>
 #include <unistd.h>
 
@@ -63,9 +64,12 @@ Expected<std::pair<std::string, std::uint64_t>> sha256HexOfFd(int fd)
 {
     Sha256 h;
     std::uint64_t total = 0;
-    static thread_local char buf[1 << 16];
+    // On the heap for the call only: a thread_local array is a static TLS block
+    // that glibc zeroes (so makes resident) in every thread of every daemon.
+    constexpr std::size_t kBuf = 1 << 16;
+    std::unique_ptr<char[]> buf(new char[kBuf]);
     while (true) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
+        ssize_t n = ::read(fd, buf.get(), kBuf);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -75,7 +79,7 @@ Expected<std::pair<std::string, std::uint64_t>> sha256HexOfFd(int fd)
         if (n == 0) {
             break;
         }
-        h.update(buf, static_cast<std::size_t>(n));
+        h.update(buf.get(), static_cast<std::size_t>(n));
         total += static_cast<std::uint64_t>(n);
     }
     return std::make_pair(h.finishHex(), total);

@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 
 namespace {
@@ -26,6 +27,11 @@ struct Service {
 
 int main(int argc, char** argv)
 {
+    // Footprint (issue 18): one malloc arena for all threads (a worker thread's own
+    // arena keeps its pages after the job), and a fixed mmap threshold so large
+    // buffers go back to the kernel when freed instead of raising the threshold.
+    mallopt(M_ARENA_MAX, 1);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     // A reader closing its download pipe must not kill the daemon.
     std::signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -5,6 +5,7 @@
 #include "mbl/dbus/bus.h"
 #include "mbl/log.h"
 
+#include <malloc.h>
 #include <pwd.h>
 #include <set>
 
@@ -31,6 +32,11 @@ std::set<uid_t> signers()
 
 int main(int argc, char** argv)
 {
+    // Footprint (issue 18): one malloc arena for all threads (a worker thread's own
+    // arena keeps its pages after the job), and a fixed mmap threshold so large
+    // buffers go back to the kernel when freed instead of raising the threshold.
+    mallopt(M_ARENA_MAX, 1);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     const mbl::dbus::DaemonInfo info{"mbl-device-identity", "org.mbl.DeviceIdentity1", "identity.json",
                                      "The device's key, certificate, device id and provisioning data."};
     return mbl::dbus::runDaemon(argc, argv, info, [](mbl::dbus::DaemonContext& ctx) -> mbl::Expected<std::shared_ptr<void>> {
