@@ -18,6 +18,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +75,7 @@ void ContainerManager::startApp(App& a, Done done)
     const SpecInputs host = hostInputs(name);
     const std::string dataDir = host.dataDir;
     const bool privateNet = effective(a).network == "private";
+    const bool appApi = effective(a).appApi;
     AppNetworks* net = net_.get();
     const std::string shim = shimPath_;
     const std::string logFile = logPath(name);
@@ -81,8 +83,8 @@ void ContainerManager::startApp(App& a, Done done)
     const std::string shimFile = shimRecord(name);
     const std::uint64_t logMax = config_.logMaxBytes;
     const std::uint32_t logKeep = config_.logKeep;
-    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, host, dataDir, privateNet, net,
-                        shim, logFile, exitFile, shimFile, logMax, logKeep] {
+    runtimeQueue_.post([this, rt, name, bundle, out, gen, loop, alive, oneCall, spec, host, dataDir, privateNet, appApi,
+                        net, shim, logFile, exitFile, shimFile, logMax, logKeep] {
         if (spec) {
             if (auto st = ensureSpec(bundle, *spec, host); !st) {
                 loop->post([this, name, gen, st, alive] {
@@ -97,6 +99,12 @@ void ContainerManager::startApp(App& a, Done done)
             }
         }
         Status ready = prepareData(bundle, dataDir);
+        struct stat sock {};
+        if (ready && appApi && (::stat(host.busSocket.c_str(), &sock) != 0 || !S_ISSOCK(sock.st_mode))) {
+            // Said here, not as the runtime's "can't get final child's PID from pipe".
+            ready = unexpected(ErrorCode::NotFound, "app_api: no bus socket at " + host.busSocket +
+                                                        " (app_api.bus_socket in containers.json)");
+        }
         if (ready && privateNet) {
             ready = net->prepare(name); // its namespace, veth, address, ports, resolv.conf
         }
