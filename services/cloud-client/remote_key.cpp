@@ -496,14 +496,31 @@ int providerInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH*, const OSS
 
 Status ensureProvider()
 {
+    // Loaded for the life of the process; unloaded when static objects are destroyed
+    // (after the threads that use them stopped, before OpenSSL's own cleanup, which
+    // was registered earlier).
+    struct Loaded {
+        OSSL_PROVIDER* defaults = nullptr;
+        OSSL_PROVIDER* remote = nullptr;
+        ~Loaded()
+        {
+            if (remote != nullptr) {
+                OSSL_PROVIDER_unload(remote);
+            }
+            if (defaults != nullptr) {
+                OSSL_PROVIDER_unload(defaults);
+            }
+        }
+    };
     static std::once_flag once;
     static std::string failure;
+    static Loaded loaded;
     std::call_once(once, [] {
         // Loading a provider by hand stops OpenSSL from loading the default one on
         // its own: load both, default first.
         if (OSSL_PROVIDER_add_builtin(nullptr, kProviderName, providerInit) != 1 ||
-            OSSL_PROVIDER_try_load(nullptr, "default", 1) == nullptr ||
-            OSSL_PROVIDER_try_load(nullptr, kProviderName, 1) == nullptr) {
+            (loaded.defaults = OSSL_PROVIDER_try_load(nullptr, "default", 1)) == nullptr ||
+            (loaded.remote = OSSL_PROVIDER_try_load(nullptr, kProviderName, 1)) == nullptr) {
             failure = "cannot load the in-process key provider: " + crypto::lastOpenSslError();
             return;
         }

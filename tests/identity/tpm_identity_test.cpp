@@ -290,8 +290,10 @@ TEST_CASE("tpm2 over the bus: the daemon makes the key in the TPM, its CSR and S
     opts.env = {tpmA->tctiEnv()};
     REQUIRE(stack.start("device-identity", opts));
     CHECK(prop("State").get<std::string>() == "ok");
+    // A fresh vector: sdbus-c++ 1.2 appends to the one it is given.
+    std::vector<uint8_t> again;
     proxy->callMethod("Sign").onInterface(kBus)
         .withArguments(std::string("ecdsa-sha256"), std::vector<uint8_t>(digest.begin(), digest.end()))
-        .storeResultsTo(sig);
-    CHECK(verifies(tmp, pub.out, kContent, std::string(sig.begin(), sig.end())));
+        .storeResultsTo(again);
+    CHECK(verifies(tmp, pub.out, kContent, std::string(again.begin(), again.end())));
 }

@@ -12,15 +12,18 @@
 
 #include "harness.h"
 
+#include "mbl/crypto.h"
 #include "mbl/process.h"
 
 #include <catch2/catch.hpp>
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include <memory>
 #include <vector>
 
 using namespace mbl;
@@ -98,7 +101,14 @@ Handshake handshake(const test::TestCert& ca, const std::string& chainPem, EVP_P
             if (rc == 1) {
                 clientDone = true;
             } else if (SSL_get_error(c.get(), rc) != SSL_ERROR_WANT_READ) {
-                out.clientError = crypto::lastOpenSslError();
+                // The whole queue with each entry's data (where the provider puts its reason).
+                const char* data = nullptr;
+                int flags = 0;
+                while (unsigned long e = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &flags)) {
+                    char text[256];
+                    ERR_error_string_n(e, text, sizeof text);
+                    out.clientError += std::string(text) + ((flags & ERR_TXT_STRING) != 0 ? std::string(": ") + data : "") + "\n";
+                }
                 return out;
             }
         }
