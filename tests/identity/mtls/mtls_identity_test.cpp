@@ -313,29 +313,26 @@ TEST_CASE("tpm2 anti-cloning: a copy of the identity (state, certificate, wrappe
     clone.stop("cloud-client");
     clone.stop("device-identity");
 
-    // The thief's own TLS client with the copied certificate and blob, on TPM B:
-    // no handshake. The same command on TPM A (the original's, once its service
-    // has let go of it) gets the device's poll answered: only the TPM differs.
+    // The thief's own TLS client with the copied certificate and blob, on TPM B: the
+    // blob does not load there, so there is nothing to sign the handshake with.
+    // (The same command is not run on TPM A: swtpm has no resource manager, and the
+    // objects the original's service left loaded fill its slots; the original's
+    // own reconnection below is the control.)
     const std::string dir = tmp.path();
     REQUIRE(fs::writeFileAtomic(dir + "/ca.pem", original.cloud.caPem(), 0644));
     REQUIRE(fs::writeFileAtomic(dir + "/chain.pem", original.creds.chainPem, 0644));
     const std::string port = original.cloud.serverUrl().substr(original.cloud.serverUrl().rfind(':') + 1);
-    auto thief = [&](const Swtpm& tpm) {
-        auto r = mbl::run({"sh", "-c",
+    auto thief = mbl::run({"sh", "-c",
                            "printf 'GET /DEFAULT/controller/v1/dev-01 HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: "
                            "close\\r\\n\\r\\n' | TPM2OPENSSL_TCTI='" +
-                               tpm.tcti() + "' timeout 60 openssl s_client -quiet -connect 127.0.0.1:" + port +
+                               tpmB->tcti() + "' timeout 60 openssl s_client -quiet -connect 127.0.0.1:" + port +
                                " -servername localhost -verify_return_error -CAfile " + dir + "/ca.pem -cert " + dir +
-                               "/chain.pem -key " + blob +
-                               // The key from tpm2, everything else (digests) from default: swtpm has no
-                               // resource manager and runs out of object contexts otherwise.
-                               " -provider tpm2 -provider default -propquery '?provider=default'"});
-        REQUIRE(r);
-        return *r;
-    };
-    auto onTpmB = thief(*tpmB);
-    INFO("TPM B: " << onTpmB.out << onTpmB.err);
-    CHECK_FALSE(contains(onTpmB.out, "HTTP/1.1 200"));
+                               "/chain.pem -key " + blob + " -provider tpm2 -provider default"});
+    REQUIRE(thief);
+    INFO("TPM B: " << thief->out << thief->err);
+    CHECK_FALSE(thief->status.success());
+    CHECK_FALSE(contains(thief->out, "HTTP/1.1 200"));
+    CHECK(contains(thief->out + thief->err, "Could not read client certificate private key"));
 
     // The original keeps working: a new full handshake (nginx reloaded) signed by TPM A.
     const std::size_t signedBefore = signedLinesFor(original, cloud, originalClient);
@@ -345,10 +342,4 @@ TEST_CASE("tpm2 anti-cloning: a copy of the identity (state, certificate, wrappe
         [&] { return signedLinesFor(original, cloud, originalClient) > signedBefore && pollsAfter(original, seen) >= 1; },
         60s));
     CHECK(original.stringProp("ConnectionState") == "connected");
-
-    original.stack.stop("cloud-client");
-    original.stack.stop("device-identity");
-    auto onTpmA = thief(*tpmA);
-    INFO("TPM A: " << onTpmA.out << onTpmA.err);
-    CHECK(contains(onTpmA.out, "HTTP/1.1 200"));
 }
