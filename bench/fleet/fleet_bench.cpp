@@ -173,7 +173,7 @@ public:
     {
         return Provisioning{url_, "DEFAULT", "mtls", "", ca_, id_.id};
     }
-    Expected<TlsCredentials> tlsCredentials() override { return TlsCredentials{id_.keyPem, id_.chainPem}; }
+    Expected<TlsCredentials> tlsCredentials() override { return TlsCredentials{id_.keyPem, id_.chainPem, {}}; }
     std::map<std::string, std::string> systemAttributes() override { return {{"firmware_version", "2.0.0"}}; }
 
 private:

@@ -391,6 +391,7 @@ Status CloudClient::connect()
     tls.verbose = settings_.verbose;
     tls.keyPem = creds.keyPem;
     tls.chainPem = creds.chainPem;
+    tls.signer = creds.signer;
     if (prov->authMode == "target-token") {
         tls.authorization = "TargetToken " + prov->token;
     } else if (prov->authMode == "gateway-token") {

@@ -15,6 +15,7 @@
 #include "feedback_queue.h"
 #include "http.h"
 #include "poller.h"
+#include "remote_key.h"
 #include "settings.h"
 
 #include "mbl/config.h"
@@ -50,9 +51,13 @@ struct Provisioning {
                serverCaPem == o.serverCaPem && deviceId == o.deviceId;
     }
 };
+// Mutual TLS: the certificate chain (leaf first) and who signs the handshake.
+// The device's identity service keeps its key and signs (`signer`); `keyPem`
+// (an in-process key) is for benchmarks and fakes only.
 struct TlsCredentials {
     std::string keyPem;
     std::string chainPem;
+    HandshakeSigner signer;
 };
 
 // Where identity and device facts come from (the bus side implements it; tests may fake it).

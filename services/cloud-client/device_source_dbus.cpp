@@ -2,7 +2,6 @@
 #include "device_source_dbus.h"
 
 #include "mbl/dbus/bus.h"
-#include "mbl/fs.h"
 #include "mbl/log.h"
 
 #include "identity_client.h"
@@ -10,6 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include <openssl/crypto.h>
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <vector>
 
 namespace mbl::cloud {
 
@@ -27,7 +31,50 @@ struct BusDeviceSource::Proxies {
     std::unique_ptr<IdentityProxy> identity;
 };
 
-BusDeviceSource::BusDeviceSource() = default;
+// DeviceIdentity1.Sign for the TLS handshake. It runs inside curl_easy_perform on
+// a worker or download thread (never the daemon's loop thread), so a synchronous
+// call is fine there; the connection is its own and one call runs at a time, as
+// sd-bus connections are not thread-safe.
+class BusDeviceSource::Signer {
+public:
+    Expected<std::string> sign(const std::string& algorithm, const std::string& digest)
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        try {
+            if (!conn_) {
+                conn_ = dbus::connectSystemBus();
+                proxy_ = sdbus::createProxy(*conn_, "org.mbl.DeviceIdentity1", "/org/mbl/DeviceIdentity1");
+            }
+            std::vector<std::uint8_t> signature;
+            // A TPM signs in tens of milliseconds; a handshake waits no longer than libcurl's connect timeout anyway.
+            proxy_->callMethod("Sign")
+                .onInterface("org.mbl.DeviceIdentity1")
+                .withTimeout(std::chrono::seconds(20))
+                .withArguments(algorithm, std::vector<std::uint8_t>(digest.begin(), digest.end()))
+                .storeResultsTo(signature);
+            return std::string(signature.begin(), signature.end());
+        } catch (const sdbus::Error& e) {
+            const auto& name = e.getName();
+            if (name == "org.freedesktop.DBus.Error.NoReply" || name == "org.freedesktop.DBus.Error.Disconnected" ||
+                name == "org.freedesktop.DBus.Error.NoServer") {
+                proxy_.reset();
+                conn_.reset();
+            }
+            if (name == "org.freedesktop.DBus.Error.ServiceUnknown" || name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
+                return unexpected(ErrorCode::Io, name + ": the identity service (org.mbl.DeviceIdentity1) is not running");
+            }
+            auto err = dbus::fromBusError(e);
+            return unexpected(err.code, name + ": " + e.getMessage());
+        }
+    }
+
+private:
+    std::mutex mu_;
+    std::unique_ptr<sdbus::IConnection> conn_;
+    std::unique_ptr<sdbus::IProxy> proxy_;
+};
+
+BusDeviceSource::BusDeviceSource() : signer_(std::make_shared<Signer>()) {}
 BusDeviceSource::~BusDeviceSource()
 {
     watch_.reset();
@@ -115,16 +162,18 @@ Expected<TlsCredentials> BusDeviceSource::tlsCredentials()
         return unexpected(st.error());
     }
     try {
-        auto [fd, chain] = proxies_->identity->GetTlsCredentials();
-        // The received UnixFd owns a dup of the key descriptor; read the PEM into memory only.
-        auto key = fs::readAll(fd.get(), 64 * 1024);
-        if (!key) {
-            return unexpected(ErrorCode::Io, "cannot read the device key from the identity service: " + key.error().message);
+        // The chain only: the key stays in the identity service, which signs the handshake.
+        auto [chain, ca] = proxies_->identity->GetTlsCredentials();
+        (void)ca; // the server CA comes with the provisioning document
+        if (chain.empty()) {
+            return unexpected(ErrorCode::NotProvisioned, "the identity service has no certificate chain for mutual TLS");
         }
-        if (chain.empty() || key->empty()) {
-            return unexpected(ErrorCode::NotProvisioned, "the identity service has no certificate chain or key for mutual TLS");
-        }
-        return TlsCredentials{std::move(key).value(), chain};
+        TlsCredentials creds;
+        creds.chainPem = std::move(chain);
+        creds.signer = [signer = signer_](const std::string& algorithm, const std::string& digest) {
+            return signer->sign(algorithm, digest);
+        };
+        return creds;
     } catch (const sdbus::Error& e) {
         return unexpected(ErrorCode::NotProvisioned, "identity service: GetTlsCredentials: " + e.getName() + ": " + e.getMessage());
     }

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// DeviceSource over the bus: provisioning, TLS credentials and device id from
-// org.mbl.DeviceIdentity1, the firmware version from org.mbl.Update1 and the
-// installed apps from org.mbl.ContainerManager1. Used from the cloud client's
-// worker thread only, on a bus connection of its own (synchronous calls there
-// never touch the daemon's event loop).
+// DeviceSource over the bus: provisioning, the certificate chain, handshake
+// signatures and device id from org.mbl.DeviceIdentity1, the firmware version
+// from org.mbl.Update1 and the installed apps from org.mbl.ContainerManager1.
+// Used from the cloud client's worker thread only, on a bus connection of its
+// own (synchronous calls there never touch the daemon's event loop). The
+// handshake signer is called from whichever thread runs a TLS handshake (the
+// worker, a download): it has a connection of its own too, one call at a time.
 
 #include "cloud_client.h"
 
@@ -36,6 +38,8 @@ private:
     struct Proxies;
     std::unique_ptr<Proxies> proxies_;
     std::unique_ptr<sdbus::IProxy> watch_;
+    class Signer;
+    std::shared_ptr<Signer> signer_;
 };
 
 } // namespace mbl::cloud

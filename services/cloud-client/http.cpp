@@ -85,12 +85,11 @@ int onProgress(void* ud, curl_off_t, curl_off_t, curl_off_t, curl_off_t)
     return flag != nullptr && flag->load() ? 1 : 0;
 }
 
-// The one place the device's client certificate and key reach libcurl (mutual
-// TLS with the provisioned server). Issue 15 replaces it with a handshake that
-// signs through the identity service.
-Status applyClientCredentials(CURL* c, const TlsSettings& s)
+// An in-process key (benchmarks, test tools) reaches libcurl here; the device's
+// cloud client has none (HttpSession::onSslContext installs the remote key).
+Status applyInProcessKey(CURL* c, const TlsSettings& s)
 {
-    if (s.keyPem.empty()) {
+    if (s.signer || s.keyPem.empty()) {
         return {};
     }
     curl_blob cert{const_cast<char*>(s.chainPem.data()), s.chainPem.size(), CURL_BLOB_NOCOPY};
@@ -109,6 +108,35 @@ Status applyClientCredentials(CURL* c, const TlsSettings& s)
 HttpSession::HttpSession(TlsSettings settings, Origin server, LinkPolicy policy)
     : settings_(std::move(settings)), server_(std::move(server)), policy_(policy), easy_(curl_easy_init())
 {
+    if (settings_.signer) {
+        // The signer runs inside curl_easy_perform on this session's thread; it
+        // leaves why it failed where transportError() finds it.
+        auto failure = signFailure_;
+        auto key = makeRemoteKey(settings_.chainPem,
+                                 [sign = settings_.signer, failure](const std::string& alg, const std::string& digest) {
+                                     auto sig = sign(alg, digest);
+                                     if (!sig) {
+                                         *failure = sig.error().message;
+                                     }
+                                     return sig;
+                                 });
+        if (key) {
+            remoteKey_ = std::move(key).value();
+        } else {
+            remoteKeyError_ = key.error();
+        }
+    }
+}
+
+CURLcode HttpSession::onSslContext(CURL*, void* sslCtx, void* self)
+{
+    auto* session = static_cast<HttpSession*>(self);
+    auto st = useClientIdentity(static_cast<SSL_CTX*>(sslCtx), session->settings_.chainPem, session->remoteKey_.get());
+    if (!st) {
+        *session->signFailure_ = st.error().message;
+        return CURLE_SSL_CERTPROBLEM;
+    }
+    return CURLE_OK;
 }
 
 HttpSession::~HttpSession()
@@ -162,8 +190,17 @@ Status HttpSession::configure(const std::string& method, const std::string& url,
             return unexpected(ErrorCode::NotSupported, "this libcurl cannot take the CA from memory (needs 7.77)");
         }
         curl_easy_setopt(c, CURLOPT_CAPATH, nullptr);
-        if (auto st = applyClientCredentials(c, settings_); !st) {
+        if (auto st = applyInProcessKey(c, settings_); !st) {
             return st;
+        }
+        if (settings_.signer) {
+            if (remoteKeyError_) {
+                return unexpected(*remoteKeyError_);
+            }
+            // libcurl calls this for each new TLS connection to the server (a reused
+            // connection or a resumed TLS session needs no new signature).
+            curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, &HttpSession::onSslContext);
+            curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, this);
         }
     } else if (!settings_.otherHostsCaPem.empty()) {
         curl_blob ca{const_cast<char*>(settings_.otherHostsCaPem.data()), settings_.otherHostsCaPem.size(),
@@ -193,6 +230,11 @@ Error HttpSession::transportError(CURLcode code, const Origin& to) const
 {
     std::string detail = errbuf_[0] != '\0' ? std::string(errbuf_) : std::string(curl_easy_strerror(code));
     const bool own = to == server_;
+    if (own && !signFailure_->empty()) {
+        // The reason libcurl cannot see: the identity service's answer to Sign.
+        return Error{ErrorCode::Io, "TLS handshake with " + to.host + " failed: the identity service did not sign it: " +
+                                        *signFailure_ + " (" + detail + ")"};
+    }
     switch (code) {
     case CURLE_PEER_FAILED_VERIFICATION:
         return Error{ErrorCode::Io, "the certificate of " + to.host + " is not valid for it or not signed by " +
@@ -268,6 +310,7 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
         curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, onHeader);
         curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
         errbuf_[0] = '\0';
+        signFailure_->clear();
         CURLcode rc = curl_easy_perform(c);
         long newConns = 0;
         curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &newConns);

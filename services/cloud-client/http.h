@@ -2,22 +2,27 @@
 #pragma once
 // HTTPS to the device-management server with libcurl: one easy handle kept for
 // the life of a session, so polls reuse one keep-alive TLS connection (and the
-// TLS session). Credentials come from memory only: the server CA, the device
-// certificate chain and key are handed to libcurl as blobs, never written to a
-// file. Redirects are followed by hand so every hop is checked (scheme, host)
+// TLS session). Credentials come from memory only: the server CA and the device
+// certificate chain are handed to libcurl as blobs, never written to a file; the
+// handshake signature is made by a HandshakeSigner (the identity service, which
+// keeps the private key) through the in-process key of remote_key.h. Redirects are followed by hand so every hop is checked (scheme, host)
 // before anything is sent there; the device's certificate and token only ever
 // go to the provisioned server's origin. Another host (a CDN or object store an
 // artifact link or redirect points to, when allowed) is reached over TLS
 // checked against that host's CA, anonymously.
 
 #include "ddi.h"
+#include "remote_key.h"
 
+#include "mbl/crypto.h"
 #include "mbl/curl.h"
 #include "mbl/expected.h"
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,7 +31,12 @@ namespace mbl::cloud {
 struct TlsSettings {
     std::string caPem;    // server CA bundle (required)
     std::string chainPem; // client certificate chain, leaf first (mTLS), or empty
-    std::string keyPem;   // client key (mTLS), or empty
+    // The client key's handshake signatures (mTLS): the device's cloud client signs
+    // through the identity service and never holds the key.
+    HandshakeSigner signer;
+    // An in-process client key (PEM), for benchmarks and test tools only; used
+    // where `signer` is empty.
+    std::string keyPem;
     std::string authorization; // "TargetToken …" / "GatewayToken …", or empty
     // CA bundle (PEM) for other hosts (allow_other_hosts); empty: the system's trust store.
     std::string otherHostsCaPem;
@@ -95,6 +105,7 @@ private:
                                    const std::vector<std::string>& headers, std::size_t maxBody,
                                    const Sink* sink, std::uint64_t rangeFrom);
     Error transportError(CURLcode code, const Origin& to) const;
+    static CURLcode onSslContext(CURL* easy, void* sslCtx, void* self);
 
     TlsSettings settings_;
     Origin server_;
@@ -104,6 +115,11 @@ private:
     CURLcode lastCode_ = CURLE_OK;
     long connects_ = 0;
     const std::atomic<bool>* abort_ = nullptr;
+    // The remote client key (settings_.signer) and why the last handshake
+    // signature failed (set by the signer on this session's thread, cleared per request).
+    crypto::Pkey remoteKey_;
+    std::optional<Error> remoteKeyError_;
+    std::shared_ptr<std::string> signFailure_ = std::make_shared<std::string>();
 };
 
 } // namespace mbl::cloud

@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
 
@@ -521,39 +520,23 @@ bool Identity::keyIsSlow() const
 
 Expected<TlsCredentials> Identity::tlsCredentials() const
 {
-    auto key = usableKey();
-    if (!key) {
+    // The chain is only worth having with a key that signs.
+    if (auto key = usableKey(); !key) {
         return unexpected(key.error());
     }
-    std::string chain;
+    TlsCredentials out;
     {
         std::lock_guard<std::mutex> lock(mu_);
-        chain = stored_.chainPem;
+        out.chainPem = stored_.chainPem;
+        if (stored_.provisioning) {
+            out.caPem = stored_.provisioning->serverCaPem;
+        }
     }
-    if (chain.empty()) {
+    if (out.chainPem.empty()) {
         return unexpected(ErrorCode::NotProvisioned, "no certificate is installed (InstallCertificate, or mblctl "
                                                      "identity install-cert FILE)");
     }
-    auto pem = key->privatePem();
-    if (!pem) {
-        return unexpected(pem.error());
-    }
-    // The key travels in memory only: a sealed memfd, never a copy on disk.
-    Fd fd{::memfd_create("mbl-device-key", MFD_CLOEXEC | MFD_ALLOW_SEALING)};
-    if (!fd) {
-        OPENSSL_cleanse(pem->data(), pem->size());
-        return unexpected(errnoError("memfd_create", errno));
-    }
-    auto st = fs::writeAll(fd.get(), pem->data(), pem->size());
-    OPENSSL_cleanse(pem->data(), pem->size());
-    if (!st) {
-        return unexpected(st.error());
-    }
-    if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0 ||
-        ::lseek(fd.get(), 0, SEEK_SET) != 0) {
-        return unexpected(errnoError("sealing the key memfd", errno));
-    }
-    return TlsCredentials{std::move(fd), chain};
+    return out;
 }
 
 } // namespace mbl::identity

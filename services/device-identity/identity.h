@@ -41,9 +41,10 @@ struct IdentityProperties {
     std::string state; // "ok" or "error: <reason>"
 };
 
+// What a TLS client needs besides signatures: never the key.
 struct TlsCredentials {
-    Fd key;               // sealed read-only memfd holding the key PEM
     std::string chainPem; // leaf first
+    std::string caPem;    // the provisioned server CA, empty before provisioning
 };
 
 class Identity {

@@ -131,12 +131,17 @@ void IdentityBus::Sign(sdbus::Result<std::vector<uint8_t>>&& result, std::string
     });
 }
 
-std::tuple<sdbus::UnixFd, std::string> IdentityBus::GetTlsCredentials()
+std::tuple<std::string, std::string> IdentityBus::GetTlsCredentials()
 {
     return dbus::guard([&] {
         auto creds = dbus::unwrap(identity_.tlsCredentials());
-        return std::make_tuple(sdbus::UnixFd{creds.key.release(), sdbus::adopt_fd}, std::move(creds.chainPem));
+        return std::make_tuple(std::move(creds.chainPem), std::move(creds.caPem));
     });
+}
+
+uint32_t IdentityBus::InterfaceRevision()
+{
+    return 2;
 }
 
 std::string IdentityBus::Version()

@@ -35,10 +35,11 @@ private:
     std::string GetProvisioningSecrets() override;
     void Sign(sdbus::Result<std::vector<uint8_t>>&& result, std::string algorithm,
               std::vector<uint8_t> digest) override;
-    std::tuple<sdbus::UnixFd, std::string> GetTlsCredentials() override;
+    std::tuple<std::string, std::string> GetTlsCredentials() override;
     void FactoryReset(sdbus::Result<>&& result) override;
 
     std::string Version() override;
+    uint32_t InterfaceRevision() override;
     std::string DeviceId() override;
     bool Provisioned() override;
     uint64_t CertificateNotAfter() override;

@@ -54,6 +54,7 @@ struct IdentitySetup {
     std::string token;               // required for the token modes
     std::string serverUrl;           // default: cloud.serverUrl()
     bool provision = true;           // false: key and certificate only (no provisioning document)
+    std::vector<std::string> identityEnv; // extra KEY=VALUE for the identity service (e.g. a TPM's TCTI)
 };
 
 // Provisions the REAL identity service (services/device-identity, TestStack label
@@ -63,8 +64,10 @@ struct IdentitySetup {
 //   CreateCertificateRequest -> signed by the fixture's test CA with CN = deviceId
 //   (clientAuth) -> InstallCertificate -> Provision {server_url, tenant "DEFAULT",
 //   auth_mode, token, server_ca_pem, device_id}.
-// Returns the key and chain as the service hands them out (GetTlsCredentials), also
-// written to <cloud.dir()>/pki/device-<deviceId>.key/.pem for tools such as curl.
+// Returns the chain as the service hands it out (GetTlsCredentials: never the key)
+// and, for a file key, the key read from the service's state directory (the tests
+// run as root), written to <cloud.dir()>/pki/device-<deviceId>.key/.pem for tools
+// such as curl; keyPem/keyPath stay empty for a TPM key.
 // Call it again to re-provision (a new certificate for the same key, then Provision).
 // Throws std::runtime_error with the reason and the daemon's log on failure.
 // Then start "cloud-client" on the same stack: it connects as deviceId.
@@ -78,6 +81,10 @@ struct CloudEnvOptions {
     std::string serverUrl;          // default: the fixture's mTLS URL
     nlohmann::json config = nlohmann::json::object(); // merged into cloud.json
     bool startClient = true;
+    // The identity service's /etc/mbl/identity.json, given the stack's root (unset:
+    // none, the defaults), and extra environment (e.g. TPM2OPENSSL_TCTI for a key in swtpm).
+    std::function<nlohmann::json(const std::string& root)> identityConfig;
+    std::vector<std::string> identityEnv;
 };
 
 class CloudEnv {
@@ -89,6 +96,7 @@ public:
     CloudFixture cloud;
     const std::string deviceId = "dev-01";
     CloudFixture::DeviceCreds creds;
+    TestStack::StartOptions identityStart; // how the identity service was started
 
     // Re-provisions the identity service with this document (Provision); null:
     // FactoryReset and a new certificate, but no provisioning (unprovisioned).

@@ -7,6 +7,7 @@
 #include "test_certs.h"
 
 #include "mbl/fs.h"
+#include "mbl/strings.h"
 
 #include "org.mbl.DeviceIdentity1_proxy.h"
 
@@ -284,22 +285,59 @@ TEST_CASE("with key_type ed25519 the CSR verifies; Sign of a digest is NotSuppor
                    "org.mbl.Error.NotSupported", "not possible with the device key (Ed25519");
 }
 
-TEST_CASE("GetTlsCredentials hands the key as a sealed memfd and the chain; the key never lands in a file")
+TEST_CASE("no method of the interface hands out the private key: GetTlsCredentials gives the chain and server CA (revision 2)")
 {
     Fixture f;
     f.makeCliCa();
     f.start();
+    CHECK(f.client->InterfaceRevision() == 2u);
     expectBusError([&] { f.client->GetTlsCredentials(); }, "org.mbl.Error.NotProvisioned", "no certificate");
     f.client->InstallCertificate(f.cliSign(f.client->CreateCertificateRequest({}), 10, "dev.pem"));
-    auto [fd, chain] = f.client->GetTlsCredentials();
+    const std::string ca = *fs::readFile(f.file("ca.pem"));
+    f.client->Provision(provisioningDoc(ca, "DEFAULT"));
+    auto [chain, serverCa] = f.client->GetTlsCredentials();
     CHECK(contains(chain, "BEGIN CERTIFICATE"));
-    char link[256] = {0};
-    REQUIRE(::readlink(("/proc/self/fd/" + std::to_string(fd.get())).c_str(), link, sizeof link - 1) > 0);
-    CHECK(contains(link, "memfd:mbl-device-key"));
-    CHECK(::write(fd.get(), "x", 1) < 0);
-    auto pem = fs::readAll(fd.get());
-    REQUIRE(pem);
-    CHECK(*pem == *fs::readFile(f.keyFile()));
+    CHECK(serverCa == ca);
+
+    // What a client of the bus sees: no method or signal carries a descriptor, and no
+    // reply to any read method (as root, who may call them all) holds the key's bytes.
+    auto intro = f.stack.busctl({"introspect", kBus, kPath, kBus});
+    REQUIRE(intro.status.success());
+    int methods = 0;
+    for (const auto& line : str::split(intro.out, '\n')) {
+        auto cols = str::words(line); // NAME TYPE SIGNATURE RESULT/VALUE FLAGS
+        if (cols.size() >= 4 && (cols[1] == "method" || cols[1] == "signal")) {
+            ++methods;
+            INFO(line);
+            CHECK(cols[2].find('h') == std::string::npos);
+            CHECK(cols[3].find('h') == std::string::npos);
+        }
+    }
+    CHECK(methods >= 9);
+    auto key = fs::readFile(f.keyFile());
+    REQUIRE(key);
+    std::vector<std::string> keyLines;
+    for (const auto& line : str::split(*key, '\n')) {
+        if (!line.empty() && line.find("-----") == std::string::npos) {
+            keyLines.push_back(line);
+        }
+    }
+    REQUIRE_FALSE(keyLines.empty());
+    std::string replies;
+    for (const auto& m : {std::vector<std::string>{"GetTlsCredentials"}, {"GetProvisioning"}, {"GetProvisioningSecrets"},
+                          {"CreateCertificateRequest", "a{sv}", "0"}}) {
+        std::vector<std::string> argv = {"--json=short", "call", kBus, kPath, kBus};
+        argv.insert(argv.end(), m.begin(), m.end());
+        auto r = f.stack.busctl(argv);
+        INFO(m.front() << ": " << r.err);
+        CHECK(r.status.success());
+        replies += r.out;
+    }
+    CHECK(contains(replies, "BEGIN CERTIFICATE"));
+    CHECK_FALSE(contains(replies, "PRIVATE KEY"));
+    for (const auto& line : keyLines) {
+        CHECK_FALSE(contains(replies, line));
+    }
 }
 
 TEST_CASE("every bad input over the bus gets a named error and nothing stored changes")
