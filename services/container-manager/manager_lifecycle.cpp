@@ -46,7 +46,7 @@ void ContainerManager::startApp(App& a, Done done)
         return;
     }
     a.startWaiters.push_back(std::move(done));
-    if ((a.state == AppState::Starting)) {
+    if (a.state == AppState::Starting) {
         return;
     }
     if (a.restartTimer != 0) {
@@ -371,7 +371,7 @@ void ContainerManager::stopApp(App& a, Done done)
         loop_.cancelTimer(a.restartTimer);
         a.restartTimer = 0;
     }
-    if ((a.state == AppState::Starting)) {
+    if (a.state == AppState::Starting) {
         // Let the start finish, then stop what it started.
         a.startWaiters.push_back([this, name, done](Status) {
             if (App* x = find(name)) {
@@ -398,7 +398,7 @@ void ContainerManager::stopApp(App& a, Done done)
         return;
     }
     a.stopWaiters.push_back(std::move(done));
-    if ((a.state == AppState::Stopping)) {
+    if (a.state == AppState::Stopping) {
         return;
     }
     setState(a, AppEvent::Stop);
