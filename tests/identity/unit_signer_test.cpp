@@ -7,6 +7,7 @@
 #include "signer.h"
 
 #include "harness.h"
+#include "openssl_cli.h"
 
 #include "mbl/fs.h"
 #include "mbl/process.h"
@@ -17,20 +18,13 @@
 using namespace mbl;
 using namespace mbl::identity;
 
+using test::openssl;
+
 namespace {
 
 bool contains(const std::string& hay, const std::string& needle)
 {
     return hay.find(needle) != std::string::npos;
-}
-
-RunResult openssl(const std::vector<std::string>& args)
-{
-    std::vector<std::string> argv = {"openssl"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto r = mbl::run(argv);
-    REQUIRE(r);
-    return *r;
 }
 
 struct Keys {
