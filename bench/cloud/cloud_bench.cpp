@@ -15,14 +15,19 @@
 //     the status of each poll (304 means the daemon sent If-None-Match), and an
 //     iptables chain counting the packets to and from nginx's TLS port on lo gives
 //     the IP-level bytes (TCP/IP headers, TLS records, ACKs). Only the daemon talks
-//     to that port during the window. Not included below a 120 s sleep: the TCP
-//     keep-alive probes (the daemon sets idle 120 s, interval 60 s); run with
-//     --poll-sleep 300 for the 5-minute figure. Ethernet adds 14 B per packet (or
-//     38 B with preamble and gap), not counted on lo.
+//     to that port during the window. TCP keep-alive probes: the daemon sets
+//     the idle time a minute beyond its next poll, so a polling connection sends
+//     none (before, idle 120 s: two probes and their ACKs per 5-minute sleep); run
+//     with --poll-sleep 300 for the 5-minute figure. Ethernet adds 14 B per packet
+//     (or 38 B with preamble and gap), not counted on lo.
 //  3. idle RSS/PSS of the daemon; 4. wake-ups (context switches of all its threads)
 //     per idle minute (no bare side).
 // Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--poll-sleep S] [--idle-sec N]
-//                    [--load N] [--modes python,static,link] [--link-mbit N]      (root; needs nginx, iptables)
+//                    [--load N] [--modes python,static,link] [--link-mbit N] [--server-http 1.1|2]
+//                    (root; needs nginx, iptables)
+// --server-http 2: nginx offers HTTP/2 (ALPN h2) on the device's server port; the
+// daemon's control requests (polls, feedback) then use it, downloads stay HTTP/1.1.
+// The default (1.1) is hawkBit's own (Spring Boot's server.http2.enabled=false).
 // Throughput modes: `python` (the DDI test server streams the artifact through
 // nginx), `static` (the test server answers with X-Accel-Redirect and nginx serves
 // the file: the server costs far less CPU, so the clients' own cost shows),
@@ -262,6 +267,7 @@ int main(int argc, char** argv)
     int load = 0;
     std::string modes = "python,static,link";
     int linkMbit = 1000;
+    bool http2 = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "--size-mib") {
@@ -280,11 +286,15 @@ int main(int argc, char** argv)
             modes = argv[i + 1];
         } else if (a == "--link-mbit") {
             linkMbit = std::max(1, std::stoi(argv[i + 1]));
+        } else if (a == "--server-http") {
+            http2 = std::string(argv[i + 1]) == "2";
         }
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CloudEnvOptions o;
+    o.http2 = http2;
     CloudEnv env(o);
+    const std::string serverUrl = http2 ? env.cloud.http2Url() : env.cloud.serverUrl();
     env.cloud.admin("POST", "/admin/config", {{"sleep", "00:01:00"}});
     if (!CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; })) {
         std::cerr << "cloud client did not connect\n" << env.clientLog();
@@ -307,15 +317,17 @@ int main(int argc, char** argv)
     auto art = env.cloud.admin("POST", "/admin/artifacts", {{"name", "big.bin"}, {"path", path}});
     // Downloaded outside any action (hawkBit's skip-artifact-access-check tenant option).
     env.cloud.admin("POST", "/admin/config", {{"skip_artifact_access_check", true}});
-    const std::string url = env.cloud.serverUrl() + "/DEFAULT/controller/v1/" + env.deviceId + "/softwaremodules/" +
+    const std::string url = serverUrl + "/DEFAULT/controller/v1/" + env.deviceId + "/softwaremodules/" +
                             std::to_string(art["smid"].get<int>()) + "/artifacts/big.bin";
     json artifact = {{"url", url}, {"size", art["size"]}, {"sha256", art["sha256"]}, {"filename", "big.bin"}};
     const double bytes = static_cast<double>(art["size"].get<std::uint64_t>());
     const pid_t daemonPid = env.stack.pid("cloud-client");
     const std::string pki = env.cloud.dir() + "/pki";
-    const std::vector<std::string> curlArgv = {"curl", "-sS", "--fail", "--tlsv1.2", "--cacert", pki + "/test-ca.pem",
+    const std::vector<std::string> curlArgv = {"curl", "-sS", "--fail", "--http1.1", "--tlsv1.2", "--cacert", pki + "/test-ca.pem",
                                                "--cert", pki + "/device-dev-01.pem", "--key",
                                                pki + "/device-dev-01.key", "-o", "/dev/null", url};
+    // curl --http1.1: the daemon fetches artifacts over HTTP/1.1 even where the
+    // server offers h2 (--server-http 2), so both sides do the same job.
     // The daemon's stream: Download → pipe → spliced into /dev/null, so the consumer
     // costs what curl's -o /dev/null costs (no copy into a process).
     auto daemonRun = [&](double& cpu) -> double {
@@ -457,7 +469,7 @@ int main(int argc, char** argv)
         std::printf("\n");
         std::fflush(stdout);
     };
-    const int tlsPort = std::stoi(env.cloud.serverUrl().substr(env.cloud.serverUrl().rfind(':') + 1));
+    const int tlsPort = std::stoi(serverUrl.substr(serverUrl.rfind(':') + 1));
     // A failed run ends the benchmark: no figure is printed for a job that did not happen.
     try {
         for (const auto& mode : str::split(modes, ',')) {
@@ -544,7 +556,7 @@ int main(int argc, char** argv)
             std::printf("  HTTP (nginx $request_length + $bytes_sent): %.0f B/poll, %.1f kB/day at 5 min\n", perHttp,
                         perHttp * 288 / 1000);
             std::printf("  IP level (iptables on lo, both directions): %.0f B/poll in %.1f packets, %.1f kB/day at 5 min"
-                        " (+ %.1f kB/day of Ethernet headers; TCP keep-alive probes not included below a 120 s sleep)\n",
+                        " (+ %.1f kB/day of Ethernet headers)\n",
                         perIp, perPk, perIp * 288 / 1000, perPk * 14 * 288 / 1000);
             env.cloud.admin("POST", "/admin/config", {{"sleep", "00:01:00"}});
             env.proxy().callMethod("PollNow").onInterface("org.mbl.CloudClient1");

@@ -5,6 +5,10 @@
 
 #include <openssl/crypto.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cctype>
 
@@ -170,7 +174,7 @@ Status HttpSession::configure(const std::string& method, const std::string& url,
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(c, CURLOPT_SSL_SESSIONID_CACHE, 1L);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 120L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, keepAliveIdleSec_);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 60L);
     curl_easy_setopt(c, CURLOPT_MAXAGE_CONN, 24L * 3600); // keep the idle connection across long sleeps
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, settings_.connectTimeoutSec);
@@ -253,6 +257,17 @@ Error HttpSession::transportError(CURLcode code, const Origin& to) const
     }
 }
 
+void HttpSession::setKeepAliveIdle(std::chrono::seconds idle)
+{
+    keepAliveIdleSec_ = std::max<long>(60, static_cast<long>(std::min<std::chrono::seconds::rep>(idle.count(), 86400)));
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    if (easy_.get() != nullptr && curl_easy_getinfo(easy_.get(), CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
+        fd != CURL_SOCKET_BAD) {
+        const int v = static_cast<int>(keepAliveIdleSec_);
+        (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof v);
+    }
+}
+
 Expected<HttpResponse> HttpSession::perform(const std::string& method, const std::string& url, const std::string& body,
                                             const std::vector<std::string>& headers, std::size_t maxBody,
                                             const Sink* sink, std::uint64_t rangeFrom)
@@ -280,6 +295,13 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
             return unexpected(st.error());
         }
         CURL* c = easy_.get();
+        // Requests to the server ask for HTTP/2 by ALPN and fall back to HTTP/1.1
+        // where it is not offered (hawkBit's default): on the kept connection HPACK
+        // sends a repeated poll's headers as a few bytes (issue 18, idle cost).
+        // Artifacts stay on HTTP/1.1: a bulk stream gains nothing from h2 and
+        // would pay its flow-control windows and framing.
+        curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
+                         static_cast<long>(own && !artifact ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1));
         if (method != "GET") {
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
             curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
