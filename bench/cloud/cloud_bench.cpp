@@ -23,7 +23,7 @@
 //  3. idle RSS/PSS of the daemon; 4. wake-ups (context switches of all its threads)
 //     per idle minute (no bare side).
 // Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--poll-sleep S] [--idle-sec N]
-//                    [--load N] [--modes python,static,link] [--link-mbit N] [--server-http 1.1|2]
+//                    [--load N] [--modes python,static,link|none] [--link-mbit N] [--server-http 1.1|2]
 //                    (root; needs nginx, iptables)
 // --server-http 2: nginx offers HTTP/2 (ALPN h2) on the device's server port; the
 // daemon's control requests (polls, feedback) then use it, downloads stay HTTP/1.1.
@@ -488,8 +488,8 @@ int main(int argc, char** argv)
                 }
                 rounds("artifact served by nginx, its port shaped to " + std::to_string(linkMbit) +
                        " Mbit/s (tc htb on lo), as a device's link", true);
-            } else {
-                std::cerr << "unknown mode " << mode << " (python, static, link)\n";
+            } else if (mode != "none") { // none: the idle figures only
+                std::cerr << "unknown mode " << mode << " (python, static, link, none)\n";
                 return 2;
             }
         }
