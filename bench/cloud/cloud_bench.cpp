@@ -76,6 +76,9 @@ public:
             {"iptables", "-w", "-N", chain_},
             {"iptables", "-w", "-A", chain_, "-p", "tcp", "--dport", p},
             {"iptables", "-w", "-A", chain_, "-p", "tcp", "--sport", p},
+            // Packets of at most 52 B (IPv4 + TCP with timestamps, no payload): bare ACKs.
+            {"iptables", "-w", "-A", chain_, "-p", "tcp", "--dport", p, "-m", "length", "--length", "0:52"},
+            {"iptables", "-w", "-A", chain_, "-p", "tcp", "--sport", p, "-m", "length", "--length", "0:52"},
             {"iptables", "-w", "-I", "OUTPUT", "-o", "lo", "-j", chain_}};
         for (const auto& c : cmds) {
             auto r = mbl::run(c);
@@ -88,7 +91,7 @@ public:
     }
     ~PortCounter()
     {
-        if (steps_ >= 4) {
+        if (steps_ >= 6) {
             (void)mbl::run({"iptables", "-w", "-D", "OUTPUT", "-o", "lo", "-j", chain_});
         }
         if (steps_ >= 1) {
@@ -98,23 +101,32 @@ public:
     }
     PortCounter(const PortCounter&) = delete;
     PortCounter& operator=(const PortCounter&) = delete;
-    bool ok() const { return steps_ == 4; }
+    bool ok() const { return steps_ == 6; }
     const std::string& why() const { return why_; }
-    // Packets and bytes (IP level) so far, both directions.
-    std::pair<std::uint64_t, std::uint64_t> read() const
+    // Packets and bytes (IP level) so far: to the port (client to server), from it,
+    // and the bare ACKs among each.
+    struct Counts {
+        std::uint64_t toPk = 0, toBy = 0, fromPk = 0, fromBy = 0, toAcks = 0, fromAcks = 0;
+        std::uint64_t packets() const { return toPk + fromPk; }
+        std::uint64_t bytes() const { return toBy + fromBy; }
+    };
+    Counts read() const
     {
-        std::uint64_t pk = 0, by = 0;
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> rules;
         auto r = mbl::run({"iptables", "-w", "-L", chain_, "-v", "-x", "-n"});
         if (r && r->status.success()) {
             for (const auto& line : str::split(r->out, '\n')) {
                 auto w = str::words(line);
                 if (w.size() > 2 && std::isdigit(static_cast<unsigned char>(w[0][0]))) {
-                    pk += std::stoull(w[0]);
-                    by += std::stoull(w[1]);
+                    rules.emplace_back(std::stoull(w[0]), std::stoull(w[1]));
                 }
             }
         }
-        return {pk, by};
+        Counts c;
+        if (rules.size() == 4) {
+            c = {rules[0].first, rules[0].second, rules[1].first, rules[1].second, rules[2].first, rules[3].first};
+        }
+        return c;
     }
 
 private:
@@ -522,9 +534,10 @@ int main(int argc, char** argv)
             // A poll now, so the daemon learns the new sleep; then one more of its own.
             env.proxy().callMethod("PollNow").onInterface("org.mbl.CloudClient1");
             const std::size_t start = pollLines(logPath, pollPath).size();
+            // Each poll may come up to a sleep (plus jitter) after the last.
             auto waitPolls = [&](std::size_t n) {
                 return CloudEnv::waitUntil([&] { return pollLines(logPath, pollPath).size() >= n; },
-                                           std::chrono::seconds(pollSleep * 3 + 30));
+                                           std::chrono::seconds(pollSleep * (polls + 3) + 30));
             };
             if (!waitPolls(start + 1)) {
                 std::cerr << "the daemon did not poll on its own\n" << env.clientLog();
@@ -548,8 +561,8 @@ int main(int argc, char** argv)
                 connections.insert(lines[i].connection);
             }
             const double perHttp = static_cast<double>(http) / polls;
-            const double perIp = static_cast<double>(c1.second - c0.second) / polls;
-            const double perPk = static_cast<double>(c1.first - c0.first) / polls;
+            const double perIp = static_cast<double>(c1.bytes() - c0.bytes()) / polls;
+            const double perPk = static_cast<double>(c1.packets() - c0.packets()) / polls;
             std::printf("idle poll, the daemon at a %d s sleep, %d polls: %d answered 304 (If-None-Match), %zu TCP "
                         "connection(s)\n",
                         pollSleep, polls, notModified, connections.size());
@@ -558,6 +571,11 @@ int main(int argc, char** argv)
             std::printf("  IP level (iptables on lo, both directions): %.0f B/poll in %.1f packets, %.1f kB/day at 5 min"
                         " (+ %.1f kB/day of Ethernet headers)\n",
                         perIp, perPk, perIp * 288 / 1000, perPk * 14 * 288 / 1000);
+            auto per = [&](std::uint64_t a, std::uint64_t b) { return static_cast<double>(b - a) / polls; };
+            std::printf("  device to server: %.1f packets, %.0f B (%.1f bare ACKs); server to device: %.1f packets, "
+                        "%.0f B (%.1f bare ACKs) per poll\n",
+                        per(c0.toPk, c1.toPk), per(c0.toBy, c1.toBy), per(c0.toAcks, c1.toAcks),
+                        per(c0.fromPk, c1.fromPk), per(c0.fromBy, c1.fromBy), per(c0.fromAcks, c1.fromAcks));
             env.cloud.admin("POST", "/admin/config", {{"sleep", "00:01:00"}});
             env.proxy().callMethod("PollNow").onInterface("org.mbl.CloudClient1");
         }
