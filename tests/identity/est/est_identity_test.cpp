@@ -9,6 +9,7 @@
 #include "est_fixture.h"
 #include "harness.h"
 
+#include "mbl/fd.h"
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <fcntl.h>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -143,9 +145,11 @@ struct Fixture {
         nlohmann::json cfg = {{"fleet_ca", est.fleetCaFile()}, {"est", e}};
         REQUIRE(fs::writeFileAtomic(stack.root() + "/etc/mbl/identity.json", cfg.dump(), 0644));
     }
-    void start()
+    void start(const std::vector<std::string>& env = {})
     {
-        auto st = stack.start("device-identity");
+        TestStack::StartOptions opts;
+        opts.env = env;
+        auto st = stack.start("device-identity", opts);
         INFO((st ? "" : st.error().message));
         REQUIRE(st);
         client = std::make_unique<IdentityClient>(sdbus::createSystemBusConnection());
@@ -473,4 +477,57 @@ TEST_CASE("factory reset resets the identity only: new key, the certificate and 
     CHECK(*fs::readFile(root + "/var/lib/mbl/apps/app1/data") == "app data\n");
     CHECK(*fs::readFile(root + "/var/lib/mbl/update/state.json") == "{\"slot\":\"b\"}\n");
     CHECK(*fs::readFile(root + "/etc/mbl/identity.json") == *config);
+}
+
+TEST_CASE("kill -9 in the middle of a renewal leaves the old or the new certificate, whole; the old keeps working")
+{
+    struct Point {
+        const char* name;
+        bool committed;
+    };
+    for (const Point point : {Point{"enroll-before-commit", false}, Point{"enroll-after-commit", true}}) {
+        DYNAMIC_SECTION(point.name)
+        {
+            Fixture f;
+            f.configure({{"retry_min_seconds", 600}});
+            f.start();
+            f.client->Enroll();
+            const std::string oldChain = f.chain();
+            const std::string oldFile = f.stored();
+            f.client.reset();
+            f.stack.stop("device-identity");
+            f.start({std::string("MBL_TEST_PAUSE=") + point.name + ":60"});
+            SpawnOptions so;
+            so.dieWithParent = true;
+            Fd devnull{::open("/dev/null", O_WRONLY | O_CLOEXEC)};
+            so.stdoutFd = devnull.get();
+            so.stderrFd = devnull.get();
+            auto caller = Child::spawn({"busctl", "--address=" + f.stack.address(), "--timeout=90", "call", kBus,
+                                        kPath, kBus, "Renew"},
+                                       so);
+            REQUIRE(caller);
+            REQUIRE(waitFor([&] { return contains(f.log(), point.name); }));
+            // The bus still answers during the exchange, with the old certificate in force.
+            CHECK(f.client->RenewalState() == "renewing");
+            CHECK(f.chain() == oldChain);
+            f.client.reset();
+            f.stack.kill("device-identity");
+            CHECK_FALSE(caller->wait().success());
+
+            f.start();
+            CHECK(f.client->State() == "ok");
+            if (point.committed) {
+                CHECK(f.chain() != oldChain);
+                CHECK(contains(f.describeChain(), "subject=CN=" + f.client->DeviceId()));
+            } else {
+                CHECK(f.stored() == oldFile);
+                CHECK(f.chain() == oldChain);
+            }
+            CHECK(f.client->RenewalState() == "valid");
+            auto names = sh({"ls", "-A", f.stack.root() + "/var/lib/mbl/identity"});
+            CHECK(names.out == "device.key\nidentity.json\n");
+            f.client->Renew(); // whichever certificate survived authenticates the next renewal
+            CHECK(f.client->LastRenewalError().empty());
+        }
+    }
 }
