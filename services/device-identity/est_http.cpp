@@ -2,6 +2,8 @@
 #include "est_http.h"
 
 #include "certificates.h"
+#include "remote_key.h"
+#include "signer.h"
 
 #include "mbl/crypto.h"
 #include "mbl/curl.h"
@@ -44,29 +46,20 @@ size_t collectHeader(char* p, size_t sz, size_t n, void* ud)
     return sz * n;
 }
 
+// What curl's SSL_CTX gets for a renewal: the certificate in force and a key
+// object to sign the handshake with.
+struct ClientIdentity {
+    std::string chainPem;
+    EVP_PKEY* key = nullptr;
+};
+
 // Puts the current certificate and the device key into curl's SSL_CTX: the TLS
-// client signature is made with the key this service holds (a TPM key signs in
-// the TPM through its provider).
+// client signature is made with the key this service holds.
 CURLcode useDeviceKey(CURL*, void* sslctx, void* userptr)
 {
-    const auto* auth = static_cast<const EstClientAuth*>(userptr);
-    auto* ctx = static_cast<SSL_CTX*>(sslctx);
-    auto certs = parsePemCertificates(auth->chainPem, "the current certificate");
-    if (!certs || certs->empty()) {
-        return CURLE_SSL_CERTPROBLEM;
-    }
-    if (SSL_CTX_use_certificate(ctx, certs->front().get()) != 1) {
-        return CURLE_SSL_CERTPROBLEM;
-    }
-    for (std::size_t i = 1; i < certs->size(); ++i) {
-        if (SSL_CTX_add1_chain_cert(ctx, (*certs)[i].get()) != 1) {
-            return CURLE_SSL_CERTPROBLEM;
-        }
-    }
-    if (SSL_CTX_use_PrivateKey(ctx, auth->key->get()) != 1) {
-        return CURLE_SSL_CERTPROBLEM;
-    }
-    return CURLE_OK;
+    const auto* id = static_cast<const ClientIdentity*>(userptr);
+    auto st = cloud::useClientIdentity(static_cast<SSL_CTX*>(sslctx), id->chainPem, id->key);
+    return st ? CURLE_OK : CURLE_SSL_CERTPROBLEM;
 }
 
 } // namespace
@@ -113,9 +106,34 @@ Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& opera
     if (!auth.certFile.empty()) {
         curl_easy_setopt(c.get(), CURLOPT_SSLCERT, auth.certFile.c_str());
         curl_easy_setopt(c.get(), CURLOPT_SSLKEY, auth.keyFile.c_str());
-    } else if (auth.key != nullptr) {
+    }
+    ClientIdentity identity;
+    crypto::Pkey remote;
+    if (auth.certFile.empty() && auth.key != nullptr) {
+        identity.chainPem = auth.chainPem;
+        identity.key = auth.key->get();
+        if (auth.key->external()) {
+            // A key in a TPM (or token) lives in a library context of its own, which
+            // libssl (curl's SSL_CTX is in the default one) cannot sign with: the
+            // handshake's digest goes to the key through the remote-key provider
+            // the cloud client uses, here calling the key directly, in-process.
+            const DeviceKey* key = auth.key;
+            auto made = cloud::makeRemoteKey(auth.chainPem, [key](const std::string& name, const std::string& digest)
+                                                                -> Expected<std::string> {
+                auto alg = parseSignAlgorithm(name);
+                if (!alg) {
+                    return unexpected(alg.error());
+                }
+                return signDigest(*key, *alg, digest); // takes the key's lock
+            });
+            if (!made) {
+                return unexpected(made.error());
+            }
+            remote = std::move(made).value();
+            identity.key = remote.get();
+        }
         curl_easy_setopt(c.get(), CURLOPT_SSL_CTX_FUNCTION, useDeviceKey);
-        curl_easy_setopt(c.get(), CURLOPT_SSL_CTX_DATA, &auth);
+        curl_easy_setopt(c.get(), CURLOPT_SSL_CTX_DATA, &identity);
     }
     const CURLcode rc = curl_easy_perform(c.get());
     if (!authHeader.empty()) {

@@ -698,12 +698,9 @@ Expected<VerifiedChain> Identity::estRequest(bool reenroll, const DeviceKey& key
         }
         OPENSSL_cleanse(t.data(), t.size());
     }
-    Expected<EstHttpReply> reply = EstHttpReply{};
-    {
-        // The TLS client signature of a renewal is made with the device key (a TPM's lock held).
-        auto use = reenroll ? key.lockUse() : std::unique_lock<std::mutex>();
-        reply = estPost(*est_, operation, *body, auth);
-    }
+    // The TLS client signature of a renewal is made with the device key; a TPM
+    // key's lock is taken around that signature only.
+    auto reply = estPost(*est_, operation, *body, auth);
     OPENSSL_cleanse(auth.authorization.data(), auth.authorization.size());
     if (!reply) {
         return unexpected(reply.error());

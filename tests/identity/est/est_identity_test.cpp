@@ -8,6 +8,7 @@
 
 #include "est_fixture.h"
 #include "harness.h"
+#include "swtpm.h"
 
 #include "mbl/fd.h"
 #include "mbl/fs.h"
@@ -127,8 +128,10 @@ struct Fixture {
         return t ? *t : std::string("<absent>");
     }
 
-    // identity.json with an EST section; `est` entries override the defaults.
-    void configure(const nlohmann::json& estOverrides = {}, bool bootstrap = false)
+    // identity.json with an EST section; `est` entries override the defaults;
+    // `top` entries are added at the top level (e.g. key_uri).
+    void configure(const nlohmann::json& estOverrides = {}, bool bootstrap = false,
+                   const nlohmann::json& top = nlohmann::json::object())
     {
         nlohmann::json e = {{"url", est.estUrl()}, {"server_ca", est.tlsCaFile()}, {"enroll_at_start", false}};
         if (bootstrap) {
@@ -143,6 +146,9 @@ struct Fixture {
             e[k] = v;
         }
         nlohmann::json cfg = {{"fleet_ca", est.fleetCaFile()}, {"est", e}};
+        for (const auto& [k, v] : top.items()) {
+            cfg[k] = v;
+        }
         REQUIRE(fs::writeFileAtomic(stack.root() + "/etc/mbl/identity.json", cfg.dump(), 0644));
     }
     void start(const std::vector<std::string>& env = {})
@@ -570,4 +576,29 @@ TEST_CASE("kill -9 in the middle of a renewal leaves the old or the new certific
             CHECK(f.client->LastRenewalError().empty());
         }
     }
+}
+
+TEST_CASE("a key in a TPM (swtpm): the CSR is signed in the TPM, and the renewal's TLS client signature too")
+{
+    if (const std::string why = test::Swtpm::missing(); !why.empty()) {
+        test::skip("TPM: " + why);
+    }
+    Fixture f;
+    auto tpm = test::Swtpm::start(f.file("tpm"));
+    INFO((tpm ? "" : tpm.error().describe()));
+    REQUIRE(tpm);
+    f.configure({{"retry_min_seconds", 600}}, false,
+                {{"key_uri", "tpm2:" + f.stack.root() + "/var/lib/mbl/identity/device.tss2"}});
+    f.start({(*tpm)->tctiEnv()});
+    REQUIRE(f.client->State() == "ok");
+    f.client->Enroll();
+    const std::string first = f.chain();
+    CHECK(contains(f.describeChain(), "subject=CN=" + f.client->DeviceId()));
+    f.client->Renew();
+    INFO(f.log());
+    CHECK(f.chain() != first);
+    CHECK(f.client->LastRenewalError().empty());
+    const nlohmann::json server = f.est.state();
+    CHECK(server["requests"].back()["path"] == "/.well-known/est/simplereenroll");
+    CHECK(server["requests"].back()["auth"] == "certificate");
 }
