@@ -116,7 +116,7 @@ HttpSession::HttpSession(TlsSettings settings, Origin server, LinkPolicy policy)
         // The signer runs inside curl_easy_perform on this session's thread; it
         // leaves why it failed where transportError() finds it.
         auto failure = signFailure_;
-        auto key = makeRemoteKey(settings_.chainPem,
+        auto key = crypto::makeRemoteKey(settings_.chainPem,
                                  [sign = settings_.signer, failure](const std::string& alg, const std::string& digest) {
                                      auto sig = sign(alg, digest);
                                      if (!sig) {
@@ -135,7 +135,7 @@ HttpSession::HttpSession(TlsSettings settings, Origin server, LinkPolicy policy)
 CURLcode HttpSession::onSslContext(CURL*, void* sslCtx, void* self)
 {
     auto* session = static_cast<HttpSession*>(self);
-    auto st = useClientIdentity(static_cast<SSL_CTX*>(sslCtx), session->settings_.chainPem, session->remoteKey_.get());
+    auto st = crypto::useClientIdentity(static_cast<SSL_CTX*>(sslCtx), session->settings_.chainPem, session->remoteKey_.get());
     if (!st) {
         *session->signFailure_ = st.error().message;
         return CURLE_SSL_CERTPROBLEM;

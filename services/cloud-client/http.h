@@ -12,11 +12,11 @@
 // checked against that host's CA, anonymously.
 
 #include "ddi.h"
-#include "remote_key.h"
 
 #include "mbl/crypto.h"
 #include "mbl/curl.h"
 #include "mbl/expected.h"
+#include "mbl/remote_key.h"
 
 #include <atomic>
 #include <chrono>
@@ -34,7 +34,7 @@ struct TlsSettings {
     std::string chainPem; // client certificate chain, leaf first (mTLS), or empty
     // The client key's handshake signatures (mTLS): the device's cloud client signs
     // through the identity service and never holds the key.
-    HandshakeSigner signer;
+    crypto::HandshakeSigner signer;
     // An in-process client key (PEM), for benchmarks and test tools only; used
     // where `signer` is empty.
     std::string keyPem;

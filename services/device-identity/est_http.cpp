@@ -2,7 +2,7 @@
 #include "est_http.h"
 
 #include "certificates.h"
-#include "remote_key.h"
+#include "mbl/remote_key.h"
 #include "signer.h"
 
 #include "mbl/crypto.h"
@@ -58,7 +58,7 @@ struct ClientIdentity {
 CURLcode useDeviceKey(CURL*, void* sslctx, void* userptr)
 {
     const auto* id = static_cast<const ClientIdentity*>(userptr);
-    auto st = cloud::useClientIdentity(static_cast<SSL_CTX*>(sslctx), id->chainPem, id->key);
+    auto st = crypto::useClientIdentity(static_cast<SSL_CTX*>(sslctx), id->chainPem, id->key);
     return st ? CURLE_OK : CURLE_SSL_CERTPROBLEM;
 }
 
@@ -118,7 +118,7 @@ Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& opera
             // handshake's digest goes to the key through the remote-key provider
             // the cloud client uses, here calling the key directly, in-process.
             const DeviceKey* key = auth.key;
-            auto made = cloud::makeRemoteKey(auth.chainPem, [key](const std::string& name, const std::string& digest)
+            auto made = crypto::makeRemoteKey(auth.chainPem, [key](const std::string& name, const std::string& digest)
                                                                 -> Expected<std::string> {
                 auto alg = parseSignAlgorithm(name);
                 if (!alg) {
