@@ -105,6 +105,9 @@ void ContainerManager::startApp(App& a, Done done)
             ready = unexpected(ErrorCode::NotFound, "app_api: no bus socket at " + host.busSocket +
                                                         " (app_api.bus_socket in containers.json)");
         }
+        if (ready && appApi) {
+            ready = checkBusIdentity(bundle);
+        }
         if (ready && privateNet) {
             ready = net->prepare(name); // its namespace, veth, address, ports, resolv.conf
         }
