@@ -10,6 +10,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <pwd.h>
+#include <set>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -50,22 +51,29 @@ UserRecords::UserRecords(std::string dir, std::string prefix, std::string owner)
 {
 }
 
-bool UserRecords::ours(const std::string& file) const
+std::string UserRecords::appOf(const std::string& file) const
 {
     if (isSymlink(file)) {
-        return false;
+        return "";
     }
     auto text = fs::readFile(file, 1u << 16);
     if (!text) {
-        return false;
+        return "";
     }
     try {
         const json j = json::parse(*text);
-        return j.value("service", "") == kService && j.contains(kOwnerKey) && j[kOwnerKey].is_object() &&
-               j[kOwnerKey].value("stateDir", "") == owner_;
+        if (j.value("service", "") == kService && j.contains(kOwnerKey) && j[kOwnerKey].is_object() &&
+            j[kOwnerKey].value("stateDir", "") == owner_) {
+            return j[kOwnerKey].value("app", "");
+        }
     } catch (const std::exception&) {
-        return false;
     }
+    return "";
+}
+
+bool UserRecords::ours(const std::string& file) const
+{
+    return !appOf(file).empty();
 }
 
 Status UserRecords::writeRecord(const std::string& file, const std::string& text) const
@@ -110,7 +118,7 @@ void UserRecords::unlinkIdIfOurs(const std::string& idFile, const std::string& t
     }
 }
 
-Status UserRecords::publish(const std::string& app, std::uint32_t id)
+Status UserRecords::publish(const std::string& app, std::uint32_t id, std::uint32_t inside)
 {
     if (!enabled()) {
         return {};
@@ -118,7 +126,7 @@ Status UserRecords::publish(const std::string& app, std::uint32_t id)
     if (auto st = fs::makeDirs(dir_, 0755); !st) {
         return st;
     }
-    const std::string name = userName(app);
+    const std::string name = userName(app, inside);
     const std::string userFile = dir_ + "/" + name + ".user";
     const std::string groupFile = dir_ + "/" + name + ".group";
     // An older id of the app (its range moved): its links go.
@@ -133,11 +141,11 @@ Status UserRecords::publish(const std::string& app, std::uint32_t id)
         } catch (const std::exception&) {
         }
     }
-    const json owner = {{"stateDir", owner_}, {"app", app}};
+    const json owner = {{"stateDir", owner_}, {"app", app}, {"inside", inside}};
     const json user = {{"userName", name},
                        {"uid", id},
                        {"gid", id},
-                       {"realName", "MBL app " + app},
+                       {"realName", "MBL app " + app + (inside == 0 ? "" : " uid " + std::to_string(inside))},
                        {"homeDirectory", "/nonexistent"},
                        {"shell", "/usr/sbin/nologin"},
                        {"disposition", "container"},
@@ -162,12 +170,8 @@ Status UserRecords::publish(const std::string& app, std::uint32_t id)
     return linkId(dir_ + "/" + std::to_string(id) + ".group", name + ".group");
 }
 
-Status UserRecords::remove(const std::string& app)
+Status UserRecords::removeRecord(const std::string& name)
 {
-    if (!enabled()) {
-        return {};
-    }
-    const std::string name = userName(app);
     for (const char* kind : {".user", ".group"}) {
         const std::string file = dir_ + "/" + name + kind;
         if (!fs::exists(file) || !ours(file)) {
@@ -189,6 +193,42 @@ Status UserRecords::remove(const std::string& app)
     return {};
 }
 
+// This manager's record names in the folder, with the app each names.
+std::map<std::string, std::string> UserRecords::listOurs() const
+{
+    std::map<std::string, std::string> out;
+    if (DIR* d = ::opendir(dir_.c_str())) {
+        while (struct dirent* e = ::readdir(d)) {
+            const std::string f = e->d_name;
+            if (!str::startsWith(f, prefix_) || !endsWith(f, ".user")) {
+                continue;
+            }
+            const std::string app = appOf(dir_ + "/" + f);
+            if (!app.empty()) {
+                out[f.substr(0, f.size() - 5)] = app;
+            }
+        }
+        ::closedir(d);
+    }
+    return out;
+}
+
+Status UserRecords::remove(const std::string& app)
+{
+    if (!enabled()) {
+        return {};
+    }
+    Status failed = removeRecord(userName(app));
+    for (const auto& [name, owner] : listOurs()) {
+        if (owner == app) {
+            if (auto st = removeRecord(name); !st && failed) {
+                failed = st;
+            }
+        }
+    }
+    return failed;
+}
+
 Expected<std::size_t> UserRecords::sync(const std::map<std::string, std::uint32_t>& apps)
 {
     if (!enabled()) {
@@ -201,19 +241,11 @@ Expected<std::size_t> UserRecords::sync(const std::map<std::string, std::uint32_
         }
     }
     // This manager's records of apps it no longer has (removed while /run kept them).
-    std::vector<std::string> stale;
-    if (DIR* d = ::opendir(dir_.c_str())) {
-        while (struct dirent* e = ::readdir(d)) {
-            const std::string f = e->d_name;
-            if (!str::startsWith(f, prefix_) || !endsWith(f, ".user")) {
-                continue;
-            }
-            const std::string app = f.substr(prefix_.size(), f.size() - prefix_.size() - 5);
-            if (apps.count(app) == 0 && ours(dir_ + "/" + f)) {
-                stale.push_back(app);
-            }
+    std::set<std::string> stale;
+    for (const auto& [name, app] : listOurs()) {
+        if (apps.count(app) == 0) {
+            stale.insert(app);
         }
-        ::closedir(d);
     }
     for (const auto& app : stale) {
         if (auto st = remove(app); !st && failed) {

@@ -32,13 +32,18 @@ public:
     UserRecords(std::string dir, std::string prefix, std::string owner);
 
     bool enabled() const { return !dir_.empty(); }
-    std::string userName(const std::string& app) const { return prefix_ + app; }
+    std::string userName(const std::string& app, std::uint32_t inside = 0) const
+    {
+        return prefix_ + app + (inside == 0 ? "" : "+" + std::to_string(inside));
+    }
 
     // Writes the app's user and group record for host id `id` (uid = gid) and
     // points the "<id>.user"/"<id>.group" links at them (replacing the app's
-    // record for an older id).
-    Status publish(const std::string& app, std::uint32_t id);
-    // Removes the app's records and the id links that point at them.
+    // record for an older id). `inside`: the id in the app's namespace; 0 is the
+    // app's root, named <prefix><app>; any other is <prefix><app>+<inside>
+    // (the uid an image's `User` runs as; '+' is in no app name).
+    Status publish(const std::string& app, std::uint32_t id, std::uint32_t inside = 0);
+    // Removes all of the app's records and the id links that point at them.
     Status remove(const std::string& app);
     // Start-up: publishes every app of `apps` (app -> id) again (/run is empty
     // after a reboot) and removes this manager's records of apps not in it.
@@ -49,6 +54,10 @@ private:
     Status writeRecord(const std::string& file, const std::string& json) const;
     Status linkId(const std::string& idFile, const std::string& target) const;
     bool ours(const std::string& file) const;
+    // The app a record of ours names ("" if not ours).
+    std::string appOf(const std::string& file) const;
+    Status removeRecord(const std::string& name);
+    std::map<std::string, std::string> listOurs() const;
     void unlinkIdIfOurs(const std::string& idFile, const std::string& target) const;
 
     std::string dir_;

@@ -103,6 +103,16 @@ Expected<IdRange> IdAllocator::acquire(const std::string& app)
     return IdRange{static_cast<std::uint32_t>(candidate), size_};
 }
 
+Status IdAllocator::nameId(const std::string& app, std::uint32_t inside)
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = bases_.find(app);
+    if (it == bases_.end() || inside >= size_) {
+        return unexpected(ErrorCode::NotFound, "app '" + app + "' holds no host id for its id " + std::to_string(inside));
+    }
+    return records_.publish(app, it->second + inside, inside);
+}
+
 std::optional<IdRange> IdAllocator::find(const std::string& app) const
 {
     std::lock_guard<std::mutex> lock(mu_);

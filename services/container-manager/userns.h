@@ -47,6 +47,9 @@ public:
     std::optional<IdRange> find(const std::string& app) const;
     // Frees the app's range (its /data is gone) and its name. Recorded durably.
     Status release(const std::string& app);
+    // Names id `inside` of the app's range too (the uid its image's process
+    // runs as, when not root): NotFound if the app holds no range.
+    Status nameId(const std::string& app, std::uint32_t inside);
     const UserRecords& records() const { return records_; }
     std::uint32_t idsPerApp() const { return size_; }
 

@@ -224,6 +224,30 @@ TEST_CASE("an app with app_api calls SetAttributes from inside its container wit
     CHECK(cloudAttributes().count("camera.x") == 0);
     CHECK(cloudAttributes()["sensor.temp"] == "22");
 
+    // An image whose process runs as a user of its own (`User` 1000): that uid
+    // is named too (<prefix>meter+1000) and reaches the bus as the same app.
+    const std::string meterScript = call + "meter 1 kwh 7 2>&1; echo \"OWN-RC=$?\"; id -u; exec sleep 100000";
+    auto meterLayout = test::umociBusyboxImage(f.work.path(), "layout", "meter", {"/bin/sh", "-c", meterScript}, "",
+                                               busClientFiles(f.work.path() + "/stage"));
+    test::mustRun({"umoci", "config", "--image", meterLayout + ":meter", "--config.user=1000:1000"});
+    const std::string meterArchive = test::layoutArchive(meterLayout, "meter", f.work.path() + "/meter.tar", true);
+    auto mr = cm.install(meterArchive, R"({"name": "meter", "app_api": true})");
+    INFO(mr.errorName << ": " << mr.message);
+    REQUIRE(mr.success);
+    const bool meterRan = cm.waitLog("meter", "OWN-RC=", std::chrono::seconds(120));
+    INFO("meter: " << cm.state("meter") << "\n" << cm.logs("meter"));
+    REQUIRE(meterRan);
+    CHECK(contains(cm.logs("meter"), "OWN-RC=0"));
+    CHECK(contains(cm.logs("meter"), "\n1000\n"));
+    CHECK(cloudAttributes()["meter.kwh"] == "7");
+    const pid_t meterPid = static_cast<pid_t>(cm.pid("meter"));
+    const std::uint32_t meterUid =
+        static_cast<std::uint32_t>(std::stoul(str::split(statusField(meterPid, "Uid"), '\t')[0]));
+    CHECK(userName(meterUid) == f.userPrefix + "meter+1000");
+    CHECK(userName(meterUid - 1000) == f.userPrefix + "meter");
+    cm.remove("meter", true);
+    CHECK(userName(meterUid).empty());
+
     // Without app_api the same image has no bus socket at all.
     REQUIRE(cm.install(archive, R"({"name": "nobus"})").success);
     REQUIRE(cm.waitLog("nobus", "OTHER-RC=", std::chrono::seconds(120)));
@@ -270,6 +294,7 @@ TEST_CASE("each app's root-mapped host uid has a user name while the app is inst
     ghostRecord["userName"] = ghost;
     ghostRecord["uid"] = 4000000000u;
     ghostRecord["gid"] = 4000000000u;
+    ghostRecord["org.mbl.ContainerManager1"]["app"] = "ghost";
     REQUIRE(fs::writeFileAtomic("/run/userdb/" + ghost + ".user", ghostRecord.dump(), 0644));
     REQUIRE(::symlink((ghost + ".user").c_str(), "/run/userdb/4000000000.user") == 0);
     CHECK(userName(4000000000u) == ghost);

@@ -180,6 +180,18 @@ TEST_CASE("user records: an app's first host id is published as a user and a gro
     CHECK(fs::exists(db + "/950000.user"));
     CHECK(nlohmann::json::parse(*fs::readFile(db + "/mbl-app-other.user"))["uid"] == 5000);
 
+    // The uid an image's `User` runs as is named too (<app>+<id inside>), and goes with the app.
+    REQUIRE(again.nameId("camera", 1000));
+    CHECK(nlohmann::json::parse(*fs::readFile(db + "/mbl-app-camera+1000.user"))["uid"] == 166536);
+    CHECK(fs::exists(db + "/166536.group"));
+    CHECK_FALSE(again.nameId("camera", 65536)); // beyond its range
+    CHECK_FALSE(again.nameId("nobody", 1));
+    REQUIRE(again.release("camera"));
+    CHECK_FALSE(fs::exists(db + "/mbl-app-camera+1000.user"));
+    CHECK_FALSE(fs::exists(db + "/mbl-app-camera+1000.group"));
+    CHECK(statOf(db + "/166536.user").st_mode == 0);
+    CHECK_FALSE(fs::exists(db + "/mbl-app-camera.user"));
+
     // No folder: nothing published, nothing fails.
     IdAllocator none(dir.path() + "/none.json", 100000, 65536, UserRecords("", "mbl-app-", "x"));
     REQUIRE(none.load());
