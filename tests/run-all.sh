@@ -9,8 +9,12 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 
 BUILD=${MBL_BUILD_DIR:-build-asan}
+# -O1 with line tables only (-g1): the sanitizers' reports keep file:line, and
+# the build takes about half the time of meson's default -O2 -g (measured on
+# coordinator.cpp under load: 50 s against 95-125 s), which is most of CI's budget.
 if [ ! -f "$BUILD/build.ninja" ]; then
-  meson setup "$BUILD" -Db_sanitize=address,undefined -Db_lundef=false
+  meson setup "$BUILD" -Db_sanitize=address,undefined -Db_lundef=false \
+    -Doptimization=1 -Ddebug=false -Dcpp_args=-g1
 fi
 ninja -C "$BUILD"
 

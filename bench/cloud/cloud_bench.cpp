@@ -15,14 +15,19 @@
 //     the status of each poll (304 means the daemon sent If-None-Match), and an
 //     iptables chain counting the packets to and from nginx's TLS port on lo gives
 //     the IP-level bytes (TCP/IP headers, TLS records, ACKs). Only the daemon talks
-//     to that port during the window. Not included below a 120 s sleep: the TCP
-//     keep-alive probes (the daemon sets idle 120 s, interval 60 s); run with
-//     --poll-sleep 300 for the 5-minute figure. Ethernet adds 14 B per packet (or
-//     38 B with preamble and gap), not counted on lo.
+//     to that port during the window. TCP keep-alive probes: the daemon sets
+//     the idle time a minute beyond its next poll, so a polling connection sends
+//     none (before, idle 120 s: two probes and their ACKs per 5-minute sleep); run
+//     with --poll-sleep 300 for the 5-minute figure. Ethernet adds 14 B per packet
+//     (or 38 B with preamble and gap), not counted on lo.
 //  3. idle RSS/PSS of the daemon; 4. wake-ups (context switches of all its threads)
 //     per idle minute (no bare side).
 // Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--poll-sleep S] [--idle-sec N]
-//                    [--load N] [--modes python,static,link] [--link-mbit N]      (root; needs nginx, iptables)
+//                    [--load N] [--modes python,static,link|none] [--link-mbit N] [--server-http 1.1|2]
+//                    (root; needs nginx, iptables)
+// --server-http 2: nginx offers HTTP/2 (ALPN h2) on the device's server port; the
+// daemon's control requests (polls, feedback) then use it, downloads stay HTTP/1.1.
+// The default (1.1) is hawkBit's own (Spring Boot's server.http2.enabled=false).
 // Throughput modes: `python` (the DDI test server streams the artifact through
 // nginx), `static` (the test server answers with X-Accel-Redirect and nginx serves
 // the file: the server costs far less CPU, so the clients' own cost shows),
@@ -71,6 +76,9 @@ public:
             {"iptables", "-w", "-N", chain_},
             {"iptables", "-w", "-A", chain_, "-p", "tcp", "--dport", p},
             {"iptables", "-w", "-A", chain_, "-p", "tcp", "--sport", p},
+            // Packets of at most 52 B (IPv4 + TCP with timestamps, no payload): bare ACKs.
+            {"iptables", "-w", "-A", chain_, "-p", "tcp", "--dport", p, "-m", "length", "--length", "0:52"},
+            {"iptables", "-w", "-A", chain_, "-p", "tcp", "--sport", p, "-m", "length", "--length", "0:52"},
             {"iptables", "-w", "-I", "OUTPUT", "-o", "lo", "-j", chain_}};
         for (const auto& c : cmds) {
             auto r = mbl::run(c);
@@ -83,7 +91,7 @@ public:
     }
     ~PortCounter()
     {
-        if (steps_ >= 4) {
+        if (steps_ >= 6) {
             (void)mbl::run({"iptables", "-w", "-D", "OUTPUT", "-o", "lo", "-j", chain_});
         }
         if (steps_ >= 1) {
@@ -93,23 +101,32 @@ public:
     }
     PortCounter(const PortCounter&) = delete;
     PortCounter& operator=(const PortCounter&) = delete;
-    bool ok() const { return steps_ == 4; }
+    bool ok() const { return steps_ == 6; }
     const std::string& why() const { return why_; }
-    // Packets and bytes (IP level) so far, both directions.
-    std::pair<std::uint64_t, std::uint64_t> read() const
+    // Packets and bytes (IP level) so far: to the port (client to server), from it,
+    // and the bare ACKs among each.
+    struct Counts {
+        std::uint64_t toPk = 0, toBy = 0, fromPk = 0, fromBy = 0, toAcks = 0, fromAcks = 0;
+        std::uint64_t packets() const { return toPk + fromPk; }
+        std::uint64_t bytes() const { return toBy + fromBy; }
+    };
+    Counts read() const
     {
-        std::uint64_t pk = 0, by = 0;
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> rules;
         auto r = mbl::run({"iptables", "-w", "-L", chain_, "-v", "-x", "-n"});
         if (r && r->status.success()) {
             for (const auto& line : str::split(r->out, '\n')) {
                 auto w = str::words(line);
                 if (w.size() > 2 && std::isdigit(static_cast<unsigned char>(w[0][0]))) {
-                    pk += std::stoull(w[0]);
-                    by += std::stoull(w[1]);
+                    rules.emplace_back(std::stoull(w[0]), std::stoull(w[1]));
                 }
             }
         }
-        return {pk, by};
+        Counts c;
+        if (rules.size() == 4) {
+            c = {rules[0].first, rules[0].second, rules[1].first, rules[1].second, rules[2].first, rules[3].first};
+        }
+        return c;
     }
 
 private:
@@ -262,6 +279,7 @@ int main(int argc, char** argv)
     int load = 0;
     std::string modes = "python,static,link";
     int linkMbit = 1000;
+    bool http2 = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "--size-mib") {
@@ -280,11 +298,15 @@ int main(int argc, char** argv)
             modes = argv[i + 1];
         } else if (a == "--link-mbit") {
             linkMbit = std::max(1, std::stoi(argv[i + 1]));
+        } else if (a == "--server-http") {
+            http2 = std::string(argv[i + 1]) == "2";
         }
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CloudEnvOptions o;
+    o.http2 = http2;
     CloudEnv env(o);
+    const std::string serverUrl = http2 ? env.cloud.http2Url() : env.cloud.serverUrl();
     env.cloud.admin("POST", "/admin/config", {{"sleep", "00:01:00"}});
     if (!CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; })) {
         std::cerr << "cloud client did not connect\n" << env.clientLog();
@@ -307,15 +329,17 @@ int main(int argc, char** argv)
     auto art = env.cloud.admin("POST", "/admin/artifacts", {{"name", "big.bin"}, {"path", path}});
     // Downloaded outside any action (hawkBit's skip-artifact-access-check tenant option).
     env.cloud.admin("POST", "/admin/config", {{"skip_artifact_access_check", true}});
-    const std::string url = env.cloud.serverUrl() + "/DEFAULT/controller/v1/" + env.deviceId + "/softwaremodules/" +
+    const std::string url = serverUrl + "/DEFAULT/controller/v1/" + env.deviceId + "/softwaremodules/" +
                             std::to_string(art["smid"].get<int>()) + "/artifacts/big.bin";
     json artifact = {{"url", url}, {"size", art["size"]}, {"sha256", art["sha256"]}, {"filename", "big.bin"}};
     const double bytes = static_cast<double>(art["size"].get<std::uint64_t>());
     const pid_t daemonPid = env.stack.pid("cloud-client");
     const std::string pki = env.cloud.dir() + "/pki";
-    const std::vector<std::string> curlArgv = {"curl", "-sS", "--fail", "--tlsv1.2", "--cacert", pki + "/test-ca.pem",
+    const std::vector<std::string> curlArgv = {"curl", "-sS", "--fail", "--http1.1", "--tlsv1.2", "--cacert", pki + "/test-ca.pem",
                                                "--cert", pki + "/device-dev-01.pem", "--key",
                                                pki + "/device-dev-01.key", "-o", "/dev/null", url};
+    // curl --http1.1: the daemon fetches artifacts over HTTP/1.1 even where the
+    // server offers h2 (--server-http 2), so both sides do the same job.
     // The daemon's stream: Download → pipe → spliced into /dev/null, so the consumer
     // costs what curl's -o /dev/null costs (no copy into a process).
     auto daemonRun = [&](double& cpu) -> double {
@@ -457,7 +481,7 @@ int main(int argc, char** argv)
         std::printf("\n");
         std::fflush(stdout);
     };
-    const int tlsPort = std::stoi(env.cloud.serverUrl().substr(env.cloud.serverUrl().rfind(':') + 1));
+    const int tlsPort = std::stoi(serverUrl.substr(serverUrl.rfind(':') + 1));
     // A failed run ends the benchmark: no figure is printed for a job that did not happen.
     try {
         for (const auto& mode : str::split(modes, ',')) {
@@ -476,8 +500,8 @@ int main(int argc, char** argv)
                 }
                 rounds("artifact served by nginx, its port shaped to " + std::to_string(linkMbit) +
                        " Mbit/s (tc htb on lo), as a device's link", true);
-            } else {
-                std::cerr << "unknown mode " << mode << " (python, static, link)\n";
+            } else if (mode != "none") { // none: the idle figures only
+                std::cerr << "unknown mode " << mode << " (python, static, link, none)\n";
                 return 2;
             }
         }
@@ -510,9 +534,10 @@ int main(int argc, char** argv)
             // A poll now, so the daemon learns the new sleep; then one more of its own.
             env.proxy().callMethod("PollNow").onInterface("org.mbl.CloudClient1");
             const std::size_t start = pollLines(logPath, pollPath).size();
+            // Each poll may come up to a sleep (plus jitter) after the last.
             auto waitPolls = [&](std::size_t n) {
                 return CloudEnv::waitUntil([&] { return pollLines(logPath, pollPath).size() >= n; },
-                                           std::chrono::seconds(pollSleep * 3 + 30));
+                                           std::chrono::seconds(pollSleep * (polls + 3) + 30));
             };
             if (!waitPolls(start + 1)) {
                 std::cerr << "the daemon did not poll on its own\n" << env.clientLog();
@@ -536,16 +561,21 @@ int main(int argc, char** argv)
                 connections.insert(lines[i].connection);
             }
             const double perHttp = static_cast<double>(http) / polls;
-            const double perIp = static_cast<double>(c1.second - c0.second) / polls;
-            const double perPk = static_cast<double>(c1.first - c0.first) / polls;
+            const double perIp = static_cast<double>(c1.bytes() - c0.bytes()) / polls;
+            const double perPk = static_cast<double>(c1.packets() - c0.packets()) / polls;
             std::printf("idle poll, the daemon at a %d s sleep, %d polls: %d answered 304 (If-None-Match), %zu TCP "
                         "connection(s)\n",
                         pollSleep, polls, notModified, connections.size());
             std::printf("  HTTP (nginx $request_length + $bytes_sent): %.0f B/poll, %.1f kB/day at 5 min\n", perHttp,
                         perHttp * 288 / 1000);
             std::printf("  IP level (iptables on lo, both directions): %.0f B/poll in %.1f packets, %.1f kB/day at 5 min"
-                        " (+ %.1f kB/day of Ethernet headers; TCP keep-alive probes not included below a 120 s sleep)\n",
+                        " (+ %.1f kB/day of Ethernet headers)\n",
                         perIp, perPk, perIp * 288 / 1000, perPk * 14 * 288 / 1000);
+            auto per = [&](std::uint64_t a, std::uint64_t b) { return static_cast<double>(b - a) / polls; };
+            std::printf("  device to server: %.1f packets, %.0f B (%.1f bare ACKs); server to device: %.1f packets, "
+                        "%.0f B (%.1f bare ACKs) per poll\n",
+                        per(c0.toPk, c1.toPk), per(c0.toBy, c1.toBy), per(c0.toAcks, c1.toAcks),
+                        per(c0.fromPk, c1.fromPk), per(c0.fromBy, c1.fromBy), per(c0.fromAcks, c1.fromAcks));
             env.cloud.admin("POST", "/admin/config", {{"sleep", "00:01:00"}});
             env.proxy().callMethod("PollNow").onInterface("org.mbl.CloudClient1");
         }

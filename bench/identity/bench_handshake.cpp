@@ -135,7 +135,7 @@ struct BusSigner {
     IdentityProxy proxy{*conn};
     std::mutex mu;
     unsigned long signs = 0;
-    cloud::HandshakeSigner fn()
+    crypto::HandshakeSigner fn()
     {
         return [this](const std::string& alg, const std::string& digest) -> Expected<std::string> {
             std::lock_guard<std::mutex> lk(mu);

@@ -283,6 +283,9 @@ void CloudClient::run()
         if (pollSoon_) {
             wait = std::min<milliseconds>(wait, seconds(1)); // a confirmed action is offered at the next poll
         }
+        if (session_) {
+            session_->setKeepAliveIdle(std::chrono::duration_cast<seconds>(wait) + seconds(60));
+        }
         sleeping = event == PollEvent::Answered && !pollSoon_;
         cycleEnd = clock_.now();
         publishState(wait);

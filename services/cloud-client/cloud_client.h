@@ -15,7 +15,7 @@
 #include "feedback_queue.h"
 #include "http.h"
 #include "poller.h"
-#include "remote_key.h"
+#include "mbl/remote_key.h"
 #include "settings.h"
 
 #include "mbl/config.h"
@@ -57,7 +57,7 @@ struct Provisioning {
 struct TlsCredentials {
     std::string keyPem;
     std::string chainPem;
-    HandshakeSigner signer;
+    crypto::HandshakeSigner signer;
 };
 
 // Where identity and device facts come from (the bus side implements it; tests may fake it).

@@ -5,6 +5,10 @@
 
 #include <openssl/crypto.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cctype>
 
@@ -112,7 +116,7 @@ HttpSession::HttpSession(TlsSettings settings, Origin server, LinkPolicy policy)
         // The signer runs inside curl_easy_perform on this session's thread; it
         // leaves why it failed where transportError() finds it.
         auto failure = signFailure_;
-        auto key = makeRemoteKey(settings_.chainPem,
+        auto key = crypto::makeRemoteKey(settings_.chainPem,
                                  [sign = settings_.signer, failure](const std::string& alg, const std::string& digest) {
                                      auto sig = sign(alg, digest);
                                      if (!sig) {
@@ -131,7 +135,7 @@ HttpSession::HttpSession(TlsSettings settings, Origin server, LinkPolicy policy)
 CURLcode HttpSession::onSslContext(CURL*, void* sslCtx, void* self)
 {
     auto* session = static_cast<HttpSession*>(self);
-    auto st = useClientIdentity(static_cast<SSL_CTX*>(sslCtx), session->settings_.chainPem, session->remoteKey_.get());
+    auto st = crypto::useClientIdentity(static_cast<SSL_CTX*>(sslCtx), session->settings_.chainPem, session->remoteKey_.get());
     if (!st) {
         *session->signFailure_ = st.error().message;
         return CURLE_SSL_CERTPROBLEM;
@@ -170,7 +174,7 @@ Status HttpSession::configure(const std::string& method, const std::string& url,
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(c, CURLOPT_SSL_SESSIONID_CACHE, 1L);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 120L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, keepAliveIdleSec_);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 60L);
     curl_easy_setopt(c, CURLOPT_MAXAGE_CONN, 24L * 3600); // keep the idle connection across long sleeps
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, settings_.connectTimeoutSec);
@@ -253,6 +257,17 @@ Error HttpSession::transportError(CURLcode code, const Origin& to) const
     }
 }
 
+void HttpSession::setKeepAliveIdle(std::chrono::seconds idle)
+{
+    keepAliveIdleSec_ = std::max<long>(60, static_cast<long>(std::min<std::chrono::seconds::rep>(idle.count(), 86400)));
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    if (easy_.get() != nullptr && curl_easy_getinfo(easy_.get(), CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
+        fd != CURL_SOCKET_BAD) {
+        const int v = static_cast<int>(keepAliveIdleSec_);
+        (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof v);
+    }
+}
+
 Expected<HttpResponse> HttpSession::perform(const std::string& method, const std::string& url, const std::string& body,
                                             const std::vector<std::string>& headers, std::size_t maxBody,
                                             const Sink* sink, std::uint64_t rangeFrom)
@@ -280,6 +295,13 @@ Expected<HttpResponse> HttpSession::perform(const std::string& method, const std
             return unexpected(st.error());
         }
         CURL* c = easy_.get();
+        // Requests to the server ask for HTTP/2 by ALPN and fall back to HTTP/1.1
+        // where it is not offered (hawkBit's default): on the kept connection HPACK
+        // sends a repeated poll's headers as a few bytes (issue 18, idle cost).
+        // Artifacts stay on HTTP/1.1: a bulk stream gains nothing from h2 and
+        // would pay its flow-control windows and framing.
+        curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
+                         static_cast<long>(own && !artifact ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1));
         if (method != "GET") {
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
             curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));

@@ -12,13 +12,14 @@
 // checked against that host's CA, anonymously.
 
 #include "ddi.h"
-#include "remote_key.h"
 
 #include "mbl/crypto.h"
 #include "mbl/curl.h"
 #include "mbl/expected.h"
+#include "mbl/remote_key.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,7 +34,7 @@ struct TlsSettings {
     std::string chainPem; // client certificate chain, leaf first (mTLS), or empty
     // The client key's handshake signatures (mTLS): the device's cloud client signs
     // through the identity service and never holds the key.
-    HandshakeSigner signer;
+    crypto::HandshakeSigner signer;
     // An in-process client key (PEM), for benchmarks and test tools only; used
     // where `signer` is empty.
     std::string keyPem;
@@ -90,6 +91,13 @@ public:
     // (shutdown, cancel). Must outlive the session.
     void setAbortFlag(const std::atomic<bool>* flag) { abort_ = flag; }
 
+    // TCP keep-alive idle time of the kept connection (at least 60 s). The poll
+    // loop sets it a minute beyond its next wait: a connection that polls keeps
+    // itself alive and sends no probes in between (two probes and their ACKs were
+    // 208 B of a 5-minute sleep), one that stays silent longer than planned is
+    // probed. Applies to the open connection at once and to new ones.
+    void setKeepAliveIdle(std::chrono::seconds idle);
+
     // Last transport error code (CURLE_OK if the last call reached the server).
     CURLcode lastCurlCode() const { return lastCode_; }
     // New TCP/TLS connections opened so far (for tests and the benchmark).
@@ -114,6 +122,7 @@ private:
     char errbuf_[CURL_ERROR_SIZE] = {};
     CURLcode lastCode_ = CURLE_OK;
     long connects_ = 0;
+    long keepAliveIdleSec_ = 120;
     const std::atomic<bool>* abort_ = nullptr;
     // The remote client key (settings_.signer) and why the last handshake
     // signature failed (set by the signer on this session's thread, cleared per request).

@@ -78,6 +78,10 @@ Status validateCsrOptions(const CsrOptions& options)
     return {};
 }
 
+namespace {
+Expected<std::string> signRequest(X509_REQ* req, const DeviceKey& key);
+} // namespace
+
 Expected<std::string> createCsr(const DeviceKey& key, const std::string& commonName, const CsrOptions& options)
 {
     if (auto st = validateCsrOptions(options); !st) {
@@ -124,6 +128,34 @@ Expected<std::string> createCsr(const DeviceKey& key, const std::string& commonN
             return unexpected(ErrorCode::Failed, "cannot add the SAN: " + crypto::lastOpenSslError());
         }
     }
+    return signRequest(req.get(), key);
+}
+
+Expected<std::string> createRenewalCsr(const DeviceKey& key, X509* current)
+{
+    crypto::X509Req req(X509_REQ_new());
+    if (!req || X509_REQ_set_version(req.get(), 0) != 1 ||
+        X509_REQ_set_subject_name(req.get(), X509_get_subject_name(current)) != 1 ||
+        X509_REQ_set_pubkey(req.get(), key.get()) != 1) {
+        return unexpected(ErrorCode::Failed, "cannot make a renewal CSR: " + crypto::lastOpenSslError());
+    }
+    // RFC 7030 §4.2.2: Subject and SubjectAltName identical to the certificate being renewed.
+    const int at = X509_get_ext_by_NID(current, NID_subject_alt_name, -1);
+    if (at >= 0) {
+        STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
+        sk_X509_EXTENSION_push(exts, X509_get_ext(current, at));
+        const int ok = X509_REQ_add_extensions(req.get(), exts);
+        sk_X509_EXTENSION_free(exts); // the extension stays owned by the certificate
+        if (ok != 1) {
+            return unexpected(ErrorCode::Failed, "cannot copy the SAN: " + crypto::lastOpenSslError());
+        }
+    }
+    return signRequest(req.get(), key);
+}
+
+namespace {
+Expected<std::string> signRequest(X509_REQ* req, const DeviceKey& key)
+{
     // In the key's own library context: a TPM key's signature must be the tpm2
     // provider's (OpenSSL 3.0 would otherwise export the public half to the
     // default provider and fail for want of the private key).
@@ -131,13 +163,14 @@ Expected<std::string> createCsr(const DeviceKey& key, const std::string& commonN
     if (!mctx ||
         EVP_DigestSignInit_ex(mctx.get(), nullptr, key.isEd25519() ? nullptr : "SHA256", key.libctx(), key.propq(),
                               key.get(), nullptr) != 1 ||
-        X509_REQ_sign_ctx(req.get(), mctx.get()) <= 0) {
+        X509_REQ_sign_ctx(req, mctx.get()) <= 0) {
         return unexpected(ErrorCode::Failed, "cannot sign the CSR with the device key: " + crypto::lastOpenSslError());
     }
     crypto::Bio bio(BIO_new(BIO_s_mem()));
-    PEM_write_bio_X509_REQ(bio.get(), req.get());
+    PEM_write_bio_X509_REQ(bio.get(), req);
     return bioText(bio.get());
 }
+} // namespace
 
 Expected<std::vector<crypto::X509Ptr>> parsePemCertificates(const std::string& pem, const std::string& what)
 {
@@ -194,6 +227,16 @@ std::uint64_t notAfterOf(X509* cert)
 {
     struct tm tm {};
     if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) {
+        return 0;
+    }
+    time_t t = timegm(&tm);
+    return t < 0 ? 0 : static_cast<std::uint64_t>(t);
+}
+
+std::uint64_t notBeforeOf(X509* cert)
+{
+    struct tm tm {};
+    if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) != 1) {
         return 0;
     }
     time_t t = timegm(&tm);

@@ -30,6 +30,10 @@ Status validateCsrOptions(const CsrOptions& options);
 // PEM CSR with CN = commonName and the options, signed by the key.
 Expected<std::string> createCsr(const DeviceKey& key, const std::string& commonName, const CsrOptions& options);
 
+// A CSR to renew `current` (EST simplereenroll): the same Subject and
+// subjectAltName (RFC 7030 §4.2.2), the device key's public key, signed by it.
+Expected<std::string> createRenewalCsr(const DeviceKey& key, X509* current);
+
 // Every certificate of a PEM text, in order. `what` names the input in errors.
 // Empty input, text without a certificate or a damaged block is InvalidArgument.
 Expected<std::vector<crypto::X509Ptr>> parsePemCertificates(const std::string& pem, const std::string& what);
@@ -37,8 +41,9 @@ std::string certificatesToPem(const std::vector<crypto::X509Ptr>& certs);
 
 // One line about a certificate for messages: subject and validity.
 std::string describeCertificate(X509* cert);
-// notAfter of a certificate, seconds since the epoch.
+// notAfter / notBefore of a certificate, seconds since the epoch.
 std::uint64_t notAfterOf(X509* cert);
+std::uint64_t notBeforeOf(X509* cert);
 
 struct VerifiedChain {
     std::string pem;            // the chain as installed: the certificates re-encoded, leaf first

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "identity.h"
 
+#include "est_http.h"
 #include "tpm_key.h"
 
 #include "mbl/fs.h"
@@ -8,6 +9,7 @@
 #include "mbl/strings.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include <cerrno>
@@ -110,14 +112,33 @@ Expected<std::unique_ptr<Identity>> Identity::open(const Paths& paths, const Con
     if (!keyType) {
         return unexpected(ErrorCode::InvalidArgument, config.origin() + ": " + keyType.error().message);
     }
+    auto est = readEstConfig(config);
+    if (!est) {
+        return unexpected(est.error());
+    }
     if (auto st = config.rejectUnreadKeys(); !st) {
         return unexpected(st.error());
+    }
+    if (*est && fleetCa->empty()) {
+        return unexpected(ErrorCode::InvalidArgument,
+                          config.origin() + ": key 'est' needs 'fleet_ca': an enrolled certificate is only installed "
+                                            "when it leads to the fleet CA");
     }
     std::unique_ptr<Identity> id(new Identity());
     id->stateDir_ = *dir;
     id->keyType_ = *keyType;
     id->fleetCa_ = *fleetCa;
     id->keyUri_ = *uri;
+    id->est_ = *est;
+    if (id->est_) {
+        RenewalPolicy policy;
+        policy.configured = true;
+        policy.renewAtPermille = id->est_->renewAtPermille;
+        policy.retryMinSeconds = id->est_->retryMinSeconds;
+        policy.retryMaxSeconds = id->est_->retryMaxSeconds;
+        policy.enrollWithoutCertificate = id->est_->enrollAtStart;
+        id->renewal_ = RenewalEngine(policy);
+    }
     if (auto st = fs::makeDirs(id->stateDir_, 0700); !st) {
         return unexpected(st.error());
     }
@@ -146,6 +167,7 @@ Expected<std::unique_ptr<Identity>> Identity::open(const Paths& paths, const Con
         log::error("the identity state is unusable: " + id->stateError_);
     }
     id->recomputeLocked();
+    id->noteCertificateLocked(std::time(nullptr));
     log::info("device id " + (id->deviceId_.empty() ? std::string("(none)") : id->deviceId_) + ", key " + id->keyUri_ +
               (id->key_ ? " (" + id->key_->typeName() + ")" : std::string()));
     return id;
@@ -389,9 +411,13 @@ Status Identity::installCertificate(const std::string& chainPem)
         return st;
     }
     testPausePoint("install-after-commit");
-    std::lock_guard<std::mutex> lock(mu_);
-    stored_ = std::move(next);
-    recomputeLocked();
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stored_ = std::move(next);
+        recomputeLocked();
+        noteCertificateLocked(std::time(nullptr));
+    }
+    renewalChanged();
     log::notice("installed certificate " + chain->leafSubject);
     return {};
 }
@@ -444,6 +470,8 @@ Status Identity::provision(const std::string& documentJson)
     std::lock_guard<std::mutex> lock(mu_);
     stored_ = std::move(next);
     recomputeLocked();
+    noteCertificateLocked(std::time(nullptr));
+    renewalChanged();
     log::notice("provisioned for " + stored_.provisioning->serverUrl + " (tenant " + stored_.provisioning->tenant +
                 ", " + stored_.provisioning->authMode + "), device id " + deviceId_);
     return {};
@@ -466,6 +494,7 @@ Status Identity::factoryReset()
     auto key = obtainKey(true);
     std::lock_guard<std::mutex> lock(mu_);
     stored_ = Stored{};
+    renewal_.certificateRemoved(std::time(nullptr));
     stateError_.clear();
     keyError_.clear();
     key_.reset();
@@ -478,6 +507,7 @@ Status Identity::factoryReset()
                                                  keyError_);
     }
     recomputeLocked();
+    renewalChanged();
     log::notice("factory reset: new identity, device id " + deviceId_);
     return {};
 }
@@ -537,6 +567,230 @@ Expected<TlsCredentials> Identity::tlsCredentials() const
                                                      "identity install-cert FILE)");
     }
     return out;
+}
+
+void Identity::noteCertificateLocked(std::time_t now)
+{
+    if (stored_.chainPem.empty()) {
+        renewal_.certificateRemoved(now);
+        return;
+    }
+    auto certs = parsePemCertificates(stored_.chainPem, "stored chain");
+    if (certs && !certs->empty()) {
+        X509* leaf = certs->front().get();
+        renewal_.certificateInstalled(static_cast<std::time_t>(notBeforeOf(leaf)),
+                                      static_cast<std::time_t>(notAfterOf(leaf)), now);
+    }
+}
+
+void Identity::renewalChanged() const
+{
+    if (renewalObserver_) {
+        renewalObserver_();
+    }
+}
+
+RenewalStatus Identity::renewalStatus() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    RenewalStatus out;
+    out.state = renewalStateName(renewal_.state());
+    out.notAfter = notAfter_;
+    out.nextRenewal = static_cast<std::uint64_t>(renewal_.nextAttempt());
+    out.lastError = renewal_.lastError();
+    return out;
+}
+
+std::time_t Identity::renewalWakeup() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    return renewal_.nextWakeup();
+}
+
+Status Identity::enroll()
+{
+    return estExchange(false);
+}
+
+Status Identity::renew()
+{
+    return estExchange(true);
+}
+
+Status Identity::runScheduledRenewal()
+{
+    const std::time_t now = std::time(nullptr);
+    RenewalAction action = RenewalAction::None;
+    bool expired = false;
+    std::uint64_t notAfter = 0;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        notAfter = notAfter_;
+        const RenewalState before = renewal_.state();
+        renewal_.tick(now);
+        expired = before != RenewalState::Expired && renewal_.state() == RenewalState::Expired;
+        action = renewal_.due(now);
+    }
+    if (expired) {
+        log::error("the device certificate expired (notAfter " + std::to_string(notAfter) +
+                   ") before it was renewed; enrol again with the factory credential (mblctl identity enroll)");
+        renewalChanged();
+    }
+    switch (action) {
+    case RenewalAction::Enroll:
+        return estExchange(false);
+    case RenewalAction::Reenroll:
+        return estExchange(true);
+    case RenewalAction::None:
+        break;
+    }
+    return {};
+}
+
+Expected<VerifiedChain> Identity::estRequest(bool reenroll, const DeviceKey& key, const std::string& currentChain,
+                                             std::optional<std::int64_t>& retryAfter) const
+{
+    const std::string operation = reenroll ? "simplereenroll" : "simpleenroll";
+    EstClientAuth auth;
+    Expected<std::string> csr = std::string();
+    {
+        auto use = key.lockUse();
+        if (reenroll) {
+            auto certs = parsePemCertificates(currentChain, "the certificate in force");
+            if (!certs) {
+                return unexpected(certs.error());
+            }
+            csr = createRenewalCsr(key, certs->front().get());
+        } else {
+            csr = createCsr(key, deviceId(), CsrOptions{});
+        }
+    }
+    if (!csr) {
+        return unexpected(csr.error());
+    }
+    auto body = csrRequestBody(*csr);
+    if (!body) {
+        return unexpected(body.error());
+    }
+    if (reenroll) {
+        auth.chainPem = currentChain;
+        auth.key = &key;
+    } else if (est_->credential == EstCredential::BootstrapCertificate) {
+        auth.certFile = est_->bootstrapCertificate;
+        auth.keyFile = est_->bootstrapKey;
+    } else {
+        auto token = fs::readFile(est_->tokenFile, 64 * 1024);
+        if (!token) {
+            return unexpected(token.error().code, "cannot read the EST credential (config key est.token_file): " +
+                                                      token.error().message);
+        }
+        std::string t = str::trim(*token);
+        OPENSSL_cleanse(token->data(), token->size());
+        if (est_->credential == EstCredential::Basic) {
+            std::string b64(4 * ((t.size() + 2) / 3) + 1, '\0');
+            const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()),
+                                          reinterpret_cast<const unsigned char*>(t.data()), static_cast<int>(t.size()));
+            b64.resize(static_cast<std::size_t>(n));
+            auth.authorization = "Basic " + b64;
+            OPENSSL_cleanse(b64.data(), b64.size());
+        } else {
+            auth.authorization = "Bearer " + t;
+        }
+        OPENSSL_cleanse(t.data(), t.size());
+    }
+    // The TLS client signature of a renewal is made with the device key; a TPM
+    // key's lock is taken around that signature only.
+    auto reply = estPost(*est_, operation, *body, auth);
+    OPENSSL_cleanse(auth.authorization.data(), auth.authorization.size());
+    if (!reply) {
+        return unexpected(reply.error());
+    }
+    if (reply->status == 202) {
+        retryAfter = retryAfterSeconds(reply->retryAfter);
+    }
+    auto pem = certificatesFromReply(*reply, operation);
+    if (!pem) {
+        return unexpected(pem.error());
+    }
+    auto chain = verifyDeviceChain(*pem, key, fleetCa_, std::time(nullptr));
+    if (!chain) {
+        return unexpected(chain.error().code, "the certificate from EST " + operation + " is refused: " +
+                                                  chain.error().message);
+    }
+    if (auto st = checkNamesDevice(chain->pem, deviceId(), "the certificate from EST " + operation); !st) {
+        return unexpected(st.error());
+    }
+    return chain;
+}
+
+Status Identity::estExchange(bool reenroll)
+{
+    std::lock_guard<std::mutex> mutate(mutateMu_);
+    if (!est_) {
+        return unexpected(ErrorCode::NotSupported, "no EST server is configured (identity.json has no 'est' section)");
+    }
+    auto key = usableKey();
+    if (!key) {
+        return unexpected(key.error());
+    }
+    if (auto st = checkMutable(); !st) {
+        return st;
+    }
+    const std::time_t now = std::time(nullptr);
+    std::string current;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        current = stored_.chainPem;
+        renewal_.tick(now);
+        if (reenroll && current.empty()) {
+            return unexpected(ErrorCode::NotProvisioned, "there is no certificate to renew: enrol first (Enroll, or "
+                                                         "mblctl identity enroll)");
+        }
+        if (reenroll && renewal_.state() == RenewalState::Expired) {
+            return unexpected(ErrorCode::Failed,
+                              "the certificate expired; an expired certificate cannot authenticate a renewal: enrol "
+                              "again with the factory credential (Enroll, or mblctl identity enroll)");
+        }
+        if (auto st = renewal_.attemptStarted(now); !st) {
+            return st;
+        }
+    }
+    renewalChanged();
+    const std::string operation = reenroll ? "simplereenroll" : "simpleenroll";
+    log::info("EST " + operation + " at " + est_->url);
+    std::optional<std::int64_t> retryAfter;
+    auto chain = estRequest(reenroll, *key, current, retryAfter);
+    Status written;
+    Stored next;
+    if (chain) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            next = stored_;
+        }
+        next.chainPem = chain->pem;
+        testPausePoint("enroll-before-commit");
+        written = writeStored(next);
+    }
+    if (!chain || !written) {
+        const Error e = !chain ? chain.error() : written.error();
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            renewal_.attemptFailed(e.name() + ": " + e.message, std::time(nullptr), retryAfter);
+        }
+        renewalChanged();
+        log::error("EST " + operation + " failed, the certificate in force is unchanged: " + e.describe());
+        return unexpected(e);
+    }
+    testPausePoint("enroll-after-commit");
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stored_ = std::move(next);
+        recomputeLocked();
+        noteCertificateLocked(std::time(nullptr));
+    }
+    renewalChanged();
+    log::notice("EST " + operation + ": installed certificate " + chain->leafSubject);
+    return {};
 }
 
 } // namespace mbl::identity

@@ -13,7 +13,9 @@
 
 #include "certificates.h"
 #include "device_key.h"
+#include "est.h"
 #include "provisioning.h"
+#include "renewal.h"
 #include "signer.h"
 
 #include "mbl/config.h"
@@ -22,6 +24,8 @@
 #include "mbl/paths.h"
 
 #include <cstdint>
+#include <ctime>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -39,6 +43,14 @@ struct IdentityProperties {
     std::uint64_t certificateNotAfter = 0;
     std::string keyStorage;
     std::string state; // "ok" or "error: <reason>"
+};
+
+// Where enrolment and renewal stand (EST, RFC 7030).
+struct RenewalStatus {
+    std::string state;          // renewalStateName()
+    std::uint64_t notAfter = 0; // of the certificate in force, 0: none
+    std::uint64_t nextRenewal = 0; // when the next attempt is planned, 0: none
+    std::string lastError;      // "org.mbl.Error.X: message" of the last failed attempt, "" after a success
 };
 
 // What a TLS client needs besides signatures: never the key.
@@ -67,6 +79,25 @@ public:
     // (for a file key), so the service is usable again with a new DeviceId.
     Status factoryReset();
 
+    // EST (RFC 7030), when identity.json has an "est" section (else NotSupported).
+    // Enroll: simpleenroll authenticated by the factory credential (the first
+    // certificate, or again after it expired). Renew: simplereenroll authenticated
+    // by the certificate in force. The CSR is made here with the device key; the
+    // answer must be for the device key, name the DeviceId as CN, lead to the
+    // fleet CA and be valid now, or it is refused with a named error and the
+    // stored identity is unchanged; a good one is installed by one atomic write.
+    Status enroll();
+    Status renew();
+    // What the renewal timer calls: enrols or renews when due, marks an expired
+    // certificate as such; nothing when nothing is due.
+    Status runScheduledRenewal();
+    RenewalStatus renewalStatus() const;
+    // When runScheduledRenewal wants to run next (epoch seconds), 0: never.
+    std::time_t renewalWakeup() const;
+    // Called (from the thread that made the change) whenever the renewal state,
+    // next renewal or last error changes; set once before any call.
+    void setRenewalObserver(std::function<void()> observer) { renewalObserver_ = std::move(observer); }
+
     // The provisioning document (NotProvisioned if none); secrets only when asked.
     Expected<std::string> provisioningJson(bool withSecrets) const;
     // Signs a prehashed digest for a TLS handshake (signer.h says which algorithms);
@@ -93,11 +124,19 @@ private:
     void recomputeLocked();
     Expected<DeviceKey> usableKey() const;
     Status checkMutable() const;
+    Status estExchange(bool reenroll);
+    // The chain from one EST exchange, checked; `retryAfter` set from a 202.
+    Expected<VerifiedChain> estRequest(bool reenroll, const DeviceKey& key, const std::string& currentChain,
+                                       std::optional<std::int64_t>& retryAfter) const;
+    void renewalChanged() const;
+    void noteCertificateLocked(std::time_t now); // tells the engine about stored_.chainPem
 
     std::string stateDir_;
     std::string keyUri_;
     KeyType keyType_ = KeyType::EcP256;
     std::string fleetCa_;
+    std::optional<EstConfig> est_;
+    std::function<void()> renewalObserver_;
 
     mutable std::mutex mu_;  // guards the fields below
     std::mutex mutateMu_;    // one mutating call at a time
@@ -107,6 +146,7 @@ private:
     Stored stored_;
     std::string deviceId_;
     std::uint64_t notAfter_ = 0;
+    RenewalEngine renewal_;
 };
 
 } // namespace mbl::identity

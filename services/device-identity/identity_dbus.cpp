@@ -6,6 +6,9 @@
 #include "mbl/log.h"
 #include "mbl_version.h"
 
+#include <algorithm>
+#include <chrono>
+
 namespace mbl::identity {
 
 namespace {
@@ -33,12 +36,79 @@ CsrOptions csrOptionsFrom(const std::map<std::string, sdbus::Variant>& options)
 IdentityBus::IdentityBus(sdbus::IConnection& conn, EventLoop& loop, Identity& identity, Signer& signer)
     : AdaptorInterfaces(conn, "/org/mbl/DeviceIdentity1"), loop_(loop), identity_(identity), signer_(signer)
 {
+    announced_ = identity_.renewalStatus();
+    // From the worker (or the bus thread): the bus work happens on the bus thread.
+    identity_.setRenewalObserver([this] { loop_.post([this] { renewalChanged(); }); });
     registerAdaptor();
+    armRenewalTimer();
 }
 
 IdentityBus::~IdentityBus()
 {
+    if (renewalTimer_ != 0) {
+        loop_.cancelTimer(renewalTimer_);
+    }
     unregisterAdaptor();
+}
+
+void IdentityBus::renewalChanged()
+{
+    const RenewalStatus now = identity_.renewalStatus();
+    std::vector<std::string> changed;
+    if (now.state != announced_.state) {
+        changed.push_back("RenewalState");
+    }
+    if (now.nextRenewal != announced_.nextRenewal) {
+        changed.push_back("NextRenewal");
+    }
+    if (now.lastError != announced_.lastError) {
+        changed.push_back("LastRenewalError");
+    }
+    announced_ = now;
+    try {
+        if (!changed.empty()) {
+            emitPropertiesChangedSignal(org::mbl::DeviceIdentity1_adaptor::INTERFACE_NAME, changed);
+        }
+    } catch (const std::exception& e) {
+        log::error(std::string("cannot announce the renewal state: ") + e.what());
+    }
+    armRenewalTimer();
+}
+
+void IdentityBus::armRenewalTimer()
+{
+    if (renewalTimer_ != 0) {
+        loop_.cancelTimer(renewalTimer_);
+        renewalTimer_ = 0;
+    }
+    const std::time_t wake = identity_.renewalWakeup();
+    if (wake == 0) {
+        return;
+    }
+    using namespace std::chrono;
+    const auto nowMs = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+    // The wake-up time is a whole second: run just after it, not just before.
+    const auto delay = std::max<long long>(0, static_cast<long long>(wake) * 1000 + 20 - nowMs);
+    renewalTimer_ = loop_.addTimer(milliseconds(delay), [this] {
+        renewalTimer_ = 0;
+        worker_.post([this] {
+            const std::uint64_t before = identity_.properties().certificateNotAfter;
+            (void)identity_.runScheduledRenewal(); // the outcome is in the renewal state
+            const bool renewed = identity_.properties().certificateNotAfter != before;
+            loop_.post([this, renewed] {
+                if (renewed) { // as after the mutating methods
+                    try {
+                        emitPropertiesChangedSignal(org::mbl::DeviceIdentity1_adaptor::INTERFACE_NAME,
+                                                    {"CertificateNotAfter"});
+                        emitIdentityChanged(identity_.deviceId());
+                    } catch (const std::exception& e) {
+                        log::error(std::string("cannot announce the renewed certificate: ") + e.what());
+                    }
+                }
+                renewalChanged();
+            });
+        });
+    });
 }
 
 void IdentityBus::mutate(sdbus::Result<>&& result, std::function<Status()> job)
@@ -72,6 +142,16 @@ void IdentityBus::Provision(sdbus::Result<>&& result, std::string documentJson)
 void IdentityBus::FactoryReset(sdbus::Result<>&& result)
 {
     dbus::guard([&] { mutate(std::move(result), [this] { return identity_.factoryReset(); }); });
+}
+
+void IdentityBus::Enroll(sdbus::Result<>&& result)
+{
+    dbus::guard([&] { mutate(std::move(result), [this] { return identity_.enroll(); }); });
+}
+
+void IdentityBus::Renew(sdbus::Result<>&& result)
+{
+    dbus::guard([&] { mutate(std::move(result), [this] { return identity_.renew(); }); });
 }
 
 std::string IdentityBus::GetProvisioning()
@@ -141,7 +221,22 @@ std::tuple<std::string, std::string> IdentityBus::GetTlsCredentials()
 
 uint32_t IdentityBus::InterfaceRevision()
 {
-    return 2;
+    return 3;
+}
+
+std::string IdentityBus::RenewalState()
+{
+    return dbus::guard([&] { return identity_.renewalStatus().state; });
+}
+
+uint64_t IdentityBus::NextRenewal()
+{
+    return dbus::guard([&] { return identity_.renewalStatus().nextRenewal; });
+}
+
+std::string IdentityBus::LastRenewalError()
+{
+    return dbus::guard([&] { return identity_.renewalStatus().lastError; });
 }
 
 std::string IdentityBus::Version()

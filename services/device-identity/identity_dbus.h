@@ -5,7 +5,8 @@
 // under a millisecond of work); Sign with a TPM key runs on its own worker; the
 // mutating calls, which validate and fsync, run one at a time on a worker thread
 // and reply, emit IdentityChanged and PropertiesChanged from the bus thread
-// through EventLoop::post.
+// through EventLoop::post. The EST renewal timer lives here too (an EventLoop
+// timer at Identity::renewalWakeup()); the exchange itself runs on the worker.
 
 #include "identity.h"
 #include "signer.h"
@@ -37,6 +38,8 @@ private:
               std::vector<uint8_t> digest) override;
     std::tuple<std::string, std::string> GetTlsCredentials() override;
     void FactoryReset(sdbus::Result<>&& result) override;
+    void Enroll(sdbus::Result<>&& result) override;
+    void Renew(sdbus::Result<>&& result) override;
 
     std::string Version() override;
     uint32_t InterfaceRevision() override;
@@ -46,6 +49,13 @@ private:
     std::string KeyStorage() override;
     std::string State() override;
     std::vector<std::string> SigningAlgorithms() override;
+    std::string RenewalState() override;
+    uint64_t NextRenewal() override;
+    std::string LastRenewalError() override;
+
+    // Bus thread: announces a renewal change (and a new certificate), re-arms the timer.
+    void renewalChanged();
+    void armRenewalTimer();
 
     // uid and pid of the sender of the message being handled, from the bus daemon;
     // cached per unique name (a connection's credentials never change and unique
@@ -59,6 +69,8 @@ private:
     Identity& identity_;
     Signer& signer_;
     std::map<std::string, std::pair<uid_t, pid_t>> callers_; // bus thread only
+    EventLoop::TimerId renewalTimer_ = 0;                     // bus thread only
+    RenewalStatus announced_;                                 // bus thread only: what was last emitted
     SerialWorker signWorker_; // slow keys sign here, apart from the mutating calls
     SerialWorker worker_; // last: its destructor finishes the queued jobs while the rest still exists
 };

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // mblctl identity: show the device identity, make a CSR, install a certificate,
-// provision, factory-reset — all through org.mbl.DeviceIdentity1.
+// enrol or renew over EST, provision, factory-reset — all through
+// org.mbl.DeviceIdentity1.
 
 #include "mblctl.h"
 
@@ -48,7 +49,10 @@ int show(Context& ctx, IdentityProxy& proxy)
                           {"provisioned", proxy.Provisioned()},
                           {"certificate_not_after", proxy.CertificateNotAfter()},
                           {"key_storage", proxy.KeyStorage()},
-                          {"state", proxy.State()}};
+                          {"state", proxy.State()},
+                          {"renewal_state", proxy.RenewalState()},
+                          {"next_renewal", proxy.NextRenewal()},
+                          {"last_renewal_error", proxy.LastRenewalError()}};
     nlohmann::json prov = nullptr;
     std::string provNote;
     try {
@@ -67,6 +71,12 @@ int show(Context& ctx, IdentityProxy& proxy)
               << "State:               " << out["state"].get<std::string>() << "\n"
               << "KeyStorage:          " << out["key_storage"].get<std::string>() << "\n"
               << "CertificateNotAfter: " << isoTime(out["certificate_not_after"].get<uint64_t>()) << "\n"
+              << "Renewal:             " << out["renewal_state"].get<std::string>() << "\n"
+              << "NextRenewal:         " << isoTime(out["next_renewal"].get<uint64_t>()) << "\n";
+    if (!out["last_renewal_error"].get<std::string>().empty()) {
+        std::cout << "LastRenewalError:    " << out["last_renewal_error"].get<std::string>() << "\n";
+    }
+    std::cout
               << "Provisioned:         " << (out["provisioned"].get<bool>() ? "yes" : "no") << "\n";
     if (prov.is_object()) {
         std::cout << "  server_url:        " << prov.value("server_url", "") << "\n"
@@ -178,7 +188,19 @@ int runIdentity(Context& ctx, const std::vector<std::string>& args)
     if (sub == "reset") {
         return reset(proxy, rest);
     }
-    std::cerr << "mblctl identity: unknown subcommand '" << sub << "' (show, csr, install-cert, provision, reset)\n";
+    if (sub == "enroll" || sub == "renew") {
+        // EST: the identity service makes the CSR with the device key and checks the answer.
+        if (sub == "enroll") {
+            proxy.Enroll();
+        } else {
+            proxy.Renew();
+        }
+        std::cout << (sub == "enroll" ? "Enrolled" : "Renewed") << "; certificate valid until "
+                  << isoTime(proxy.CertificateNotAfter()) << ", next renewal " << isoTime(proxy.NextRenewal()) << "\n";
+        return 0;
+    }
+    std::cerr << "mblctl identity: unknown subcommand '" << sub
+              << "' (show, csr, install-cert, enroll, renew, provision, reset)\n";
     return 2;
 }
 
@@ -188,8 +210,9 @@ void registerIdentityCommands(std::vector<Command>& out)
 {
     out.push_back({"identity",
                    "identity show | csr [--o O] [--ou OU] [--c CC] [--st ST] [--l L] [--san DNS:name]... [--out FILE] "
-                   "| install-cert FILE | provision FILE | reset [--yes]",
-                   "Show the device identity, make a CSR, install a certificate, provision, factory-reset.",
+                   "| install-cert FILE | enroll | renew | provision FILE | reset [--yes]",
+                   "Show the device identity, make a CSR, install a certificate, enrol or renew it over EST, "
+                   "provision, factory-reset.",
                    runIdentity});
 }
 

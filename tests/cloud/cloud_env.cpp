@@ -211,7 +211,7 @@ CloudEnv::CloudEnv(const CloudEnvOptions& opts)
     id.deviceId = deviceId;
     id.authMode = opts.authMode;
     id.token = opts.token;
-    id.serverUrl = opts.serverUrl;
+    id.serverUrl = opts.http2 ? cloud.http2Url() : opts.serverUrl;
     creds = provisionIdentity(stack, cloud, id);
     if (opts.startClient) {
         startClient();

@@ -79,6 +79,7 @@ struct CloudEnvOptions {
     std::string authMode = "mtls"; // mtls, target-token, gateway-token
     std::string token;
     std::string serverUrl;          // default: the fixture's mTLS URL
+    bool http2 = false;             // provision the fixture's http2Url() (nginx offers h2)
     nlohmann::json config = nlohmann::json::object(); // merged into cloud.json
     bool startClient = true;
     // The identity service's /etc/mbl/identity.json, given the stack's root (unset:

@@ -210,14 +210,15 @@ void CloudFixture::startNginx()
     tlsPort_ = freePort();
     wrongHostPort_ = freePort();
     wrongCaPort_ = freePort();
+    http2Port_ = freePort();
     const std::string d = dir();
     const std::string pki = d + "/pki";
     for (const char* sub : {"/nginx", "/nginx/logs", "/nginx/tmp"}) {
         (void)fs::makeDirs(d + sub, 0755);
     }
-    auto server = [&](int port, const std::string& cert) {
+    auto server = [&](int port, const std::string& cert, bool http2 = false) {
         return "  server {\n"
-               "    listen 127.0.0.1:" + std::to_string(port) + " ssl;\n"
+               "    listen 127.0.0.1:" + std::to_string(port) + (http2 ? " ssl http2;\n" : " ssl;\n") +
                "    server_name localhost;\n"
                "    ssl_certificate " + pki + "/" + cert + ".pem;\n"
                "    ssl_certificate_key " + pki + "/" + cert + ".key;\n"
@@ -274,7 +275,8 @@ void CloudFixture::startNginx()
         "    SUCCESS \"" + issuerHash_ + "\";\n"
         "    default \"\";\n"
         "  }\n" +
-        server(tlsPort_, "server") + server(wrongHostPort_, "wronghost") + server(wrongCaPort_, "otherca") + "}\n";
+        server(tlsPort_, "server") + server(wrongHostPort_, "wronghost") + server(wrongCaPort_, "otherca") +
+        server(http2Port_, "server", true) + "}\n";
     (void)fs::writeFileAtomic(d + "/nginx/nginx.conf", conf, 0644);
     SpawnOptions so;
     so.dieWithParent = true;

@@ -34,6 +34,10 @@ public:
     std::string wrongHostUrl() const { return "https://localhost:" + std::to_string(wrongHostPort_); }
     // Same nginx, a certificate from another CA.
     std::string wrongCaUrl() const { return "https://localhost:" + std::to_string(wrongCaPort_); }
+    // The same server where nginx also offers HTTP/2 (ALPN "h2"), as a reverse
+    // proxy in front of hawkBit may; hawkBit itself (Spring Boot,
+    // server.http2.enabled=false by default) and serverUrl() speak HTTP/1.1 only.
+    std::string http2Url() const { return "https://localhost:" + std::to_string(http2Port_); }
     int backendPort() const { return backendPort_; }
 
     std::string caPem() const;
@@ -85,6 +89,7 @@ private:
     int tlsPort_ = 0;
     int wrongHostPort_ = 0;
     int wrongCaPort_ = 0;
+    int http2Port_ = 0;
     int cdnPort_ = 0;
     int cdnHttpPort_ = 0;
     Child cdn_;

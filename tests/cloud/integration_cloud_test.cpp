@@ -8,6 +8,7 @@
 
 #include "mbl/crypto.h"
 #include "mbl/fs.h"
+#include "mbl/process.h"
 #include "mbl/strings.h"
 
 #include <catch2/catch.hpp>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <set>
 #include <thread>
@@ -60,6 +62,89 @@ TEST_CASE("polls reuse one keep-alive TLS connection")
     }
     CHECK(polls >= 4);
     CHECK(connections.size() == 1);
+}
+
+TEST_CASE("where the server offers HTTP/2, polls go over it on one kept connection; artifacts stay on HTTP/1.1")
+{
+    // Issue 18: HPACK makes a repeated poll's headers a few bytes; downloads keep
+    // HTTP/1.1 (no flow-control windows on a bulk stream, and a CDN may not offer h2).
+    CloudEnvOptions o;
+    o.http2 = true;
+    CloudEnv env(o);
+    SignalRecorder sig;
+    const std::string sha = makeArtifact(env, "h2.bundle", 256 * 1024 + 3);
+    const std::string id = deploy(env, {"h2.bundle"});
+    auto dep = sig.waitFor("DeploymentRequested");
+    REQUIRE(dep);
+    auto art = json::parse(dep->args[1])["chunks"][0]["artifacts"][0];
+    auto fd = download(env, id, art);
+    CHECK(crypto::sha256Hex(readFd(fd.get())) == sha);
+    REQUIRE(sig.waitFor("DownloadFinished"));
+    REQUIRE(CloudEnv::waitUntil([&] { return pollCount(env) >= 3; }, 30s));
+    auto log = fs::readFile(env.cloud.dir() + "/nginx/logs/access.log");
+    REQUIRE(log);
+    std::set<std::string> pollConnections;
+    int polls = 0;
+    int artifactGets = 0;
+    for (const auto& line : str::split(*log, '\n')) {
+        if (contains(line, "GET /DEFAULT/controller/v1/dev-01 ")) {
+            INFO(line);
+            CHECK(contains(line, " HTTP/2.0\""));
+            pollConnections.insert(line.substr(0, line.find(' ')));
+            ++polls;
+        } else if (contains(line, "/artifacts/h2.bundle")) {
+            INFO(line);
+            CHECK(contains(line, " HTTP/1.1\""));
+            ++artifactGets;
+        }
+    }
+    CHECK(polls >= 3);
+    CHECK(pollConnections.size() == 1);
+    CHECK(artifactGets >= 1);
+}
+
+TEST_CASE("a kept connection sends no TCP keep-alive probe before its next poll")
+{
+    // Issue 18: with keep-alive idle at 120 s, a 5-minute sleep cost two probes and
+    // their ACKs (208 B) per poll. The kernel's keep-alive timer of the daemon's
+    // connection (ss -o: "timer:(keepalive,<left>,0)") must outlast the sleep.
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    env.cloud.admin("POST", "/admin/config", {{"sleep", "00:05:00"}});
+    const std::size_t polls = pollCount(env);
+    pollNow(env);
+    REQUIRE(CloudEnv::waitUntil([&] { return pollCount(env) > polls; }));
+    const std::string url = env.cloud.serverUrl();
+    const std::string port = url.substr(url.rfind(':') + 1);
+    // Seconds left on the keep-alive timer of the daemon's connection to nginx.
+    auto keepAliveLeft = [&]() -> long {
+        auto r = run({"ss", "-tnoH", "state", "established", "( dport = :" + port + " )"});
+        if (!r || r->status.code != 0) {
+            return -1;
+        }
+        const auto at = r->out.find("timer:(keepalive,");
+        if (at == std::string::npos) {
+            return -1;
+        }
+        const std::string t = r->out.substr(at + 17, r->out.find(',', at + 17) - at - 17); // "5min59sec", "58sec"
+        long left = 0;
+        if (str::endsWith(t, "ms")) {
+            return 0;
+        }
+        if (const auto m = t.find("min"); m != std::string::npos) {
+            left = std::stol(t.substr(0, m)) * 60;
+            if (t.size() > m + 3 && std::isdigit(static_cast<unsigned char>(t[m + 3]))) {
+                left += std::stol(t.substr(m + 3));
+            }
+        } else {
+            left = std::stol(t);
+        }
+        return left;
+    };
+    long left = -1;
+    CHECK(CloudEnv::waitUntil([&] { return (left = keepAliveLeft()) > 300; }));
+    INFO("keep-alive timer left: " << left << " s");
+    CHECK(left > 300);
 }
 
 TEST_CASE("an invalid target token makes the state auth-failed, retried slowly")

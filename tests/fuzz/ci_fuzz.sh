@@ -26,7 +26,8 @@ clang++ -fsanitize=fuzzer "$probe/p.cpp" -o "$probe/p" 2>"$probe/err" ||
 t0=$(date +%s)
 if [ ! -f "$FBUILD/build.ninja" ]; then
   CC=clang CXX=clang++ meson setup "$FBUILD" "$SRC" -Dfuzz=true -Dtests=false \
-    -Db_sanitize=address,undefined -Db_lundef=false -Dcpp_args=-fsanitize=fuzzer-no-link >"$probe/setup.log" 2>&1 ||
+    -Db_sanitize=address,undefined -Db_lundef=false -Doptimization=1 -Ddebug=false \
+    '-Dcpp_args=-fsanitize=fuzzer-no-link -g1' >"$probe/setup.log" 2>&1 ||
     { cat "$probe/setup.log"; echo "FAIL: meson setup of the clang build"; exit 1; }
 fi
 targets=(tests/fuzz/fuzz_ddi tests/fuzz/fuzz_bundle tests/fuzz/fuzz_manifest tests/fuzz/fuzz_oci

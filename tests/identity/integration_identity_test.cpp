@@ -290,7 +290,7 @@ TEST_CASE("no method of the interface hands out the private key: GetTlsCredentia
     Fixture f;
     f.makeCliCa();
     f.start();
-    CHECK(f.client->InterfaceRevision() == 2u);
+    CHECK(f.client->InterfaceRevision() == 3u); // revision 3 (EST) keeps what revision 2 promised
     expectBusError([&] { f.client->GetTlsCredentials(); }, "org.mbl.Error.NotProvisioned", "no certificate");
     f.client->InstallCertificate(f.cliSign(f.client->CreateCertificateRequest({}), 10, "dev.pem"));
     const std::string ca = *fs::readFile(f.file("ca.pem"));
@@ -541,7 +541,15 @@ TEST_CASE("policy: only root and the cloud client get the key and the secrets; m
         CHECK(denied(call(user, {"FactoryReset"})));
         CHECK(denied(call(user, {"Provision", "s", doc})));
         CHECK(denied(call(user, {"InstallCertificate", "s", "x"})));
+        CHECK(denied(call(user, {"Enroll"}))); // revision 3: mutating, as InstallCertificate
+        CHECK(denied(call(user, {"Renew"})));
     }
+    // Allowed to the admin group: without an "est" section the service says so.
+    auto enroll = call(std::string("mbl-test-admin"), {"Enroll"});
+    CHECK_FALSE(enroll.status.success());
+    CHECK(contains(enroll.err, "no EST server is configured"));
+    CHECK(f.stack.busctl({"get-property", kBus, kPath, kBus, "RenewalState"}, std::string("mbl-test-user")).out ==
+          "s \"not-configured\"\n");
     // A handshake signature authenticates as the device: the cloud client and root only.
     std::vector<std::string> sign = {"Sign", "say", "ecdsa-sha256", "32"};
     for (int i = 0; i < 32; ++i) {

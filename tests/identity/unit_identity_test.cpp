@@ -158,7 +158,15 @@ TEST_CASE("a misspelled, unknown or mistyped key of identity.json stops the star
         const char* message;
     };
     for (const Case& k : {Case{{{"key_typ", "ed25519"}}, "/etc/mbl/identity.json: unknown key 'key_typ' (expected one of: "
-                                                         "fleet_ca, key_type, key_uri, state_dir)"},
+                                                         "est, fleet_ca, key_type, key_uri, state_dir)"},
+                          Case{{{"fleet_ca", "/ca.pem"},
+                                {"est", {{"url", "https://e"}, {"token_file", "/t"}, {"renew_at", 500}}}},
+                               "/etc/mbl/identity.json: unknown key 'est.renew_at' (expected one of: "
+                               "bootstrap_certificate, bootstrap_key, credential, enroll_at_start, renew_at_permille, "
+                               "retry_max_seconds, retry_min_seconds, server_ca, timeout_seconds, token_file, url)"},
+                          Case{{{"est", {{"url", "https://e"}, {"token_file", "/t"}}}},
+                               "/etc/mbl/identity.json: key 'est' needs 'fleet_ca': an enrolled certificate is only "
+                               "installed when it leads to the fleet CA"},
                           Case{{{"fleet_ca", {{"path", "/etc/ca.pem"}}}},
                                "/etc/mbl/identity.json: key 'fleet_ca' must be a string"},
                           Case{{{"key_uri", 7}}, "/etc/mbl/identity.json: key 'key_uri' must be a string"}}) {

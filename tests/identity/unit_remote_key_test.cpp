@@ -6,7 +6,7 @@
 // side never holds the key.
 
 #include "device_key.h"
-#include "remote_key.h"
+#include "mbl/remote_key.h"
 #include "signer.h"
 #include "test_certs.h"
 
@@ -44,7 +44,7 @@ struct Calls {
 };
 
 // A signer that signs as DeviceIdentity1.Sign does, with `key`, recording what it was asked.
-cloud::HandshakeSigner signerFor(const identity::DeviceKey& key, Calls& calls)
+crypto::HandshakeSigner signerFor(const identity::DeviceKey& key, Calls& calls)
 {
     return [&key, &calls](const std::string& algorithm, const std::string& digest) -> Expected<std::string> {
         calls.algorithms.push_back(algorithm);
@@ -79,7 +79,7 @@ Handshake handshake(const test::TestCert& ca, const std::string& chainPem, EVP_P
     REQUIRE(SSL_CTX_set_max_proto_version(cctx.get(), maxVersion) == 1);
     REQUIRE(X509_STORE_add_cert(SSL_CTX_get_cert_store(cctx.get()), ca.cert.get()) == 1);
     SSL_CTX_set_verify(cctx.get(), SSL_VERIFY_PEER, nullptr);
-    auto st = cloud::useClientIdentity(cctx.get(), chainPem, clientKey);
+    auto st = crypto::useClientIdentity(cctx.get(), chainPem, clientKey);
     INFO((st ? "" : st.error().message));
     REQUIRE(st);
 
@@ -152,7 +152,7 @@ TEST_CASE("remote key: TLS 1.3 and 1.2 with a client certificate complete with a
     for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
         INFO("TLS version " << std::hex << version);
         Calls calls;
-        auto key = cloud::makeRemoteKey(chain, signerFor(*device, calls));
+        auto key = crypto::makeRemoteKey(chain, signerFor(*device, calls));
         REQUIRE(key);
         auto h = handshake(ca, chain, key->get(), version);
         INFO(h.clientError);
@@ -171,7 +171,7 @@ TEST_CASE("remote key: an RSA key signs with PSS (TLS 1.3 and 1.2) through the s
     for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
         INFO("TLS version " << std::hex << version);
         Calls calls;
-        auto key = cloud::makeRemoteKey(chain, signerFor(device, calls));
+        auto key = crypto::makeRemoteKey(chain, signerFor(device, calls));
         REQUIRE(key);
         auto h = handshake(ca, chain, key->get(), version);
         INFO(h.clientError);
@@ -188,7 +188,7 @@ TEST_CASE("remote key: a signer that fails fails the handshake with its reason")
     REQUIRE(device);
     const std::string chain = test::certPem(test::makeLeaf(ca, device->get(), "dev-01").get());
     int asked = 0;
-    auto key = cloud::makeRemoteKey(chain, [&](const std::string&, const std::string&) -> Expected<std::string> {
+    auto key = crypto::makeRemoteKey(chain, [&](const std::string&, const std::string&) -> Expected<std::string> {
         ++asked;
         return unexpected(ErrorCode::Io, "org.freedesktop.DBus.Error.ServiceUnknown: the identity service is gone");
     });
@@ -205,7 +205,7 @@ TEST_CASE("remote key: it holds no private key, so none can be read or written o
     auto device = identity::DeviceKey::generate(identity::KeyType::EcP256);
     REQUIRE(device);
     const std::string chain = test::certPem(test::makeLeaf(ca, device->get(), "dev-01").get());
-    auto key = cloud::makeRemoteKey(chain, [](const std::string&, const std::string&) -> Expected<std::string> {
+    auto key = crypto::makeRemoteKey(chain, [](const std::string&, const std::string&) -> Expected<std::string> {
         return unexpected(ErrorCode::Failed, "not used");
     });
     REQUIRE(key);
@@ -230,15 +230,15 @@ TEST_CASE("remote key: a chain for another key is refused by useClientIdentity; 
     REQUIRE(other);
     const std::string chain = test::certPem(test::makeLeaf(ca, device->get(), "dev-01").get());
     const std::string otherChain = test::certPem(test::makeLeaf(ca, other->get(), "dev-02").get());
-    auto key = cloud::makeRemoteKey(chain, [](const std::string&, const std::string&) -> Expected<std::string> {
+    auto key = crypto::makeRemoteKey(chain, [](const std::string&, const std::string&) -> Expected<std::string> {
         return unexpected(ErrorCode::Failed, "not used");
     });
     REQUIRE(key);
     SslCtx ctx(SSL_CTX_new(TLS_client_method()));
-    auto st = cloud::useClientIdentity(ctx.get(), otherChain, key->get());
+    auto st = crypto::useClientIdentity(ctx.get(), otherChain, key->get());
     REQUIRE_FALSE(st);
     CHECK(st.error().message.find("does not match") != std::string::npos);
-    auto none = cloud::makeRemoteKey("not a certificate", {});
+    auto none = crypto::makeRemoteKey("not a certificate", {});
     REQUIRE_FALSE(none);
     CHECK(none.error().code == ErrorCode::InvalidArgument);
 }

@@ -5,7 +5,9 @@
 // identity service, through DeviceIdentity1.Sign). An in-process OpenSSL 3
 // provider ("mbl-remote-key") holds the public key; where libssl signs the
 // handshake (CertificateVerify) it hashes here and hands the digest to a
-// HandshakeSigner. Logic only: the bus call is the caller's function.
+// HandshakeSigner. Logic only: the bus call is the caller's function. Users: the
+// cloud client (signer: DeviceIdentity1.Sign) and the identity service's EST
+// renewal with a TPM key (signer: the key itself, under its lock).
 
 #include "mbl/crypto.h"
 #include "mbl/expected.h"
@@ -16,7 +18,7 @@
 #include <memory>
 #include <string>
 
-namespace mbl::cloud {
+namespace mbl::crypto {
 
 // Signs a digest the caller hashed. `algorithm` is a DeviceIdentity1.Sign name:
 // "ecdsa-sha256|384|512", "rsa-pss-sha256|384|512", "rsa-pkcs1-sha256|384|512";
@@ -34,4 +36,4 @@ Expected<crypto::Pkey> makeRemoteKey(const std::string& chainPem, HandshakeSigne
 // CURLOPT_SSL_CTX_FUNCTION). The leaf must be the key's certificate.
 Status useClientIdentity(SSL_CTX* ctx, const std::string& chainPem, EVP_PKEY* key);
 
-} // namespace mbl::cloud
+} // namespace mbl::crypto

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "remote_key.h"
+#include "mbl/remote_key.h"
 
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
@@ -22,7 +22,7 @@
 // and the like (answered from the public key) and signs through the key's own
 // provider.
 
-namespace mbl::cloud {
+namespace mbl::crypto {
 
 namespace {
 
@@ -619,4 +619,4 @@ Status useClientIdentity(SSL_CTX* ctx, const std::string& chainPem, EVP_PKEY* ke
     return {};
 }
 
-} // namespace mbl::cloud
+} // namespace mbl::crypto
