@@ -23,6 +23,7 @@ PACKAGES=(
   chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2   # BitBake's host tools (yocto suite)
   u-boot-tools                   # mkimage (the layer's boot-script test)
   tpm2-openssl                   # the identity key in a TPM 2.0 (swtpm) through the OpenSSL 3 provider (identity-tpm suite)
+  libnss-systemd                 # app uids resolve through /run/userdb records (the bus refuses uids it cannot look up)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -39,6 +40,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# nss-systemd in passwd and group: the container manager names each app's host
+# uid with a userdb record in /run/userdb, and dbus-daemon refuses a connection
+# whose uid it cannot look up (an app_api app inside its user namespace).
+# Debian 12's libnss-systemd adds it on install; put it back if it was removed.
+for db in passwd group; do
+  if ! grep -Eq "^${db}:.*[[:space:]]systemd([[:space:]]|\$)" /etc/nsswitch.conf; then
+    sed -i -E "s/^(${db}:[[:space:]].*)\$/\1 systemd/" /etc/nsswitch.conf
+  fi
+done
 
 # BitBake (tests/shipping/bitbake_parse.sh): its sanity check needs the host
 # tools above (HOSTTOOLS of poky's bitbake.conf) and an en_US.UTF-8 locale.

@@ -21,6 +21,19 @@
 //           runc v2 shim) until it returns: started, exited, container and
 //           snapshot removed. Its own generated config (no seccomp profile
 //           unless asked; ours has one).
+//     peer (when podman is installed, e.g. Debian's podman 4.3.1; no daemon):
+//           `podman run --rm` of the same image (loaded here into a storage of
+//           the bench's own: --root/--runroot in the work folder, overlay
+//           driver, runc as runtime since crun refuses this machine's hybrid
+//           cgroups, cgroupfs, events to a file) with our app's confinement:
+//           no network, read-only root, a user namespace of 65536 ids, the same
+//           four capabilities, no-new-privileges, podman's default seccomp
+//           profile, nofile 1024/4096 (and nproc 1024: podman sets one; its
+//           default is above this machine's hard limit). Until it returns:
+//           conmon started, runc create/start, exited, container and its
+//           storage layer removed. It includes the podman CLI's own start-up (a
+//           Go binary: it is also the engine). One untimed warm-up run first
+//           (the image's layer is copied for the id mapping then, once).
 //     Between rounds nothing sleeps: the next round starts once the removal was seen.
 //     The three sides rotate which goes first.
 //  3. install of a ~50 MiB image (an OCI layout archive, one gzip layer).
@@ -33,7 +46,7 @@
 //           fsync, or record anything.
 //  4. idle RSS/PSS of the daemon with 0 and with 20 installed apps (no ratio).
 // Needs root, runc, busybox-static, umoci (only to build the test images);
-// containerd + ctr optional (apt-get install containerd) for the peer side.
+// containerd + ctr and podman optional (apt-get install containerd podman) for the peer sides.
 //   bench/containers/bench-containers [ROUNDS]      (run from a release build dir)
 
 #include "cm_client.h"
@@ -234,7 +247,7 @@ int main(int argc, char** argv)
         test::TestStack stack;
         test::TempDir work{"mbl-cm-bench"};
         (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json",
-                                  R"({"stop_grace_ms": 500, "quota_bytes": 1073741824})");
+                                  R"({"stop_grace_ms": 500, "quota_bytes": 1073741824, "userns": {"userdb_dir": ""}})");
         if (auto st = stack.start("container-manager"); !st) {
             std::cerr << st.error().describe() << "\n";
             return 1;
@@ -298,7 +311,37 @@ int main(int argc, char** argv)
                                        cm.prop("truth", "Version").get<std::string>();
         const std::string managerRuncRoot = stack.root() + "/run/mbl/apps/runc";
         RemovalWatch removal(managerRuncRoot);
-        std::vector<double> exitOurs, removedOurs, exitBare, exitCtr;
+        std::vector<double> exitOurs, removedOurs, exitBare, exitCtr, exitPodman;
+        // The other peer: podman, daemonless, with a storage of our own, if installed.
+        std::vector<std::string> podman;
+        std::string podmanImage;
+        if (test::haveTool("podman")) {
+            podman = {"podman", "--root", work.path() + "/podman-root", "--runroot", work.path() + "/podman-run",
+                      "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+                      "--storage-driver", "overlay"};
+            auto load = podman;
+            for (const char* a : {"load", "-i"}) {
+                load.emplace_back(a);
+            }
+            load.push_back(sleepTar);
+            const std::string out = test::mustRun(load).out;
+            const auto at = out.find("Loaded image: ");
+            if (at == std::string::npos) {
+                throw std::runtime_error("podman load printed no image name: " + out);
+            }
+            podmanImage = str::trim(out.substr(at + 14, out.find('\n', at) - at - 14));
+            for (const char* a : {"run", "--rm", "--network", "none", "--read-only", "--uidmap", "0:2000000000:65536",
+                                  "--gidmap", "0:2000000000:65536", "--cap-drop", "all", "--cap-add",
+                                  "KILL,SETGID,SETUID,NET_BIND_SERVICE", "--security-opt", "no-new-privileges",
+                                  "--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:1024"}) {
+                podman.emplace_back(a);
+            }
+            podman.push_back(podmanImage);
+            podman.emplace_back("/bin/true");
+            if (!runQuiet(podman, quiet)) { // warm-up, untimed
+                throw std::runtime_error("podman run --rm failed");
+            }
+        }
         // The peer: a containerd of our own, if installed.
         std::optional<Child> containerd;
         const std::string ctrSock = work.path() + "/containerd.sock";
@@ -365,9 +408,20 @@ int main(int argc, char** argv)
                     throw std::runtime_error("ctr run --rm failed");
                 }
             };
+            auto podmanRun = [&] {
+                auto t0 = Clock::now();
+                bool b = runQuiet(podman, quiet);
+                exitPodman.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("podman run --rm failed");
+                }
+            };
             std::vector<std::function<void()>> sides = {oursRun, bareRun};
             if (containerd) {
                 sides.push_back(ctrRun);
+            }
+            if (!podman.empty()) {
+                sides.push_back(podmanRun);
             }
             for (std::size_t k = 0; k < sides.size(); ++k) {
                 sides[(k + static_cast<std::size_t>(i)) % sides.size()]();
@@ -459,6 +513,13 @@ int main(int argc, char** argv)
                         ctrIdle.second);
         } else {
             std::printf("  (containerd/ctr not installed: no peer side)\n");
+        }
+        if (!exitPodman.empty()) {
+            report("peer: podman run --rm (/bin/true)", exitPodman, exitBare, "runc run", "podman run");
+            report("StartApp -> removed vs podman", removedOurs, exitPodman, "podman run --rm");
+            std::printf("  podman %s: no daemon, nothing idle after the rounds\n", podmanImage.c_str());
+        } else {
+            std::printf("  (podman not installed: no podman side)\n");
         }
         report("install ~50 MiB image", instOurs, instBare, "tar+openssl dgst+tar -xzf");
         std::printf("idle daemon memory: 0 apps RSS %ld kB PSS %ld kB; 20 apps RSS %ld kB PSS %ld kB\n", idle0.first,

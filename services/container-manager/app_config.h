@@ -103,6 +103,10 @@ struct ManagerConfig {
     bool usernsEnabled = true;
     std::uint32_t usernsFirstId = 100000;
     std::uint32_t usernsIdsPerApp = 65536;
+    // Each range's first id is published as user and group <user_prefix><app>
+    // in <userdb_dir> ("" publishes nothing): user_records.h.
+    std::string usernsUserdbDir = "/run/userdb";
+    std::string usernsUserPrefix = "mbl-app-";
 
     static Expected<ManagerConfig> fromConfig(const Config& config);
 };

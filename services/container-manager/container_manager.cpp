@@ -102,8 +102,10 @@ Expected<std::unique_ptr<ContainerManager>> ContainerManager::open(const Paths& 
         m->config_.usernsEnabled = false;
     }
     traversable(m->appsDir_);
-    m->ids_ = std::make_unique<IdAllocator>(m->appsDir_ + "/.idmap.json", m->config_.usernsFirstId,
-                                            m->config_.usernsIdsPerApp);
+    m->ids_ = std::make_unique<IdAllocator>(
+        m->appsDir_ + "/.idmap.json", m->config_.usernsFirstId, m->config_.usernsIdsPerApp,
+        UserRecords(m->config_.usernsEnabled ? m->config_.usernsUserdbDir : "", m->config_.usernsUserPrefix,
+                    m->appsDir_));
     if (auto st = m->ids_->load(); !st) {
         return unexpected(st.error());
     }

@@ -105,6 +105,8 @@ Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
     flag("userns.enabled", c.usernsEnabled);
     num("userns.first_id", c.usernsFirstId, 1, 0xFFFF0000ll);
     num("userns.ids_per_app", c.usernsIdsPerApp, 1, 1 << 24);
+    str("userns.userdb_dir", c.usernsUserdbDir);
+    str("userns.user_prefix", c.usernsUserPrefix);
     str("network.bridge", c.network.bridge);
     str("network.subnet", c.network.subnet);
     list("network.dns", c.network.dns);
@@ -154,6 +156,17 @@ Expected<ManagerConfig> ManagerConfig::fromConfig(const Config& config)
             return unexpected(invalid(config.origin() + ": key 'network.dns': " + str::quotable(d, 32) +
                                       " is not an IPv4 address"));
         }
+    }
+    if (!c.usernsUserdbDir.empty() && c.usernsUserdbDir[0] != '/') {
+        return unexpected(invalid(config.origin() + ": key 'userns.userdb_dir' must be an absolute path or \"\""));
+    }
+    // Names nss-systemd and every tool take: a letter first, then letters, digits, '-', '_', '.'.
+    const std::string& up = c.usernsUserPrefix;
+    if (up.empty() || up.size() > 32 || !((up[0] >= 'a' && up[0] <= 'z') || (up[0] >= 'A' && up[0] <= 'Z')) ||
+        !str::isSafeName(up, 32)) {
+        return unexpected(invalid(config.origin() + ": key 'userns.user_prefix': " + str::quotable(up, 40) +
+                                  " is not a user name prefix (a letter, then letters, digits, '-', '_', '.'; "
+                                  "at most 32)"));
     }
     if (c.appApiSocket.empty() || c.appApiSocket[0] != '/') {
         return unexpected(invalid(config.origin() + ": key 'app_api.bus_socket' must be an absolute path"));

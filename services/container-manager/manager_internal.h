@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -140,6 +141,13 @@ bool looksLikeVersion(const std::string& s);
 inline constexpr std::size_t kMaxOptionsBytes = 64 * 1024;
 // The host ids a bundle's app runs with (its mbl-app.json "userns"), size 0 without a user namespace.
 IdRange bundleIds(const std::string& bundle);
+// The host uid the bundle's process runs as (config.json's process.user.uid
+// through its uid mappings); nullopt when config.json cannot tell.
+std::optional<std::uint32_t> bundleHostUid(const std::string& bundle);
+// Before an "app_api" start: the bus (dbus-daemon) refuses a uid it cannot look
+// up, so the app's host uid must resolve through NSS (user_records.h); else
+// NotFound saying what to fix. Runtime worker (an NSS lookup may block).
+Status checkBusIdentity(const std::string& bundle);
 // Before a start of a bundle with a user namespace: /data given to the app's
 // ids if it is not theirs yet (data from a version without one). Runtime worker.
 Status prepareData(const std::string& bundle, const std::string& dataDir);

@@ -105,6 +105,17 @@ void ContainerManager::startApp(App& a, Done done)
             ready = unexpected(ErrorCode::NotFound, "app_api: no bus socket at " + host.busSocket +
                                                         " (app_api.bus_socket in containers.json)");
         }
+        if (ready && appApi) {
+            // An image whose process is not the app's root (its `User`): that uid is named too.
+            const IdRange range = bundleIds(bundle);
+            const auto uid = bundleHostUid(bundle);
+            if (range.size > 0 && uid && *uid > range.base && *uid - range.base < range.size) {
+                if (auto st = ids_->nameId(name, *uid - range.base); !st) {
+                    log::warning("app " + name + ": " + st.error().message);
+                }
+            }
+            ready = checkBusIdentity(bundle);
+        }
         if (ready && privateNet) {
             ready = net->prepare(name); // its namespace, veth, address, ports, resolv.conf
         }

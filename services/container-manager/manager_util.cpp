@@ -3,6 +3,8 @@
 
 #include "manager_internal.h"
 
+#include "user_records.h"
+
 #include "mbl/fs.h"
 #include "mbl/log.h"
 #include "mbl/strings.h"
@@ -241,6 +243,48 @@ IdRange bundleIds(const std::string& bundle)
     } catch (const std::exception&) {
     }
     return {};
+}
+
+std::optional<std::uint32_t> bundleHostUid(const std::string& bundle)
+{
+    auto text = fs::readFile(bundle + "/config.json", 16u << 20);
+    if (!text) {
+        return std::nullopt;
+    }
+    try {
+        const json spec = json::parse(*text);
+        const auto uid = spec.at("process").at("user").value("uid", std::uint64_t{0});
+        const json maps = spec.value("linux", json::object()).value("uidMappings", json::array());
+        if (maps.empty()) {
+            return static_cast<std::uint32_t>(uid);
+        }
+        for (const auto& m : maps) {
+            const auto inside = m.at("containerID").get<std::uint64_t>();
+            const auto host = m.at("hostID").get<std::uint64_t>();
+            const auto size = m.at("size").get<std::uint64_t>();
+            if (uid >= inside && uid - inside < size) {
+                return static_cast<std::uint32_t>(host + (uid - inside));
+            }
+        }
+    } catch (const std::exception&) {
+    }
+    return std::nullopt;
+}
+
+Status checkBusIdentity(const std::string& bundle)
+{
+    const auto uid = bundleHostUid(bundle);
+    if (!uid) {
+        return unexpected(ErrorCode::Failed, "app_api: cannot tell the app's host uid from " + bundle + "/config.json");
+    }
+    if (!lookUpUserName(*uid).empty()) {
+        return {};
+    }
+    return unexpected(ErrorCode::NotFound,
+                      "app_api: the app's host uid " + std::to_string(*uid) +
+                          " has no user name, and the bus refuses uids it cannot look up (the manager publishes "
+                          "one in userns.userdb_dir, read by nss-systemd from /run/userdb: list 'systemd' for "
+                          "passwd and group in /etc/nsswitch.conf, package libnss-systemd)");
 }
 
 Status prepareData(const std::string& bundle, const std::string& dataDir)

@@ -3,6 +3,7 @@
 
 #include "mbl/fd.h"
 #include "mbl/fs.h"
+#include "mbl/log.h"
 #include "mbl/strings.h"
 
 #include <nlohmann/json.hpp>
@@ -18,8 +19,8 @@ namespace mbl::containers {
 
 using nlohmann::json;
 
-IdAllocator::IdAllocator(std::string path, std::uint32_t firstId, std::uint32_t idsPerApp)
-    : path_(std::move(path)), first_(firstId), size_(idsPerApp)
+IdAllocator::IdAllocator(std::string path, std::uint32_t firstId, std::uint32_t idsPerApp, UserRecords records)
+    : path_(std::move(path)), first_(firstId), size_(idsPerApp), records_(std::move(records))
 {
 }
 
@@ -44,6 +45,12 @@ Status IdAllocator::load()
         }
     } catch (const std::exception& e) {
         return unexpected(ErrorCode::Io, path_ + " is unreadable: " + e.what());
+    }
+    auto stale = records_.sync(bases_);
+    if (!stale) {
+        log::warning("app user records: " + stale.error().message);
+    } else if (*stale > 0) {
+        log::notice("removed the user records of " + std::to_string(*stale) + " apps that are gone");
     }
     return {};
 }
@@ -89,7 +96,21 @@ Expected<IdRange> IdAllocator::acquire(const std::string& app)
         bases_.erase(app);
         return unexpected(st.error());
     }
+    if (auto st = records_.publish(app, static_cast<std::uint32_t>(candidate)); !st) {
+        log::warning("app '" + app + "': no user record for host id " + std::to_string(candidate) + ": " +
+                     st.error().message);
+    }
     return IdRange{static_cast<std::uint32_t>(candidate), size_};
+}
+
+Status IdAllocator::nameId(const std::string& app, std::uint32_t inside)
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = bases_.find(app);
+    if (it == bases_.end() || inside >= size_) {
+        return unexpected(ErrorCode::NotFound, "app '" + app + "' holds no host id for its id " + std::to_string(inside));
+    }
+    return records_.publish(app, it->second + inside, inside);
 }
 
 std::optional<IdRange> IdAllocator::find(const std::string& app) const
@@ -107,6 +128,9 @@ Status IdAllocator::release(const std::string& app)
     std::lock_guard<std::mutex> lock(mu_);
     if (bases_.erase(app) == 0) {
         return {};
+    }
+    if (auto st = records_.remove(app); !st) {
+        log::warning("app '" + app + "': " + st.error().message);
     }
     return saveLocked();
 }

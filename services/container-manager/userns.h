@@ -11,6 +11,10 @@
 // user namespace first starts on it (data from before user namespaces).
 //
 // On disk: <state>/apps/.idmap.json  {"<app>": <first host id>, ...} (atomic writes).
+// Each range's first id gets a name through UserRecords (user_records.h), kept
+// with the allocation: published when allocated and at load, removed when freed.
+
+#include "user_records.h"
 
 #include "mbl/expected.h"
 
@@ -31,15 +35,22 @@ struct IdRange {
 // Thread-safe: install workers allocate, the loop releases.
 class IdAllocator {
 public:
-    IdAllocator(std::string path, std::uint32_t firstId, std::uint32_t idsPerApp);
-    // Reads the record; a missing file is an empty one.
+    IdAllocator(std::string path, std::uint32_t firstId, std::uint32_t idsPerApp,
+                UserRecords records = UserRecords("", "", ""));
+    // Reads the record; a missing file is an empty one. Publishes the names of
+    // all ranges again and removes this manager's names of ranges it no longer
+    // holds (a failure to publish is logged: only "app_api" apps need the names).
     Status load();
     // The app's range, allocated (and recorded durably) on first use: the
     // lowest free slot. NoSpace when the 32-bit id space is exhausted.
     Expected<IdRange> acquire(const std::string& app);
     std::optional<IdRange> find(const std::string& app) const;
-    // Frees the app's range (its /data is gone). Recorded durably.
+    // Frees the app's range (its /data is gone) and its name. Recorded durably.
     Status release(const std::string& app);
+    // Names id `inside` of the app's range too (the uid its image's process
+    // runs as, when not root): NotFound if the app holds no range.
+    Status nameId(const std::string& app, std::uint32_t inside);
+    const UserRecords& records() const { return records_; }
     std::uint32_t idsPerApp() const { return size_; }
 
 private:
@@ -50,6 +61,7 @@ private:
     std::uint32_t size_;
     mutable std::mutex mu_;
     std::map<std::string, std::uint32_t> bases_;
+    UserRecords records_;
 };
 
 struct ShiftStats {

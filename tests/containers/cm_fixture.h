@@ -16,6 +16,9 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <dirent.h>
+#include <functional>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -40,6 +43,32 @@ inline void requireRunc()
     }
 }
 
+// Removes the user records named <prefix>* from /run/userdb and the id links to them.
+inline void removeUserRecords(const std::string& prefix)
+{
+    const std::string dir = "/run/userdb";
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr || prefix.empty()) {
+        if (d != nullptr) {
+            ::closedir(d);
+        }
+        return;
+    }
+    std::vector<std::string> gone;
+    while (struct dirent* e = ::readdir(d)) {
+        const std::string f = e->d_name;
+        char target[512] = {};
+        const ssize_t n = ::readlink((dir + "/" + f).c_str(), target, sizeof target - 1);
+        if (str::startsWith(f, prefix) || (n > 0 && str::startsWith(std::string(target, static_cast<std::size_t>(n)), prefix))) {
+            gone.push_back(dir + "/" + f);
+        }
+    }
+    ::closedir(d);
+    for (const auto& p : gone) {
+        (void)::unlink(p.c_str());
+    }
+}
+
 // A stack whose container manager uses short timers, so tests stay quick, and
 // runs as its systemd unit runs it (Type=notify, Delegate=yes: systemd_unit.h)
 // wherever cgroupfs is writable.
@@ -51,14 +80,42 @@ struct Fixture {
     // Last: it goes first, after the destructor stopped the manager and its containers.
     std::unique_ptr<SystemdUnit> unit = std::make_unique<SystemdUnit>();
 
+    // The apps' user records go to the host's /run/userdb (the only place
+    // nss-systemd reads, and the bus resolves uids through it): each stack names
+    // them with its own prefix and takes ids from its own first id, so stacks
+    // running at once (other suites, other worktrees) never share a record.
+    std::string userPrefix;
+    std::uint32_t firstId = 100000;
+
     explicit Fixture(json config = json::object())
     {
         requireRunc();
-        json c = {{"stop_grace_ms", 1500}, {"backoff_base_ms", 200}, {"backoff_cap_ms", 800}};
+        const std::string id = stack.root().substr(stack.root().find("mbl-stack.") + 10, 6);
+        userPrefix = "mbl-t" + id + "-";
+        firstId = 100000 + static_cast<std::uint32_t>(std::hash<std::string>{}(id) % 20000) * 65536;
+        configure(std::move(config), false);
+    }
+    // containers.json: the fixture's base with `config`'s keys over it (objects
+    // merged one level deep); the manager restarted when `restart`.
+    void configure(const json& config, bool restart = true)
+    {
+        json c = {{"stop_grace_ms", 1500},
+                  {"backoff_base_ms", 200},
+                  {"backoff_cap_ms", 800},
+                  {"userns", {{"user_prefix", userPrefix}, {"first_id", firstId}}}};
         for (auto it = config.begin(); it != config.end(); ++it) {
-            c[it.key()] = it.value();
+            if (it.value().is_object() && c.contains(it.key()) && c[it.key()].is_object()) {
+                for (auto in = it.value().begin(); in != it.value().end(); ++in) {
+                    c[it.key()][in.key()] = in.value();
+                }
+            } else {
+                c[it.key()] = it.value();
+            }
         }
-        (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json", c.dump());
+        REQUIRE(fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json", c.dump()));
+        if (restart) {
+            (void)stack.stop("container-manager");
+        }
         startManager();
     }
     void startManager(const std::vector<std::string>& env = {})
@@ -111,6 +168,7 @@ struct Fixture {
         for (const auto& id : runcContainers()) {
             (void)mbl::run({"runc", "--root", runcRoot(), "delete", "--force", id});
         }
+        removeUserRecords(userPrefix);
     }
 };
 

@@ -675,26 +675,3 @@ TEST_CASE("mblctl status shows the container manager as FAILED while an app has 
     cm.remove("broken", false);
     CHECK(entry()["healthy"] == true);
 }
-
-// The app-facing API's bus socket: an app_api app whose socket is missing fails to
-// start saying so. (That an app reaches the bus from inside its user namespace is
-// not tested yet: dbus-daemon refuses a uid it cannot look up — it asks for the
-// uid's groups — and app uids 100000+ have no passwd entry; see the manager's README.)
-TEST_CASE("an app_api app whose bus socket is missing fails to start naming the socket and the setting")
-{
-    Fixture f;
-    const std::string missing = f.work.path() + "/no-such-socket";
-    REQUIRE(fs::writeFileAtomic(f.stack.root() + "/etc/mbl/containers.json",
-                                json{{"stop_grace_ms", 1500}, {"app_api", {{"bus_socket", missing}}}}.dump()));
-    (void)f.stack.stop("container-manager");
-    f.startManager();
-    CmClient cm;
-    const std::string archive = f.image("sensor", "while true; do sleep 1; done");
-    REQUIRE(cm.install(archive, R"({"name": "sensor", "app_api": true})").success);
-    REQUIRE(cm.waitLog("sensor", "start failed", std::chrono::seconds(60)));
-    CHECK(contains(cm.logs("sensor"), "app_api: no bus socket at " + missing + " (app_api.bus_socket in containers.json)"));
-    CHECK_FALSE(contains(cm.logs("sensor"), "can't get final child's PID"));
-    // The same image without app_api needs no socket and runs.
-    REQUIRE(cm.install(archive, R"({"name": "plain"})").success);
-    CHECK(cm.waitState("plain", "running", std::chrono::seconds(60)));
-}

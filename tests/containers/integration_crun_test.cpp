@@ -23,7 +23,7 @@ TEST_CASE("an app runs under crun when the runtime setting names it")
     test::TestStack stack;
     test::TempDir work{"mbl-cm-crun"};
     (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json",
-                              R"({"runtime": "crun", "stop_grace_ms": 1000, "defaults": {"restart": "no"}})");
+                              R"({"runtime": "crun", "stop_grace_ms": 1000, "defaults": {"restart": "no"}, "userns": {"userdb_dir": ""}})");
     REQUIRE(stack.start("container-manager"));
     CmClient cm;
     auto layout = test::umociBusyboxImage(work.path(), "l", "v1", {"/bin/sh", "-c", "echo under-crun; exec sleep 1000"});

@@ -5,12 +5,17 @@
 // range refused). Runs as root (it changes owners), like the rest of the suite.
 
 #include "userns.h"
+#include "user_records.h"
 
 #include "harness.h"
 
 #include "mbl/fs.h"
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <iterator>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -107,4 +112,88 @@ TEST_CASE("a tree given to an app's ids: owners shifted into the range, setuid b
     REQUIRE_FALSE(refused);
     CHECK(refused.error().code == ErrorCode::InvalidArgument);
     CHECK(refused.error().message.find("far") != std::string::npos);
+}
+
+// The drop-in layout nss-systemd(8) (systemd 252) reads: <name>.user and
+// <name>.group, world-readable JSON records, and <id>.user/<id>.group symlinks to them.
+TEST_CASE("user records: an app's first host id is published as a user and a group with id links, removed with "
+          "the range, rewritten on load, and records of others are left alone")
+{
+    test::TempDir dir("mbl-userdb");
+    const std::string db = dir.path() + "/userdb";
+    const std::string path = dir.path() + "/idmap.json";
+    auto records = [&] { return UserRecords(db, "mbl-app-", dir.path() + "/apps"); };
+    IdAllocator ids(path, 100000, 65536, records());
+    REQUIRE(ids.load());
+    REQUIRE(ids.acquire("sensor"));
+    REQUIRE(ids.acquire("camera"));
+
+    auto user = nlohmann::json::parse(*fs::readFile(db + "/mbl-app-sensor.user"));
+    CHECK(user["userName"] == "mbl-app-sensor");
+    CHECK(user["uid"] == 100000);
+    CHECK(user["gid"] == 100000);
+    CHECK(user["disposition"] == "container");
+    auto group = nlohmann::json::parse(*fs::readFile(db + "/mbl-app-sensor.group"));
+    CHECK(group["groupName"] == "mbl-app-sensor");
+    CHECK(group["gid"] == 100000);
+    CHECK((statOf(db + "/mbl-app-sensor.user").st_mode & 0777) == 0644);
+    char link[256] = {};
+    REQUIRE(::readlink((db + "/100000.user").c_str(), link, sizeof link - 1) > 0);
+    CHECK(std::string(link) == "mbl-app-sensor.user");
+    std::fill(std::begin(link), std::end(link), '\0');
+    REQUIRE(::readlink((db + "/165536.group").c_str(), link, sizeof link - 1) > 0);
+    CHECK(std::string(link) == "mbl-app-camera.group");
+
+    // Released: its records and links go, the other app's stay.
+    REQUIRE(ids.release("sensor"));
+    CHECK_FALSE(fs::exists(db + "/mbl-app-sensor.user"));
+    CHECK_FALSE(fs::exists(db + "/mbl-app-sensor.group"));
+    CHECK(::access((db + "/100000.user").c_str(), F_OK) != 0);
+    CHECK(statOf(db + "/100000.group").st_mode == 0);
+    CHECK(fs::exists(db + "/mbl-app-camera.user"));
+
+    // A record of someone else under the same name is never overwritten.
+    REQUIRE(fs::writeFileAtomic(db + "/mbl-app-other.user", R"({"userName":"mbl-app-other","uid":5000})"));
+    REQUIRE(ids.acquire("other")); // the range is taken all the same
+    CHECK(nlohmann::json::parse(*fs::readFile(db + "/mbl-app-other.user"))["uid"] == 5000);
+
+    // Load (start-up): the records of held ranges are back (/run emptied by a
+    // reboot), the manager's records of ranges no longer held are gone, others' stay.
+    REQUIRE(fs::removeTree(db));
+    REQUIRE(fs::makeDirs(db, 0755));
+    REQUIRE(fs::writeFileAtomic(db + "/mbl-app-other.user", R"({"userName":"mbl-app-other","uid":5000})"));
+    {
+        // A record this manager wrote for an app it no longer has.
+        UserRecords stale(db, "mbl-app-", dir.path() + "/apps");
+        REQUIRE(stale.publish("ghost", 900000));
+        // The same name from another manager (another state directory): not ours.
+        UserRecords theirs(db, "mbl-app-", dir.path() + "/elsewhere");
+        REQUIRE(theirs.publish("theirs", 950000));
+    }
+    IdAllocator again(path, 100000, 65536, records());
+    REQUIRE(again.load());
+    CHECK(fs::exists(db + "/mbl-app-camera.user"));
+    CHECK(fs::exists(db + "/165536.user"));
+    CHECK_FALSE(fs::exists(db + "/mbl-app-ghost.user"));
+    CHECK(statOf(db + "/900000.user").st_mode == 0);
+    CHECK(fs::exists(db + "/mbl-app-theirs.user"));
+    CHECK(fs::exists(db + "/950000.user"));
+    CHECK(nlohmann::json::parse(*fs::readFile(db + "/mbl-app-other.user"))["uid"] == 5000);
+
+    // The uid an image's `User` runs as is named too (<app>+<id inside>), and goes with the app.
+    REQUIRE(again.nameId("camera", 1000));
+    CHECK(nlohmann::json::parse(*fs::readFile(db + "/mbl-app-camera+1000.user"))["uid"] == 166536);
+    CHECK(fs::exists(db + "/166536.group"));
+    CHECK_FALSE(again.nameId("camera", 65536)); // beyond its range
+    CHECK_FALSE(again.nameId("nobody", 1));
+    REQUIRE(again.release("camera"));
+    CHECK_FALSE(fs::exists(db + "/mbl-app-camera+1000.user"));
+    CHECK_FALSE(fs::exists(db + "/mbl-app-camera+1000.group"));
+    CHECK(statOf(db + "/166536.user").st_mode == 0);
+    CHECK_FALSE(fs::exists(db + "/mbl-app-camera.user"));
+
+    // No folder: nothing published, nothing fails.
+    IdAllocator none(dir.path() + "/none.json", 100000, 65536, UserRecords("", "mbl-app-", "x"));
+    REQUIRE(none.load());
+    REQUIRE(none.acquire("x"));
 }
