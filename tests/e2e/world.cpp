@@ -116,7 +116,10 @@ void World::say(const std::string& line) const
 
 void World::writeConfigs(const WorldOptions& o)
 {
-    json containers = {{"stop_grace_ms", 1500}, {"backoff_base_ms", 200}, {"backoff_cap_ms", 800}};
+    // No user records in the host's /run/userdb (worlds run side by side and are
+    // killed without removing their apps): the e2e apps do not use app_api.
+    json containers = {{"stop_grace_ms", 1500}, {"backoff_base_ms", 200}, {"backoff_cap_ms", 800},
+                       {"userns", {{"userdb_dir", ""}}}};
     merge(containers, o.containers);
     (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json", containers.dump(2), 0644);
 
