@@ -246,6 +246,20 @@ std::uint64_t notBeforeOf(X509* cert)
 Expected<VerifiedChain> verifyDeviceChain(const std::string& chainPem, const DeviceKey& key,
                                           const std::string& fleetCaPath, std::time_t now)
 {
+    if (fleetCaPath.empty()) {
+        return verifyDeviceChainWithCas(chainPem, key, "", "", now);
+    }
+    auto caText = fs::readFile(fleetCaPath, 1u << 20);
+    if (!caText) {
+        return unexpected(ErrorCode::Io, "cannot read the fleet CA (config key fleet_ca): " + caText.error().message);
+    }
+    return verifyDeviceChainWithCas(chainPem, key, *caText, "fleet CA " + fleetCaPath, now);
+}
+
+Expected<VerifiedChain> verifyDeviceChainWithCas(const std::string& chainPem, const DeviceKey& key,
+                                                 const std::string& casPem, const std::string& casWhat,
+                                                 std::time_t now)
+{
     auto certs = parsePemCertificates(chainPem, "certificate chain");
     if (!certs) {
         return unexpected(certs.error());
@@ -265,13 +279,8 @@ Expected<VerifiedChain> verifyDeviceChain(const std::string& chainPem, const Dev
         return unexpected(ErrorCode::InvalidArgument,
                           "the certificate expired on " + asn1TimeText(X509_get0_notAfter(leaf)));
     }
-    if (!fleetCaPath.empty()) {
-        auto caText = fs::readFile(fleetCaPath, 1u << 20);
-        if (!caText) {
-            return unexpected(ErrorCode::Io, "cannot read the fleet CA (config key fleet_ca): " +
-                                                 caText.error().message);
-        }
-        auto cas = parsePemCertificates(*caText, "fleet CA " + fleetCaPath);
+    if (!casPem.empty()) {
+        auto cas = parsePemCertificates(casPem, casWhat);
         if (!cas) {
             return unexpected(ErrorCode::Io, cas.error().message);
         }
@@ -294,8 +303,8 @@ Expected<VerifiedChain> verifyDeviceChain(const std::string& chainPem, const Dev
         if (X509_verify_cert(ctx.get()) != 1) {
             int err = X509_STORE_CTX_get_error(ctx.get());
             ERR_clear_error();
-            return unexpected(ErrorCode::SignatureInvalid, "the certificate chain does not lead to the fleet CA " +
-                                                               fleetCaPath + ": " + X509_verify_cert_error_string(err));
+            return unexpected(ErrorCode::SignatureInvalid, "the certificate chain does not lead to the " +
+                                                               casWhat + ": " + X509_verify_cert_error_string(err));
         }
     }
     VerifiedChain out;

@@ -59,5 +59,10 @@ struct VerifiedChain {
 // An unreadable fleet CA file is an Io error naming the file.
 Expected<VerifiedChain> verifyDeviceChain(const std::string& chainPem, const DeviceKey& key,
                                           const std::string& fleetCaPath, std::time_t now);
+// The same against CAs given as PEM text (empty: no CA check); `casWhat` names
+// them in messages ("the trusted fleet CAs").
+Expected<VerifiedChain> verifyDeviceChainWithCas(const std::string& chainPem, const DeviceKey& key,
+                                                 const std::string& casPem, const std::string& casWhat,
+                                                 std::time_t now);
 
 } // namespace mbl::identity

@@ -64,8 +64,11 @@ CURLcode useDeviceKey(CURL*, void* sslctx, void* userptr)
 
 } // namespace
 
-Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& operation, const std::string& body,
-                               const EstClientAuth& auth)
+namespace {
+
+// One EST request: POST with `body` when given, else GET (RFC 7030 §4.1.2 /cacerts).
+Expected<EstHttpReply> estRequest(const EstConfig& config, const std::string& operation, const std::string* body,
+                                  const EstClientAuth& auth)
 {
     const std::string url = config.url + "/" + operation;
     curl::Easy c(curl_easy_init());
@@ -74,9 +77,11 @@ Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& opera
     }
     EstHttpReply reply;
     char errbuf[CURL_ERROR_SIZE] = {};
-    curl::Slist headers(curl_slist_append(nullptr, "Content-Type: application/pkcs10"));
-    curl_slist_append(headers.get(), "Content-Transfer-Encoding: base64");
-    curl_slist_append(headers.get(), "Accept: application/pkcs7-mime");
+    curl::Slist headers(curl_slist_append(nullptr, "Accept: application/pkcs7-mime"));
+    if (body != nullptr) {
+        curl_slist_append(headers.get(), "Content-Type: application/pkcs10");
+        curl_slist_append(headers.get(), "Content-Transfer-Encoding: base64");
+    }
     curl_slist_append(headers.get(), "Expect:");
     std::string authHeader;
     if (!auth.authorization.empty()) {
@@ -86,9 +91,13 @@ Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& opera
     curl_easy_setopt(c.get(), CURLOPT_URL, url.c_str());
     curl_easy_setopt(c.get(), CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(c.get(), CURLOPT_HTTPHEADER, headers.get());
-    curl_easy_setopt(c.get(), CURLOPT_POST, 1L);
-    curl_easy_setopt(c.get(), CURLOPT_POSTFIELDS, body.data());
-    curl_easy_setopt(c.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    if (body != nullptr) {
+        curl_easy_setopt(c.get(), CURLOPT_POST, 1L);
+        curl_easy_setopt(c.get(), CURLOPT_POSTFIELDS, body->data());
+        curl_easy_setopt(c.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
+    } else {
+        curl_easy_setopt(c.get(), CURLOPT_HTTPGET, 1L);
+    }
     curl_easy_setopt(c.get(), CURLOPT_WRITEFUNCTION, collectBody);
     curl_easy_setopt(c.get(), CURLOPT_WRITEDATA, &reply.body);
     curl_easy_setopt(c.get(), CURLOPT_HEADERFUNCTION, collectHeader);
@@ -149,6 +158,19 @@ Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& opera
     reply.contentType = ctype != nullptr ? ctype : "";
     curl_easy_getinfo(c.get(), CURLINFO_RESPONSE_CODE, &reply.status);
     return reply;
+}
+
+} // namespace
+
+Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& operation, const std::string& body,
+                               const EstClientAuth& auth)
+{
+    return estRequest(config, operation, &body, auth);
+}
+
+Expected<EstHttpReply> estGet(const EstConfig& config, const std::string& operation, const EstClientAuth& auth)
+{
+    return estRequest(config, operation, nullptr, auth);
 }
 
 } // namespace mbl::identity

@@ -31,5 +31,7 @@ struct EstClientAuth {
 // URL and curl's reason; an HTTP answer of any status is returned as it is.
 Expected<EstHttpReply> estPost(const EstConfig& config, const std::string& operation, const std::string& body,
                                const EstClientAuth& auth);
+// GET <config.url>/<operation> (RFC 7030 §4.1.2: /cacerts), authenticated as given.
+Expected<EstHttpReply> estGet(const EstConfig& config, const std::string& operation, const EstClientAuth& auth);
 
 } // namespace mbl::identity

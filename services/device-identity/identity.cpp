@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "identity.h"
 
+#include "ca_trust.h"
 #include "est_http.h"
 #include "tpm_key.h"
 
@@ -45,6 +46,8 @@ Status checkNamesDevice(const std::string& chainPem, const std::string& deviceId
     return {};
 }
 const char* const kResetMarker = "reset-pending";
+// The fleet CAs trusted from EST /cacerts (RFC 7030 §4.1), besides fleet_ca.
+const char* const kTrustFile = "fleet-cas.pem";
 
 Status removeFile(const std::string& path)
 {
@@ -309,6 +312,9 @@ Status Identity::finishReset()
     if (auto st = removeFile(stateDir_ + "/" + kStateFile); !st) {
         return st;
     }
+    if (auto st = removeFile(stateDir_ + "/" + kTrustFile); !st) {
+        return st;
+    }
     if (auto st = fs::syncDir(stateDir_); !st) {
         return st;
     }
@@ -393,7 +399,11 @@ Status Identity::installCertificate(const std::string& chainPem)
     if (auto st = checkMutable(); !st) {
         return st;
     }
-    auto chain = verifyDeviceChain(chainPem, *key, fleetCa_, std::time(nullptr));
+    auto cas = trustedCas();
+    if (!cas) {
+        return unexpected(cas.error());
+    }
+    auto chain = verifyDeviceChainWithCas(chainPem, *key, *cas, trustedCasName(), std::time(nullptr));
     if (!chain) {
         return unexpected(chain.error());
     }
@@ -442,7 +452,12 @@ Status Identity::provision(const std::string& documentJson)
         next = stored_;
     }
     if (!doc->certificateChainPem.empty()) {
-        auto chain = verifyDeviceChain(doc->certificateChainPem, *key, fleetCa_, std::time(nullptr));
+        auto cas = trustedCas();
+        if (!cas) {
+            return unexpected(cas.error());
+        }
+        auto chain = verifyDeviceChainWithCas(doc->certificateChainPem, *key, *cas, trustedCasName(),
+                                              std::time(nullptr));
         if (!chain) {
             return unexpected(chain.error().code,
                               "provisioning document: field 'certificate_chain_pem': " + chain.error().message);
@@ -647,8 +662,48 @@ Status Identity::runScheduledRenewal()
     return {};
 }
 
+Expected<std::string> Identity::trustedCas() const
+{
+    if (fleetCa_.empty()) {
+        return std::string();
+    }
+    auto configured = fs::readFile(fleetCa_, 1u << 20);
+    if (!configured) {
+        return unexpected(ErrorCode::Io, "cannot read the fleet CA (config key fleet_ca): " +
+                                             configured.error().message);
+    }
+    const std::string stored = stateDir_ + "/" + kTrustFile;
+    if (!fs::exists(stored)) {
+        return configured;
+    }
+    auto fromEst = fs::readFile(stored, 1u << 20);
+    if (!fromEst) {
+        return unexpected(ErrorCode::Io, "cannot read the fleet CAs trusted from EST: " + fromEst.error().message);
+    }
+    return *configured + *fromEst;
+}
+
+std::string Identity::trustedCasName() const
+{
+    return "fleet CA " + fleetCa_ + " (or one trusted from EST /cacerts, " + stateDir_ + "/" + kTrustFile + ")";
+}
+
+Expected<TrustedCas> Identity::fetchCaCertificates(const EstClientAuth& auth, const std::string& trusted) const
+{
+    // RFC 7030 §4.1: the CA certificates, authenticated as the enrolment is.
+    auto reply = estGet(*est_, "cacerts", auth);
+    if (!reply) {
+        return unexpected(reply.error());
+    }
+    auto pem = certificatesFromReply(*reply, "cacerts");
+    if (!pem) {
+        return unexpected(pem.error());
+    }
+    return acceptCaCertificates(trusted, *pem, std::time(nullptr));
+}
+
 Expected<VerifiedChain> Identity::estRequest(bool reenroll, const DeviceKey& key, const std::string& currentChain,
-                                             std::optional<std::int64_t>& retryAfter) const
+                                             std::optional<std::int64_t>& retryAfter, std::string& trust) const
 {
     const std::string operation = reenroll ? "simplereenroll" : "simpleenroll";
     EstClientAuth auth;
@@ -698,6 +753,18 @@ Expected<VerifiedChain> Identity::estRequest(bool reenroll, const DeviceKey& key
         }
         OPENSSL_cleanse(t.data(), t.size());
     }
+    // The CAs first (RFC 7030 §4.1.1: "before ... any other EST operation"): a
+    // new fleet CA is trusted only when a trusted one vouches for it.
+    auto current = trustedCas();
+    if (!current) {
+        return unexpected(current.error());
+    }
+    auto cas = fetchCaCertificates(auth, *current);
+    if (!cas) {
+        OPENSSL_cleanse(auth.authorization.data(), auth.authorization.size());
+        return unexpected(cas.error());
+    }
+    trust = cas->added > 0 ? cas->pem : std::string();
     // The TLS client signature of a renewal is made with the device key; a TPM
     // key's lock is taken around that signature only.
     auto reply = estPost(*est_, operation, *body, auth);
@@ -712,7 +779,7 @@ Expected<VerifiedChain> Identity::estRequest(bool reenroll, const DeviceKey& key
     if (!pem) {
         return unexpected(pem.error());
     }
-    auto chain = verifyDeviceChain(*pem, key, fleetCa_, std::time(nullptr));
+    auto chain = verifyDeviceChainWithCas(*pem, key, cas->pem, trustedCasName(), std::time(nullptr));
     if (!chain) {
         return unexpected(chain.error().code, "the certificate from EST " + operation + " is refused: " +
                                                   chain.error().message);
@@ -759,10 +826,20 @@ Status Identity::estExchange(bool reenroll)
     const std::string operation = reenroll ? "simplereenroll" : "simpleenroll";
     log::info("EST " + operation + " at " + est_->url);
     std::optional<std::int64_t> retryAfter;
-    auto chain = estRequest(reenroll, *key, current, retryAfter);
+    std::string trust; // the new trusted CA set when /cacerts brought a new CA
+    auto chain = estRequest(reenroll, *key, current, retryAfter, trust);
     Status written;
     Stored next;
-    if (chain) {
+    if (chain && !trust.empty()) {
+        // Stored before the certificate it verifies: a crash in between leaves the
+        // old certificate with a trust set that still holds its CA.
+        written = fs::writeFileAtomic(stateDir_ + "/" + kTrustFile, trust, 0600);
+        if (written) {
+            log::notice("EST cacerts: a new fleet CA is trusted (RFC 7030 §4.1.3), " + std::to_string(countCertificates(trust)) +
+                        " CAs kept in " + stateDir_ + "/" + kTrustFile);
+        }
+    }
+    if (chain && written) {
         {
             std::lock_guard<std::mutex> lock(mu_);
             next = stored_;

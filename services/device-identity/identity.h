@@ -9,11 +9,16 @@
 //                   (only FactoryReset removes it)
 //   identity.json   certificate chain and provisioning document, 0600, replaced
 //                   whole by one atomic write, so a crash leaves old or new state
+//   fleet-cas.pem   fleet CAs trusted from EST /cacerts (a CA rotation, RFC 7030
+//                   §4.1.3), besides fleet_ca; 0600, replaced by one atomic write;
+//                   absent until a rotation; FactoryReset removes it
 //   reset-pending   present only while a FactoryReset runs; finished on next start
 
+#include "ca_trust.h"
 #include "certificates.h"
 #include "device_key.h"
 #include "est.h"
+#include "est_http.h"
 #include "provisioning.h"
 #include "renewal.h"
 #include "signer.h"
@@ -127,7 +132,13 @@ private:
     Status estExchange(bool reenroll);
     // The chain from one EST exchange, checked; `retryAfter` set from a 202.
     Expected<VerifiedChain> estRequest(bool reenroll, const DeviceKey& key, const std::string& currentChain,
-                                       std::optional<std::int64_t>& retryAfter) const;
+                                       std::optional<std::int64_t>& retryAfter, std::string& trust) const;
+    // The fleet CAs a chain must lead to: fleet_ca plus those trusted from EST
+    // (<state_dir>/fleet-cas.pem); "" when no fleet CA is configured.
+    Expected<std::string> trustedCas() const;
+    std::string trustedCasName() const;
+    // GET /cacerts and the trusted set it leads to (ca_trust.h), or why it is refused.
+    Expected<TrustedCas> fetchCaCertificates(const EstClientAuth& auth, const std::string& trusted) const;
     void renewalChanged() const;
     void noteCertificateLocked(std::time_t now); // tells the engine about stored_.chainPem
 

@@ -3,6 +3,7 @@
 // the test holds, the reading of EST answers (certs-only PKCS#7 made by the
 // openssl CLI, and what a broken server sends), and the "est" configuration.
 
+#include "ca_trust.h"
 #include "est.h"
 #include "openssl_cli.h"
 #include "renewal.h"
@@ -172,4 +173,78 @@ TEST_CASE("the est section of identity.json: strict keys, https only, a credenti
     auto st = typo.rejectUnreadKeys();
     REQUIRE_FALSE(st);
     CHECK(st.error().message.find("est.renew_at") != std::string::npos);
+}
+
+TEST_CASE("which /cacerts answers make a new fleet CA trusted (RFC 7030 §4.1.3): only one linked by NewWithOld to a "
+          "trusted CA")
+{
+    // CAs and the NewWithOld certificate made by the openssl CLI, as a fleet's PKI would.
+    test::TempDir d{"mbl-ca-trust"};
+    auto path = [&](const std::string& n) { return d.path() + "/" + n; };
+    auto read = [&](const std::string& n) {
+        auto t = fs::readFile(path(n));
+        REQUIRE(t);
+        return *t;
+    };
+    auto ca = [&](const std::string& name, const std::string& cn) {
+        REQUIRE(test::openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                               "-keyout", path(name + ".key"), "-out", path(name + ".pem"), "-days", "2", "-subj",
+                               "/CN=" + cn, "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                               "keyUsage=critical,keyCertSign,cRLSign"})
+                    .status.success());
+    };
+    ca("old", "Fleet CA");
+    ca("new", "Fleet CA 2");
+    ca("other", "Fleet CA"); // same name as the old one, another key
+    REQUIRE(fs::writeFileAtomic(path("ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n"));
+    REQUIRE(test::openssl({"req", "-new", "-key", path("new.key"), "-subj", "/CN=Fleet CA 2", "-out", path("new.csr")})
+                .status.success());
+    REQUIRE(test::openssl({"x509", "-req", "-in", path("new.csr"), "-CA", path("old.pem"), "-CAkey", path("old.key"),
+                           "-CAcreateserial", "-out", path("nwo.pem"), "-days", "2", "-extfile", path("ext")})
+                .status.success());
+    // The same NewWithOld, signed by the unrelated CA instead of the trusted one.
+    REQUIRE(test::openssl({"x509", "-req", "-in", path("new.csr"), "-CA", path("other.pem"), "-CAkey",
+                           path("other.key"), "-CAcreateserial", "-out", path("nwo-other.pem"), "-days", "2",
+                           "-extfile", path("ext")})
+                .status.success());
+    const std::time_t now = std::time(nullptr);
+    const std::string old = read("old.pem");
+
+    SECTION("the current CA alone: accepted, nothing added")
+    {
+        auto t = acceptCaCertificates(old, old, now);
+        REQUIRE(t);
+        CHECK(t->added == 0);
+        CHECK(countCertificates(t->pem) == 1);
+    }
+    SECTION("new root + old root + NewWithOld: the new root is added, the old kept, each once")
+    {
+        auto t = acceptCaCertificates(old + old, read("new.pem") + old + read("nwo.pem"), now);
+        REQUIRE(t);
+        CHECK(t->added == 1);
+        CHECK(countCertificates(t->pem) == 2);
+        CHECK(t->pem.find(read("new.pem")) != std::string::npos);
+    }
+    SECTION("refused with SignatureInvalid: the new root alone, an unrelated CA of the same name, a NewWithOld "
+            "signed by an untrusted CA")
+    {
+        for (const std::string& answer : {read("new.pem"), read("other.pem"), read("new.pem") + read("nwo-other.pem")}) {
+            auto t = acceptCaCertificates(old, answer, now);
+            REQUIRE_FALSE(t);
+            CHECK(t.error().code == ErrorCode::SignatureInvalid);
+            CHECK(t.error().message.find("is not a trusted fleet CA and is not signed by one") != std::string::npos);
+        }
+    }
+    SECTION("after the rotation is trusted, the new root alone is accepted")
+    {
+        auto t = acceptCaCertificates(old + read("new.pem"), read("new.pem"), now);
+        REQUIRE(t);
+        CHECK(t->added == 0);
+    }
+    SECTION("no self-signed CA in the answer (NewWithOld alone): InvalidArgument")
+    {
+        auto t = acceptCaCertificates(old, read("nwo.pem"), now);
+        REQUIRE_FALSE(t);
+        CHECK(t.error().code == ErrorCode::InvalidArgument);
+    }
 }

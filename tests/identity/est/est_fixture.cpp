@@ -166,6 +166,16 @@ void EstFixture::makePki()
     ca("fleet-ca", "Test Fleet CA");
     ca("bootstrap-ca", "Factory Bootstrap CA");
     ca("other-ca", "Test Fleet CA"); // same name, another key: only the signature tells them apart
+    // The fleet's next CA (a rotation, RFC 7030 §4.1.3) and its "NewWithOld"
+    // certificate: the new CA's name and public key, signed by the current CA.
+    ca("fleet-ca-2", "Test Fleet CA 2");
+    must({"openssl", "req", "-new", "-key", d + "/fleet-ca-2.key", "-subj", "/CN=Test Fleet CA 2", "-out",
+          d + "/fleet-ca-2.csr"});
+    writeOrThrow(d + "/new-with-old.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                                          "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
+    must({"openssl", "x509", "-req", "-in", d + "/fleet-ca-2.csr", "-CA", d + "/fleet-ca.pem", "-CAkey",
+          d + "/fleet-ca.key", "-CAcreateserial", "-out", d + "/new-with-old.pem", "-days", "2", "-extfile",
+          d + "/new-with-old.ext"});
     auto leaf = [&](const std::string& caName, const std::string& name, const std::string& cn, const std::string& ext) {
         must({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
               d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj", "/CN=" + cn});
@@ -178,7 +188,8 @@ void EstFixture::makePki()
     leaf("bootstrap-ca", "bootstrap", "factory-line-7", "extendedKeyUsage=clientAuth\n");
     // The bootstrap key is a factory credential the identity service (its own user) reads.
     (void)::chmod((d + "/bootstrap.key").c_str(), 0644);
-    writeOrThrow(d + "/client-cas.pem", readOrThrow(d + "/bootstrap-ca.pem") + readOrThrow(d + "/fleet-ca.pem"));
+    writeOrThrow(d + "/client-cas.pem", readOrThrow(d + "/bootstrap-ca.pem") + readOrThrow(d + "/fleet-ca.pem") +
+                                             readOrThrow(d + "/fleet-ca-2.pem"));
     writeOrThrow(d + "/index.txt", "");
     writeOrThrow(d + "/serial", "1000\n");
     // `openssl ca`: the subject as the CSR has it (or -subj), a client certificate, no copied extensions.

@@ -33,6 +33,9 @@ public:
     std::string tlsCaFile() const { return file("tls-ca.pem"); }
     // The CA that issues device certificates (the device's fleet_ca).
     std::string fleetCaFile() const { return file("fleet-ca.pem"); }
+    // The fleet's next CA (another key, CN "Test Fleet CA 2"); the server issues
+    // with it after configure({{"ca", "fleet-ca-2"}}) (est_server.py).
+    std::string newFleetCaFile() const { return file("fleet-ca-2.pem"); }
     // A factory bootstrap certificate and key (EST client authentication, §3.3.2).
     std::string bootstrapCertFile() const { return file("bootstrap.pem"); }
     std::string bootstrapKeyFile() const { return file("bootstrap.key"); }

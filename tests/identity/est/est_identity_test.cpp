@@ -225,12 +225,15 @@ TEST_CASE("first enrolment at start: with a one-time token (HTTP Basic) the serv
     CHECK(next <= notAfter - 3000 + 2001);
     CHECK(f.client->LastRenewalError().empty());
     CHECK(f.client->InterfaceRevision() == 3);
-    // The server saw one simpleenroll authenticated by the Basic credential.
+    // The server saw /cacerts (RFC 7030 §4.1.1: the CA certificates first) and one
+    // simpleenroll, both authenticated by the Basic credential.
     auto st = f.est.state();
-    REQUIRE(st["requests"].size() == 1);
-    CHECK(st["requests"][0]["path"] == "/.well-known/est/simpleenroll");
+    REQUIRE(st["requests"].size() == 2);
+    CHECK(st["requests"][0]["path"] == "/.well-known/est/cacerts");
     CHECK(st["requests"][0]["auth"] == "basic");
-    CHECK(st["requests"][0]["status"] == 200);
+    CHECK(st["requests"][1]["path"] == "/.well-known/est/simpleenroll");
+    CHECK(st["requests"][1]["auth"] == "basic");
+    CHECK(st["requests"][1]["status"] == 200);
     // Kept across a restart.
     const std::string before = f.chain();
     f.client.reset();
@@ -252,8 +255,11 @@ TEST_CASE("first enrolment with a factory bootstrap certificate (TLS client auth
     CHECK(f.client->RenewalState() == "valid");
     CHECK(contains(f.describeChain(), "subject=CN=" + f.client->DeviceId()));
     auto reqs = f.est.state()["requests"];
-    REQUIRE(reqs.size() == 1);
+    REQUIRE(reqs.size() == 2); // /cacerts, then simpleenroll, each with the bootstrap certificate
+    CHECK(reqs[0]["path"] == "/.well-known/est/cacerts");
     CHECK(reqs[0]["auth"] == "bootstrap-certificate");
+    CHECK(reqs[1]["path"] == "/.well-known/est/simpleenroll");
+    CHECK(reqs[1]["auth"] == "bootstrap-certificate");
     CHECK(f.client->identityChangedCount() >= 1);
 }
 
@@ -334,6 +340,92 @@ TEST_CASE("renewal refused by the server: the old certificate is kept and works,
     CHECK(f.chain() != first);
     CHECK(f.client->RenewalState() == "valid");
     CHECK(f.client->LastRenewalError().empty());
+}
+
+TEST_CASE("CA rotation (RFC 7030 §4.1.3): the server's new fleet CA comes with NewWithOld in /cacerts; the old "
+          "certificate authenticates the renewal, the new certificate is from the new CA, and a restart keeps the trust")
+{
+    Fixture f;
+    f.configure({{"retry_min_seconds", 600}});
+    f.start();
+    f.client->Enroll();
+    const std::string first = f.chain();
+    CHECK(contains(f.describeChain(), "issuer=CN=Test Fleet CA\n"));
+    const std::string trustFile = f.stack.root() + "/var/lib/mbl/identity/fleet-cas.pem";
+    CHECK_FALSE(fs::exists(trustFile)); // nothing rotated yet: fleet_ca alone
+    // The fleet rotates its CA: a new key, NewWithOld served in /cacerts.
+    f.est.configure({{"ca", "fleet-ca-2"}});
+    const std::size_t changedBefore = f.client->identityChangedCount();
+    // Until the renewal, the old certificate stays in use (the cloud client's TLS
+    // keeps its chain until IdentityChanged).
+    CHECK(f.chain() == first);
+    f.client->Renew();
+    CHECK(f.chain() != first);
+    CHECK(contains(f.describeChain(), "issuer=CN=Test Fleet CA 2\n"));
+    CHECK(waitFor([&] { return f.client->identityChangedCount() > changedBefore; }));
+    CHECK(f.client->RenewalState() == "valid");
+    CHECK(f.client->LastRenewalError().empty());
+    // The certificate verifies against the new CA alone, and not against the old one.
+    auto verifyNew = sh({"openssl", "verify", "-CAfile", f.est.newFleetCaFile(), f.put("c.pem", f.chain())});
+    INFO(verifyNew.out << verifyNew.err);
+    CHECK(verifyNew.status.success());
+    auto verifyOld = sh({"openssl", "verify", "-CAfile", f.est.fleetCaFile(), f.put("c.pem", f.chain())});
+    CHECK_FALSE(verifyOld.status.success());
+    // The renewal fetched /cacerts authenticated by the certificate in force.
+    bool sawCacerts = false;
+    const auto serverState = f.est.state();
+    for (const auto& r : serverState["requests"]) {
+        if (contains(r["path"].get<std::string>(), "cacerts") && r["auth"] == "certificate") {
+            sawCacerts = true;
+        }
+    }
+    CHECK(sawCacerts);
+    CHECK(contains(f.log(), "a new fleet CA is trusted"));
+    // The trusted set is stored: after a restart, a /cacerts answer with the new
+    // CA alone (no NewWithOld) is accepted, since the device trusts it already,
+    // and the certificate of the new CA renews.
+    REQUIRE(fs::exists(trustFile));
+    f.client.reset();
+    f.stack.stop("device-identity");
+    f.start();
+    f.est.configure({{"cacerts", "new-only"}});
+    const std::string rotated = f.chain();
+    f.client->Renew();
+    CHECK(f.chain() != rotated);
+    CHECK(contains(f.describeChain(), "issuer=CN=Test Fleet CA 2\n"));
+    CHECK(f.client->LastRenewalError().empty());
+}
+
+TEST_CASE("CA rotation refused: a /cacerts answer with the new CA alone (no NewWithOld) or an unrelated CA of the same "
+          "name is SignatureInvalid, nothing is requested or changed, and the old certificate keeps working")
+{
+    Fixture f;
+    f.configure({{"retry_min_seconds", 600}});
+    f.start();
+    f.client->Enroll();
+    const std::string first = f.chain();
+    const std::string onDisk = f.stored();
+    const std::string trustFile = f.stack.root() + "/var/lib/mbl/identity/fleet-cas.pem";
+    for (const char* mode : {"unrelated", "new-only"}) {
+        SECTION(mode)
+        {
+            f.est.configure({{"cacerts", mode}, {"ca", std::string(mode) == "new-only" ? "fleet-ca-2" : "fleet-ca"}});
+            const auto issued = f.est.state()["issued"].get<int>();
+            expectBusError([&] { f.client->Renew(); }, "org.mbl.Error.SignatureInvalid",
+                           "is not a trusted fleet CA and is not signed by one");
+            CHECK(f.est.state()["issued"].get<int>() == issued); // no simplereenroll was sent
+            CHECK(f.chain() == first);
+            CHECK(f.stored() == onDisk);
+            CHECK_FALSE(fs::exists(trustFile));
+            CHECK(f.client->RenewalState() == "retrying");
+            CHECK(contains(f.client->LastRenewalError(), "org.mbl.Error.SignatureInvalid: "));
+            // The old certificate still authenticates: once the server answers as it should, it renews.
+            f.est.configure({{"cacerts", "ca"}, {"ca", "fleet-ca"}});
+            f.client->Renew();
+            CHECK(f.chain() != first);
+            CHECK(contains(f.describeChain(), "issuer=CN=Test Fleet CA\n"));
+        }
+    }
 }
 
 TEST_CASE("expired certificate: reported as expired (renewal refused until then), Renew says to enrol again, and "

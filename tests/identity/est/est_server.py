@@ -9,10 +9,13 @@ it found in X-Ssl-Client-Verify / -S-Dn / -I-Dn, as an EST server's TLS layer
 hands the authenticated client identity to the CA (RFC 7030 §3.3.2). What each
 operation does follows the RFC's section:
 
-  GET  /.well-known/est/cacerts          §4.1: the fleet CA as a certs-only
+  GET  /.well-known/est/cacerts          §4.1: the fleet CA(s) as a certs-only
        "application/pkcs7-mime" (§4.1.3), base64 DER with
        "Content-Transfer-Encoding: base64" (§4 intro: "base64 encoding ...
-       the Content-Transfer-Encoding header").
+       the Content-Transfer-Encoding header"). After a CA rotation (config
+       "ca": "fleet-ca-2") it holds, as §4.1.3 lists for a root key rollover,
+       the current (new) root, the old root and "NewWithOld" (the new root's
+       name and key signed by the old root); the fixture makes them.
   POST /.well-known/est/simpleenroll     §4.2.1: body a base64 DER PKCS#10
        ("application/pkcs10", §4.2.1); the client is authenticated by a
        certificate the server trusts (§3.3.2, here the factory bootstrap CA) or
@@ -34,6 +37,9 @@ for short validity and already-expired answers).
 A control API for tests (plain HTTP on loopback, never proxied by nginx):
   POST /admin/config  {"enroll": MODE, "reenroll": MODE, "validity_seconds": N,
                        "retry_after": N, "basic": "user:password", "bearer": "t"}
+       "ca": "fleet-ca" | "fleet-ca-2" (the CA that issues: a rotation),
+       "cacerts": "ca" (what §4.1.3 says for "ca") | "new-only" (the new root
+       alone, no NewWithOld) | "unrelated" (another CA of the same name, alone)
        MODE: "ok", "refuse" (403), "retry" (202 + Retry-After), "wrong-key"
        (a certificate for another key), "wrong-cn", "wrong-ca" (signed by
        another CA), "expired", "garbage" (not PKCS#7), "not-base64".
@@ -54,7 +60,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LOCK = threading.Lock()
 STATE = {"requests": [], "issued": 0}
 CONFIG = {"enroll": "ok", "reenroll": "ok", "validity_seconds": 86400, "retry_after": 1,
-          "basic": "factory:s3cret", "bearer": ""}
+          "basic": "factory:s3cret", "bearer": "", "ca": "fleet-ca", "cacerts": "ca"}
+FLEET_DNS = ("CN=Test Fleet CA", "CN=Test Fleet CA 2")
 PKI = ""
 
 
@@ -164,9 +171,29 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.dumps(STATE).encode()
             return self.reply(200, body, "application/json")
         if self.path == "/.well-known/est/cacerts":
-            with open(os.path.join(PKI, "fleet-ca.pem"), "rb") as f:
-                body = certs_only(f.read())
-            self.record(200, "none")
+            with LOCK:
+                ca, mode = CONFIG["ca"], CONFIG["cacerts"]
+            if mode == "unrelated":
+                names = ["other-ca.pem"]
+            elif mode == "new-only":
+                names = ["fleet-ca-2.pem"]
+            elif ca == "fleet-ca-2":
+                names = ["fleet-ca-2.pem", "fleet-ca.pem", "new-with-old.pem"]
+            else:
+                names = ["fleet-ca.pem"]
+            pem = b""
+            for n in names:
+                with open(os.path.join(PKI, n), "rb") as f:
+                    pem += f.read()
+            body = certs_only(pem)
+            cert = self.client_cert()
+            if cert and cert["issuer"] == "CN=Factory Bootstrap CA":
+                auth = "bootstrap-certificate"
+            elif cert:
+                auth = "certificate"
+            else:
+                auth = self.http_auth() or "none"
+            self.record(200, auth)
             return self.reply(200, body, "application/pkcs7-mime", {"Content-Transfer-Encoding": "base64"})
         self.record(404, "none")
         self.reply(404, b"not found\n")
@@ -182,10 +209,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(404, b"not found\n")
         reenroll = self.path.endswith("simplereenroll")
         cert = self.client_cert()
-        fleet_dn = "CN=Test Fleet CA"
         if reenroll:
             # §4.2.2: authenticated by the certificate being renewed.
-            auth = "certificate" if cert and cert["issuer"] == fleet_dn else None
+            auth = "certificate" if cert and cert["issuer"] in FLEET_DNS else None
         elif cert and cert["issuer"] == "CN=Factory Bootstrap CA":
             auth = "bootstrap-certificate"
         else:
@@ -222,7 +248,7 @@ class Handler(BaseHTTPRequestHandler):
                 pem = sign(csr, "fleet-ca", not_before=now - datetime.timedelta(hours=2),
                            not_after=now - datetime.timedelta(hours=1))
             else:
-                pem = sign(csr, "fleet-ca")
+                pem = sign(csr, CONFIG["ca"])
         except RuntimeError as e:
             self.record(500, auth)
             return self.reply(500, str(e).encode())
