@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cloud_fixture.h"
 
+#include "commands.h"
+
 #include "mbl/fd.h"
 #include "mbl/fs.h"
 #include "mbl/strings.h"
@@ -19,37 +21,6 @@
 namespace mbl::test {
 
 namespace {
-
-std::string python()
-{
-    for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
-        if (::access(p, X_OK) == 0) {
-            return p;
-        }
-    }
-    return "";
-}
-
-void must(const std::vector<std::string>& argv)
-{
-    auto r = mbl::run(argv);
-    if (!r || !r->status.success()) {
-        std::string cmd;
-        for (const auto& a : argv) {
-            cmd += a + " ";
-        }
-        throw std::runtime_error("command failed: " + cmd + (r ? r->err : r.error().message));
-    }
-}
-
-std::string readOrThrow(const std::string& path)
-{
-    auto t = fs::readFile(path);
-    if (!t) {
-        throw std::runtime_error("cannot read " + path);
-    }
-    return *t;
-}
 
 bool portOpen(int port)
 {
@@ -88,7 +59,7 @@ CloudFixture::CloudFixture()
     if (::access("/usr/sbin/nginx", X_OK) != 0) {
         skip("nginx is not installed (tests/setup.sh installs nginx-light)");
     }
-    if (python().empty()) {
+    if (python3Path().empty()) {
         skip("python3 is not installed");
     }
     makePki();
@@ -114,7 +85,7 @@ void CloudFixture::makePki()
     const std::string d = dir() + "/pki";
     (void)fs::makeDirs(d, 0755);
     auto ca = [&](const std::string& name) {
-        must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        mustRun({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
               d + "/" + name + ".key", "-out", d + "/" + name + ".pem", "-days", "2", "-subj", "/CN=" + name,
               "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
     };
@@ -122,10 +93,10 @@ void CloudFixture::makePki()
     ca("other-ca");
     ca("cdn-ca");
     auto leaf = [&](const std::string& caName, const std::string& name, const std::string& cn, const std::string& ext) {
-        must({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        mustRun({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
               d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj", "/CN=" + cn});
         (void)fs::writeFileAtomic(d + "/" + name + ".ext", ext, 0644);
-        must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/" + caName + ".pem", "-CAkey",
+        mustRun({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/" + caName + ".pem", "-CAkey",
               d + "/" + caName + ".key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days", "2",
               "-extfile", d + "/" + name + ".ext"});
     };
@@ -153,10 +124,10 @@ CloudFixture::DeviceCreds CloudFixture::makeDevice(const std::string& deviceId)
 {
     const std::string d = dir() + "/pki";
     const std::string name = "device-" + deviceId;
-    must({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+    mustRun({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
           d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj", "/O=MBL test/CN=" + deviceId});
     (void)fs::writeFileAtomic(d + "/" + name + ".ext", "extendedKeyUsage=clientAuth\n", 0644);
-    must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/test-ca.pem", "-CAkey",
+    mustRun({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/test-ca.pem", "-CAkey",
           d + "/test-ca.key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days", "2", "-extfile",
           d + "/" + name + ".ext"});
     DeviceCreds c;
@@ -174,7 +145,7 @@ std::string CloudFixture::signDeviceCsr(const std::string& csrPem, const std::st
         throw std::runtime_error(st.error().message);
     }
     (void)fs::writeFileAtomic(d + "/" + name + ".ext", "extendedKeyUsage=clientAuth\n", 0644);
-    must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/test-ca.pem", "-CAkey",
+    mustRun({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/test-ca.pem", "-CAkey",
           d + "/test-ca.key", "-CAcreateserial", "-subj", "/O=MBL test/CN=" + deviceId, "-out", d + "/" + name + ".pem",
           "-days", "2", "-extfile", d + "/" + name + ".ext"});
     return readOrThrow(d + "/" + name + ".pem");
@@ -189,7 +160,7 @@ void CloudFixture::startServer()
     Fd logFd{::open((dir() + "/ddi-server.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
     so.stdoutFd = logFd.get();
     so.stderrFd = logFd.get();
-    auto c = Child::spawn({python(), sourceRoot() + "/tests/cloud/ddi_server.py", "--port", std::to_string(backendPort_),
+    auto c = Child::spawn({python3Path(), sourceRoot() + "/tests/cloud/ddi_server.py", "--port", std::to_string(backendPort_),
                            "--artifact-dir", dir() + "/artifacts", "--sleep", "00:00:02", "--trusted-issuer-hash",
                            issuerHash_},
                           so);

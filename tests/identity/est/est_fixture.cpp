@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "est_fixture.h"
 
+#include "commands.h"
+
 #include "mbl/fd.h"
 #include "mbl/fs.h"
 
@@ -18,37 +20,6 @@
 namespace mbl::test {
 
 namespace {
-
-std::string python()
-{
-    for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
-        if (::access(p, X_OK) == 0) {
-            return p;
-        }
-    }
-    return "";
-}
-
-void must(const std::vector<std::string>& argv)
-{
-    auto r = mbl::run(argv);
-    if (!r || !r->status.success()) {
-        std::string cmd;
-        for (const auto& a : argv) {
-            cmd += a + " ";
-        }
-        throw std::runtime_error("command failed: " + cmd + (r ? r->err : r.error().message));
-    }
-}
-
-std::string readOrThrow(const std::string& path)
-{
-    auto t = fs::readFile(path);
-    if (!t) {
-        throw std::runtime_error(t.error().message);
-    }
-    return *t;
-}
 
 void writeOrThrow(const std::string& path, const std::string& data, mode_t mode = 0644)
 {
@@ -134,7 +105,7 @@ EstFixture::EstFixture()
     if (::access("/usr/sbin/nginx", X_OK) != 0) {
         skip("nginx is not installed (tests/setup.sh installs nginx-light)");
     }
-    if (python().empty()) {
+    if (python3Path().empty()) {
         skip("python3 is not installed");
     }
     makePki();
@@ -158,7 +129,7 @@ void EstFixture::makePki()
     (void)fs::makeDirs(d, 0755);
     (void)fs::makeDirs(d + "/issued", 0755);
     auto ca = [&](const std::string& name, const std::string& cn) {
-        must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        mustRun({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
               d + "/" + name + ".key", "-out", d + "/" + name + ".pem", "-days", "2", "-subj", "/CN=" + cn,
               "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
     };
@@ -169,18 +140,18 @@ void EstFixture::makePki()
     // The fleet's next CA (a rotation, RFC 7030 §4.1.3) and its "NewWithOld"
     // certificate: the new CA's name and public key, signed by the current CA.
     ca("fleet-ca-2", "Test Fleet CA 2");
-    must({"openssl", "req", "-new", "-key", d + "/fleet-ca-2.key", "-subj", "/CN=Test Fleet CA 2", "-out",
+    mustRun({"openssl", "req", "-new", "-key", d + "/fleet-ca-2.key", "-subj", "/CN=Test Fleet CA 2", "-out",
           d + "/fleet-ca-2.csr"});
     writeOrThrow(d + "/new-with-old.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
                                           "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
-    must({"openssl", "x509", "-req", "-in", d + "/fleet-ca-2.csr", "-CA", d + "/fleet-ca.pem", "-CAkey",
+    mustRun({"openssl", "x509", "-req", "-in", d + "/fleet-ca-2.csr", "-CA", d + "/fleet-ca.pem", "-CAkey",
           d + "/fleet-ca.key", "-CAcreateserial", "-out", d + "/new-with-old.pem", "-days", "2", "-extfile",
           d + "/new-with-old.ext"});
     auto leaf = [&](const std::string& caName, const std::string& name, const std::string& cn, const std::string& ext) {
-        must({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        mustRun({"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
               d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj", "/CN=" + cn});
         writeOrThrow(d + "/" + name + ".ext", ext);
-        must({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/" + caName + ".pem", "-CAkey",
+        mustRun({"openssl", "x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/" + caName + ".pem", "-CAkey",
               d + "/" + caName + ".key", "-CAcreateserial", "-out", d + "/" + name + ".pem", "-days", "2",
               "-extfile", d + "/" + name + ".ext"});
     };
@@ -210,7 +181,7 @@ void EstFixture::startServer()
     Fd logFd{::open((dir() + "/est-server.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
     so.stdoutFd = logFd.get();
     so.stderrFd = logFd.get();
-    auto c = Child::spawn({python(), sourceRoot() + "/tests/identity/est/est_server.py", "--port",
+    auto c = Child::spawn({python3Path(), sourceRoot() + "/tests/identity/est/est_server.py", "--port",
                            std::to_string(backendPort_), "--pki", dir() + "/pki"},
                           so);
     if (!c) {
