@@ -9,7 +9,7 @@
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
-#include "org.mbl.DeviceIdentity1_proxy.h"
+#include "identity_client.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 using namespace mbl;
+using test::IdentityClient;
 using test::TestStack;
 
 namespace {
@@ -48,57 +49,6 @@ bool waitFor(Pred pred, std::chrono::milliseconds timeout = std::chrono::millise
     }
     return true;
 }
-
-// A proxy on its own connection with its own event thread, recording signals.
-class IdentityClient final
-    : public sdbus::ProxyInterfaces<org::mbl::DeviceIdentity1_proxy, sdbus::Properties_proxy> {
-public:
-    explicit IdentityClient(std::unique_ptr<sdbus::IConnection> conn)
-        : ProxyInterfaces(std::move(conn), kBus, kPath)
-    {
-        registerProxy();
-        getProxy().getConnection().enterEventLoopAsync();
-    }
-    ~IdentityClient()
-    {
-        unregisterProxy();
-        getProxy().getConnection().leaveEventLoop();
-    }
-    std::vector<std::string> identityChanged()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        return changedIds_;
-    }
-    std::set<std::string> changedProperties()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        return changedProps_;
-    }
-    void clearSignals()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        changedIds_.clear();
-        changedProps_.clear();
-    }
-
-private:
-    void onIdentityChanged(const std::string& id) override
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        changedIds_.push_back(id);
-    }
-    void onPropertiesChanged(const std::string&, const std::map<std::string, sdbus::Variant>& changed,
-                             const std::vector<std::string>&) override
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        for (const auto& [k, v] : changed) {
-            changedProps_.insert(k);
-        }
-    }
-    std::mutex mu_;
-    std::vector<std::string> changedIds_;
-    std::set<std::string> changedProps_;
-};
 
 RunResult sh(const std::vector<std::string>& argv)
 {

@@ -14,7 +14,7 @@
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
-#include "org.mbl.DeviceIdentity1_proxy.h"
+#include "identity_client.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -29,6 +29,7 @@
 
 using namespace mbl;
 using test::EstFixture;
+using test::IdentityClient;
 using test::TestStack;
 
 namespace {
@@ -54,53 +55,6 @@ bool waitFor(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds
     }
     return true;
 }
-
-class IdentityClient final
-    : public sdbus::ProxyInterfaces<org::mbl::DeviceIdentity1_proxy, sdbus::Properties_proxy> {
-public:
-    explicit IdentityClient(std::unique_ptr<sdbus::IConnection> conn)
-        : ProxyInterfaces(std::move(conn), kBus, kPath)
-    {
-        registerProxy();
-        getProxy().getConnection().enterEventLoopAsync();
-    }
-    ~IdentityClient()
-    {
-        unregisterProxy();
-        getProxy().getConnection().leaveEventLoop();
-    }
-    std::size_t identityChangedCount()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        return changed_;
-    }
-    std::vector<std::string> renewalStates()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        return states_;
-    }
-
-private:
-    void onIdentityChanged(const std::string&) override
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++changed_;
-    }
-    void onPropertiesChanged(const std::string&, const std::map<std::string, sdbus::Variant>& changed,
-                             const std::vector<std::string>& invalidated) override
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        for (const auto& [k, v] : changed) {
-            if (k == "RenewalState") {
-                states_.push_back(v.get<std::string>());
-            }
-        }
-        (void)invalidated;
-    }
-    std::mutex mu_;
-    std::size_t changed_ = 0;
-    std::vector<std::string> states_;
-};
 
 RunResult sh(const std::vector<std::string>& argv)
 {
