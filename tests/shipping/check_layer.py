@@ -47,7 +47,8 @@ OE_CLASSES = {  # classes of openembedded-core (scarthgap) this layer may inheri
     "externalsrc", "nopackages", "deploy", "native", "nativesdk", "image", "core-image", "ptest",
     "kernel-arch",
 }
-EXTERNAL_PACKAGES = {"dbus", "ca-certificates", "runc-opencontainers", "libubootenv-bin", "grub-editenv"}
+EXTERNAL_PACKAGES = {"dbus", "ca-certificates", "runc-opencontainers", "libubootenv-bin", "grub-editenv",
+                     "libnss-systemd"}
 
 failures = []
 

@@ -8,8 +8,13 @@ LICENSE = "Apache-2.0"
 
 inherit packagegroup
 
+# libnss-systemd: apps with app_api reach the bus only if their host uid
+# resolves; the container manager names it in /run/userdb, which nss-systemd
+# reads (poky's systemd, PACKAGECONFIG nss, on by default in scarthgap, adds
+# "systemd" to the passwd and group lines of nsswitch.conf in its postinst).
 RDEPENDS:${PN} = " \
     mbl-device-services \
+    libnss-systemd \
     mbl-device-services-mblctl \
     mbl-device-services-bundle-tool \
     dbus \
