@@ -6,6 +6,7 @@
 // (oci-archive). Every helper throws std::runtime_error with the tool's output
 // when a tool fails.
 
+#include "commands.h"
 #include "harness.h"
 
 #include "mbl/fs.h"
@@ -18,19 +19,6 @@
 #include <vector>
 
 namespace mbl::test {
-
-inline RunResult mustRun(const std::vector<std::string>& argv)
-{
-    auto r = mbl::run(argv);
-    if (!r || !r->status.success()) {
-        std::string cmd;
-        for (const auto& a : argv) {
-            cmd += a + " ";
-        }
-        throw std::runtime_error("command failed: " + cmd + ": " + (r ? r->err + r->out : r.error().message));
-    }
-    return *r;
-}
 
 // make_image.py SPEC OUT
 inline std::string makeArchive(const std::string& dir, const std::string& name, const nlohmann::json& spec)

@@ -2,7 +2,6 @@
 #include "commands.h"
 
 #include "mbl/fs.h"
-#include "mbl/process.h"
 
 #include <stdexcept>
 #include <unistd.h>
@@ -19,7 +18,7 @@ std::string python3Path()
     return "";
 }
 
-void mustRun(const std::vector<std::string>& argv)
+RunResult mustRun(const std::vector<std::string>& argv)
 {
     auto r = mbl::run(argv);
     if (!r || !r->status.success()) {
@@ -27,8 +26,9 @@ void mustRun(const std::vector<std::string>& argv)
         for (const auto& a : argv) {
             cmd += a + " ";
         }
-        throw std::runtime_error("command failed: " + cmd + (r ? r->err : r.error().message));
+        throw std::runtime_error("command failed: " + cmd + ": " + (r ? r->err + r->out : r.error().message));
     }
+    return *r;
 }
 
 std::string readOrThrow(const std::string& path)

@@ -3,6 +3,8 @@
 // Small helpers the fixtures that run real programs (nginx, openssl, the Python
 // test servers) share. Failures throw std::runtime_error naming what failed.
 
+#include "mbl/process.h"
+
 #include <string>
 #include <vector>
 
@@ -10,8 +12,9 @@ namespace mbl::test {
 
 // The python3 interpreter's path, "" when none is installed.
 std::string python3Path();
-// Runs argv to completion; throws naming the command and its stderr when it fails.
-void mustRun(const std::vector<std::string>& argv);
+// Runs argv to completion and returns what it printed; throws naming the command
+// and its output when it fails.
+RunResult mustRun(const std::vector<std::string>& argv);
 // The whole file; throws naming the path and why when it cannot be read.
 std::string readOrThrow(const std::string& path);
 
