@@ -61,17 +61,6 @@ std::string userName(std::uint32_t uid)
     return pw.pw_name;
 }
 
-std::optional<std::uint32_t> uidOf(const std::string& name)
-{
-    std::vector<char> buf(16384);
-    struct passwd pw {};
-    struct passwd* found = nullptr;
-    if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
-        return std::nullopt;
-    }
-    return pw.pw_uid;
-}
-
 // The test stack's bus socket: "unix:path=/tmp/mbl-stack.X/system_bus_socket,guid=..."
 std::string busSocket(const test::TestStack& stack)
 {
@@ -265,8 +254,9 @@ TEST_CASE("each app's root-mapped host uid has a user name while the app is inst
     REQUIRE(cm.install(archive, R"({"name": "named"})").success);
     REQUIRE(cm.waitState("named", "running", std::chrono::seconds(60)));
     const std::string name = f.userPrefix + "named";
-    const auto uid = uidOf(name);
-    REQUIRE(uid.has_value());
+    const auto user = test::lookupUser(name);
+    REQUIRE(user.has_value());
+    const std::optional<std::uint32_t> uid = user->first;
     CHECK(*uid >= f.firstId);
     CHECK(userName(*uid) == name);
     // The host-side owner of the app's /data is that name (ls -l shows it).
@@ -312,7 +302,7 @@ TEST_CASE("each app's root-mapped host uid has a user name while the app is inst
     // Removing the app (and its data) frees its ids and their name.
     cm.remove("named", true);
     CHECK(userName(*uid).empty());
-    CHECK_FALSE(uidOf(name).has_value());
+    CHECK_FALSE(test::lookupUser(name).has_value());
     CHECK(::getgrgid(*uid) == nullptr);
 }
 
