@@ -632,7 +632,7 @@ Status Identity::renew()
     return estExchange(true);
 }
 
-Status Identity::runScheduledRenewal()
+Expected<bool> Identity::runScheduledRenewal()
 {
     const std::time_t now = std::time(nullptr);
     RenewalAction action = RenewalAction::None;
@@ -651,15 +651,13 @@ Status Identity::runScheduledRenewal()
                    ") before it was renewed; enrol again with the factory credential (mblctl identity enroll)");
         renewalChanged();
     }
-    switch (action) {
-    case RenewalAction::Enroll:
-        return estExchange(false);
-    case RenewalAction::Reenroll:
-        return estExchange(true);
-    case RenewalAction::None:
-        break;
+    if (action == RenewalAction::None) {
+        return false;
     }
-    return {};
+    if (auto st = estExchange(action == RenewalAction::Reenroll); !st) {
+        return unexpected(st.error());
+    }
+    return true;
 }
 
 Expected<std::string> Identity::trustedCas() const

@@ -94,8 +94,9 @@ public:
     Status enroll();
     Status renew();
     // What the renewal timer calls: enrols or renews when due, marks an expired
-    // certificate as such; nothing when nothing is due.
-    Status runScheduledRenewal();
+    // certificate as such; nothing when nothing is due. True when a new
+    // certificate was installed (the failure is also in the renewal state).
+    Expected<bool> runScheduledRenewal();
     RenewalStatus renewalStatus() const;
     // When runScheduledRenewal wants to run next (epoch seconds), 0: never.
     std::time_t renewalWakeup() const;

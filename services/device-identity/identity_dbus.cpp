@@ -92,9 +92,8 @@ void IdentityBus::armRenewalTimer()
     renewalTimer_ = loop_.addTimer(milliseconds(delay), [this] {
         renewalTimer_ = 0;
         worker_.post([this] {
-            const std::uint64_t before = identity_.properties().certificateNotAfter;
-            (void)identity_.runScheduledRenewal(); // the outcome is in the renewal state
-            const bool renewed = identity_.properties().certificateNotAfter != before;
+            auto ran = identity_.runScheduledRenewal(); // a failure is in the renewal state
+            const bool renewed = ran && *ran;
             loop_.post([this, renewed] {
                 if (renewed) { // as after the mutating methods
                     try {
