@@ -9,7 +9,7 @@
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
-#include "identity_client.h"
+#include "recording_identity_client.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
