@@ -458,13 +458,20 @@ def check_boot_scripts(source):
         text = open(project).read()
         try:
             script = boot.uboot_script(text, parts, "/dev/vda", "Image", "console=ttyAMA0,115200")
-            envfile, envsize = boot.uboot_env_settings(text)
+            envfile, redundfile, envsize = boot.uboot_env_settings(text)
         except boot.BootError as e:
             fail(str(e))
             return
-        if (envfile, int(envsize, 0)) != ("uboot.env", 0x4000):
-            fail("mbl-ab.cmd keeps its environment in %s (%s), the layer's defaults are uboot.env (0x4000)"
-                 % (envfile, envsize))
+        # The layer's defaults (mbl-boot-config.bbclass) name the same files.
+        bbclass = open(os.path.join(source, "meta-layer", "classes", "mbl-boot-config.bbclass")).read()
+        layer = tuple((re.search(r'^%s \?= "([^"]*)"' % v, bbclass, re.M) or [None, None])[1]
+                      for v in ("MBL_UBOOT_ENV_FILE", "MBL_UBOOT_ENV_REDUND_FILE", "MBL_UBOOT_ENV_SIZE"))
+        if None in layer or (envfile, redundfile, int(envsize, 0)) != layer[:2] + (int(layer[2], 0),):
+            fail("mbl-ab.cmd keeps its environment in %s and %s (%s), the layer's defaults "
+                 "(mbl-boot-config.bbclass) are %s" % (envfile, redundfile, envsize, layer))
+        else:
+            ok("U-Boot: the redundant environment in %s and %s (%s bytes each), as the layer's defaults"
+               % (envfile, redundfile, envsize))
         cmd = os.path.join(work, "boot.cmd")
         with open(cmd, "w") as f:
             f.write(script)
