@@ -7,9 +7,10 @@
 # continued by the real libubootenv tools (fw_printenv/fw_setenv with a
 # two-line fw_env.config). No root, no loop device, no debootstrap: the disk is
 # an MBR made by sfdisk on a file, the boot partition a FAT made by mkfs.vfat
-# in place (mtools' image@@offset); the slots are empty (after the choice the
-# script's ext4load fails: the test reads the console line and the
-# environment, the bootloader's whole part of the contract).
+# in a separate file and put in place with dd, then read and written in place
+# by mtools (DISK@@1M); the slots are empty (after the choice the script's
+# ext4load fails: the test reads the console line and the environment, the
+# bootloader's whole part of the contract).
 #
 # Each boot: QEMU (TCG) with the serial console on a pipe; the test reads it
 # line by line until "mbl: booting slot" or "mbl: no slot" (an event, with a
@@ -81,6 +82,11 @@ mkcopy() {
   mkenvimage -r -s 0x4000 -o "$f" "$W/env.txt"
   setflag "$f" "$flag"
 }
+# PADX/PADY: long values, so that each copy's data spans several sectors and
+# the two copies differ in every one of them (a cut at a sector boundary then
+# always leaves a mix of new and old bytes).
+PADX=MBL_PAD=$(printf 'x%.0s' $(seq 1500))
+PADY=MBL_PAD=$(printf 'y%.0s' $(seq 1500))
 setflag() { printf "\\x$(printf %02x "$2")" | dd of="$1" bs=1 seek=4 conv=notrunc status=none; }
 flag() { od -An -tu1 -j4 -N1 "$1" | tr -d ' '; }
 # corrupt FILE: one data byte changed (the CRC no longer matches).
@@ -296,13 +302,13 @@ case10() {
   # U-Boot writes the copy that is not current (uboot-redund.env here). The cut
   # is simulated on the bytes: the copy as U-Boot wrote it up to a sector
   # boundary, the old bytes after (what a medium holds after a cut mid-write).
-  mkcopy "$IN1" 3 "BOOT_ORDER=B A" BOOT_A_LEFT=3 BOOT_B_LEFT=1 MBL_B_STATE=trial
-  mkcopy "$IN2" 2 "BOOT_ORDER=A" BOOT_A_LEFT=3 BOOT_B_LEFT=0
+  mkcopy "$IN1" 3 "BOOT_ORDER=B A" BOOT_A_LEFT=3 BOOT_B_LEFT=1 MBL_B_STATE=trial "$PADX"
+  mkcopy "$IN2" 2 "BOOT_ORDER=A" BOOT_A_LEFT=3 BOOT_B_LEFT=0 "$PADY"
   newdisk "$IN1" "$IN2"
   boot
   eq "console" "$CHOICE" "mbl: booting slot B (BOOT_ORDER=B A)"
   eq "U-Boot wrote uboot-redund.env with flag 4" "$(flag "$W/out/uboot-redund.env")" 4
-  for cut in 512 4096; do
+  for cut in 512 1024; do
     mkdir -p "$W/torn"
     { head -c "$cut" "$W/out/uboot-redund.env"; tail -c +$((cut + 1)) "$IN2"; } >"$W/torn/uboot-redund.env"
     newdisk "$IN1" "$W/torn/uboot-redund.env"
@@ -316,6 +322,31 @@ case10() {
     eq "cut at byte $cut: BOOT_B_LEFT" "$(fwget BOOT_B_LEFT)" 0
     eq "cut at byte $cut: MBL_B_STATE kept" "$(fwget MBL_B_STATE)" trial
   done
+}
+
+case13() {
+  begin "a power cut during fw_setenv: U-Boot boots from the old copy" || return 0
+  mkcopy "$IN1" 4 "BOOT_ORDER=B A" BOOT_A_LEFT=3 BOOT_B_LEFT=2 MBL_B_STATE=trial "$PADX"
+  mkcopy "$IN2" 3 "BOOT_ORDER=A" BOOT_A_LEFT=3 BOOT_B_LEFT=0 "$PADY"
+  cp "$IN1" "$W/old1.env"; cp "$IN2" "$W/old2.env"
+  printf '%s 0x0 0x4000\n%s 0x0 0x4000\n' "$IN1" "$IN2" >"$W/in.config"
+  # What mbl-update's MarkBad would write (slot B out of BOOT_ORDER).
+  fw_setenv -c "$W/in.config" BOOT_ORDER A
+  eq "fw_setenv wrote uboot-redund.env with flag 5" "$(flag "$IN2")" 5
+  check "fw_setenv left uboot.env alone" same "$IN1" "$W/old1.env"
+  # The cut: fw_setenv's copy up to a sector boundary, the old bytes after.
+  mkdir -p "$W/torn"
+  { head -c 1024 "$IN2"; tail -c +1025 "$W/old2.env"; } >"$W/torn/uboot-redund.env"
+  newdisk "$IN1" "$W/torn/uboot-redund.env"
+  printf '%s 0x0 0x4000\n%s 0x0 0x4000\n' "$IN1" "$W/torn/uboot-redund.env" >"$W/in.config"
+  eq "fw_printenv after the cut: BOOT_ORDER (the old copy)" \
+    "$(fw_printenv -c "$W/in.config" -n BOOT_ORDER 2>/dev/null)" "B A"
+  boot
+  check "the boot says the torn copy is corrupted" said "mbl: uboot-redund.env is missing or corrupted: using uboot.env"
+  eq "console (the state before the cut write)" "$CHOICE" "mbl: booting slot B (BOOT_ORDER=B A)"
+  eq "flag written to uboot-redund.env (4 + 1)" "$(flag "$W/out/uboot-redund.env")" 5
+  eq "fw_printenv BOOT_B_LEFT" "$(fwget BOOT_B_LEFT)" 1
+  eq "fw_printenv MBL_B_STATE" "$(fwget MBL_B_STATE)" trial
 }
 
 case11() {
@@ -343,7 +374,7 @@ case12() {
 }
 
 # case2 continues on the disk of case1.
-for c in case1 case2 case3 case4 case5 case6 case7 case8 case9 case10 case11 case12; do
+for c in case1 case2 case3 case4 case5 case6 case7 case8 case9 case10 case13 case11 case12; do
   "$c"
 done
 
