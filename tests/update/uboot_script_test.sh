@@ -32,7 +32,7 @@ DEADLINE=${MBL_UBOOT_DEADLINE:-180}
 skip() { echo "SKIP: $*"; exit 77; }
 for t in qemu-system-x86_64:qemu-system-x86 mkimage:u-boot-tools mkenvimage:u-boot-tools \
     fw_printenv:libubootenv-tool fw_setenv:libubootenv-tool mcopy:mtools mdir:mtools \
-    mkfs.vfat:dosfstools sfdisk:fdisk od:coreutils; do
+    mkfs.vfat:dosfstools fsck.fat:dosfstools sfdisk:fdisk od:coreutils; do
   command -v "${t%%:*}" >/dev/null || skip "${t%%:*} is not installed (apt-get install ${t#*:}; tests/setup.sh installs it)"
 done
 [ -f "$ROM" ] || skip "$ROM is not there (apt-get install u-boot-qemu; tests/setup.sh installs it)"
@@ -154,6 +154,11 @@ boot() {
     echo "  console| $CHOICE (${ms} ms)"
   fi
   readback
+}
+# fatclean: the boot partition passes fsck.fat (read-only check).
+fatclean() {
+  dd if="$DISK" of="$W/fat.img" bs=1M skip=1 count=8 status=none
+  fsck.fat -n "$W/fat.img" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log"; return 1; }
 }
 said() { [[ "$CONSOLE" == *"$1"* ]]; }
 notsaid() { [[ "$CONSOLE" != *"$1"* ]]; }
@@ -277,7 +282,23 @@ case8() {
   check "console says uboot-redund.env is missing" said "mbl: uboot-redund.env is missing or corrupted: using uboot.env"
   eq "console" "$CHOICE" "mbl: booting slot B (BOOT_ORDER=B A)"
   eq "flag of the created uboot-redund.env" "$(flag "$W/out/uboot-redund.env")" 4
+  check "the FAT is clean after U-Boot created the file (fsck.fat -n)" fatclean
   eq "fw_printenv BOOT_B_LEFT" "$(fwget BOOT_B_LEFT)" 1
+}
+
+case14() {
+  begin "a short copy (truncated file): the other one is used; the short one rewritten whole" || return 0
+  mkcopy "$IN1" 7 "BOOT_ORDER=B A" BOOT_A_LEFT=3 BOOT_B_LEFT=3
+  head -c 100 "$IN1" >"$W/short" && mv "$W/short" "$IN1"
+  mkcopy "$IN2" 6 "BOOT_ORDER=A" BOOT_A_LEFT=2 BOOT_B_LEFT=0
+  newdisk "$IN1" "$IN2"
+  boot
+  check "console says uboot.env is corrupted" said "mbl: uboot.env is missing or corrupted: using uboot-redund.env"
+  eq "console" "$CHOICE" "mbl: booting slot A (BOOT_ORDER=A)"
+  eq "size of the rewritten uboot.env" "$(stat -c %s "$W/out/uboot.env")" 16384
+  eq "flag written to uboot.env (6 + 1)" "$(flag "$W/out/uboot.env")" 7
+  eq "fw_printenv BOOT_A_LEFT" "$(fwget BOOT_A_LEFT)" 1
+  check "the FAT is clean after U-Boot grew the file (fsck.fat -n)" fatclean
 }
 
 case9() {
@@ -374,7 +395,7 @@ case12() {
 }
 
 # case2 continues on the disk of case1.
-for c in case1 case2 case3 case4 case5 case6 case7 case8 case9 case10 case13 case11 case12; do
+for c in case1 case2 case3 case4 case5 case6 case7 case8 case14 case9 case10 case13 case11 case12; do
   "$c"
 done
 
