@@ -122,8 +122,12 @@ TEST_CASE("first boot: the stack under systemd, a runc app in the sandboxed unit
 
         // An app installed through the container manager runs with runc,
         // started by the manager inside its sandboxed unit (cgroup v2).
-        installHello(w);
+        const std::string pid = installHello(w);
         CHECK(str::trim(w.guest("stat -f -c %T /sys/fs/cgroup")) == "cgroup2fs");
+        // Below the manager's delegated unit (Delegate=yes), at <unit>/apps/<name>.
+        const std::string cg = w.guest("cat /proc/" + pid + "/cgroup");
+        std::cout << "the container's cgroup: " << cg;
+        CHECK(cg.find("/system.slice/mbl-container-manager.service/apps/hello") != std::string::npos);
 
         std::cout << "systemd-analyze security (measured in the guest):" << std::endl;
         for (const char* u : kUnits) {
@@ -140,19 +144,6 @@ TEST_CASE("first boot: the stack under systemd, a runc app in the sandboxed unit
 // them with the unit. Today the manager puts them at /mbl/<name>, outside the
 // unit (services/container-manager/container_manager.h cgroupsPath()): an
 // expected failure (meson should_fail) until the container manager moves them.
-TEST_CASE("first boot: the app's cgroup is below the container manager's unit", "[app-cgroup]")
-{
-    DeviceWorld w(Bootloader::Grub);
-    scenario(w, [&] {
-        w.boot();
-        const std::string pid = installHello(w);
-        const std::string cg = w.guest("cat /proc/" + pid + "/cgroup");
-        std::cout << "the container's cgroup: " << cg;
-        CHECK(cg.find("/system.slice/mbl-container-manager.service/") != std::string::npos);
-        w.m->powerOff();
-    });
-}
-
 namespace {
 
 // Boots, provisions and waits until the cloud client is connected.
