@@ -27,7 +27,8 @@ MBL_DATA_SIZE ?= "512M"
 # GRUB, OE-Core's EFI GRUB), installed by wic's bootimg-partition.
 MBL_GRUB_BOOT_FILES = "grub-efi-${EFI_BOOT_IMAGE};${MBL_GRUB_DIR}/${EFI_BOOT_IMAGE} \
     mbl-grub.cfg;${MBL_GRUB_DIR}/grub.cfg mbl-ab.cfg;${MBL_GRUB_DIR}/mbl-ab.cfg mbl-grubenv;${MBL_GRUB_DIR}/grubenv"
-MBL_UBOOT_BOOT_FILES = "mbl-boot.scr;boot.scr mbl-uboot.env;${MBL_UBOOT_ENV_FILE}"
+MBL_UBOOT_BOOT_FILES = "mbl-boot.scr;boot.scr mbl-uboot.env;${MBL_UBOOT_ENV_FILE} \
+    mbl-uboot-redund.env;${MBL_UBOOT_ENV_REDUND_FILE}"
 IMAGE_BOOT_FILES = "${@d.getVar('MBL_GRUB_BOOT_FILES') if d.getVar('MBL_BOOTLOADER') == 'grub' else d.getVar('MBL_UBOOT_BOOT_FILES')}"
 # An EFI firmware finds GRUB on the MBR partition of type 0xEF (the EFI
 # system partition); U-Boot's distro boot looks on the bootable one.

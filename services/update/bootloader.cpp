@@ -93,11 +93,13 @@ private:
 
 // U-Boot environment through libubootenv's tools; fw_setenv -s writes all
 // changes in one environment write. Power-cut safety comes from the redundant
-// environment (two lines in fw_env.config): libubootenv writes the copy not in
-// use, syncs it, then marks it current with its flag byte, so a cut leaves the
-// old copy current or the new one, each with a good CRC. With a single copy the
-// write is in place: a cut can leave a bad CRC, and U-Boot then boots with its
-// built-in default environment. So a single copy is named at start-up.
+// environment (two lines in fw_env.config, as the device layout has them:
+// services/systemd/fw_env.config.example): libubootenv writes the copy not in
+// use with the current flag + 1 and syncs it, leaving the current copy alone,
+// so a cut leaves the old copy current or the new one, each with a good CRC;
+// the boot script (u-boot/mbl-ab.cmd) follows the same rule. With a single
+// copy the write is in place: a cut can leave a bad CRC, and the boot script
+// then boots its factory environment. So a single copy is named at start-up.
 class UbootBootloader final : public Bootloader {
 public:
     explicit UbootBootloader(BootloaderConfig c) : c_(std::move(c))
@@ -113,8 +115,8 @@ public:
         }
         if (copies < 2) {
             log::warning(c_.path + " names one U-Boot environment copy: a power cut during fw_setenv can leave it "
-                                   "with a bad CRC, and U-Boot then boots its default environment; configure the "
-                                   "redundant environment (two copies) on a real board");
+                                   "with a bad CRC, and U-Boot then boots its factory environment; name both copies "
+                                   "of the redundant environment (/etc/mbl/fw_env.config.example)");
         }
     }
     Expected<std::map<std::string, std::string>> read() override

@@ -192,8 +192,11 @@ if [ ! -s "$DISK" ]; then
   else
     mkimage -A x86 -O linux -T script -C none -n "MBL A/B" -d "$SRC/services/update/u-boot/mbl-ab.cmd" "$work/boot.scr" >/dev/null
     printf 'BOOT_ORDER=A\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n' >"$work/env.txt"
-    mkenvimage -s 0x4000 -o "$work/uboot.env" "$work/env.txt"
-    mcopy -i "$fat" "$work/boot.scr" "$work/uboot.env" ::/
+    # The redundant environment (mbl-ab.cmd, fw_env.config.example): two
+    # copies with the same flag, the first current.
+    mkenvimage -r -s 0x4000 -o "$work/uboot.env" "$work/env.txt"
+    cp "$work/uboot.env" "$work/uboot-redund.env"
+    mcopy -i "$fat" "$work/boot.scr" "$work/uboot.env" "$work/uboot-redund.env" ::/
   fi
   dd if="$fat" of="$img" bs=1M seek="${START[$BOOT_IDX]}" conv=notrunc status=none
   dd if="$ROOTFS" of="$img" bs=1M seek="${START[$A_IDX]}" conv=notrunc,sparse status=none

@@ -22,7 +22,8 @@ check_layer.py --boot-scripts SOURCE_DIR
     The boot partition's scripts the layer generates: grub.cfg (and the
     project's mbl-ab.cfg) pass grub-script-check; the U-Boot script made of the
     project's services/update/u-boot/mbl-ab.cmd and the machine part compiles
-    with mkimage.
+    with mkimage, keeps its environment in the layer's two files, and uses no
+    command the layer's U-Boot fragment leaves out.
 
 check_layer.py --graph DIR --machine x86|arm --layer META_LAYER --layers LAYERS_DIR
     DIR holds the task-depends.dot and pn-buildlist of `bitbake -g` of the
@@ -428,6 +429,38 @@ def check_wks_layout(source):
         ok("mbl-ab.wks.in describes the disk of layout/partitions.conf (%d partitions, MBR)" % len(parts))
 
 
+# U-Boot commands (as the script writes them: "env import" with its
+# subcommand, suffixes like .b dropped) and the Kconfig symbols they need.
+UBOOT_COMMAND_CONFIG = {
+    "fatload": ("CONFIG_CMD_FAT",), "fatwrite": ("CONFIG_CMD_FAT", "CONFIG_FAT_WRITE"),
+    "ext4load": ("CONFIG_CMD_EXT4",), "env import": ("CONFIG_CMD_IMPORTENV",),
+    "env export": ("CONFIG_CMD_EXPORTENV",), "itest": ("CONFIG_CMD_ITEST",), "cp": ("CONFIG_CMD_MEMORY",),
+    "mw": ("CONFIG_CMD_MEMORY",), "md": ("CONFIG_CMD_MEMORY",), "cmp": ("CONFIG_CMD_MEMORY",),
+    "sleep": ("CONFIG_CMD_SLEEP",), "echo": ("CONFIG_CMD_ECHO",), "setexpr": ("CONFIG_CMD_SETEXPR",),
+}
+HUSH_WORDS = {"if", "elif", "then", "else", "fi", "while", "until", "do", "done", "!"}
+
+
+def uboot_commands(script):
+    """The commands a U-Boot (hush) script runs: the first word of each
+    command, after the shell's keywords; "env <sub>" kept whole."""
+    found = set()
+    for line in script.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        for part in re.split(r";|&&|\|\|", line):
+            words = part.split()
+            while words and words[0] in HUSH_WORDS:
+                words = words[1:]
+            if not words or "=" in words[0] or words[0] == "for":
+                continue
+            name = words[0].split(".")[0]
+            if name == "env" and len(words) > 1:
+                name = "env " + words[1]
+            found.add(name)
+    return found
+
+
 def check_boot_scripts(source):
     """The boot partition's scripts the layer generates, for both example
     machines: grub.cfg passes grub-script-check; the U-Boot script (the
@@ -458,13 +491,33 @@ def check_boot_scripts(source):
         text = open(project).read()
         try:
             script = boot.uboot_script(text, parts, "/dev/vda", "Image", "console=ttyAMA0,115200")
-            envfile, envsize = boot.uboot_env_settings(text)
+            envfile, redundfile, envsize = boot.uboot_env_settings(text)
         except boot.BootError as e:
             fail(str(e))
             return
-        if (envfile, int(envsize, 0)) != ("uboot.env", 0x4000):
-            fail("mbl-ab.cmd keeps its environment in %s (%s), the layer's defaults are uboot.env (0x4000)"
-                 % (envfile, envsize))
+        # The layer's defaults (mbl-boot-config.bbclass) name the same files.
+        bbclass = open(os.path.join(source, "meta-layer", "classes", "mbl-boot-config.bbclass")).read()
+        layer = tuple((re.search(r'^%s \?= "([^"]*)"' % v, bbclass, re.M) or [None, None])[1]
+                      for v in ("MBL_UBOOT_ENV_FILE", "MBL_UBOOT_ENV_REDUND_FILE", "MBL_UBOOT_ENV_SIZE"))
+        if None in layer or (envfile, redundfile, int(envsize, 0)) != layer[:2] + (int(layer[2], 0),):
+            fail("mbl-ab.cmd keeps its environment in %s and %s (%s), the layer's defaults "
+                 "(mbl-boot-config.bbclass) are %s" % (envfile, redundfile, envsize, layer))
+        else:
+            ok("U-Boot: the redundant environment in %s and %s (%s bytes each), as the layer's defaults"
+               % (envfile, redundfile, envsize))
+        # Every command of the composed script (the project's slot choice and
+        # the machine part) that is not in every U-Boot is enabled by the
+        # layer's U-Boot fragment (recipes-bsp/u-boot).
+        fragment = open(os.path.join(source, "meta-layer", "recipes-bsp", "u-boot", "files", "mbl-ab.cfg")).read()
+        enabled = set(re.findall(r'^(CONFIG_\w+)=y$', fragment, re.M))
+        missing = sorted({"%s (%s)" % (c, k) for c in uboot_commands(script)
+                          for k in UBOOT_COMMAND_CONFIG.get(c, ()) if k not in enabled})
+        if missing:
+            fail("mbl-ab.cmd uses commands the layer's U-Boot fragment does not enable: %s" % ", ".join(missing))
+        else:
+            ok("U-Boot: the fragment enables every command mbl-ab.cmd uses (%s)"
+               % ", ".join(sorted(c for c in uboot_commands(script)
+                                  if c in UBOOT_COMMAND_CONFIG)))
         cmd = os.path.join(work, "boot.cmd")
         with open(cmd, "w") as f:
             f.write(script)

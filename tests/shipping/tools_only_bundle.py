@@ -134,7 +134,7 @@ def rootfs_image(work):
 class Device:
     """A device root for the update service: etc/mbl/update.json from the
     layer's generator (U-Boot, slots as files), the trust store, the U-Boot
-    environment file blank with the factory defaults, a kernel command line
+    environment (two copies) blank with the factory defaults, a kernel command line
     naming slot A."""
 
     def __init__(self, root, pki_dir):
@@ -149,12 +149,16 @@ class Device:
         for i, path in enumerate(self.slots.values()):
             with open(path, "wb") as f:
                 f.write((b"\x00" if i else b"A") * (8 << 20))
+        # The redundant environment, two blank copies (mbl-device-config's
+        # fw_env.config: the files of mbl-boot-config.bbclass).
         self.env = os.path.join(root, "boot/mbl/uboot.env")
-        with open(self.env, "wb") as f:
-            f.write(b"\x00" * 0x4000)
+        self.env_redund = os.path.join(root, "boot/mbl/uboot-redund.env")
+        for path in (self.env, self.env_redund):
+            with open(path, "wb") as f:
+                f.write(b"\x00" * 0x4000)
         self.fw_config = os.path.join(root, "etc/fw_env.config")
         with open(self.fw_config, "w") as f:
-            f.write("%s 0x0 0x4000\n" % self.env)
+            f.write("%s 0x0 0x4000\n%s 0x0 0x4000\n" % (self.env, self.env_redund))
         defaults = os.path.join(root, "etc/mbl/uboot-env.defaults")
         with open(defaults, "w") as f:
             f.write(layout.env_text(layout.initial_env(parts)))

@@ -202,11 +202,14 @@ Device::Device(const std::string& r, const Pki& pki, const std::string& bl, std:
         (void)fs::makeDirs(root + "/boot", 0755);
         config["bootloader"] = {{"type", "file"}, {"path", env}};
     } else if (bl == "uboot") {
+        // The redundant environment of the device (services/systemd/
+        // fw_env.config.example): two copies, blank on a fresh board.
         env = root + "/boot/uboot.env";
         (void)fs::makeDirs(root + "/boot", 0755);
         writeFile(env, std::string(0x4000, '\0'));
+        writeFile(root + "/boot/uboot-redund.env", std::string(0x4000, '\0'));
         fwConfig = root + "/boot/fw_env.config";
-        writeFile(fwConfig, env + " 0x0 0x4000\n");
+        writeFile(fwConfig, env + " 0x0 0x4000\n" + root + "/boot/uboot-redund.env 0x0 0x4000\n");
         // A blank (zeroed) environment needs defaults once, as on a fresh board.
         writeFile(root + "/boot/defaults.txt", "bootdelay=0\n");
         config["bootloader"] = {{"type", "uboot"}, {"path", fwConfig}, {"defaults", root + "/boot/defaults.txt"}};

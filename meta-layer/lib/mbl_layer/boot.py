@@ -105,7 +105,8 @@ def uboot_boot_slot(parts, prefix, kernel, cmdline, boot=None):
                   "    mbl_part=%d" % p["index"]]
     lines += [
         "else",
-        "    echo \"mbl: no slot of BOOT_ORDER '${mbl_order}' has boot attempts left\"",
+        # U-Boot's hush expands nothing inside '...', even within "...".
+        "    echo \"mbl: no slot of BOOT_ORDER (${mbl_order}) has boot attempts left\"",
         "    sleep 10",
         "    reset",
         "fi",
@@ -126,15 +127,21 @@ def uboot_script(project_script, parts, prefix, kernel, cmdline, boot=None, sour
 
 
 def uboot_env_settings(script, source="mbl-ab.cmd"):
-    """(file name, size) of the environment file the project's script keeps on
-    the boot partition (its mbl_envfile= and mbl_envsize= lines)."""
+    """(file name, redundant file name, size) of the environment the project's
+    script keeps on the boot partition: the redundant environment, two copies
+    of libubootenv's two-copy format (CRC32 + flag byte + data) in two files
+    (its mbl_envfile=, mbl_envfile_redund= and mbl_envsize= lines)."""
+    names = ("mbl_envfile", "mbl_envfile_redund", "mbl_envsize")
     found = {}
     for line in script.splitlines():
         line = line.strip()
-        for var in ("mbl_envfile", "mbl_envsize"):
+        for var in names:
             if line.startswith(var + "="):
                 found[var] = line.split("=", 1)[1].strip()
-    if set(found) != {"mbl_envfile", "mbl_envsize"}:
-        raise BootError("%s does not set mbl_envfile and mbl_envsize (the environment file on the boot partition)"
-                        % source)
-    return found["mbl_envfile"], found["mbl_envsize"]
+    if set(found) != set(names):
+        raise BootError("%s does not set %s (the two environment files on the boot partition and their size)"
+                        % (source, ", ".join(n for n in names if n not in found)))
+    if found["mbl_envfile"] == found["mbl_envfile_redund"]:
+        raise BootError("%s keeps both environment copies in %s: they must be two files"
+                        % (source, found["mbl_envfile"]))
+    return found["mbl_envfile"], found["mbl_envfile_redund"], found["mbl_envsize"]

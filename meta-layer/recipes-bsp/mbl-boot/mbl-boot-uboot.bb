@@ -2,10 +2,11 @@
 SUMMARY = "U-Boot A/B boot script (boot.scr) and factory environment of an MBL image"
 DESCRIPTION = "For a machine with MACHINE_FEATURES mbl-uboot: the project's A/B \
 script (services/update/u-boot/mbl-ab.cmd: slot choice, attempt counters, the \
-environment file on the boot partition), followed by this machine's way to boot \
-the chosen slot (its partition from layout/partitions.conf, KERNEL_IMAGETYPE, \
-MBL_KERNEL_CMDLINE), compiled with mkimage; and the factory environment (slot A \
-first) made with mkenvimage. mbl-ab-image.bbclass puts both on the boot partition."
+redundant environment in two files on the boot partition), followed by this \
+machine's way to boot the chosen slot (its partition from layout/partitions.conf, \
+KERNEL_IMAGETYPE, MBL_KERNEL_CMDLINE), compiled with mkimage; and the factory \
+environment (slot A first) made with mkenvimage -r, as both copies. \
+mbl-ab-image.bbclass puts them on the boot partition."
 SECTION = "bootloaders"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${MBL_SOURCE_DIR}/LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
@@ -49,12 +50,14 @@ python do_compile () {
     try:
         text = mbl_layer.boot.uboot_script(project, parts, d.getVar('MBL_PARTITION_PREFIX'), d.getVar('KERNEL_IMAGETYPE'),
                                            d.getVar('MBL_KERNEL_CMDLINE'), d.getVar('MBL_UBOOT_BOOT'), name)
-        envfile, envsize = mbl_layer.boot.uboot_env_settings(project, name)
+        envfile, redundfile, envsize = mbl_layer.boot.uboot_env_settings(project, name)
     except mbl_layer.boot.BootError as e:
         bb.fatal(str(e))
-    if (envfile, int(envsize, 0)) != (d.getVar('MBL_UBOOT_ENV_FILE'), int(d.getVar('MBL_UBOOT_ENV_SIZE'), 0)):
-        bb.fatal('%s keeps its environment in %s (%s bytes); MBL_UBOOT_ENV_FILE/MBL_UBOOT_ENV_SIZE say %s (%s)'
-                 % (name, envfile, envsize, d.getVar('MBL_UBOOT_ENV_FILE'), d.getVar('MBL_UBOOT_ENV_SIZE')))
+    want = (d.getVar('MBL_UBOOT_ENV_FILE'), d.getVar('MBL_UBOOT_ENV_REDUND_FILE'), int(d.getVar('MBL_UBOOT_ENV_SIZE'), 0))
+    if (envfile, redundfile, int(envsize, 0)) != want:
+        bb.fatal('%s keeps its environment in %s and %s (%s bytes each); MBL_UBOOT_ENV_FILE, '
+                 'MBL_UBOOT_ENV_REDUND_FILE and MBL_UBOOT_ENV_SIZE say %s, %s (%s)'
+                 % (name, envfile, redundfile, envsize, want[0], want[1], d.getVar('MBL_UBOOT_ENV_SIZE')))
     with open(os.path.join(B, 'boot.cmd'), 'w') as f:
         f.write(text)
     with open(os.path.join(B, 'env.txt'), 'w') as f:
@@ -62,14 +65,17 @@ python do_compile () {
     bindir = d.getVar('STAGING_BINDIR_NATIVE')
     bb.process.run([bindir + '/mkimage', '-A', d.getVar('UBOOT_ARCH'), '-O', 'linux', '-T', 'script', '-C', 'none',
                     '-n', 'MBL A/B', '-d', os.path.join(B, 'boot.cmd'), os.path.join(B, 'boot.scr')])
-    bb.process.run([bindir + '/mkenvimage', '-s', d.getVar('MBL_UBOOT_ENV_SIZE'), '-o', os.path.join(B, 'uboot.env'),
-                    os.path.join(B, 'env.txt')])
+    # Both copies the same, flag 1 (mkenvimage -r): the first is current.
+    bb.process.run([bindir + '/mkenvimage', '-r', '-s', d.getVar('MBL_UBOOT_ENV_SIZE'), '-o',
+                    os.path.join(B, 'uboot.env'), os.path.join(B, 'env.txt')])
 }
-do_compile[vardeps] += "MBL_PARTITION_PREFIX KERNEL_IMAGETYPE MBL_KERNEL_CMDLINE MBL_UBOOT_BOOT MBL_UBOOT_ENV_FILE MBL_UBOOT_ENV_SIZE"
+do_compile[vardeps] += "MBL_PARTITION_PREFIX KERNEL_IMAGETYPE MBL_KERNEL_CMDLINE MBL_UBOOT_BOOT MBL_UBOOT_ENV_FILE \
+                        MBL_UBOOT_ENV_REDUND_FILE MBL_UBOOT_ENV_SIZE"
 
 do_deploy () {
     install -m 0644 ${B}/boot.scr ${DEPLOYDIR}/mbl-boot.scr
     install -m 0644 ${B}/boot.cmd ${DEPLOYDIR}/mbl-boot.cmd
     install -m 0644 ${B}/uboot.env ${DEPLOYDIR}/mbl-uboot.env
+    install -m 0644 ${B}/uboot.env ${DEPLOYDIR}/mbl-uboot-redund.env
 }
 addtask deploy after do_compile before do_build

@@ -61,9 +61,12 @@ python do_install () {
     defaults = None
     if loader == 'uboot':
         env_path = confdir + '/fw_env.config'
-        write(env_path, '# meta-mbl: the U-Boot environment the A/B boot script imports and writes\n'
-                        '# back (a file on the boot partition; mbl-boot-uboot).\n'
-                        '%s 0x0 %s\n' % (d.getVar('MBL_BOOT_ENV_PATH'), d.getVar('MBL_UBOOT_ENV_SIZE')))
+        size = d.getVar('MBL_UBOOT_ENV_SIZE')
+        write(env_path, '# meta-mbl: the redundant U-Boot environment the A/B boot script reads and\n'
+                        '# writes (two files on the boot partition; mbl-boot-uboot): fw_setenv writes\n'
+                        '# the copy that is not current, so a power cut leaves the other one valid.\n'
+                        '%s 0x0 %s\n%s 0x0 %s\n' % (d.getVar('MBL_BOOT_ENV_PATH'), size,
+                                                    d.getVar('MBL_BOOT_ENV_REDUND_PATH'), size))
         # fw_setenv needs a default environment to write a blank one.
         defaults = confdir + '/mbl/uboot-env.defaults'
         write(defaults, mbl_layer.layout.env_text(mbl_layer.layout.initial_env(parts)))
@@ -137,7 +140,7 @@ python do_install () {
             bb.utils.mkdirhier(D + p['mountpoint'])
 }
 do_install[file-checksums] += "${@' '.join('%s:True' % c for c in (d.getVar('MBL_TRUST_CERTS') or '').split())}"
-do_install[vardeps] += "MBL_TRUST_CERTS MBL_COMPATIBLE MBL_BOOTLOADER MBL_BOOT_ENV_PATH MBL_UBOOT_ENV_SIZE MBL_FACTORY_VERSION \
+do_install[vardeps] += "MBL_TRUST_CERTS MBL_COMPATIBLE MBL_BOOTLOADER MBL_BOOT_ENV_PATH MBL_BOOT_ENV_REDUND_PATH MBL_UBOOT_ENV_SIZE MBL_FACTORY_VERSION \
                         MBL_LOG_BIND MBL_PARTITION_PREFIX"
 
 FILES:${PN} = " \
