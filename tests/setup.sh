@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Installs what the build, the tests and the demo need on Debian 12, and creates
+# Installs what the build, the tests, the demo and the benchmarks run on Debian 12
+# (from minbase up: tests/shipping/check_setup_programs.py checks the list), and creates
 # the service users and test users. Idempotent; needs root.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ PACKAGES=(
   u-boot-tools                   # mkimage (the layer's boot-script test)
   tpm2-openssl                   # the identity key in a TPM 2.0 (swtpm) through the OpenSSL 3 provider (identity-tpm suite)
   libnss-systemd                 # app uids resolve through /run/userdb records (the bus refuses uids it cannot look up)
+  containerd podman              # the peers of the container benchmarks (bench/peers/containers.sh, bench-containers)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
