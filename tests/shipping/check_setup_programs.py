@@ -15,7 +15,8 @@ Where names come from (static; no test is run):
   * shell scripts (tests/, bench/, .ci/run): the first word of every simple
     command, found by a small quote-aware tokenizer (heredoc bodies skipped,
     functions the script defines and shell builtins left out, and through the
-    wrappers nice/timeout/env/exec/command/xargs to the program they start);
+    wrappers nice/timeout/env/exec/command/xargs to the program they start),
+    and the words of a `for t in LIST; do ... command -v "$t"` list;
   * Python (tests/, bench/): the first element of a list literal given to
     subprocess's run/Popen/check_output/check_call/call (or a local run()
     wrapper), and shutil.which("NAME");
@@ -90,6 +91,10 @@ def shell_commands(text):
         if m:
             heredoc = m.group(2)
     out = []
+    # for t in a b c; do ... command -v "$t" ...: a list of programs looked up on PATH
+    for m in re.finditer(r"\bfor (\w+) in ([^;\n]*)[;\n]\s*do\b", text):
+        if re.search(r"(command -v|which) \"?\$\{?%s\b" % m.group(1), text[m.end():m.end() + 300]):
+            out += m.group(2).split()
     _scan("\n".join(body).replace("\\\n", " "), 0, False, out)
     return [w for w in out if NAME.match(w) and w not in SHELL_BUILTINS and w not in functions
             and w not in SHELL_KEYWORDS and not w.isdigit()]
