@@ -20,11 +20,14 @@ Where names come from (static; no test is run):
   * Python (tests/, bench/): the first element of a list literal given to
     subprocess's run/Popen/check_output/check_call/call (or a local run()
     wrapper), and shutil.which("NAME");
-  * C++ (tests/, bench/): the first string of a brace list given to the
-    harness's runners (run, mustRun, runQuiet, spawn, must, timed,
-    timedDetached, runTool, sh), of a `std::vector<std::string> argv/cmd/cfg/bare`
-    initialiser, a "/usr/bin/NAME"-style literal, a program looked up with
-    onPath("NAME"), and the commands of a `"sh", "-c", "..."` string;
+  * C++ (tests/, bench/, and services/ and libmbl-common/, whose daemons the
+    tests run): the first string of a brace list given to the runners (run,
+    mustRun, runQuiet, spawn, must, timed, timedDetached, runTool, sh, and the
+    container manager's succeeds/tool/inside), of a `std::vector<std::string>`
+    initialiser named argv/args/cmd/cfg/bare/check/add/del, a "/usr/bin/NAME"
+    style literal, a program looked up with onPath("NAME") or in a
+    `for (const char* t : {...})` list checked with `command -v`, and the
+    commands of a `"sh", "-c", "..."` string;
   * meson.build files: find_program('NAME').
 A program started through a variable ("$PY", a path computed at run time) is
 not seen; ALLOWED below lists, with the reason, the names the extractor finds
@@ -56,6 +59,8 @@ ALLOWED = {
     "update": "harness daemon name (mbl-update)",
     # Words the patterns catch that are not programs.
     "call": "busctl's verb (std::vector<std::string> argv = {\"call\", ...} is busctl's argument list)",
+    "genpkey": "openssl's verb (an argument list the test prefixes with openssl)",
+    "dgst": "openssl's verb (an argument list the test prefixes with openssl)",
     "nc": "run inside the app container (busybox nc, `runc exec ... sh -c`), not on the host",
 }
 
@@ -243,8 +248,9 @@ def _scan(s, i, nested, out):
 
 PY_CALL = re.compile(r"\b(?:run|Popen|check_output|check_call|call)\(\s*\[\s*\"([^\"]+)\"")
 PY_WHICH = re.compile(r"\bwhich\(\s*\"([^\"]+)\"\s*\)")
-CPP_CALL = re.compile(r"\b(?:run|mustRun|runQuiet|spawn|must|timed|timedDetached|runTool|sh)\s*\(\s*\{\s*\"([^\"]+)\"")
-CPP_ARGV = re.compile(r"std::vector<std::string>\s+(?:argv|cmd|cfg|bare)\s*=?\s*\{\s*\"([^\"]+)\"")
+CPP_CALL = re.compile(r"\b(?:run|mustRun|runQuiet|spawn|must|timed|timedDetached|runTool|sh|succeeds|tool|inside)"
+                      r"\s*\(\s*\{\s*\"([^\"]+)\"")
+CPP_ARGV = re.compile(r"std::vector<std::string>\s+(?:argv|args|cmd|cfg|bare|check|add|del)\s*=?\s*\{\s*\"([^\"]+)\"")
 CPP_PATH = re.compile(r"\"(?:/usr)?/s?bin/([A-Za-z0-9][\w.+-]*)\"")
 CPP_ONPATH = re.compile(r"\bonPath\(\s*\"([^\"]+)\"\s*\)")
 CPP_TOOLS = re.compile(r"for\s*\(\s*const\s+char\s*\*\s*\w+\s*:\s*\{([^}]*)\}")  # for (const char* t : {...})
@@ -255,7 +261,7 @@ MESON = re.compile(r"find_program\(\s*'([^']+)'")
 
 def sources():
     skip_dirs = {".git", "seeds", "regressions", "image", "variants"}  # variants/image: run in the QEMU guest
-    for top in ("tests", "bench"):
+    for top in ("tests", "bench", "services", "libmbl-common"):  # the daemons the tests run start programs too
         for d, dirs, files in os.walk(os.path.join(SRC, top)):
             dirs[:] = [x for x in dirs if x not in skip_dirs and not x.startswith("build")]
             for f in files:
@@ -309,7 +315,7 @@ def dpkg_state():
     pkgs, provides = {}, {}
     for line in out.splitlines():
         name, status, prio, essential, deps, prov = (line.split("\t") + [""] * 6)[:6]
-        if not status.startswith("ii"):
+        if len(status) < 2 or status[1] not in "iUFWt":  # its files are on disk (also mid-upgrade)
             continue
         pkgs[name] = (prio, essential, deps)
         for p in prov.split(","):
