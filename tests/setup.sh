@@ -18,7 +18,7 @@ PACKAGES=(
   systemd systemd-container debootstrap
   qemu-system-x86 qemu-utils seabios u-boot-qemu u-boot-tools grub-pc-bin
   swtpm swtpm-tools mtools dosfstools fdisk socat
-  procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
+  procps iproute2 iptables       # ps (boot test), tc and ip (cloud bench link shaping), ip and iptables (app networks)
   stress-ng                      # the loaded runs: tests beside stress-ng --cpu 2 (no timing races)
   clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
   chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2   # BitBake's host tools (yocto suite)
