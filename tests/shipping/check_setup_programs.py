@@ -112,6 +112,9 @@ def _first_word(words, out):
         return
     while ws:
         w = ws[0]
+        if w == "coproc" and (len(ws) == 2 or (len(ws) > 2 and ws[2] == "{")):
+            del ws[:2]  # coproc NAME { command; }: NAME is no program (the command is scanned in its braces)
+            continue
         if w in SHELL_KEYWORDS:
             ws.pop(0)
             continue
