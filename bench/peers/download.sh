@@ -33,18 +33,24 @@
 #            config file (tenant DEFAULT, id dev-02: a certificate of its own
 #            from the same test CA; cafile/sslcert/sslkey: mTLS), -k CA with
 #            --cert-purpose codeSigning (Debian builds it for signed images
-#            only), bootloader none. Each round the script assigns a deployment
-#            of the artifact to dev-02; suricatta finds it on its next poll
-#            (untimed: the server's sleep is 2 s), GETs deploymentBase, streams
-#            the .swu into its installer: CMS check of sw-description, SHA-256
-#            of the image while the raw handler writes it into a preallocated
-#            file, then POSTs its feedback. Timed on the server's clock, from
-#            its deploymentBase request to its closed/success feedback: so it
-#            includes one small JSON GET and one feedback POST (each a few ms on
-#            loopback, on a connection it keeps) that the other sides do not do.
+#            only), bootloader none, hardware bench-board:1.0. Each round the
+#            script assigns a deployment (forced) of the artifact to dev-02;
+#            suricatta finds it on its next poll (untimed: the server's sleep is
+#            2 s), GETs deploymentBase, streams the .swu into its installer: CMS
+#            check of sw-description, SHA-256 of the image while the raw handler
+#            writes it into a preallocated file (zeroed, untimed, between rounds),
+#            then POSTs its feedback (no fsync: strace of its install shows none). Timed on the server's clock, from its first
+#            deploymentBase GET to its "All Chunks Installed." feedback: so it
+#            includes a second deploymentBase GET and three small feedback POSTs
+#            (one carries its log) that the other sides do not do, each a few ms
+#            on loopback. With no bootloader to reboot through, suricatta leaves
+#            the action "proceeding", waiting for the new firmware's test result;
+#            between rounds (untimed) swupdate is started again with `-c 2`
+#            (success), which closes it, as after a reboot.
 # Peak RSS: ours, the daemon's VmHWM (fresh daemon per run); curl and openssl,
 # /usr/bin/time's maximum RSS; suricatta, the VmHWM of each swupdate process
-# (main, suricatta, installer helpers), largest and sum.
+# (main, suricatta, downloader, installer), largest and sum, the highest seen
+# after any round (a new swupdate each round).
 set -euo pipefail
 
 want_install=0
@@ -89,7 +95,7 @@ cleanup() {
     set +e
     [ -n "$sw_pid" ] && { kill -- -"$sw_pid" 2>/dev/null; wait "$sw_pid" 2>/dev/null; }
     [ -n "$helper_pid" ] && { exec 8>&- 9<&-; wait "$helper_pid" 2>/dev/null; }
-    rm -rf "$W"
+    if [ -n "${KEEP_WORK:-}" ]; then echo "kept $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -167,22 +173,56 @@ suricatta :
 };
 EOF
     TMPDIR=$W/swtmp setsid swupdate -f "$W/swupdate.cfg" -k "$W/ca.pem" --cert-purpose codeSigning \
-        -H bench-board:1.0 -u "" >"$W/swupdate.log" 2>&1 &
+        -H bench-board:1.0 -u "$*" >>"$W/swupdate.log" 2>&1 &
     sw_pid=$!
 }
-# The wall-clock times (server) of action AID's deploymentBase GET and closed
-# feedback, once it closed; "pending" before.
+# suricatta's install of action AID, on the server's clock: "TIME_OF_FIRST_DEPLOYMENTBASE_GET
+# TIME_OF_ITS_ALL_CHUNKS_INSTALLED_FEEDBACK" once that feedback came, "pending" before,
+# "failed ..." when it closed otherwise. (With no bootloader to reboot through, suricatta
+# leaves the action "proceeding" there, waiting for the new firmware's test result.)
 action_times() {   # AID
     admin GET /admin/state | python3 -c '
 import json, sys
-s = json.load(sys.stdin); a = s["actions"].get(sys.argv[1])
-if a is None or a["status"] not in ("FINISHED", "ERROR"):
-    print("pending"); sys.exit(0)
+a = json.load(sys.stdin)["actions"].get(sys.argv[1])
+done = [f["time"] for f in a["feedback"] if "All Chunks Installed." in (f.get("details") or [])]
 got = [h["time"] for h in a["status_history"] if h["status"] == "RETRIEVED"]
-closed = [f["time"] for f in a["feedback"] if f.get("execution") == "closed"]
-print(a["status"], got[0] if got else 0, closed[-1] if closed else 0)
+if done and got:
+    print(got[0], done[0])
+elif a["status"] not in ("RUNNING", "DOWNLOAD", "RETRIEVED"):
+    print("failed", a["status"], [f.get("details", [])[-1:] for f in a["feedback"]])
+else:
+    print("pending")
 ' "$1"
 }
+action_status() {   # AID
+    admin GET /admin/state | python3 -c 'import json, sys; print(json.load(sys.stdin)["actions"][sys.argv[1]]["status"])' "$1"
+}
+# Untimed, between rounds: the "reboot" that suricatta waits for. swupdate is
+# started again with -c 2 (test result: success), which closes the open action
+# with closed/success on its first poll; then the next action can be assigned.
+sw_confirm() {   # AID
+    local i
+    kill -- -"$sw_pid"; wait "$sw_pid" 2>/dev/null || true
+    sw_start -c 2
+    for i in $(seq 150); do
+        [ "$(action_status "$1")" = FINISHED ] && return 0
+        sleep 0.2
+    done
+    echo "download.sh: suricatta did not close action $1 after a restart with -c 2:" >&2
+    tail -20 "$W/swupdate.log" >&2
+    exit 1
+}
+sw_hwm() {   # the swupdate processes' VmHWM (KiB): largest and sum so far
+    local p k sum=0
+    for p in $(ps -o pid= -s "$sw_pid"); do
+        k=$(awk '/VmHWM/ {print $2}' /proc/"$p"/status 2>/dev/null || true)
+        sum=$((sum + ${k:-0}))
+        [ "${k:-0}" -gt "${sw_max:-0}" ] && sw_max=$k
+    done
+    [ "$sum" -gt "${sw_sum:-0}" ] && sw_sum=$sum
+    return 0
+}
+sw_action=""
 
 run_side() {   # SIDE -> sets ms
     local t0 t1 r
@@ -210,20 +250,29 @@ run_side() {   # SIDE -> sets ms
         ;;
     suricatta)
         local aid st i
+        [ -n "$sw_action" ] && sw_confirm "$sw_action"
         aid=$(admin POST /admin/deployments \
             '{"target": "dev-02", "type": "forced", "chunks": [{"part": "os", "name": "fw", "version": "2", "artifacts": ["fw.swu"]}]}' |
             python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-        for i in $(seq 1200); do
+        sw_action=$aid
+        for i in $(seq 300); do
             st=$(action_times "$aid")
             [ "$st" != pending ] && break
             kill -0 "$sw_pid" 2>/dev/null || { echo "download.sh: swupdate exited:" >&2; tail -30 "$W/swupdate.log" >&2; exit 1; }
             sleep 0.2
         done
-        read -r r t0 t1 <<<"$st"
-        [ "$r" = FINISHED ] || { echo "download.sh: suricatta: action $aid ended $st" >&2; tail -30 "$W/swupdate.log" >&2; exit 1; }
+        case "$st" in
+        pending | failed*) echo "download.sh: suricatta: action $aid: $st" >&2; tail -30 "$W/swupdate.log" >&2; exit 1 ;;
+        esac
+        read -r t0 t1 <<<"$st"
         ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%d", (b - a) * 1000}')
+        sw_hwm
+        cmp "$W/swu/rootfs.img" "$W/suricatta-target.img" >/dev/null ||
+            { echo "download.sh: suricatta: the target differs from the image" >&2; exit 1; }
+        dd if=/dev/zero of="$W/suricatta-target.img" bs=1M count="$mib" conv=fsync,notrunc status=none
         ;;
     esac
+    return 0
 }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 ratios() {
@@ -256,15 +305,6 @@ done
 
 # Untimed: what each side left on disk.
 cmp "$W/fw.swu" "$W/ours.out" >/dev/null || { echo "ours: the file differs from the artifact"; exit 1; }
-case " $sides " in *" suricatta "*)
-    cmp "$W/swu/rootfs.img" "$W/suricatta-target.img" >/dev/null || { echo "suricatta: the target differs from the image"; exit 1; }
-    sw_sum=0 sw_max=0
-    for p in $(ps -o pid= -s "$sw_pid"); do
-        k=$(awk '/VmHWM/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)
-        sw_sum=$((sw_sum + ${k:-0}))
-        [ "${k:-0}" -gt "$sw_max" ] && sw_max=$k
-    done
-    ;; esac
 h=$(helper_ask hwm)
 
 echo "medians of $rounds rounds (ms, MB/s), paired per-round ratio ours/side: median (min–max)"

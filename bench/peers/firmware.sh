@@ -311,6 +311,7 @@ run_side() {   # SIDE
         ;;
     esac
     ms=$(((t1 - t0) / 1000000))
+    return 0
 }
 
 # Median of numbers; "median (min–max)" of per-round ratios.

@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <fstream>
+#include <sstream>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -44,7 +45,10 @@ std::string vmHwmKiB(pid_t pid)
     std::string line;
     while (std::getline(in, line)) {
         if (str::startsWith(line, "VmHWM:")) {
-            return str::words(line.substr(6)).at(0);
+            std::istringstream fields(line.substr(6)); // "\t   12345 kB"
+            std::string kib;
+            fields >> kib;
+            return kib;
         }
     }
     return "0";
