@@ -155,8 +155,8 @@ sw_start() {
     cat >"$W/swupdate.cfg" <<EOF
 globals :
 {
-	loglevel = 5;
-	verbose = true;
+	loglevel = 3;
+	verbose = false;
 	public-key-file = "$W/ca.pem";
 };
 suricatta :
