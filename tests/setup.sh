@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Installs what the build, the tests and the demo need on Debian 12, and creates
+# Installs what the build, the tests, the demo and the benchmarks run on Debian 12
+# (from minbase up: tests/shipping/check_setup_programs.py checks the list), and creates
 # the service users and test users. Idempotent; needs root.
 set -euo pipefail
 
@@ -17,13 +18,14 @@ PACKAGES=(
   systemd systemd-container debootstrap
   qemu-system-x86 qemu-utils seabios u-boot-qemu u-boot-tools grub-pc-bin
   swtpm swtpm-tools mtools dosfstools fdisk socat
-  procps iproute2                # ps (boot test), tc and ip (cloud bench link shaping)
+  procps iproute2 iptables       # ps (boot test), tc and ip (cloud bench link shaping), ip and iptables (app networks)
   stress-ng                      # the loaded runs: tests beside stress-ng --cpu 2 (no timing races)
   clang libclang-rt-14-dev       # the fuzzers of tests/fuzz (fuzz suite: ci_fuzz.sh)
   chrpath cpio diffstat file gawk git locales lz4 patch rpcsvc-proto wget bzip2   # BitBake's host tools (yocto suite)
   u-boot-tools                   # mkimage (the layer's boot-script test)
   tpm2-openssl                   # the identity key in a TPM 2.0 (swtpm) through the OpenSSL 3 provider (identity-tpm suite)
   libnss-systemd                 # app uids resolve through /run/userdb records (the bus refuses uids it cannot look up)
+  containerd podman              # the peers of the container benchmarks (bench/peers/containers.sh, bench-containers)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -2,6 +2,7 @@
 #include "cloud_client_dbus.h"
 
 #include "mbl/dbus/bus.h"
+#include "mbl/dbus/caller.h"
 #include "mbl/error_names.h"
 #include "mbl_version.h"
 
@@ -138,7 +139,8 @@ Expected<std::string> CloudClientBus::appByUid(uid_t uid)
 void CloudClientBus::SetAttributes(sdbus::Result<>&& reply, std::string ns, std::map<std::string, std::string> attributes)
 {
     dbus::guard([&] {
-        const uid_t caller = getObject().getCurrentlyProcessedMessage()->getCredsUid();
+        const uid_t caller =
+            dbus::unwrap(dbus::callerOf(getObject().getConnection(), *getObject().getCurrentlyProcessedMessage())).uid;
         dbus::completeOnWorker(store_, loop_, std::move(reply),
                                [this, caller, ns = std::move(ns), a = std::move(attributes)]() -> Status {
                                    if (auto st = access_.check(caller, ns); !st) {

@@ -2,6 +2,7 @@
 #include "identity_dbus.h"
 
 #include "mbl/dbus/bus.h"
+#include "mbl/dbus/caller.h"
 #include "mbl/error_names.h"
 #include "mbl/log.h"
 #include "mbl_version.h"
@@ -170,7 +171,8 @@ std::pair<uid_t, pid_t> IdentityBus::caller()
     if (auto it = callers_.find(sender); it != callers_.end()) {
         return it->second;
     }
-    const std::pair<uid_t, pid_t> creds{msg->getCredsUid(), msg->getCredsPid()};
+    const dbus::Caller c = dbus::unwrap(dbus::callerOf(getObject().getConnection(), *msg));
+    const std::pair<uid_t, pid_t> creds{c.uid, c.pid};
     if (callers_.size() >= 256) {
         callers_.clear(); // callers come and go; a handful is the normal case
     }

@@ -49,6 +49,28 @@ void scenario(DeviceWorld& w, F&& body)
 
 namespace {
 
+// Waits until 'mblctl --json app list' shows app `name` (at `version`, when
+// given) running; the last answer is kept for the failure message.
+bool waitAppRunning(DeviceWorld& w, const std::string& name, const std::string& version, ExecResult& last,
+                    std::chrono::seconds timeout = 180s)
+{
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        last = w.guestTry("mblctl --json app list");
+        auto j = json::parse(last.out, nullptr, false);
+        if (!j.is_discarded() && j.is_array()) {
+            for (const auto& a : j) {
+                if (a.value("name", "") == name && a.value("state", "") == "running" &&
+                    (version.empty() || a.value("version", "") == version)) {
+                    return true;
+                }
+            }
+        }
+        std::this_thread::sleep_for(1s);
+    }
+    return false;
+}
+
 // Installs the hello app from an OCI archive with mblctl and waits until the
 // manager reports it running and runc lists it; returns the container's pid.
 std::string installHello(DeviceWorld& w)
@@ -61,20 +83,7 @@ std::string installHello(DeviceWorld& w)
     INFO(inst.out + inst.err);
     REQUIRE(inst.ok());
     ExecResult last;
-    const auto deadline = std::chrono::steady_clock::now() + 180s;
-    bool running = false;
-    while (!running && std::chrono::steady_clock::now() < deadline) {
-        last = w.guestTry("mblctl --json app list");
-        auto j = json::parse(last.out, nullptr, false);
-        if (!j.is_discarded() && j.is_array()) {
-            for (const auto& a : j) {
-                running = running || (a.value("name", "") == "hello" && a.value("state", "") == "running");
-            }
-        }
-        if (!running) {
-            std::this_thread::sleep_for(1s);
-        }
-    }
+    const bool running = waitAppRunning(w, "hello", "1.0.0", last);
     INFO("mblctl --json app list: exit " << last.code << " out: " << last.out << " err: " << last.err);
     CHECK(running);
     const std::string list = w.guest("runc --root /run/mbl/apps/runc list");
@@ -122,8 +131,12 @@ TEST_CASE("first boot: the stack under systemd, a runc app in the sandboxed unit
 
         // An app installed through the container manager runs with runc,
         // started by the manager inside its sandboxed unit (cgroup v2).
-        installHello(w);
+        const std::string pid = installHello(w);
         CHECK(str::trim(w.guest("stat -f -c %T /sys/fs/cgroup")) == "cgroup2fs");
+        // Below the manager's delegated unit (Delegate=yes), at <unit>/apps/<name>.
+        const std::string cg = w.guest("cat /proc/" + pid + "/cgroup");
+        std::cout << "the container's cgroup: " << cg;
+        CHECK(cg.find("/system.slice/mbl-container-manager.service/apps/hello") != std::string::npos);
 
         std::cout << "systemd-analyze security (measured in the guest):" << std::endl;
         for (const char* u : kUnits) {
@@ -140,19 +153,6 @@ TEST_CASE("first boot: the stack under systemd, a runc app in the sandboxed unit
 // them with the unit. Today the manager puts them at /mbl/<name>, outside the
 // unit (services/container-manager/container_manager.h cgroupsPath()): an
 // expected failure (meson should_fail) until the container manager moves them.
-TEST_CASE("first boot: the app's cgroup is below the container manager's unit", "[app-cgroup]")
-{
-    DeviceWorld w(Bootloader::Grub);
-    scenario(w, [&] {
-        w.boot();
-        const std::string pid = installHello(w);
-        const std::string cg = w.guest("cat /proc/" + pid + "/cgroup");
-        std::cout << "the container's cgroup: " << cg;
-        CHECK(cg.find("/system.slice/mbl-container-manager.service/") != std::string::npos);
-        w.m->powerOff();
-    });
-}
-
 namespace {
 
 // Boots, provisions and waits until the cloud client is connected.
@@ -352,6 +352,30 @@ TEST_CASE("fallback: the new slot's init is broken, the boot counter runs out, o
                                             "write " + variant("broken-init") + " /usr/lib/systemd/systemd"});
         failedDeployment(w, rootfs, "A,B,A");
         CHECK(w.m->console().find("Attempted to kill init") != std::string::npos);
+        w.m->powerOff();
+    });
+}
+
+TEST_CASE("fallback: the new firmware makes an installed app crash, the health gate names it, old slot",
+          "[fallback-app]")
+{
+    DeviceWorld w(Bootloader::Grub);
+    scenario(w, [&] {
+        bringUp(w);
+        installHello(w);
+        // A firmware-only update: the slot boots and reaches the cloud, but its
+        // container runtime kills every app it starts (variants/runc-crashes-apps).
+        const std::string rootfs = w.rootfsVariant(
+            "app-crash", {"write " + variant("runc-crashes-apps") + " /usr/local/sbin/runc"});
+        const auto details = failedDeployment(w, rootfs, "A,B,A");
+        // The server hears which app failed the gate, not only that something did.
+        REQUIRE(!details.empty());
+        CHECK(details.back().find("hello") != std::string::npos);
+        // Back on the old firmware the app runs again, at the version it had.
+        ExecResult last;
+        const bool running = waitAppRunning(w, "hello", "1.0.0", last);
+        INFO("mblctl --json app list: " << last.out << last.err);
+        CHECK(running);
         w.m->powerOff();
     });
 }

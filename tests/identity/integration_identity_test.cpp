@@ -459,6 +459,45 @@ TEST_CASE("Sign is rate-limited (Busy with the wait) and logged with the caller'
     }));
 }
 
+// The identity service's unit runs it with ProtectProc=invisible: systemd mounts
+// a /proc with hidepid=invisible for it, where another user's processes do not
+// exist. A caller's uid must then come from the bus daemon (which recorded it
+// when the caller connected), never from /proc/<pid>. Hidden from the normal
+// run; the meson test identity-hidden-proc runs it inside such a mount
+// (tests/identity/meson.build), as the unit would.
+TEST_CASE("Sign from callers the service cannot see in /proc (its unit's ProtectProc=invisible) is served and "
+          "logged with each caller's uid",
+          "[.hidden-proc]")
+{
+    auto mounts = fs::readFile("/proc/self/mountinfo");
+    if (!mounts || !contains(*mounts, "hidepid=invisible")) {
+        test::skip("/proc is not mounted with hidepid=invisible (run it through the meson test identity-hidden-proc)");
+    }
+    Fixture f;
+    f.start();
+    // Root (this test) is invisible to the service's user.
+    const std::vector<uint8_t> digest(32, 0x42);
+    CHECK(f.client->Sign("ecdsa-sha256", digest).size() > 60);
+    CHECK(waitFor([&] { return contains(f.stack.log("device-identity"), "Sign for uid 0 (pid "); }));
+    // So is the cloud client's user, the one the policy lets sign.
+    auto cloud = test::lookupUser("mbl-cloud");
+    REQUIRE(cloud);
+    std::vector<std::string> sign = {"call", kBus, kPath, kBus, "Sign", "say", "ecdsa-sha256", "32"};
+    for (int i = 0; i < 32; ++i) {
+        sign.push_back("1");
+    }
+    auto r = f.stack.busctl(sign, std::string("mbl-cloud"));
+    for (int attempt = 0; attempt < 100 && !r.status.success() && contains(r.err, "retry in"); ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(25)); // the limiter said to wait
+        r = f.stack.busctl(sign, std::string("mbl-cloud"));
+    }
+    INFO(r.err);
+    CHECK(r.status.success());
+    CHECK(waitFor([&] {
+        return contains(f.stack.log("device-identity"), "Sign for uid " + std::to_string(cloud->first) + " (pid ");
+    }));
+}
+
 TEST_CASE("policy: only root and the cloud client get the key and the secrets; mutating calls need privilege")
 {
     Fixture f;
