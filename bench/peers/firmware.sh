@@ -121,6 +121,8 @@ cleanup() {
     [ -n "$helper_pid" ] && { exec 8>&- 9<&-; wait "$helper_pid" 2>/dev/null; }
     [ -n "$rauc_pid" ] && { kill "$rauc_pid"; wait "$rauc_pid" 2>/dev/null; }
     [ -n "$rauc_bus_pid" ] && kill "$rauc_bus_pid"
+    # RAUC stopped in the middle of an install leaves its bundle mounted.
+    mountpoint -q "$W/rauc/mnt/bundle" && umount "$W/rauc/mnt/bundle"
     for m in work dev proc usr ""; do
         mountpoint -q "$W/mroot/$m" && umount "$W/mroot/$m"
     done
