@@ -52,6 +52,8 @@
 # (main, suricatta, downloader, installer), largest and sum, the highest seen
 # after any round (a new swupdate each round).
 set -euo pipefail
+# median, ratios, mb, print_medians
+. "$(dirname "$0")/stats.sh"
 
 want_install=0
 if [ "${1:-}" = "--install" ]; then
@@ -274,13 +276,6 @@ run_side() {   # SIDE -> sets ms
     esac
     return 0
 }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-ratios() {
-    paste <(echo "$1" | tr ' ' '\n' | grep .) <(echo "$2" | tr ' ' '\n' | grep .) |
-        awk '{print $1/$2}' | sort -g |
-        awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f–%.2f)", m, v[1], v[NR]}'
-}
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k * 1.024 / 1000}'; }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo "before: $(uptime)"
@@ -308,17 +303,7 @@ cmp "$W/fw.swu" "$W/ours.out" >/dev/null || { echo "ours: the file differs from 
 h=$(helper_ask hwm)
 
 echo "medians of $rounds rounds (ms, MB/s), paired per-round ratio ours/side: median (min–max)"
-om=$(echo "${times[ours]}" | median)
-for s in $sides; do
-    m=$(echo "${times[$s]}" | median)
-    mbs=$(awk -v b="$size" -v m="$m" 'BEGIN {printf "%.0f", b / 1e6 / (m / 1000)}')
-    if [ "$s" = ours ]; then
-        printf '  %-9s %7s ms %6s MB/s\n' "$s" "$m" "$mbs"
-    else
-        printf '  %-9s %7s ms %6s MB/s   ours/%s median/median %.2f, paired %s\n' "$s" "$m" "$mbs" "$s" \
-            "$(awk -v a="$om" -v b="$m" 'BEGIN {print a / b}')" "$(ratios "${times[ours]}" "${times[$s]}")"
-    fi
-done
+print_medians 9 "$size" "$sides"
 echo "peak RSS (MB): ours daemon $(mb "${h#hwm }"), curl/openssl (largest) $(mb "${peak_curl:-0}")" \
     "$(case " $sides " in *" suricatta "*) echo ", swupdate processes largest $(mb "$sw_max"), sum $(mb "$sw_sum")" ;; esac)"
 echo "after: $(uptime)"

@@ -68,6 +68,8 @@
 # counts the file pages it maps too); rauc also its CLI's; mender, openssl and
 # dd: /usr/bin/time's maximum resident set size of the process.
 set -euo pipefail
+# median, ratios, mb, print_medians
+. "$(dirname "$0")/stats.sh"
 
 want_install=0
 if [ "${1:-}" = "--install" ]; then
@@ -316,13 +318,6 @@ run_side() {   # SIDE
     return 0
 }
 
-# Median of numbers; "median (min–max)" of per-round ratios.
-median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-ratios() {   # "a1 a2 .." "b1 b2 .."  -> median (min-max) of a_i/b_i
-    paste <(echo "$1" | tr ' ' '\n' | grep .) <(echo "$2" | tr ' ' '\n' | grep .) |
-        awk '{print $1/$2}' | sort -g |
-        awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f–%.2f)", m, v[1], v[NR]}'
-}
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo "before: $(uptime)"
@@ -391,17 +386,7 @@ for mib in $sizes; do
     case " $sides " in *" mender "*) mender_teardown ;; esac
 
     echo "${mib} MiB: medians of $rounds rounds (ms, MB/s), paired per-round ratio ours/side: median (min–max)"
-    om=$(echo "${times[ours]}" | median)
-    for s in $sides; do
-        m=$(echo "${times[$s]}" | median)
-        mbs=$(awk -v b="$bytes" -v m="$m" 'BEGIN {printf "%.0f", b / 1e6 / (m / 1000)}')
-        if [ "$s" = ours ]; then
-            printf '  %-7s %7s ms %6s MB/s\n' "$s" "$m" "$mbs"
-        else
-            printf '  %-7s %7s ms %6s MB/s   ours/%s median/median %.2f, paired %s\n' "$s" "$m" "$mbs" "$s" \
-                "$(awk -v a="$om" -v b="$m" 'BEGIN {print a / b}')" "$(ratios "${times[ours]}" "${times[$s]}")"
-        fi
-    done
+    print_medians 7 "$bytes" "$sides"
     echo "${mib} MiB: peak RSS (MB): ours daemon $(awk -v k="${peak[ours]}" 'BEGIN {printf "%.1f", k * 1.024 / 1000}')" \
         "$(case " $sides " in *" rauc "*) echo ", rauc service $(awk -v k="${peak[rauc]}" 'BEGIN {printf "%.1f", k * 1.024 / 1000}') + rauc install CLI $(awk -v k="${peak[rauc-cli]}" 'BEGIN {printf "%.1f", k * 1.024 / 1000}')" ;; esac)" \
         "$(case " $sides " in *" mender "*) echo ", mender $(awk -v k="${peak[mender]}" 'BEGIN {printf "%.1f", k * 1.024 / 1000}')" ;; esac)" \

@@ -23,6 +23,8 @@
 
 #include "cloud_env.h"
 
+#include "peer_memory.h"
+
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
@@ -38,22 +40,6 @@ using namespace mbl::test;
 using nlohmann::json;
 
 namespace {
-
-// /proc files report size 0, so they are read as a stream.
-std::string vmHwmKiB(pid_t pid)
-{
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (str::startsWith(line, "VmHWM:")) {
-            std::istringstream fields(line.substr(6)); // "\t   12345 kB"
-            std::string kib;
-            fields >> kib;
-            return kib;
-        }
-    }
-    return "0";
-}
 
 } // namespace
 
@@ -131,7 +117,7 @@ int main(int argc, char** argv)
                     std::printf("fail %s\n", why.c_str());
                 }
             } else if (line == "hwm") {
-                std::printf("hwm %s\n", vmHwmKiB(daemon).c_str());
+                std::printf("hwm %s\n", bench::vmHwmKiB(daemon).c_str());
             } else {
                 std::printf("fail unknown request\n");
             }

@@ -16,6 +16,8 @@
 #include "harness.h"
 
 #include "mbl/dbus/bus.h"
+#include "peer_memory.h"
+
 #include "mbl/fs.h"
 #include "mbl/strings.h"
 
@@ -37,22 +39,6 @@ using namespace mbl;
 namespace {
 
 constexpr const char* kIface = "org.mbl.Update1";
-
-// /proc files report size 0, so they are read as a stream.
-std::string vmHwmKiB(pid_t pid)
-{
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (str::startsWith(line, "VmHWM:")) {
-            std::istringstream fields(line.substr(6)); // "\t   12345 kB"
-            std::string kib;
-            fields >> kib;
-            return kib;
-        }
-    }
-    return "0";
-}
 
 } // namespace
 
@@ -128,7 +114,7 @@ int main(int argc, char** argv)
                 }
             }
         } else if (line == "hwm") {
-            std::printf("hwm %s\n", vmHwmKiB(stack.pid("update")).c_str());
+            std::printf("hwm %s\n", bench::vmHwmKiB(stack.pid("update")).c_str());
         } else if (line == "log") {
             std::fputs(stack.log("update").c_str(), stderr);
             std::printf("log\n");
