@@ -288,6 +288,14 @@ def collect():
             continue
         names = []
         if path.endswith(".sh") or text.startswith("#!/usr/bin/env bash") or text.startswith("#!/bin/sh"):
+            # Functions of the files it sources from its own folder (". "$(dirname "$0")/lib.sh").
+            for lib in re.findall(r"^\s*(?:\.|source) \"\$\(dirname \"\$0\"\)/([\w.-]+)\"", text, re.M):
+                try:
+                    libtext = open(os.path.join(os.path.dirname(path), lib), encoding="utf-8").read()
+                except FileNotFoundError:
+                    continue
+                text += "".join("\n%s() { :; }" % f for f in
+                                re.findall(r"^\s*(?:function\s+)?([A-Za-z_][\w-]*)\s*\(\)", libtext, re.M))
             names = shell_commands(text)
             if "apt-get install" in text:
                 # A script that installs what it needs itself (bench/peers: --install runs
