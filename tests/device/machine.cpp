@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "machine.h"
 
+#include "commands.h"
+
 #include "mbl/fd.h"
 #include "mbl/fs.h"
 #include "mbl/strings.h"
@@ -69,19 +71,6 @@ std::string unbase64(const std::string& in)
     }
     out.resize(len);
     return out;
-}
-
-std::string must(const std::vector<std::string>& argv)
-{
-    auto r = mbl::run(argv);
-    if (!r || !r->status.success()) {
-        std::string cmd;
-        for (const auto& a : argv) {
-            cmd += a + " ";
-        }
-        throw std::runtime_error("command failed: " + cmd + ": " + (r ? r->err + r->out : r.error().message));
-    }
-    return r->out;
 }
 
 bool haveFile(const std::string& p)
@@ -181,7 +170,7 @@ Machine::Machine(const Image& image, const std::string& dir, int cloudPort)
     qgaPath_ = dir_ + "/qga.sock";
     tpmDir_ = dir_ + "/tpm";
     (void)fs::makeDirs(tpmDir_, 0700);
-    must({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image_.disk, overlay_});
+    test::mustRun({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image_.disk, overlay_});
 }
 
 Machine::~Machine()
