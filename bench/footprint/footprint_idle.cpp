@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Starts the whole stack idle (tests/e2e/world.h: the five daemons on a private
 // bus, the cloud client connected to the DDI test server behind nginx mTLS,
-// nothing deployed), waits SETTLE seconds, then runs
+// nothing deployed), each daemon with the Environment= of its systemd unit
+// (services/systemd/<unit>.service.in: the daemons measured as shipped), waits
+// SETTLE seconds, then runs
 // footprint.py on the five daemons: per daemon RSS, PSS, USS, threads and where
 // the resident pages go; summed PSS/USS and the distinct resident pages of all five.
 // Usage: footprint-idle [SETTLE_SEC] [footprint.py options]   (root; release build)
@@ -14,29 +16,68 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
 #include <thread>
 
 using namespace mbl;
 using namespace mbl::test::e2e;
 
+namespace {
+// The KEY=VALUE words of the unit's Environment= lines (the units use no quoting;
+// a quoted one is refused rather than misread).
+std::vector<std::string> unitEnvironment(const std::string& unit)
+{
+    const std::string path = std::string(MBL_SYSTEMD_UNIT_DIR) + "/" + unit + ".service.in";
+    std::ifstream in(path);
+    if (!in) {
+        throw std::runtime_error("cannot read " + path);
+    }
+    std::vector<std::string> env;
+    std::string line;
+    while (std::getline(in, line)) {
+        const std::string key = "Environment=";
+        if (line.compare(0, key.size(), key) != 0) {
+            continue;
+        }
+        if (line.find_first_of("\"'") != std::string::npos) {
+            throw std::runtime_error(path + ": quoted Environment= is not understood here: " + line);
+        }
+        std::istringstream words(line.substr(key.size()));
+        for (std::string w; words >> w;) {
+            env.push_back(w);
+        }
+    }
+    return env;
+}
+} // namespace
+
 int main(int argc, char** argv)
 {
     const int settle = argc > 1 ? std::max(0, std::atoi(argv[1])) : 5;
     try {
+        const std::vector<std::string> labels = {"device-identity", "update", "container-manager", "cloud-client",
+                                                 "coordinator"};
+        std::map<std::string, mbl::test::TestStack::StartOptions> opts;
+        for (const auto& label : labels) {
+            opts[label].env = unitEnvironment("mbl-" + label);
+        }
         World w;
-        w.startAll();
+        w.startAll(opts);
         std::this_thread::sleep_for(std::chrono::seconds(settle)); // idle is the state measured, not a wait for an event
         std::vector<std::string> argvPy = {"python3", MBL_FOOTPRINT_PY};
         for (int i = 2; i < argc; ++i) {
             argvPy.emplace_back(argv[i]);
         }
-        for (const char* label : {"device-identity", "update", "container-manager", "cloud-client", "coordinator"}) {
+        for (const auto& label : labels) {
             if (!w.stack.running(label)) {
                 std::cerr << "footprint-idle: " << label << " is not running\n";
                 return 1;
             }
-            argvPy.push_back(std::string(label) + "=" + std::to_string(w.stack.pid(label)));
+            argvPy.push_back(label + "=" + std::to_string(w.stack.pid(label)));
         }
         auto r = mbl::run(argvPy);
         if (!r || !r->status.success()) {
