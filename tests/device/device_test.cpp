@@ -352,6 +352,8 @@ TEST_CASE("fallback: the new slot's init is broken, the boot counter runs out, o
                                             "write " + variant("broken-init") + " /usr/lib/systemd/systemd"});
         failedDeployment(w, rootfs, "A,B,A");
         CHECK(w.m->console().find("Attempted to kill init") != std::string::npos);
+        // The kernel's panic reboot, not the watchdog (never armed without init).
+        CHECK(w.m->watchdogResets() == 0);
         w.m->powerOff();
     });
 }
@@ -391,8 +393,10 @@ TEST_CASE("fallback: the new slot hangs after user space started, the watchdog r
                      "symlink /etc/systemd/system/multi-user.target.wants/mbl-test-hang.service "
                      "/etc/systemd/system/mbl-test-hang.service"});
         failedDeployment(w, rootfs, "A,B,A");
-        // The reset came from the watchdog, not from a panic or a reboot.
+        // The reset came from the watchdog (QEMU's WATCHDOG event), not from a
+        // panic or a reboot.
         CHECK(w.m->console().find("Attempted to kill init") == std::string::npos);
+        CHECK(w.m->watchdogResets() >= 1);
         w.m->powerOff();
     });
 }
