@@ -299,11 +299,22 @@ std::vector<std::string> failedDeployment(DeviceWorld& w, const std::string& roo
     const std::string st = w.waitClosed(action, 1500s);
     w.say("FIGURE deployment to fallback, closed: " + secondsSince(t0) + " s");
     const auto details = w.feedbackDetails(action);
+    bool restarted = false;
     for (const auto& d : details) {
         std::cout << "  feedback " << d << std::endl;
+        restarted = restarted || d.find("stopped") != std::string::npos;
     }
     CHECK(st == "ERROR");
     REQUIRE(!w.m->waitBooted(300s).empty());
+    // Nothing in these scenarios stops a service during the install: if the
+    // coordinator said one did, the journals of both boots of slot A say why.
+    CHECK(!restarted);
+    if (restarted) {
+        std::cout << w.m->sh("journalctl --no-pager -o short-monotonic -u mbl-update -u mbl-coordinator | tail -n 300",
+                             60s)
+                         .out
+                  << std::endl;
+    }
     CHECK(w.bootedSlot() == "A");
     CHECK(joined(w.m->bootChoices()) == expectedChoices);
     auto env = w.bootEnv();

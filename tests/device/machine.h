@@ -13,7 +13,7 @@
 //   - user-mode networking with restrict=on: the guest reaches nothing but
 //     10.0.2.100:443, forwarded (guestfwd, one socat per connection) to the
 //     DDI server's nginx on the host's loopback;
-//   - the i6300esb watchdog (-watchdog-action reset) that systemd feeds;
+//   - the i6300esb watchdog (-action watchdog=reset) that systemd feeds;
 //   - swtpm as a TPM 2.0 (tpm-tis), state kept across power cycles;
 //   - the QEMU guest agent on a virtio serial port: the tests' way to run
 //     commands in the guest (no network, no shell on the console);
