@@ -648,6 +648,14 @@ void Coordinator::peerLostOperation(const std::string& bus)
                 bundleStaged(pending);
                 return;
             }
+            if (m.error().code != ErrorCode::NotFound) {
+                // No answer (a busy or restarting service: the bus's timeout)
+                // says nothing about the install: the next check asks again.
+                // Only the service itself saying it has no such operation does.
+                log::info(op_->id + ": no answer about update operation " + pending + " (" +
+                          m.error().message + "); asking again");
+                return;
+            }
             relay_.reset();
             op_->pendingUpdateOp.clear();
             const std::string why = "the update service stopped during the install (nothing was armed)";

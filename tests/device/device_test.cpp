@@ -299,11 +299,22 @@ std::vector<std::string> failedDeployment(DeviceWorld& w, const std::string& roo
     const std::string st = w.waitClosed(action, 1500s);
     w.say("FIGURE deployment to fallback, closed: " + secondsSince(t0) + " s");
     const auto details = w.feedbackDetails(action);
+    bool restarted = false;
     for (const auto& d : details) {
         std::cout << "  feedback " << d << std::endl;
+        restarted = restarted || d.find("stopped") != std::string::npos;
     }
     CHECK(st == "ERROR");
     REQUIRE(!w.m->waitBooted(300s).empty());
+    // Nothing in these scenarios stops a service during the install: if the
+    // coordinator said one did, the journals of both boots of slot A say why.
+    CHECK(!restarted);
+    if (restarted) {
+        std::cout << w.m->sh("journalctl --no-pager -o short-monotonic -u mbl-update -u mbl-coordinator | tail -n 300",
+                             60s)
+                         .out
+                  << std::endl;
+    }
     CHECK(w.bootedSlot() == "A");
     CHECK(joined(w.m->bootChoices()) == expectedChoices);
     auto env = w.bootEnv();
@@ -352,6 +363,8 @@ TEST_CASE("fallback: the new slot's init is broken, the boot counter runs out, o
                                             "write " + variant("broken-init") + " /usr/lib/systemd/systemd"});
         failedDeployment(w, rootfs, "A,B,A");
         CHECK(w.m->console().find("Attempted to kill init") != std::string::npos);
+        // The kernel's panic reboot, not the watchdog (never armed without init).
+        CHECK(w.m->watchdogResets() == 0);
         w.m->powerOff();
     });
 }
@@ -391,8 +404,10 @@ TEST_CASE("fallback: the new slot hangs after user space started, the watchdog r
                      "symlink /etc/systemd/system/multi-user.target.wants/mbl-test-hang.service "
                      "/etc/systemd/system/mbl-test-hang.service"});
         failedDeployment(w, rootfs, "A,B,A");
-        // The reset came from the watchdog, not from a panic or a reboot.
+        // The reset came from the watchdog (QEMU's WATCHDOG event), not from a
+        // panic or a reboot.
         CHECK(w.m->console().find("Attempted to kill init") == std::string::npos);
+        CHECK(w.m->watchdogResets() >= 1);
         w.m->powerOff();
     });
 }

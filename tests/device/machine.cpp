@@ -168,6 +168,7 @@ Machine::Machine(const Image& image, const std::string& dir, int cloudPort)
     overlay_ = dir_ + "/disk.qcow2";
     consolePath_ = dir_ + "/console.log";
     qgaPath_ = dir_ + "/qga.sock";
+    qmpPath_ = dir_ + "/qmp.sock";
     tpmDir_ = dir_ + "/tpm";
     (void)fs::makeDirs(tpmDir_, 0700);
     test::mustRun({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image_.disk, overlay_});
@@ -179,37 +180,76 @@ Machine::~Machine()
     if (echo_.joinable()) {
         echo_.join();
     }
-    if (qemu_.running()) {
-        qemu_.kill(SIGKILL);
-        (void)qemu_.wait();
-    }
-    if (swtpm_.running()) {
-        swtpm_.terminate(2000ms);
-    }
+    kill();
+}
+
+void Machine::hostLog(const std::string& line)
+{
+    Fd log{::open((dir_ + "/host.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
+    const std::string l = "machine: " + line + "\n";
+    (void)!::write(log.get(), l.data(), l.size());
 }
 
 bool Machine::running()
 {
-    if (!qemu_.running()) {
-        return false;
-    }
-    if (qemu_.tryWait()) {
-        return false;
-    }
-    return true;
+    std::lock_guard<std::mutex> lock(mu_);
+    return powered_;
 }
 
-void Machine::start()
+int Machine::resets() const
 {
-    if (running()) {
-        throw std::runtime_error("the machine is already running");
+    std::lock_guard<std::mutex> lock(mu_);
+    return resets_;
+}
+
+int Machine::watchdogResets() const
+{
+    std::lock_guard<std::mutex> lock(mu_);
+    return watchdogResets_;
+}
+
+namespace {
+
+// Sends one QMP command and reads lines until its answer (events on the way
+// are kept in `events`). QMP: docs/interop/qmp-spec.txt of QEMU.
+bool qmpCommand(int fd, const std::string& command, std::vector<json>& events, Clock::time_point deadline)
+{
+    const std::string req = json{{"execute", command}}.dump() + "\n";
+    if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+        return false;
     }
-    if (swtpm_.running()) {
+    for (;;) {
+        std::string line;
+        if (!readUntil(fd, '\n', line, deadline)) {
+            return false;
+        }
+        auto j = json::parse(line, nullptr, false);
+        if (j.is_discarded()) {
+            continue;
+        }
+        if (j.contains("return")) {
+            return true;
+        }
+        if (j.contains("error")) {
+            return false;
+        }
+        if (j.contains("event")) {
+            events.push_back(std::move(j));
+        }
+    }
+}
+
+} // namespace
+
+int Machine::powerOnLocked()
+{
+    if (swtpm_.running() && !swtpm_.waitFor(5000ms)) {
         swtpm_.terminate(2000ms);
     }
     const std::string tpmSock = tpmDir_ + "/sock";
     ::unlink(tpmSock.c_str());
     ::unlink(qgaPath_.c_str());
+    ::unlink(qmpPath_.c_str());
     Fd log{::open((dir_ + "/host.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
     SpawnOptions so;
     so.dieWithParent = true;
@@ -227,15 +267,20 @@ void Machine::start()
     for (int i = 0; i < 500 && !haveFile(tpmSock); ++i) {
         std::this_thread::sleep_for(10ms);
     }
+    // -S and QMP with wait=on: the guest runs only once the supervisor listens
+    // to QMP, so no SHUTDOWN event can be missed.
     std::vector<std::string> argv = {
         "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-smp", "2", "-m", "1024", "-nodefaults",
-        "-no-user-config", "-display", "none", "-name", "mbl-device",
+        "-no-user-config", "-display", "none", "-name", "mbl-device", "-S",
+        "-qmp", "unix:" + qmpPath_ + ",server=on,wait=on",
         "-chardev", "file,id=ser0,path=" + consolePath_ + ",append=on", "-serial", "chardev:ser0",
         "-drive", "file=" + overlay_ + ",if=virtio,format=qcow2,cache=writeback,discard=unmap",
         "-device", "virtio-serial-pci",
         "-chardev", "socket,id=qga0,path=" + qgaPath_ + ",server=on,wait=off",
         "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-        "-device", "i6300esb", "-watchdog-action", "reset",
+        "-device", "i6300esb", "-action", "watchdog=reset",
+        // A guest reset ends this QEMU (the supervisor starts the next).
+        "-action", "reboot=shutdown",
         "-chardev", "socket,id=chrtpm,path=" + tpmSock, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
         "-device", "tpm-tis,tpmdev=tpm0",
         "-rtc", "base=utc,clock=host"};
@@ -256,32 +301,141 @@ void Machine::start()
         throw std::runtime_error("cannot start qemu: " + q.error().message);
     }
     qemu_ = std::move(q).value();
+
+    const auto deadline = Clock::now() + 60s;
+    Fd qmp;
+    while (!qmp) {
+        if (qemu_.tryWait()) {
+            killLocked();
+            throw std::runtime_error("qemu ended before QMP answered (see " + dir_ + "/host.log)");
+        }
+        if (Clock::now() > deadline) {
+            killLocked();
+            throw std::runtime_error("qemu's QMP socket did not answer in 60 s");
+        }
+        Fd s{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::snprintf(a.sun_path, sizeof a.sun_path, "%s", qmpPath_.c_str());
+        if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+            qmp = std::move(s);
+        } else {
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    std::string greeting;
+    std::vector<json> events;
+    if (!readUntil(qmp.get(), '\n', greeting, deadline) || !qmpCommand(qmp.get(), "qmp_capabilities", events, deadline) ||
+        !qmpCommand(qmp.get(), "cont", events, deadline)) {
+        killLocked();
+        throw std::runtime_error("qemu's QMP did not negotiate (greeting: " + greeting + ")");
+    }
+    return qmp.release();
 }
 
-void Machine::kill()
+void Machine::killLocked()
 {
     if (qemu_.running()) {
         qemu_.kill(SIGKILL);
         (void)qemu_.wait();
     }
-    if (swtpm_.running()) {
-        if (!swtpm_.waitFor(5000ms)) {
-            swtpm_.terminate(1000ms);
+    if (swtpm_.running() && !swtpm_.waitFor(5000ms)) {
+        swtpm_.terminate(1000ms);
+    }
+}
+
+void Machine::supervise(int fd)
+{
+    for (;;) {
+        Fd qmp{fd};
+        std::string reason;
+        bool watchdog = false;
+        // Until QEMU closes QMP (it ended, or was killed).
+        for (;;) {
+            std::string line;
+            if (!readUntil(qmp.get(), '\n', line, Clock::now() + std::chrono::hours(24 * 365))) {
+                break;
+            }
+            auto j = json::parse(line, nullptr, false);
+            if (j.is_discarded() || !j.contains("event")) {
+                continue;
+            }
+            const std::string ev = j.value("event", "");
+            if (ev == "SHUTDOWN" && j.contains("data")) {
+                reason = j["data"].value("reason", "");
+            } else if (ev == "WATCHDOG") {
+                watchdog = true;
+            }
         }
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!powered_) {
+            return; // kill(): the power was cut on purpose
+        }
+        if (!qemu_.waitFor(30000ms)) {
+            hostLog("qemu closed QMP but did not exit in 30 s: killed");
+        }
+        killLocked();
+        if (reason != "guest-reset") {
+            // "guest-shutdown" is a poweroff; no event at all means QEMU
+            // itself failed: the machine is off either way.
+            hostLog("qemu ended (" + (reason.empty() ? std::string("no SHUTDOWN event") : reason) + "): powered off");
+            powered_ = false;
+            return;
+        }
+        ++resets_;
+        if (watchdog) {
+            ++watchdogResets_;
+        }
+        hostLog(std::string("guest reset") + (watchdog ? " by the watchdog" : "") + " #" +
+                std::to_string(resets_) + ": a new QEMU on the same disk");
+        try {
+            fd = powerOnLocked();
+        } catch (const std::exception& e) {
+            hostLog(std::string("cannot power on again after a reset: ") + e.what());
+            powered_ = false;
+            return;
+        }
+    }
+}
+
+void Machine::start()
+{
+    if (supervisor_.joinable()) {
+        supervisor_.join(); // the last power cycle's, already ended
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (powered_) {
+        throw std::runtime_error("the machine is already running");
+    }
+    const int fd = powerOnLocked();
+    powered_ = true;
+    supervisor_ = std::thread([this, fd] { supervise(fd); });
+}
+
+void Machine::kill()
+{
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        powered_ = false;
+        killLocked();
+    }
+    if (supervisor_.joinable()) {
+        supervisor_.join();
     }
 }
 
 void Machine::powerOff(std::chrono::seconds timeout)
 {
     if (!running()) {
-        return;
-    }
-    (void)sh("systemctl --no-block poweroff", 20s);
-    if (!qemu_.waitFor(std::chrono::duration_cast<std::chrono::milliseconds>(timeout))) {
         kill();
         return;
     }
-    kill(); // reaps swtpm
+    (void)sh("systemctl --no-block poweroff", 20s);
+    const auto deadline = Clock::now() + timeout;
+    while (running() && Clock::now() < deadline) {
+        std::this_thread::sleep_for(200ms);
+    }
+    kill(); // the supervisor saw the poweroff (or the timeout cuts the power); reaps
 }
 
 std::optional<std::string> Machine::agent(const std::string& request, std::chrono::milliseconds timeout)

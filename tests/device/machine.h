@@ -13,12 +13,22 @@
 //   - user-mode networking with restrict=on: the guest reaches nothing but
 //     10.0.2.100:443, forwarded (guestfwd, one socat per connection) to the
 //     DDI server's nginx on the host's loopback;
-//   - the i6300esb watchdog (-watchdog-action reset) that systemd feeds;
+//   - the i6300esb watchdog (-action watchdog=reset) that systemd feeds;
 //   - swtpm as a TPM 2.0 (tpm-tis), state kept across power cycles;
 //   - the QEMU guest agent on a virtio serial port: the tests' way to run
-//     commands in the guest (no network, no shell on the console).
-// A guest reboot resets the machine inside the same QEMU process (the
-// bootloader runs again); kill() is a power cut; start() after it a cold boot.
+//     commands in the guest (no network, no shell on the console);
+//   - QMP, through which the machine learns why QEMU stopped.
+// A guest reset (reboot, watchdog, firmware `reset`) does not reset the
+// machine inside the same QEMU process: under TCG that warm reset sometimes
+// hangs for good after "reboot: Restarting system" (a known QEMU fault,
+// kubevirt/kubevirt#6885 and #8999; seen here 2 times in 6 reboots). QEMU runs
+// with -action reboot=shutdown instead, and a supervisor thread that reads its
+// QMP events starts a new QEMU (and swtpm) on the same disk overlay and TPM
+// state when the SHUTDOWN event says "guest-reset": for the guest this is a
+// reset (the firmware and bootloader run again, the disk keeps what QEMU
+// wrote), and running() stays true across it. A guest poweroff
+// ("guest-shutdown") ends the machine. kill() is a power cut; start() after
+// it a cold boot.
 
 #include "harness.h"
 
@@ -26,6 +36,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -70,7 +81,13 @@ public:
     void kill();
     // Orderly: poweroff in the guest, wait for QEMU to exit (kill after timeout).
     void powerOff(std::chrono::seconds timeout = std::chrono::seconds(90));
+    // Powered on: from start() until kill(), a guest poweroff, or QEMU ending
+    // for any reason but a guest reset.
     bool running();
+    // Guest resets since the machine was made (each one a new QEMU), and how
+    // many of them the watchdog caused (QMP's WATCHDOG event).
+    int resets() const;
+    int watchdogResets() const;
 
     // The guest agent answers (the guest is up to basic.target at least).
     bool waitAgent(std::chrono::seconds timeout);
@@ -106,12 +123,26 @@ public:
 
 private:
     std::optional<std::string> agent(const std::string& requestJson, std::chrono::milliseconds timeout);
+    // swtpm, then QEMU (paused), then QMP negotiated and the guest let run.
+    // Returns the QMP socket. Needs mu_.
+    int powerOnLocked();
+    // Stops QEMU and swtpm (SIGKILL). Needs mu_.
+    void killLocked();
+    // Reads QMP events until QEMU ends, then starts a new QEMU after a guest
+    // reset or marks the machine off (owns the reset-or-off decision).
+    void supervise(int qmpFd);
+    void hostLog(const std::string& line);
     Image image_;
-    std::string dir_, overlay_, consolePath_, qgaPath_, tpmDir_;
+    std::string dir_, overlay_, consolePath_, qgaPath_, qmpPath_, tpmDir_;
     int cloudPort_ = 0;
     std::string stick_;
+    mutable std::mutex mu_; // guards qemu_, swtpm_, powered_ and the counters
     Child qemu_;
     Child swtpm_;
+    bool powered_ = false;
+    int resets_ = 0;
+    int watchdogResets_ = 0;
+    std::thread supervisor_;
     std::atomic<bool> stopEcho_{false};
     std::thread echo_;
 };
