@@ -36,6 +36,13 @@ for t in systemd-nspawn nsenter systemctl; do
   command -v "$t" >/dev/null || skip "$t is not installed (apt-get install systemd-container util-linux systemd)"
 done
 [ -d /proc/self/ns ] || skip "no namespaces in this kernel"
+# The units' PrivateUsers= needs user namespaces in the guest, which has them
+# only where this test has them: the kernel refuses them to a chrooted process
+# (and to everyone with user.max_user_namespaces=0); the daemons would fail with
+# 217/USER. A root filesystem checked by hand is entered with pivot_root in a
+# mount namespace of its own (unshare -m, then pivot_root), not with chroot.
+userns=$(unshare --user true 2>&1) ||
+  skip "no user namespaces here (unshare --user: $userns); a chroot has none: enter the root with pivot_root instead"
 
 t0=$(date +%s)
 rc=0; tarball=$(bash "$here/make-rootfs.sh") || rc=$?
@@ -45,18 +52,28 @@ echo "rootfs: $tarball ($(( $(date +%s) - t0 )) s)"
 
 work=$(mktemp -d /var/tmp/mbl-boot.XXXXXX)
 root=$work/root
+runner_pid=   # unshare: the guest's outer PID namespace (see the start below)
 nspawn_pid=
 mounted_nspawn_tmpfs=0
 cleanup() {
+  local rc=$?
   if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
     kill -TERM "$nspawn_pid" 2>/dev/null || true   # nspawn shuts the guest down
     for _ in $(seq 1 30); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 1; done
-    kill -KILL "$nspawn_pid" 2>/dev/null || true
-    wait "$nspawn_pid" 2>/dev/null || true
+  fi
+  # Whatever is left: killing the runner kills nspawn (its parent-death
+  # signal) and with it every process of the PID namespace, the guest's too.
+  if [ -n "$runner_pid" ]; then
+    kill -KILL "$runner_pid" 2>/dev/null || true
+    wait "$runner_pid" 2>/dev/null || true
   fi
   if [ "$mounted_nspawn_tmpfs" = 1 ]; then umount /run/systemd/nspawn 2>/dev/null || true; fi
+  if [ "$rc" -ne 0 ] && [ "$console_shown" = 0 ] && [ -s "$work/console.log" ]; then
+    echo "--- guest console (tail)"; tail -n 40 "$work/console.log"
+  fi
   if [ "${MBL_BOOT_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
+console_shown=0
 trap cleanup EXIT
 
 mkdir -p "$root"
@@ -108,29 +125,45 @@ if ! mountpoint -q /run/systemd/nspawn; then
 fi
 
 t1=$(date +%s)
-systemd-nspawn -q --keep-unit --register=no --private-network -M "mbl-boot-$$" -D "$root" -b --console=pipe \
+# nspawn runs as PID 1 of a PID namespace of its own, under unshare
+# --kill-child: however this test ends (meson's timeout sends SIGTERM, then
+# SIGKILL half a second later; a user's kill -9), the runner's death kills nspawn
+# and the kernel then kills every process of that namespace, the guest's
+# included. A guest under a plain nspawn outlives a killed nspawn.
+# --mount-proc: a /proc of that namespace for nspawn (with the machine's /proc,
+# nspawn's "/proc/<its own pid>/ns/net" names another process or none, and the
+# reboot fails: "Failed to open parent network namespace").
+unshare --pid --fork --mount-proc --kill-child=SIGKILL \
+  systemd-nspawn -q --keep-unit --register=no --private-network -M "mbl-boot-$$" -D "$root" -b --console=pipe \
   >"$work/console.log" 2>&1 </dev/null &
-nspawn_pid=$!
+runner_pid=$!
 
-# The guest's init: a descendant of nspawn whose innermost pid is 1.
+# nspawn: the runner's child. The guest's init: nspawn's child whose innermost
+# pid is 1 in a PID namespace below nspawn's (NSpid: host, nspawn's, guest's).
 guest=
 for _ in $(seq 1 100); do
-  for p in $(ps -o pid= --ppid "$nspawn_pid" 2>/dev/null) $(ps -eo pid=,ppid= | awk -v n="$nspawn_pid" '$2==n{print $1}'); do
-    for c in "$p" $(ps -o pid= --ppid "$p" 2>/dev/null); do
-      if awk '/^NSpid:/{exit !($NF == 1 && NF > 2)}' "/proc/$c/status" 2>/dev/null; then guest=$c; break 3; fi
+  [ -n "$nspawn_pid" ] || nspawn_pid=$(ps -o pid= --ppid "$runner_pid" 2>/dev/null | head -n 1 | tr -d ' ')
+  if [ -n "$nspawn_pid" ]; then
+    for c in $(ps -o pid= --ppid "$nspawn_pid" 2>/dev/null); do
+      if awk '/^NSpid:/{exit !($NF == 1 && NF > 3)}' "/proc/$c/status" 2>/dev/null; then guest=$c; break 2; fi
     done
-  done
-  kill -0 "$nspawn_pid" 2>/dev/null || break
+  fi
+  kill -0 "$runner_pid" 2>/dev/null || break
   sleep 0.1
 done
 if [ -z "$guest" ]; then
-  cat "$work/console.log"
+  cat "$work/console.log"; console_shown=1
   if grep -qiE "Failed to (create|mount|set up).*(cgroup|namespace)|Operation not permitted" "$work/console.log"; then
     skip "systemd-nspawn cannot boot a container on this machine (console above)"
   fi
   echo "FAIL: the guest did not start"; exit 1
 fi
-g() { nsenter -t "$guest" -a "$@"; }
+# -r -w: the guest's root and working folder. nsenter -a alone takes the root
+# of the guest's mount namespace, which is the guest's root only when this test
+# runs at the root of its own: in a chroot (a bind-mounted folder as /, which
+# nspawn moves the guest's tree onto) it is the machine's real root, and every
+# command below would run there ("offline", "No journal files").
+g() { nsenter -t "$guest" -a -r -w "$@"; }
 
 # Wait for nspawn's inner child to become systemd, then for the boot to end.
 for _ in $(seq 1 100); do
@@ -140,7 +173,7 @@ done
 state=
 deadline=$(( $(date +%s) + 180 ))
 while [ "$(date +%s)" -lt $deadline ] && kill -0 "$nspawn_pid" 2>/dev/null; do
-  state=$(timeout 60 nsenter -t "$guest" -a systemctl is-system-running --wait 2>/dev/null || true)
+  state=$(timeout 60 nsenter -t "$guest" -a -r -w systemctl is-system-running --wait 2>/dev/null || true)
   case "$state" in running|degraded|maintenance|stopping) break ;; esac
   sleep 0.5
 done
@@ -195,14 +228,15 @@ check "an unprivileged caller of ContainerManager1.RemoveApp gets Access denied 
 
 # A member of the sysusers.d group mbl-admin passes the policy: whatever
 # Commit answers, it is not Access denied.
-g useradd --system --no-create-home --shell /usr/sbin/nologin -G mbl-admin mbl-test-admin
+check "useradd mbl-test-admin (in mbl-admin) in the guest" \
+  g useradd --system --no-create-home --shell /usr/sbin/nologin -G mbl-admin mbl-test-admin
 adm=$(g setpriv --reuid=mbl-test-admin --regid=mbl-test-admin --init-groups \
         busctl --system call org.mbl.Update1 /org/mbl/Update1 org.mbl.Update1 Commit 2>&1 || true)
 check "a member of mbl-admin may call Update1.Commit (answer: ${adm:-success})" \
   bash -c '! grep -qi "access denied" <<<"$1"' _ "$adm"
 
 # D-Bus activation: a call to a stopped service starts its unit.
-g systemctl stop mbl-device-identity.service
+check "systemctl stop mbl-device-identity.service" g systemctl stop mbl-device-identity.service
 g busctl --system introspect org.mbl.DeviceIdentity1 /org/mbl/DeviceIdentity1 >/dev/null 2>&1 || true
 check "a call to org.mbl.DeviceIdentity1 starts the stopped mbl-device-identity.service" \
   test "$(g systemctl is-active mbl-device-identity.service || true)" = active
@@ -215,15 +249,17 @@ for u in "${UNITS[@]}"; do
 done
 
 # The coordinator's reboot path: its user writes the request, systemd reboots.
-g setpriv --reuid=mbl-coordinator --regid=mbl-coordinator --clear-groups \
+check "mbl-coordinator writes /run/mbl/coordinator/reboot-request" \
+  g setpriv --reuid=mbl-coordinator --regid=mbl-coordinator --clear-groups \
   touch /run/mbl/coordinator/reboot-request
 rebooted=0
 for _ in $(seq 1 60); do
-  if ! kill -0 "$nspawn_pid" 2>/dev/null; then rebooted=1; break; fi
+  if ! kill -0 "$runner_pid" 2>/dev/null; then rebooted=1; break; fi
   sleep 1
 done
-nrc=0; if [ $rebooted = 1 ]; then wait "$nspawn_pid" || nrc=$?; nspawn_pid=; fi
-# systemd-nspawn exits with 133 when the guest asked for a reboot.
+nrc=0; if [ $rebooted = 1 ]; then wait "$runner_pid" || nrc=$?; runner_pid=; nspawn_pid=; fi
+# systemd-nspawn exits with 133 when the guest asked for a reboot (unshare
+# exits with its child's status).
 check "the coordinator's reboot request reboots the machine (nspawn exit $nrc)" test "$nrc" = 133
 
 # The shutdown that reboot caused stopped every daemon cleanly: each one
@@ -237,7 +273,7 @@ fi
 
 echo "boot test took $(( $(date +%s) - t0 )) s"
 if [ $failures -ne 0 ]; then
-  echo "--- guest console (tail)"; tail -n 40 "$work/console.log"
+  echo "--- guest console (tail)"; tail -n 40 "$work/console.log"; console_shown=1
 fi
 echo "$failures failure(s)"
 [ $failures -eq 0 ]
