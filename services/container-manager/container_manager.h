@@ -84,6 +84,19 @@ public:
     void setEvents(ManagerEvents* events) { events_ = events; }
     // Autostart (first start since boot) and restarts owed by re-adopted state.
     void startup();
+    // The daemon was told to stop (SIGTERM/SIGINT). `systemState` is systemd's
+    // SystemState (org.freedesktop.systemd1(5)), or why it could not be had.
+    // The one place that decides what a stop of the daemon does to the apps:
+    //  - "stopping" (a poweroff, reboot, halt or kexec is under way): every app
+    //    is stopped as StopApp stops it (SIGTERM, stop_grace_ms, SIGKILL), all at
+    //    once, without changing what it should do after the boot (desired state,
+    //    restart count and records are kept, as after a power loss); from then
+    //    on nothing is started and no health verdict is given, so no update or
+    //    transaction in progress moves; `proceed` runs once every app is
+    //    stopped (or stop_grace_ms + 20 s have passed);
+    //  - anything else, or unknown: the apps are left running (the unit's
+    //    KillMode=process) for the next start to re-adopt; `proceed` runs at once.
+    void terminate(const Expected<std::string>& systemState, std::function<void()> proceed);
 
     // Returns the operation id at once; the end is reported by installCompleted.
     Expected<std::string> install(Fd archive, const std::string& optionsJson);
@@ -228,6 +241,7 @@ private:
     std::string shimDir_;  // <runtime>/apps/shim: per app, "<shim pid> <init pid>" and "<init pid> <exit code>"
     std::uint64_t nextOp_ = 1;
     bool firstSinceBoot_ = false;
+    bool shuttingDown_ = false; // terminate() at system shutdown: apps are being stopped, nothing starts
     Fd inotify_;
     // One shim started ahead of time (taken by a start, refilled in the background).
     std::mutex shimMutex_;

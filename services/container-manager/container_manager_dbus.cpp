@@ -30,6 +30,19 @@ std::function<void(Status)> replier(std::shared_ptr<sdbus::Result<>> result)
         }
     };
 }
+
+// systemd's manager (org.freedesktop.systemd1(5)). Its SystemState property is
+// "stopping" as soon as shutdown.target is active or queued (src/core/manager.c,
+// manager_state()): every poweroff, reboot, halt and kexec queues it before
+// systemd stops this unit (Conflicts=/Before=shutdown.target, the default
+// dependencies). Chosen over a helper unit whose ExecStop= runs at shutdown:
+// the decision and the stop stay in the manager, which alone knows its apps,
+// and nothing else has to be ordered against it.
+const char kSystemdName[] = "org.freedesktop.systemd1";
+const char kSystemdPath[] = "/org/freedesktop/systemd1";
+const char kSystemdManager[] = "org.freedesktop.systemd1.Manager";
+// PID 1 answers at once, also while it shuts down; no answer by then counts as unknown.
+constexpr auto kSystemdTimeout = std::chrono::seconds(5);
 } // namespace
 
 // ---------------------------------------------------------------- AppObject
@@ -266,6 +279,38 @@ std::string ContainerManagerBus::Operation()
 uint32_t ContainerManagerBus::AppCount()
 {
     return manager_.appCount();
+}
+
+// ---------------------------------------------------------------- daemon stop (loop thread)
+
+void ContainerManagerBus::terminate(std::function<void()> proceed)
+{
+    auto answer = [this, proceed](const Expected<std::string>& state) { manager_.terminate(state, proceed); };
+    try {
+        systemd_ = sdbus::createProxy(conn_, kSystemdName, kSystemdPath);
+        // Asynchronous: the reply comes through the loop, which meanwhile keeps
+        // watching the apps (their exits, the timers of their stops).
+        (void)systemd_->callMethodAsync("Get")
+            .onInterface("org.freedesktop.DBus.Properties")
+            .withTimeout(kSystemdTimeout)
+            .withArguments(std::string(kSystemdManager), std::string("SystemState"))
+            .uponReplyInvoke([answer](const sdbus::Error* error, sdbus::Variant value) {
+                if (error != nullptr) {
+                    answer(unexpected(ErrorCode::Failed, error->getName() + ": " + error->getMessage()));
+                    return;
+                }
+                std::string state;
+                try {
+                    state = value.get<std::string>();
+                } catch (const sdbus::Error& e) {
+                    answer(unexpected(ErrorCode::Failed, "its SystemState is not a string: " + e.getMessage()));
+                    return;
+                }
+                answer(state);
+            });
+    } catch (const sdbus::Error& e) {
+        answer(unexpected(ErrorCode::Failed, e.getName() + ": " + e.getMessage()));
+    }
 }
 
 // ---------------------------------------------------------------- events (loop thread)

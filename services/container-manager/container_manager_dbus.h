@@ -50,6 +50,11 @@ public:
 
     static std::string appPath(const std::string& name);
 
+    // The daemon was told to stop: asks systemd whether the system is going
+    // down and hands the answer to the manager, which decides
+    // (ContainerManager::terminate); `proceed` lets the daemon exit.
+    void terminate(std::function<void()> proceed);
+
 private:
     std::string InstallApp(const sdbus::UnixFd& archive, const std::string& optionsJson) override;
     void RemoveApp(sdbus::Result<>&& result, std::string name, bool removeData) override;
@@ -81,6 +86,7 @@ private:
     sdbus::IConnection& conn_;
     ContainerManager& manager_;
     std::map<std::string, std::unique_ptr<AppObject>> apps_;
+    std::unique_ptr<sdbus::IProxy> systemd_; // org.freedesktop.systemd1, asked at terminate()
 };
 
 } // namespace mbl::containers

@@ -31,6 +31,9 @@ int main(int argc, char** argv)
         auto svc = std::make_shared<Service>();
         svc->manager = std::move(manager).value();
         svc->bus = std::make_unique<mbl::containers::ContainerManagerBus>(ctx.connection, *svc->manager);
+        // SIGTERM: the manager decides from what systemd says of the system
+        // whether the apps stop with it (system shutdown) or outlive it.
+        ctx.beforeExit = [bus = svc->bus.get()](std::function<void()> proceed) { bus->terminate(std::move(proceed)); };
         // Starts run from the loop: their replies and signals need it running.
         ctx.loop.post([m = svc->manager.get()] { m->startup(); });
         return std::shared_ptr<void>(svc);

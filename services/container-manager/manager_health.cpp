@@ -13,6 +13,9 @@ namespace mbl::containers {
 
 void ContainerManager::notifyHealth(App& a, bool healthy, const std::string& why)
 {
+    if (shuttingDown_) {
+        return; // its stop is the shutdown's, not the app's failure: the waiters wait for the next boot
+    }
     auto waiters = std::move(a.healthWaiters);
     a.healthWaiters.clear();
     for (auto& w : waiters) {
@@ -22,7 +25,9 @@ void ContainerManager::notifyHealth(App& a, bool healthy, const std::string& why
 
 void ContainerManager::waitHealth(App& a, std::function<void(bool, std::string)> cb)
 {
-    if (a.pid > 0 && a.health == "healthy") {
+    if (shuttingDown_) {
+        a.healthWaiters.push_back(std::move(cb)); // no verdict until the next boot (notifyHealth)
+    } else if (a.pid > 0 && a.health == "healthy") {
         cb(true, "");
     } else if (a.pid > 0 && a.health == "unhealthy") {
         cb(false, "the health probe failed");

@@ -31,6 +31,13 @@ namespace mbl::containers {
 void ContainerManager::startApp(App& a, Done done)
 {
     const std::string name = a.settings.name;
+    if (shuttingDown_) {
+        // The system is going down: nothing starts, and whatever waits for this
+        // start (a restart, a transaction step) stays where it is, as at a
+        // power loss; the next boot takes it from there.
+        log::info("app " + name + ": not started, the system is shutting down");
+        return;
+    }
     if (a.pid > 0) {
         done({});
         return;
@@ -341,7 +348,7 @@ void ContainerManager::onDeleted(const std::string& name)
 
 void ContainerManager::scheduleRestart(App& a, bool failed)
 {
-    if (!a.desiredRunning || a.suppressRestart || (a.hold == AppHold::Removing) || a.pid > 0 || (a.state == AppState::Starting)) {
+    if (shuttingDown_ || !a.desiredRunning || a.suppressRestart || (a.hold == AppHold::Removing) || a.pid > 0 || (a.state == AppState::Starting)) {
         return;
     }
     if (a.settings.restart == "no" || (a.settings.restart == "on-failure" && !failed)) {
@@ -430,6 +437,10 @@ void ContainerManager::stopApp(App& a, Done done)
 
 void ContainerManager::start(const std::string& name, Done done)
 {
+    if (shuttingDown_) {
+        done(unexpected(ErrorCode::Busy, "the system is shutting down: the apps are being stopped until the next boot"));
+        return;
+    }
     App* a = find(name);
     if (a == nullptr) {
         done(unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed"));
@@ -450,6 +461,10 @@ void ContainerManager::start(const std::string& name, Done done)
 
 void ContainerManager::stop(const std::string& name, Done done)
 {
+    if (shuttingDown_) {
+        done(unexpected(ErrorCode::Busy, "the system is shutting down: the apps are being stopped until the next boot"));
+        return;
+    }
     App* a = find(name);
     if (a == nullptr) {
         done(unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed"));
@@ -479,6 +494,10 @@ void ContainerManager::restart(const std::string& name, Done done)
 
 void ContainerManager::remove(const std::string& name, bool removeData, Done done)
 {
+    if (shuttingDown_) {
+        done(unexpected(ErrorCode::Busy, "the system is shutting down: the apps are being stopped until the next boot"));
+        return;
+    }
     App* a = find(name);
     if (a == nullptr) {
         done(unexpected(ErrorCode::NotFound, "no app named '" + name + "' is installed"));

@@ -87,7 +87,9 @@ struct Fixture {
     std::string userPrefix;
     std::uint32_t firstId = 100000;
 
-    explicit Fixture(json config = json::object())
+    explicit Fixture(json config = json::object()) : Fixture(std::move(config), TestStack::Options{}) {}
+    // With a bus configured by `options` (e.g. a double of systemd's policy beside ours).
+    Fixture(json config, const TestStack::Options& options) : stack(options)
     {
         requireRunc();
         const std::string id = stack.root().substr(stack.root().find("mbl-stack.") + 10, 6);

@@ -134,6 +134,13 @@ TestStack::TestStack(const Options& options)
         }
         (void)fs::writeFileAtomic(policyCopy + "/" + s.busName + ".conf", *text, 0644);
     }
+    for (const auto& src : options.extraPolicies) {
+        auto text = fs::readFile(src);
+        if (!text) {
+            throw std::runtime_error("missing policy file " + src);
+        }
+        (void)fs::writeFileAtomic(policyCopy + "/" + src.substr(src.rfind('/') + 1), *text, 0644);
+    }
     const std::string socket = dir_ + "/system_bus_socket";
     const std::string conf = "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
                              " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"

@@ -60,6 +60,10 @@ public:
     struct Options {
         // Policy files (by bus name) left out of the bus configuration.
         std::vector<std::string> withoutPolicies;
+        // Other policy files put beside ours (e.g. the host's
+        // /usr/share/dbus-1/system.d/org.freedesktop.systemd1.conf for a double
+        // of systemd on the private bus).
+        std::vector<std::string> extraPolicies;
     };
     TestStack();
     explicit TestStack(const Options& options);

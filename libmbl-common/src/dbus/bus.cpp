@@ -140,7 +140,7 @@ int runDaemon(int argc, char** argv, const DaemonInfo& info, const SetupFn& setu
     }
     attach(loop, *conn);
 
-    DaemonContext ctx{paths, loop, *conn, configFile, std::move(config).value()};
+    DaemonContext ctx{paths, loop, *conn, configFile, std::move(config).value(), {}};
     std::shared_ptr<void> objects;
     try {
         auto made = setup(ctx);
@@ -170,6 +170,20 @@ int runDaemon(int argc, char** argv, const DaemonInfo& info, const SetupFn& setu
     int sig = loop.run();
     notify::stopping();
     log::info(sig != 0 ? std::string("stopping on ") + strsignal(sig) : std::string("stopping"));
+    if (sig > 0 && !loop.failed() && ctx.beforeExit) {
+        auto proceeded = std::make_shared<bool>(false);
+        ctx.beforeExit([&loop, proceeded] {
+            *proceeded = true;
+            loop.quit();
+        });
+        if (!*proceeded) {
+            const int again = loop.run(); // until proceed() (or a second signal, or a broken bus)
+            if (!*proceeded) {
+                log::warning(again > 0 && !loop.failed() ? std::string("stopping at once on a second ") + strsignal(again)
+                                       : std::string("stopping before the daemon's own stop steps ended"));
+            }
+        }
+    }
     try {
         conn->releaseName(info.busName);
     } catch (const sdbus::Error&) {

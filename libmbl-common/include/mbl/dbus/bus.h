@@ -77,6 +77,11 @@ struct DaemonContext {
     sdbus::IConnection& connection;
     std::string configFile; // <configDir>/<daemon config name>
     Config config;          // its content ({} when the file does not exist)
+    // Optional, set by `setup`: runs on the loop thread when SIGTERM/SIGINT
+    // arrives, before the daemon gives up its name and exits. The loop (and so
+    // the bus) keeps running until the handler calls `proceed`; a second
+    // signal meanwhile ends the daemon at once.
+    std::function<void(std::function<void()> proceed)> beforeExit;
 };
 
 struct DaemonInfo {
@@ -89,7 +94,7 @@ struct DaemonInfo {
 // The standard daemon main: parses --root/--help/--version, sets up logging and the
 // event loop, connects to the bus, lets `setup` register its objects (and return
 // whatever must stay alive), requests the name last, signals READY=1 and runs until
-// SIGTERM/SIGINT. Any failure before READY stops the daemon with a one-line reason
+// SIGTERM/SIGINT (then until ctx.beforeExit lets it go). Any failure before READY stops the daemon with a one-line reason
 // and a non-zero exit.
 using SetupFn = std::function<Expected<std::shared_ptr<void>>(DaemonContext&)>;
 int runDaemon(int argc, char** argv, const DaemonInfo& info, const SetupFn& setup);
