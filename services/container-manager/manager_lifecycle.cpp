@@ -28,6 +28,15 @@
 
 namespace mbl::containers {
 
+namespace {
+// What StartApp, StopApp, RestartApp and RemoveApp answer while terminate()
+// stops the apps for a system shutdown.
+Error shuttingDownBusy()
+{
+    return Error{ErrorCode::Busy, "the system is shutting down: the apps are being stopped until the next boot"};
+}
+} // namespace
+
 void ContainerManager::startApp(App& a, Done done)
 {
     const std::string name = a.settings.name;
@@ -438,7 +447,7 @@ void ContainerManager::stopApp(App& a, Done done)
 void ContainerManager::start(const std::string& name, Done done)
 {
     if (shuttingDown_) {
-        done(unexpected(ErrorCode::Busy, "the system is shutting down: the apps are being stopped until the next boot"));
+        done(unexpected(shuttingDownBusy()));
         return;
     }
     App* a = find(name);
@@ -462,7 +471,7 @@ void ContainerManager::start(const std::string& name, Done done)
 void ContainerManager::stop(const std::string& name, Done done)
 {
     if (shuttingDown_) {
-        done(unexpected(ErrorCode::Busy, "the system is shutting down: the apps are being stopped until the next boot"));
+        done(unexpected(shuttingDownBusy()));
         return;
     }
     App* a = find(name);
@@ -495,7 +504,7 @@ void ContainerManager::restart(const std::string& name, Done done)
 void ContainerManager::remove(const std::string& name, bool removeData, Done done)
 {
     if (shuttingDown_) {
-        done(unexpected(ErrorCode::Busy, "the system is shutting down: the apps are being stopped until the next boot"));
+        done(unexpected(shuttingDownBusy()));
         return;
     }
     App* a = find(name);
