@@ -63,8 +63,9 @@ struct Settings {
     std::string bootIdPath = "/proc/sys/kernel/random/boot_id";
     std::function<std::int64_t()> boottimeMs; // default: clock_gettime(CLOCK_BOOTTIME)
     // Test hook (MBL_COORDINATOR_TEST_PAUSE): stop at this point ("<state>" once
-    // journaled, "staging-apps:N" after N apps staged, "rolling-back-config:N"
-    // after N sections restored) and wait for a kill.
+    // journaled, "staging-apps:N" after N apps staged, "configuring:N" after N
+    // config sections applied, "rolling-back-config:N" after N sections
+    // restored) and wait for a kill.
     std::string pausePoint;
 
     static Expected<Settings> fromConfig(const Paths& paths, const Config& config);

@@ -100,7 +100,10 @@ void Coordinator::applyConfigSections()
                     return;
                 }
             }
-            auto named = [key, next](Status st) {
+            auto named = [this, i, key, next](Status st) {
+                if (st && pauseAt("configuring:" + std::to_string(i + 1))) {
+                    return; // test hook: section i applied, the next not sent
+                }
                 next(st ? st : Status{unexpected(st.error().code, "config: " + sectionName(key) + ": " +
                                                                       st.error().message)});
             };

@@ -1043,6 +1043,36 @@ TEST_CASE("a coordinator killed while restoring the config goes on from the sect
     CHECK(contains(f.lastDetail(), "the previous configuration was restored"));
 }
 
+TEST_CASE("a power cut between two config sections of a firmware deployment, then a fall back to the old slot, "
+          "restores the settings in effect before")
+{
+    Fixture f;
+    f.peers.settings = {{"org.mbl.CloudClient1", R"({"poll_interval_sec":300})"},
+                        {"org.mbl.ContainerManager1", R"({"log_level":"info"})"}};
+    f.peers.manifests["BUNDLE-BYTES"] = R"({"version":"2.0.0","payloads":[{"name":"rootfs","type":"rootfs"},
+        {"name":"config","type":"config"}]})";
+    f.peers.payloads["BUNDLE-BYTES/config"] =
+        R"({"version":"c","cloud":{"poll_interval_sec":5},"containers":{"log_level":"debug"}})";
+    f.c->onDeploymentRequested("7", kDeployment);
+    REQUIRE(f.runUntil([&] { return f.c->state() == "rebooting"; }));
+    // On the trial slot the first section is applied, then the power goes.
+    f.settings.pausePoint = "configuring:1";
+    f.rebootInto("b");
+    REQUIRE(f.runUntil([&] { return fs::exists(f.settings.stateDir + "/paused"); }));
+    CHECK(f.peers.settings["org.mbl.CloudClient1"] == R"({"poll_interval_sec":5})");
+    CHECK(f.peers.settings["org.mbl.ContainerManager1"] == R"({"log_level":"info"})");
+    // The trial's only attempt was used: the bootloader boots the old slot.
+    f.settings.pausePoint.clear();
+    f.peers.update.activeSlot = "a";
+    f.rebootInto("a");
+    REQUIRE(f.idle());
+    CHECK(f.peers.settings["org.mbl.CloudClient1"] == R"({"poll_interval_sec":300})");
+    CHECK(f.peers.settings["org.mbl.ContainerManager1"] == R"({"log_level":"info"})");
+    CHECK(f.peers.commits == 0);
+    REQUIRE(f.last().result == "failure");
+    CHECK(contains(f.lastDetail(), "the previous configuration was restored"));
+}
+
 TEST_CASE("a coordinator killed during the app rollback after a failed firmware finishes the rollback")
 {
     Fixture f;
