@@ -15,10 +15,18 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 
 BUILD=${MBL_DEMO_BUILD_DIR:-build-demo}
+# Quiet, but never silent about a failure: meson's output is shown if it fails,
+# and ninja --quiet still prints each failing command and the compiler's errors.
 if [ ! -f "$BUILD/build.ninja" ]; then
-  meson setup "$BUILD" --buildtype=release >/dev/null
+  log=$(mktemp)
+  meson setup "$BUILD" --buildtype=release >"$log" 2>&1 || {
+    cat "$log" >&2
+    echo "demo: meson setup failed (above)" >&2
+    exit 1
+  }
+  rm -f "$log"
 fi
-ninja -C "$BUILD" >/dev/null
+ninja --quiet -C "$BUILD" || { echo "demo: the build failed (above)" >&2; exit 1; }
 
 keep=()
 [ "${1:-}" = "--keep" ] && keep=(--keep)

@@ -36,8 +36,11 @@ struct DevicePolicy {
     bool allowNoUserns = false;                   // may an app ask "userns": false
     bool allowHostRoot = false;                   // may an app's process be uid 0 on the host (no user namespace)
     bool allowPrivateNetwork = true;              // may apps ask for "network": "private"
-    // Host ports apps may publish ("ports"), as inclusive ranges.
-    std::vector<std::pair<std::uint16_t, std::uint16_t>> publishPorts = {{1024, 65535}};
+    // Host ports apps may publish ("ports"), as inclusive ranges. Built with
+    // the (count, value) constructor: GCC 12 at -O3 (the demo's release build)
+    // takes an initializer list here for "maybe-uninitialized".
+    std::vector<std::pair<std::uint16_t, std::uint16_t>> publishPorts =
+        std::vector<std::pair<std::uint16_t, std::uint16_t>>(1, {std::uint16_t{1024}, std::uint16_t{65535}});
     bool allowAppApi = true;                      // may apps ask for "app_api": true
 
     std::uint64_t memoryCeiling() const;
