@@ -7,6 +7,7 @@
 
 #include "device_world.h"
 
+#include "mbl/fs.h"
 #include "mbl/strings.h"
 
 #include <catch2/catch.hpp>
@@ -458,22 +459,21 @@ bool pollFor(F&& pred, std::chrono::seconds timeout)
 struct CutPoint {
     std::string name;
     std::string expect;  // the server's final state the product promises: FINISHED or ERROR ("" either)
-    std::string variant; // firmware: "" (good), "unreachable" (fails its health gate), "commit-pause"
+    // firmware: "" (good), "unreachable" (fails its health gate), "commit-pause",
+    // "coordinator-pause:POINT" (its coordinator stops at POINT: see
+    // Settings::pausePoint, the MBL_COORDINATOR_TEST_PAUSE hook)
+    std::string variant;
     // Before the deployment (e.g. a pause point); may be empty.
     std::function<void(DeviceWorld&)> prepare;
     // Returns once the point is reached (false: never reached in time).
     std::function<bool(DeviceWorld&, std::size_t consoleFrom)> reached;
+    bool config = false; // the deployment also carries a config payload
 };
 
 std::vector<CutPoint> cutPoints()
 {
     auto consoleAfter = [](const std::string& text) {
         return [text](DeviceWorld& w, std::size_t from) { return w.m->waitConsole(text, from, 900s); };
-    };
-    auto coordinatorState = [](const std::string& state) {
-        return [state](DeviceWorld& w, std::size_t) {
-            return pollFor([&] { return guestProperty(w, "org.mbl.Coordinator1", "State") == state; }, 900s);
-        };
     };
     auto pausedFile = [](const std::string& file) {
         return [file](DeviceWorld& w, std::size_t) {
@@ -518,7 +518,14 @@ std::vector<CutPoint> cutPoints()
              const auto at = w.m->console().find(trialChoice, from);
              return w.m->waitConsole("Welcome to", at, 300s);
          }},
-        {"health-gate", "ERROR", "", nullptr, coordinatorState("verifying")},
+        // In slot B the coordinator stops once "checking-health" is journaled
+        // (polling for the state would race a gate that passes in seconds).
+        {"health-gate", "ERROR", "coordinator-pause:checking-health", nullptr,
+         pausedFile("/var/lib/mbl/coordinator/paused")},
+        // The deployment carries a config of two sections (cloud, containers):
+        // cut after the first is applied in slot B, before the second.
+        {"config-apply", "ERROR", "coordinator-pause:configuring:1", nullptr,
+         pausedFile("/var/lib/mbl/coordinator/paused"), true},
         {"commit", "FINISHED", "commit-pause", nullptr, pausedFile("/boot/mbl/mbl-test-commit-cut")},
         {"rollback", "ERROR", "unreachable", nullptr,
          [](DeviceWorld& w, std::size_t from) {
@@ -575,6 +582,15 @@ void powerCut(const CutPoint& cut)
                 "unreachable", {"mkdir /etc/systemd/system/mbl-cloud-client.service.d",
                                 "write " + variant("unreachable-cloud.conf") +
                                     " /etc/systemd/system/mbl-cloud-client.service.d/unreachable.conf"});
+        } else if (cut.variant.rfind("coordinator-pause:", 0) == 0) {
+            const std::string point = cut.variant.substr(std::string("coordinator-pause:").size());
+            const std::string dropIn = w.work.path() + "/coordinator-pause.conf";
+            (void)mbl::fs::writeFileAtomic(dropIn, "[Service]\nEnvironment=MBL_COORDINATOR_TEST_PAUSE=" + point + "\n",
+                                      0644);
+            rootfs = w.rootfsVariant("coordinator-pause",
+                                     {"mkdir /etc/systemd/system/mbl-coordinator.service.d",
+                                      "write " + dropIn +
+                                          " /etc/systemd/system/mbl-coordinator.service.d/mbl-test-pause.conf"});
         } else if (cut.variant == "commit-pause") {
             rootfs = w.rootfsVariant("commit-pause", {"mkdir /usr/local/sbin",
                                                       "write " + variant("grub-editenv-pause") +
@@ -583,6 +599,16 @@ void powerCut(const CutPoint& cut)
         DeviceWorld::BundleParts parts;
         parts.rootfs = rootfs;
         parts.apps = {{"hello@2.0.0", app}};
+        const std::string settingsBefore = w.guest("mblctl cloud settings");
+        if (cut.config) {
+            parts.config = w.work.path() + "/config.json";
+            (void)mbl::fs::writeFileAtomic(parts.config,
+                                      json({{"version", "cfg-2"},
+                                            {"cloud", {{"poll_interval_sec", 45}}},
+                                            {"containers", {{"apps", {{"hello", {{"env", {{"GREETING", "hi"}}}}}}}}}})
+                                          .dump(),
+                                      0644);
+        }
         const std::string bundle = w.bundle(parts, "fw-2.0.0.bundle");
         if (cut.prepare) {
             cut.prepare(w);
@@ -625,6 +651,15 @@ void powerCut(const CutPoint& cut)
         }
         for (const char* bad : {"installing", "staged", "failed", "unknown"}) {
             CHECK(apps.find(bad) == std::string::npos);
+        }
+        // The config went with the firmware: all of it after a success, none of
+        // it (the settings in effect before) after a failure.
+        const std::string settingsAfter = w.guest("mblctl cloud settings");
+        std::cout << "cloud settings before: " << settingsBefore << "after: " << settingsAfter;
+        if (cut.config && st == "FINISHED") {
+            CHECK(settingsAfter.find("45") != std::string::npos);
+        } else {
+            CHECK(settingsAfter == settingsBefore);
         }
         const std::string containers = w.guest("runc --root /run/mbl/apps/runc list -q | wc -l");
         CHECK(std::atoi(containers.c_str()) <= 1);

@@ -174,6 +174,9 @@ std::string DeviceWorld::bundle(const BundleParts& p, const std::string& fileNam
     for (const auto& [nameVersion, file] : p.apps) {
         argv.insert(argv.end(), {"--app", nameVersion + "=" + file});
     }
+    if (!p.config.empty()) {
+        argv.insert(argv.end(), {"--config", p.config});
+    }
     auto r = mbl::run(argv);
     if (!r || !r->status.success()) {
         throw std::runtime_error("mbl-bundle create failed: " + (r ? r->err + r->out : r.error().message));

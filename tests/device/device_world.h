@@ -59,6 +59,7 @@ public:
         std::string rootfs; // an ext4 slot image ("" for apps only)
         std::vector<std::pair<std::string, std::string>> apps; // "name@version" -> OCI archive
         std::string compatible = "mbl-qemu-x86_64";
+        std::string config; // a config payload (JSON file), "" for none
     };
     std::string bundle(const BundleParts& parts, const std::string& fileName);
     // A copy of the image's slot image changed with debugfs commands (-w -f).

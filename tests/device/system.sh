@@ -63,6 +63,8 @@ printf '[Match]\nName=en* eth*\n\n[Network]\nAddress=10.0.2.15/24\nLinkLocalAddr
 chroot "$r" systemctl enable systemd-networkd.service >/dev/null 2>&1
 chroot "$r" systemctl mask getty@tty1.service serial-getty@ttyS0.service apt-daily.timer \
   apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer >/dev/null 2>&1 || true
+# debootstrap leaves every package it installed in apt's archive cache: 131 MB
+# of the 450 MB slot image, downloaded again with every firmware bundle.
 rm -rf "$r"/usr/share/doc/* "$r"/usr/share/man/* "$r"/usr/share/locale/* "$r"/var/cache/apt/*.bin \
-  "$r"/var/lib/apt/lists/* "$r"/boot/initrd.img-* "$r"/boot/vmlinuz-*
+  "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* "$r"/boot/initrd.img-* "$r"/boot/vmlinuz-*
 : >"$r/etc/machine-id"
