@@ -239,14 +239,20 @@ Error HttpSession::transportError(CURLcode code, const Origin& to) const
         return Error{ErrorCode::Io, "TLS handshake with " + to.host + " failed: the identity service did not sign it: " +
                                         *signFailure_ + " (" + detail + ")"};
     }
+    // What the peer's certificate is checked against.
+    const std::string trust = own                                 ? std::string("the provisioned CA")
+                              : settings_.otherHostsCaPem.empty() ? std::string("the system's trust store")
+                                                                  : std::string("the CA of download.other_hosts_ca_file");
     switch (code) {
     case CURLE_PEER_FAILED_VERIFICATION:
-        return Error{ErrorCode::Io, "the certificate of " + to.host + " is not valid for it or not signed by " +
-                                        (own ? std::string("the provisioned CA")
-                                             : settings_.otherHostsCaPem.empty()
-                                                   ? std::string("a CA of the system's trust store")
-                                                   : std::string("the CA of download.other_hosts_ca_file")) +
-                                        ": " + detail};
+        return Error{ErrorCode::Io,
+                     "the certificate of " + to.host + " is not valid for it or not signed by " + trust + ": " + detail};
+    case CURLE_SSL_CACERT_BADFILE:
+        // No CA to check with: typically a device without a system trust store
+        // (no ca-certificates) asked to fetch from another host. Not "cannot
+        // reach": the host was never asked.
+        return Error{ErrorCode::Io, "cannot check the certificate of " + to.host + ": " + trust + " cannot be read: " +
+                                        detail};
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
         return Error{ErrorCode::Io, "TLS handshake with " + to.host + " failed: " + detail};
