@@ -60,8 +60,17 @@ std::string DeviceWorld::diagnostics()
 {
     std::string out = "--- console (tail)\n" + tail(m->console(), 60);
     if (m->running()) {
-        auto r = m->sh("journalctl -b --no-pager -n 80 -u 'mbl-*' -o short-monotonic; systemctl --failed --no-pager", 30s);
-        out += "\n--- guest journal (mbl-*)\n" + r.out + r.err;
+        // The whole journal's tail: the mbl units' lines alone came back empty
+        // when a deployment stalled, and what stalls may be outside them.
+        auto r = m->sh("journalctl -b --no-pager -n 120 -o short-monotonic; systemctl --failed --no-pager; "
+                       "mblctl status; mblctl history",
+                       30s);
+        out += "\n--- guest journal, failed units, mblctl status and history\n" + r.out + r.err;
+    }
+    try {
+        out += "\n--- the server's actions\n" + cloud.state()["actions"].dump(1) + "\n";
+    } catch (const std::exception& e) {
+        out += "\n--- the server's actions: " + std::string(e.what()) + "\n";
     }
     return out;
 }
