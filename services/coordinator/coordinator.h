@@ -65,7 +65,8 @@ struct Settings {
     // Test hook (MBL_COORDINATOR_TEST_PAUSE): stop at this point ("<state>" once
     // journaled, "staging-apps:N" after N apps staged, "configuring:N" after N
     // config sections applied, "rolling-back-config:N" after N sections
-    // restored) and wait for a kill.
+    // restored, "rolling-back-firmware:marked-bad" between MarkBad and the
+    // reboot back) and wait for a kill.
     std::string pausePoint;
 
     static Expected<Settings> fromConfig(const Paths& paths, const Config& config);

@@ -232,7 +232,7 @@ void Coordinator::rollbackFirmware()
                 log::error(op_->id + ": MarkBad failed: " + st.error().describe());
             }
             op_->markedBad = true;
-            if (save()) {
+            if (save() && !pauseAt("rolling-back-firmware:marked-bad")) {
                 rebootBack();
             }
         }));

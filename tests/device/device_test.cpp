@@ -507,7 +507,12 @@ std::vector<CutPoint> cutPoints()
         {"app-install", "FINISHED", "",
          [](DeviceWorld& w) { pauseAt(w, "mbl-container-manager", "MBL_CM_TEST_PAUSE", "staged"); },
          pausedFile("/var/lib/mbl/apps/.paused")},
-        {"reboot-request", "", "", nullptr, pausedFile("/run/mbl/coordinator/reboot-request")},
+        // The reboot is requested but not yet carried out: mbl-reboot.path is
+        // masked for this boot (in /run, gone after the cut), else it reboots
+        // at once and polling for the request would race it.
+        {"reboot-request", "", "",
+         [](DeviceWorld& w) { w.guest("systemctl mask --runtime --now mbl-reboot.path"); },
+         pausedFile("/run/mbl/coordinator/reboot-request")},
         // The bootloader counted the trial attempt: the cold boot finds none left.
         {"trial-bootloader", "ERROR", "", nullptr, consoleAfter(trialChoice)},
         {"trial-kernel", "ERROR", "", nullptr,
@@ -527,14 +532,11 @@ std::vector<CutPoint> cutPoints()
         {"config-apply", "ERROR", "coordinator-pause:configuring:1", nullptr,
          pausedFile("/var/lib/mbl/coordinator/paused"), true},
         {"commit", "FINISHED", "commit-pause", nullptr, pausedFile("/boot/mbl/mbl-test-commit-cut")},
-        {"rollback", "ERROR", "unreachable", nullptr,
-         [](DeviceWorld& w, std::size_t from) {
-             // The health gate failed in slot B: MarkBad, then the reboot back.
-             if (!w.m->waitConsole("booting slot 'B'", from, 900s)) {
-                 return false;
-             }
-             return pollFor([&] { return w.m->sh("test -e /run/mbl/coordinator/reboot-request", 10s).ok(); }, 600s);
-         }},
+        // The health gate fails in slot B (the cloud is unreachable from it):
+        // cut between MarkBad and the reboot back (polling for the reboot
+        // request raced mbl-reboot.path, which reboots at once).
+        {"rollback", "ERROR", "unreachable+coordinator-pause:rolling-back-firmware:marked-bad", nullptr,
+         pausedFile("/var/lib/mbl/coordinator/paused")},
     };
 }
 
@@ -577,24 +579,30 @@ void powerCut(const CutPoint& cut)
         bringUp(w);
         const std::string app = w.appImage("hello", "2.0.0", {"/bin/sh", "-c", "echo hello 2; exec sleep 100000"});
         std::string rootfs = w.image.rootfs;
-        if (cut.variant == "unreachable") {
-            rootfs = w.rootfsVariant(
-                "unreachable", {"mkdir /etc/systemd/system/mbl-cloud-client.service.d",
-                                "write " + variant("unreachable-cloud.conf") +
-                                    " /etc/systemd/system/mbl-cloud-client.service.d/unreachable.conf"});
-        } else if (cut.variant.rfind("coordinator-pause:", 0) == 0) {
-            const std::string point = cut.variant.substr(std::string("coordinator-pause:").size());
-            const std::string dropIn = w.work.path() + "/coordinator-pause.conf";
-            (void)mbl::fs::writeFileAtomic(dropIn, "[Service]\nEnvironment=MBL_COORDINATOR_TEST_PAUSE=" + point + "\n",
-                                      0644);
-            rootfs = w.rootfsVariant("coordinator-pause",
-                                     {"mkdir /etc/systemd/system/mbl-coordinator.service.d",
-                                      "write " + dropIn +
-                                          " /etc/systemd/system/mbl-coordinator.service.d/mbl-test-pause.conf"});
-        } else if (cut.variant == "commit-pause") {
-            rootfs = w.rootfsVariant("commit-pause", {"mkdir /usr/local/sbin",
-                                                      "write " + variant("grub-editenv-pause") +
-                                                          " /usr/local/sbin/grub-editenv"});
+        // The firmware: the image changed by each '+'-joined part of cut.variant.
+        std::vector<std::string> edits;
+        for (const auto& part : str::split(cut.variant, '+')) {
+            if (part == "unreachable") {
+                edits.insert(edits.end(), {"mkdir /etc/systemd/system/mbl-cloud-client.service.d",
+                                           "write " + variant("unreachable-cloud.conf") +
+                                               " /etc/systemd/system/mbl-cloud-client.service.d/unreachable.conf"});
+            } else if (part.rfind("coordinator-pause:", 0) == 0) {
+                const std::string point = part.substr(std::string("coordinator-pause:").size());
+                const std::string dropIn = w.work.path() + "/coordinator-pause.conf";
+                (void)mbl::fs::writeFileAtomic(
+                    dropIn, "[Service]\nEnvironment=MBL_COORDINATOR_TEST_PAUSE=" + point + "\n", 0644);
+                edits.insert(edits.end(), {"mkdir /etc/systemd/system/mbl-coordinator.service.d",
+                                           "write " + dropIn +
+                                               " /etc/systemd/system/mbl-coordinator.service.d/mbl-test-pause.conf"});
+            } else if (part == "commit-pause") {
+                edits.insert(edits.end(), {"mkdir /usr/local/sbin", "write " + variant("grub-editenv-pause") +
+                                                                        " /usr/local/sbin/grub-editenv"});
+            } else if (!part.empty()) {
+                throw std::runtime_error("unknown firmware variant part '" + part + "'");
+            }
+        }
+        if (!edits.empty()) {
+            rootfs = w.rootfsVariant("cut-" + cut.name, edits);
         }
         DeviceWorld::BundleParts parts;
         parts.rootfs = rootfs;
