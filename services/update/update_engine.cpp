@@ -746,6 +746,9 @@ Status UpdateEngine::commit()
     if (!onTrial) {
         return {}; // committed already: Commit is idempotent
     }
+    // Test hook: the environment says committed, the state copy does not yet
+    // (reached once: a repeated Commit returns above).
+    pausePoint("committed");
     {
         std::lock_guard<std::mutex> l(errorMutex_);
         lastError_.clear();

@@ -459,9 +459,10 @@ bool pollFor(F&& pred, std::chrono::seconds timeout)
 struct CutPoint {
     std::string name;
     std::string expect;  // the server's final state the product promises: FINISHED or ERROR ("" either)
-    // firmware: "" (good), "unreachable" (fails its health gate), "commit-pause",
+    // firmware: "" (good), "unreachable" (fails its health gate),
     // "coordinator-pause:POINT" (its coordinator stops at POINT: see
-    // Settings::pausePoint, the MBL_COORDINATOR_TEST_PAUSE hook)
+    // Settings::pausePoint, the MBL_COORDINATOR_TEST_PAUSE hook),
+    // "update-pause:POINT" (its update service: MBL_UPDATE_TEST_PAUSE), joined with '+'.
     std::string variant;
     // Before the deployment (e.g. a pause point); may be empty.
     std::function<void(DeviceWorld&)> prepare;
@@ -531,7 +532,11 @@ std::vector<CutPoint> cutPoints()
         // cut after the first is applied in slot B, before the second.
         {"config-apply", "ERROR", "coordinator-pause:configuring:1", nullptr,
          pausedFile("/var/lib/mbl/coordinator/paused"), true},
-        {"commit", "FINISHED", "commit-pause", nullptr, pausedFile("/boot/mbl/mbl-test-commit-cut")},
+        // In slot B the update service stops once Commit has written the
+        // bootloader environment, before its state copy on the data partition.
+        // (A test grub-editenv waiting after "set BOOT_B_LEFT=3" was never
+        // reached: the environment is written by grubenv.cpp, not the tool.)
+        {"commit", "FINISHED", "update-pause:committed", nullptr, pausedFile("/var/lib/mbl/update/paused")},
         // The health gate fails in slot B (the cloud is unreachable from it):
         // cut between MarkBad and the reboot back (polling for the reboot
         // request raced mbl-reboot.path, which reboots at once).
@@ -594,9 +599,14 @@ void powerCut(const CutPoint& cut)
                 edits.insert(edits.end(), {"mkdir /etc/systemd/system/mbl-coordinator.service.d",
                                            "write " + dropIn +
                                                " /etc/systemd/system/mbl-coordinator.service.d/mbl-test-pause.conf"});
-            } else if (part == "commit-pause") {
-                edits.insert(edits.end(), {"mkdir /usr/local/sbin", "write " + variant("grub-editenv-pause") +
-                                                                        " /usr/local/sbin/grub-editenv"});
+            } else if (part.rfind("update-pause:", 0) == 0) {
+                const std::string point = part.substr(std::string("update-pause:").size());
+                const std::string dropIn = w.work.path() + "/update-pause.conf";
+                (void)mbl::fs::writeFileAtomic(dropIn, "[Service]\nEnvironment=MBL_UPDATE_TEST_PAUSE=" + point + "\n",
+                                               0644);
+                edits.insert(edits.end(), {"mkdir /etc/systemd/system/mbl-update.service.d",
+                                           "write " + dropIn +
+                                               " /etc/systemd/system/mbl-update.service.d/mbl-test-pause.conf"});
             } else if (!part.empty()) {
                 throw std::runtime_error("unknown firmware variant part '" + part + "'");
             }
