@@ -511,7 +511,9 @@ std::vector<CutPoint> cutPoints()
         // The reboot is requested but not yet carried out: mbl-reboot.path is
         // masked for this boot (in /run, gone after the cut), else it reboots
         // at once and polling for the request would race it.
-        {"reboot-request", "", "",
+        // FINISHED: everything was staged (and, the product says, durable)
+        // before the request; the cold boot boots the armed slot B.
+        {"reboot-request", "FINISHED", "",
          [](DeviceWorld& w) { w.guest("systemctl mask --runtime --now mbl-reboot.path"); },
          pausedFile("/run/mbl/coordinator/reboot-request")},
         // The bootloader counted the trial attempt: the cold boot finds none left.
