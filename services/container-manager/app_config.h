@@ -39,8 +39,8 @@ struct DevicePolicy {
     // Host ports apps may publish ("ports"), as inclusive ranges. Built with
     // the (count, value) constructor: GCC 12 at -O3 (the demo's release build)
     // takes an initializer list here for "maybe-uninitialized".
-    std::vector<std::pair<std::uint16_t, std::uint16_t>> publishPorts =
-        std::vector<std::pair<std::uint16_t, std::uint16_t>>(1, {std::uint16_t{1024}, std::uint16_t{65535}});
+    using PortRange = std::pair<std::uint16_t, std::uint16_t>;
+    std::vector<PortRange> publishPorts = std::vector<PortRange>(1, PortRange{1024, 65535});
     bool allowAppApi = true;                      // may apps ask for "app_api": true
 
     std::uint64_t memoryCeiling() const;

@@ -21,7 +21,7 @@ Error invalid(const std::string& m)
 }
 
 // "1024-65535" or "8080": an inclusive range of ports.
-Expected<std::pair<std::uint16_t, std::uint16_t>> portRange(const std::string& text, const std::string& origin)
+Expected<DevicePolicy::PortRange> portRange(const std::string& text, const std::string& origin)
 {
     const auto dash = text.find('-');
     const std::string a = text.substr(0, dash);

@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <optional>
@@ -434,13 +435,19 @@ std::string guestProperty(DeviceWorld& w, const std::string& service, const std:
     return sp == std::string::npos ? v : v.substr(sp + 1);
 }
 
+// The systemd drop-in that sets a daemon's test pause point.
+std::string pauseDropIn(const std::string& var, const std::string& point)
+{
+    return "[Service]\nEnvironment=" + var + "=" + point + "\n";
+}
+
 // A drop-in in /run (gone after the power cut) that sets a test pause point of
 // a daemon, and the daemon restarted to take it.
 void pauseAt(DeviceWorld& w, const std::string& unit, const std::string& var, const std::string& point)
 {
-    w.guest("mkdir -p /run/systemd/system/" + unit + ".service.d && printf '[Service]\\nEnvironment=" + var + "=" +
-            point + "\\n' >/run/systemd/system/" + unit + ".service.d/mbl-test-pause.conf && systemctl daemon-reload && "
-            "systemctl restart " + unit + ".service");
+    const std::string dir = "/run/systemd/system/" + unit + ".service.d";
+    w.guest("mkdir -p " + dir + " && printf '%s' '" + pauseDropIn(var, point) + "' >" + dir +
+            "/mbl-test-pause.conf && systemctl daemon-reload && systemctl restart " + unit + ".service");
 }
 
 template <typename F>
@@ -593,23 +600,30 @@ void powerCut(const CutPoint& cut)
                 edits.insert(edits.end(), {"mkdir /etc/systemd/system/mbl-cloud-client.service.d",
                                            "write " + variant("unreachable-cloud.conf") +
                                                " /etc/systemd/system/mbl-cloud-client.service.d/unreachable.conf"});
-            } else if (part.rfind("coordinator-pause:", 0) == 0) {
-                const std::string point = part.substr(std::string("coordinator-pause:").size());
-                const std::string dropIn = w.work.path() + "/coordinator-pause.conf";
-                (void)mbl::fs::writeFileAtomic(
-                    dropIn, "[Service]\nEnvironment=MBL_COORDINATOR_TEST_PAUSE=" + point + "\n", 0644);
-                edits.insert(edits.end(), {"mkdir /etc/systemd/system/mbl-coordinator.service.d",
-                                           "write " + dropIn +
-                                               " /etc/systemd/system/mbl-coordinator.service.d/mbl-test-pause.conf"});
-            } else if (part.rfind("update-pause:", 0) == 0) {
-                const std::string point = part.substr(std::string("update-pause:").size());
-                const std::string dropIn = w.work.path() + "/update-pause.conf";
-                (void)mbl::fs::writeFileAtomic(dropIn, "[Service]\nEnvironment=MBL_UPDATE_TEST_PAUSE=" + point + "\n",
-                                               0644);
-                edits.insert(edits.end(), {"mkdir /etc/systemd/system/mbl-update.service.d",
-                                           "write " + dropIn +
-                                               " /etc/systemd/system/mbl-update.service.d/mbl-test-pause.conf"});
-            } else if (!part.empty()) {
+                continue;
+            }
+            // "<daemon>-pause:POINT": that daemon's pause point, by a drop-in in the firmware.
+            struct Pausable {
+                const char* prefix;
+                const char* unit;
+                const char* var;
+            };
+            static const Pausable kPausable[] = {
+                {"coordinator-pause:", "mbl-coordinator", "MBL_COORDINATOR_TEST_PAUSE"},
+                {"update-pause:", "mbl-update", "MBL_UPDATE_TEST_PAUSE"},
+            };
+            bool known = part.empty();
+            for (const auto& p : kPausable) {
+                if (part.rfind(p.prefix, 0) != 0) {
+                    continue;
+                }
+                const std::string unitDir = std::string("/etc/systemd/system/") + p.unit + ".service.d";
+                const std::string dropIn = w.work.path() + "/" + p.unit + "-pause.conf";
+                (void)mbl::fs::writeFileAtomic(dropIn, pauseDropIn(p.var, part.substr(std::strlen(p.prefix))), 0644);
+                edits.insert(edits.end(), {"mkdir " + unitDir, "write " + dropIn + " " + unitDir + "/mbl-test-pause.conf"});
+                known = true;
+            }
+            if (!known) {
                 throw std::runtime_error("unknown firmware variant part '" + part + "'");
             }
         }
