@@ -37,6 +37,18 @@ Status syncDir(const std::string& dir)
     return {};
 }
 
+Status syncFileSystem(const std::string& path)
+{
+    Fd d{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+    if (!d) {
+        return unexpected(errnoError("open " + path, errno));
+    }
+    if (::syncfs(d.get()) != 0) {
+        return unexpected(errnoError("syncfs of the file system of " + path, errno));
+    }
+    return {};
+}
+
 Status writeAll(int fd, const void* data, std::size_t len)
 {
     const auto* p = static_cast<const char*>(data);

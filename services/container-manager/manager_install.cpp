@@ -218,7 +218,15 @@ Expected<std::string> ContainerManager::install(Fd archive, const std::string& o
                          {"uid", ids->first},
                          {"gid", ids->second},
                          {"userns", userns ? json{{"base", staged->idBase}, {"size", staged->idSize}} : json(nullptr)}};
-            return fs::writeFileAtomic(staged->dir + "/" + kVersionMeta, meta.dump(2) + "\n", 0600);
+            if (auto st = fs::writeFileAtomic(staged->dir + "/" + kVersionMeta, meta.dump(2) + "\n", 0600); !st) {
+                return st;
+            }
+            // The unpacked layers were written without a fsync per file: one
+            // syncfs puts them on the disk before anything (a transaction
+            // record, the app's current version) names this folder. Without it
+            // a power cut after "staged" left empty files behind a record that
+            // promised the app (the device test's reboot-request power cut).
+            return fs::syncFileSystem(staged->dir);
         };
         // Nothing may leave this thread as an exception: std::terminate would end
         // the daemon and every app's supervision with it.

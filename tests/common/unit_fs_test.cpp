@@ -95,3 +95,14 @@ TEST_CASE("MBL_ROOT and --root relocate every directory under one folder")
     unsetenv("MBL_ROOT");
     CHECK(Paths::resolve("").configDir == "/etc/mbl");
 }
+
+TEST_CASE("syncing the file system of a folder works there and names the missing path")
+{
+    test::TempDir tmp;
+    REQUIRE(fs::writeFileAtomic(tmp.path() + "/f", "data"));
+    CHECK(fs::syncFileSystem(tmp.path()));
+    auto st = fs::syncFileSystem(tmp.path() + "/missing");
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::NotFound);
+    CHECK(st.error().message.find(tmp.path() + "/missing") != std::string::npos);
+}

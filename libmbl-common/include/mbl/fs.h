@@ -33,6 +33,10 @@ Status removeTree(const std::string& path);
 // fsync of a directory (after a rename or unlink in it).
 Status syncDir(const std::string& dir);
 
+// syncfs(2) of the file system that holds path: every file written there
+// (e.g. a tree unpacked without a fsync per file) is on the disk when it returns.
+Status syncFileSystem(const std::string& path);
+
 bool exists(const std::string& path);
 
 // Directory part of a path ("a/b/c" -> "a/b", "c" -> ".").
