@@ -26,6 +26,7 @@ struct SlotConfig {
     std::string device;     // block device or image file
     std::string bootname;   // name in the bootloader environment ("A")
     std::uint64_t size = 0; // 0: the device's size
+    std::string filesystem; // what a rootfs payload must be ("ext4"), "" any (rootfs_head.h)
 };
 
 enum class SlotStatus {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "slot_writer.h"
 
+#include "rootfs_head.h"
+
 #include "mbl/crypto.h"
 #include "mbl/fd.h"
 #include "mbl/log.h"
@@ -448,6 +450,9 @@ Status writeRootfs(bundle::Reader& r, const bundle::Payload& p, const SlotConfig
             break;
         }
         head.append(static_cast<const char*>(c->data), c->size);
+    }
+    if (auto st = checkRootfsHead(head, p.size, target.name, target.filesystem); !st) {
+        return st;
     }
     if (o.beforeFirstWrite) {
         if (auto st = o.beforeFirstWrite(head); !st) {

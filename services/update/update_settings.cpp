@@ -84,8 +84,9 @@ Expected<UpdateSettings> UpdateSettings::fromConfig(const Paths& paths, const Co
         auto name = config.getString(at + ".name", "");
         auto device = config.getString(at + ".device", "");
         auto bootname = config.getString(at + ".bootname", "");
+        auto filesystem = config.getString(at + ".filesystem", "");
         auto size = config.getInt(at + ".size", 0, 0, std::numeric_limits<std::int64_t>::max());
-        for (const auto* r : {&name, &device, &bootname}) {
+        for (const auto* r : {&name, &device, &bootname, &filesystem}) {
             if (!*r) {
                 return unexpected(r->error());
             }
@@ -99,8 +100,12 @@ Expected<UpdateSettings> UpdateSettings::fromConfig(const Paths& paths, const Co
         if (device->empty()) {
             return bad(at + ".device", "the slot's block device or image file");
         }
+        if (!filesystem->empty() && *filesystem != "ext4") {
+            return bad(at + ".filesystem", "\"ext4\" (the file system a rootfs payload must be) or absent (any)");
+        }
         c.name = *name;
         c.device = *device;
+        c.filesystem = *filesystem;
         c.bootname = *bootname;
         if (c.bootname.empty()) {
             for (char ch : c.name) {

@@ -656,3 +656,81 @@ TEST_CASE("mbl-update refuses to start on a misspelled key of update.json and sa
     CHECK_FALSE(fs::exists(dev.stateDir + "/state.json"));
     CHECK_FALSE(fs::exists(dev.env));
 }
+
+TEST_CASE("a rootfs that is not a whole file system for the slots (a truncated ext4 image; other bytes where the slots "
+          "hold ext4) is refused before the slot is touched, with a named error; the whole image installs")
+{
+    TestStack stack;
+    test::TempDir work("mbl-update-it");
+    Device dev(stack.root(), pki());
+    // A real ext4 image (mke2fs -d of a small tree), and the same image cut
+    // short, as a broken build or a partial copy leaves it, then signed.
+    const std::string tree = work.path() + "/tree";
+    REQUIRE(fs::makeDirs(tree + "/etc"));
+    writeFile(tree + "/etc/os-release", "ID=mbl\n");
+    const std::string image = work.path() + "/rootfs.ext4";
+    REQUIRE(mustRun({"mke2fs", "-q", "-t", "ext4", "-d", tree, image, "3M"}).status.success());
+    const std::string cut = work.path() + "/rootfs-cut.ext4";
+    writeFile(cut, readFile(image).substr(0, 1u << 20));
+    const std::string other = work.path() + "/rootfs.bin";
+    makeImage(other, 1u << 20, 21);
+    auto bundleOf = [&](const std::string& rootfs, const std::string& name) {
+        auto spec = signedSpec();
+        spec.rootfs = rootfs;
+        const std::string out = work.path() + "/" + name;
+        REQUIRE(createBundle(spec, out).status.success());
+        return out;
+    };
+    const std::string bCut = bundleOf(cut, "cut.bundle");
+    const std::string bOther = bundleOf(other, "other.bundle");
+    const std::string bWhole = bundleOf(image, "whole.bundle");
+    const std::string slotBefore = sha256File(dev.slotB);
+    auto install = [&](const std::string& bundle) {
+        Client c;
+        Fd fd = openRead(bundle);
+        auto done = c.waitCompleted(c.install(fd.get()));
+        INFO(stack.log("update"));
+        return done;
+    };
+
+    REQUIRE(stack.start("update"));
+    const auto envBefore = dev.readEnv(); // as the service wrote it at start
+    auto done = install(bCut);
+    CHECK_FALSE(done.ok);
+    CHECK(done.name == "org.mbl.Error.InvalidArgument");
+    CHECK(done.message.find("truncated") != std::string::npos);
+    CHECK(done.message.find(std::to_string(3u << 20)) != std::string::npos);
+    CHECK(sha256File(dev.slotB) == slotBefore);
+    CHECK(dev.readEnv() == envBefore);
+
+    // Slots declared to hold ext4: bytes that are not ext4 are refused.
+    stack.stop("update");
+    dev.config["slots"][0]["filesystem"] = "ext4";
+    dev.config["slots"][1]["filesystem"] = "ext4";
+    dev.writeConfig();
+    REQUIRE(stack.start("update"));
+    done = install(bOther);
+    CHECK_FALSE(done.ok);
+    CHECK(done.name == "org.mbl.Error.Incompatible");
+    CHECK(done.message.find("not an ext4 file system") != std::string::npos);
+    CHECK(sha256File(dev.slotB) == slotBefore);
+    CHECK(dev.readEnv() == envBefore);
+
+    done = install(bWhole);
+    INFO(done.name << ": " << done.message);
+    CHECK(done.ok);
+    CHECK(sha256File(dev.slotB).size() == 64);
+    Client c;
+    CHECK(c.get<std::string>("ActiveSlot") == "b");
+}
+
+TEST_CASE("mbl-update refuses a slot file system it does not know and names the key")
+{
+    TestStack stack;
+    Device dev(stack.root(), pki());
+    dev.config["slots"][0]["filesystem"] = "ext5";
+    dev.writeConfig();
+    auto st = stack.start("update");
+    REQUIRE_FALSE(st);
+    CHECK(stack.log("update").find("key 'slots[0].filesystem' must be") != std::string::npos);
+}

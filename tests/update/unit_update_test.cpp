@@ -1095,7 +1095,7 @@ TEST_CASE("an update.json with an unknown, misspelled, mistyped or out-of-range 
     };
     const std::vector<Case> cases{
         {"a misspelled slot key", [](nlohmann::json& c) { c["slots"][1]["devcie"] = c["slots"][1]["device"]; },
-         "unknown key 'slots[1].devcie' (expected one of: bootname, device, name, size)"},
+         "unknown key 'slots[1].devcie' (expected one of: bootname, device, filesystem, name, size)"},
         {"a misspelled bootloader key",
          [](nlohmann::json& c) {
              c["bootloader"]["typ"] = c["bootloader"]["type"];

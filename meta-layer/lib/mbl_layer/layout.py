@@ -106,6 +106,12 @@ def update_config(parts, prefix, compatible, bootloader, env_path, factory_versi
         raise LayoutError("bootloader %r is neither grub nor uboot" % bootloader)
     slots = [{"name": p["slot"].lower(), "bootname": p["slot"], "device": device(p, prefix)}
              for p in role(parts, "rootfs")]
+    # What a rootfs payload must be, checked before the slot is written
+    # (services/update/rootfs_head.h): ext4 is the one file system it knows.
+    for slot, p in zip(slots, role(parts, "rootfs")):
+        if p["fstype"] == "ext4":
+            slot["filesystem"] = "ext4"
+
     loader = {"type": bootloader, "path": env_path}
     if defaults:
         loader["defaults"] = defaults
