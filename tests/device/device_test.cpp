@@ -876,12 +876,45 @@ TEST_CASE("factory data reset during a trial boot and after a commit", "[data-wi
     });
 }
 
-TEST_CASE("bad input on the device: corrupted environment, full boot partition, image larger than the slot",
+TEST_CASE("bad input on the device: foreign or truncated image, corrupted environment, full boot partition, image larger "
+          "than the slot",
           "[bad-input]")
 {
     DeviceWorld w(Bootloader::Grub);
     scenario(w, [&] {
         bringUp(w);
+        // Refused with the error's name in the server's feedback; slot A runs
+        // 1.0.0, good, alone in BOOT_ORDER; slot B was never claimed.
+        auto refused = [&](const std::string& bundle, const std::string& errorName, const std::string& words) {
+            const std::string action = w.deploy(bundle);
+            CHECK(w.waitClosed(action, 900s) == "ERROR");
+            const auto details = w.feedbackDetails(action);
+            for (const auto& d : details) {
+                std::cout << "  feedback " << d << std::endl;
+            }
+            REQUIRE(!details.empty());
+            CHECK(details.back().find(errorName) != std::string::npos);
+            CHECK(details.back().find(words) != std::string::npos);
+            const json us = w.updateStatus();
+            CHECK(us.value("firmware_version", "") == "1.0.0");
+            CHECK(slotState(us, "a") == "good");
+            CHECK(slotState(us, "b") == "empty");
+            CHECK(w.bootEnv()["BOOT_ORDER"] == "A");
+        };
+
+        // 0. A bundle for another device class, and a slot image cut short
+        // (signed as it is: a broken build or copy) are refused before the
+        // slot is touched.
+        DeviceWorld::BundleParts foreign;
+        foreign.rootfs = w.image.rootfs;
+        foreign.compatible = "acme-other-board";
+        refused(w.bundle(foreign, "fw-foreign.bundle"), "Incompatible", "acme-other-board");
+        const std::string cut = w.work.path() + "/rootfs-cut.ext4";
+        (void)mbl::run({"cp", "--sparse=always", w.image.rootfs, cut});
+        (void)mbl::run({"truncate", "-s", "64M", cut});
+        DeviceWorld::BundleParts truncated;
+        truncated.rootfs = cut;
+        refused(w.bundle(truncated, "fw-cut.bundle"), "InvalidArgument", "truncated");
 
         // 1. A firmware image larger than the slot (1024 MiB): refused before
         // anything is written, with a named error; slot A still boots.
@@ -935,6 +968,64 @@ TEST_CASE("bad input on the device: corrupted environment, full boot partition, 
         CHECK(w.m->console().find("mbl: cannot read the environment block") != std::string::npos);
         CHECK(w.bootedSlot() == "A");
         w.say("with a corrupted grubenv the device booted slot " + w.bootedSlot() + " (it ran " + good + ")");
+        w.m->powerOff();
+    });
+}
+
+TEST_CASE("bad input on the U-Boot device: one copy of the environment corrupted, then both", "[bad-input-uboot]")
+{
+    DeviceWorld w(Bootloader::Uboot);
+    scenario(w, [&] {
+        w.boot();
+        const std::string files = "/boot/mbl/uboot.env /boot/mbl/uboot-redund.env";
+        // Two writes from Linux: the current copy holds MBL_TEST_MARK=two, the
+        // other one MBL_TEST_MARK=one (libubootenv writes the copy not in use).
+        w.guest("fw_setenv -c /etc/fw_env.config MBL_TEST_MARK one && fw_setenv -c /etc/fw_env.config MBL_TEST_MARK two");
+        const std::string current = str::trim(w.guest("grep -l -a 'MBL_TEST_MARK=two' " + files));
+        REQUIRE(current.find('\n') == std::string::npos);
+        const std::string other = current.find("redund") != std::string::npos ? "uboot.env" : "uboot-redund.env";
+        auto corrupt = [&](const std::string& file) {
+            w.guest("printf 'garbage' | dd of=" + file + " bs=1 seek=16 conv=notrunc 2>/dev/null && sync");
+        };
+        auto reboot = [&] {
+            const std::string bid = w.m->bootId();
+            const std::size_t from = w.m->consoleSize();
+            w.guest("systemctl --no-block reboot");
+            w.waitReboot(bid, 600s);
+            return w.m->console().substr(from);
+        };
+
+        // 1. The current copy corrupted: the boot script takes the other one
+        // (as a power cut in the middle of a write would leave them), boots
+        // slot A, and writes a good copy in place of the bad one.
+        corrupt(current);
+        std::string console = reboot();
+        const std::string base = current.substr(current.rfind('/') + 1);
+        CHECK(console.find("mbl: " + base + " is missing or corrupted: using " + other) != std::string::npos);
+        CHECK(w.bootedSlot() == "A");
+        auto env = w.bootEnv();
+        CHECK(env["MBL_TEST_MARK"] == "one");
+        CHECK(env["BOOT_ORDER"] == "A");
+        json us = w.updateStatus();
+        std::cout << us.dump(2) << std::endl;
+        CHECK(us.value("booted_slot", "") == "a");
+        CHECK(slotState(us, "a") == "good");
+
+        // 2. Both copies corrupted: the factory environment (slot A first), a
+        // named line on the console, slot A boots, the update service reads
+        // the environment the script wrote back.
+        corrupt("/boot/mbl/uboot.env");
+        corrupt("/boot/mbl/uboot-redund.env");
+        console = reboot();
+        CHECK(console.find("are missing or corrupted: using the factory environment") != std::string::npos);
+        CHECK(w.bootedSlot() == "A");
+        env = w.bootEnv();
+        CHECK(env.count("MBL_TEST_MARK") == 0);
+        CHECK(env["BOOT_ORDER"].rfind("A", 0) == 0);
+        us = w.updateStatus();
+        std::cout << us.dump(2) << std::endl;
+        CHECK(us.value("booted_slot", "") == "a");
+        CHECK(slotState(us, "a") == "good");
         w.m->powerOff();
     });
 }
