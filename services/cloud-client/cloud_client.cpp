@@ -811,7 +811,13 @@ Expected<Fd> CloudClient::download(const std::string& actionId, const std::strin
     {
         std::lock_guard<std::mutex> lk(mu_);
         if (!sessionConfig_) {
-            return unexpected(ErrorCode::NotProvisioned, "not connected to a server yet (no provisioning)");
+            // NotProvisioned: what callers wait out and retry. The reason is
+            // the last failed connect (not provisioned, identity service
+            // away, ...), or none yet when the first poll has not run.
+            return unexpected(ErrorCode::NotProvisioned,
+                              "no session with the server yet: " +
+                                  (snap_.lastError.empty() ? std::string("the cloud client has not polled yet")
+                                                           : snap_.lastError));
         }
         if (stop_) {
             return unexpected(ErrorCode::Cancelled, "the cloud client is stopping");

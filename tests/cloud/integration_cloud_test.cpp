@@ -680,6 +680,31 @@ TEST_CASE("without provisioning the state is unprovisioned, and provisioning lat
     REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
 }
 
+TEST_CASE("a download asked for before the client has a session says why, not that the device is unprovisioned")
+{
+    // Seen on the QEMU device: the coordinator, resuming after a power cut,
+    // asked before the cloud client had connected, and heard "(no
+    // provisioning)" from a provisioned device. Here the session cannot be
+    // made because the identity service is gone.
+    CloudEnv env;
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
+    env.stack.stop("cloud-client");
+    env.stack.stop("device-identity");
+    env.startClient();
+    REQUIRE(CloudEnv::waitUntil([&] { return contains(env.stringProp("LastError"), "DeviceIdentity1"); }));
+    std::string err;
+    try {
+        download(env, "1", json{{"url", env.cloud.serverUrl() + "/artifact"}, {"size", 1}, {"sha256", std::string(64, 'a')}});
+    } catch (const sdbus::Error& e) {
+        err = e.getName() + ": " + e.getMessage();
+    }
+    INFO(err);
+    CHECK(contains(err, "org.mbl.Error.NotProvisioned")); // what the coordinator waits out and retries
+    CHECK(contains(err, "no session with the server yet"));
+    CHECK(contains(err, "DeviceIdentity1"));
+    CHECK_FALSE(contains(err, "no provisioning"));
+}
+
 TEST_CASE("bad method arguments are refused with InvalidArgument")
 {
     CloudEnv env;
