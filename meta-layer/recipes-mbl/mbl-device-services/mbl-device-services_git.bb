@@ -93,7 +93,9 @@ FILES:${PN} += " \
     ${datadir}/dbus-1/interfaces \
     ${sysconfdir}/mbl \
 "
-RDEPENDS:${PN} += "dbus ${PN}-mblctl"
+# libcurl: the identity service loads it only for EST (dlopen, so the shared
+# library dependencies do not see it there; the cloud client links it).
+RDEPENDS:${PN} += "dbus ${PN}-mblctl libcurl"
 
 # mbl-bundle for the build host is its own recipe (mbl-bundle-native, the
 # tools-only build): no native variant of this one.
