@@ -6,7 +6,7 @@
 #include "signer.h"
 
 #include "mbl/crypto.h"
-#include "mbl/curl.h"
+#include "mbl/curl_loader.h"
 #include "mbl/strings.h"
 
 #include <openssl/crypto.h>
@@ -71,50 +71,57 @@ Expected<EstHttpReply> estRequest(const EstConfig& config, const std::string& op
                                   const EstClientAuth& auth)
 {
     const std::string url = config.url + "/" + operation;
-    curl::Easy c(curl_easy_init());
+    // libcurl is loaded for the exchange and unloaded after it: EST runs at
+    // enrolment and renewal only, and the idle service carries none of it.
+    auto lib = curl::loadLibrary();
+    if (!lib) {
+        return unexpected(lib.error().code, "EST " + operation + " at " + url + ": " + lib.error().message);
+    }
+    const curl::Api& api = **lib;
+    curl::LoadedEasy c(api.easyInit(), {*lib});
     if (!c) {
         return unexpected(ErrorCode::Failed, "curl_easy_init failed");
     }
     EstHttpReply reply;
     char errbuf[CURL_ERROR_SIZE] = {};
-    curl::Slist headers(curl_slist_append(nullptr, "Accept: application/pkcs7-mime"));
+    curl::LoadedSlist headers(api.slistAppend(nullptr, "Accept: application/pkcs7-mime"), {*lib});
     if (body != nullptr) {
-        curl_slist_append(headers.get(), "Content-Type: application/pkcs10");
-        curl_slist_append(headers.get(), "Content-Transfer-Encoding: base64");
+        api.slistAppend(headers.get(), "Content-Type: application/pkcs10");
+        api.slistAppend(headers.get(), "Content-Transfer-Encoding: base64");
     }
-    curl_slist_append(headers.get(), "Expect:");
+    api.slistAppend(headers.get(), "Expect:");
     std::string authHeader;
     if (!auth.authorization.empty()) {
         authHeader = "Authorization: " + auth.authorization;
-        curl_slist_append(headers.get(), authHeader.c_str());
+        api.slistAppend(headers.get(), authHeader.c_str());
     }
-    curl_easy_setopt(c.get(), CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c.get(), CURLOPT_PROTOCOLS_STR, "https");
-    curl_easy_setopt(c.get(), CURLOPT_HTTPHEADER, headers.get());
+    api.easySetopt(c.get(), CURLOPT_URL, url.c_str());
+    api.easySetopt(c.get(), CURLOPT_PROTOCOLS_STR, "https");
+    api.easySetopt(c.get(), CURLOPT_HTTPHEADER, headers.get());
     if (body != nullptr) {
-        curl_easy_setopt(c.get(), CURLOPT_POST, 1L);
-        curl_easy_setopt(c.get(), CURLOPT_POSTFIELDS, body->data());
-        curl_easy_setopt(c.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
+        api.easySetopt(c.get(), CURLOPT_POST, 1L);
+        api.easySetopt(c.get(), CURLOPT_POSTFIELDS, body->data());
+        api.easySetopt(c.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
     } else {
-        curl_easy_setopt(c.get(), CURLOPT_HTTPGET, 1L);
+        api.easySetopt(c.get(), CURLOPT_HTTPGET, 1L);
     }
-    curl_easy_setopt(c.get(), CURLOPT_WRITEFUNCTION, collectBody);
-    curl_easy_setopt(c.get(), CURLOPT_WRITEDATA, &reply.body);
-    curl_easy_setopt(c.get(), CURLOPT_HEADERFUNCTION, collectHeader);
-    curl_easy_setopt(c.get(), CURLOPT_HEADERDATA, &reply);
-    curl_easy_setopt(c.get(), CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c.get(), CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c.get(), CURLOPT_TIMEOUT, static_cast<long>(config.timeoutSeconds));
-    curl_easy_setopt(c.get(), CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(c.get(), CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(c.get(), CURLOPT_SSL_SESSIONID_CACHE, 0L);
+    api.easySetopt(c.get(), CURLOPT_WRITEFUNCTION, collectBody);
+    api.easySetopt(c.get(), CURLOPT_WRITEDATA, &reply.body);
+    api.easySetopt(c.get(), CURLOPT_HEADERFUNCTION, collectHeader);
+    api.easySetopt(c.get(), CURLOPT_HEADERDATA, &reply);
+    api.easySetopt(c.get(), CURLOPT_ERRORBUFFER, errbuf);
+    api.easySetopt(c.get(), CURLOPT_NOSIGNAL, 1L);
+    api.easySetopt(c.get(), CURLOPT_TIMEOUT, static_cast<long>(config.timeoutSeconds));
+    api.easySetopt(c.get(), CURLOPT_SSL_VERIFYPEER, 1L);
+    api.easySetopt(c.get(), CURLOPT_SSL_VERIFYHOST, 2L);
+    api.easySetopt(c.get(), CURLOPT_SSL_SESSIONID_CACHE, 0L);
     if (!config.serverCa.empty()) {
-        curl_easy_setopt(c.get(), CURLOPT_CAINFO, config.serverCa.c_str());
-        curl_easy_setopt(c.get(), CURLOPT_CAPATH, nullptr);
+        api.easySetopt(c.get(), CURLOPT_CAINFO, config.serverCa.c_str());
+        api.easySetopt(c.get(), CURLOPT_CAPATH, nullptr);
     }
     if (!auth.certFile.empty()) {
-        curl_easy_setopt(c.get(), CURLOPT_SSLCERT, auth.certFile.c_str());
-        curl_easy_setopt(c.get(), CURLOPT_SSLKEY, auth.keyFile.c_str());
+        api.easySetopt(c.get(), CURLOPT_SSLCERT, auth.certFile.c_str());
+        api.easySetopt(c.get(), CURLOPT_SSLKEY, auth.keyFile.c_str());
     }
     ClientIdentity identity;
     crypto::Pkey remote;
@@ -141,22 +148,22 @@ Expected<EstHttpReply> estRequest(const EstConfig& config, const std::string& op
             remote = std::move(made).value();
             identity.key = remote.get();
         }
-        curl_easy_setopt(c.get(), CURLOPT_SSL_CTX_FUNCTION, useDeviceKey);
-        curl_easy_setopt(c.get(), CURLOPT_SSL_CTX_DATA, &identity);
+        api.easySetopt(c.get(), CURLOPT_SSL_CTX_FUNCTION, useDeviceKey);
+        api.easySetopt(c.get(), CURLOPT_SSL_CTX_DATA, &identity);
     }
-    const CURLcode rc = curl_easy_perform(c.get());
+    const CURLcode rc = api.easyPerform(c.get());
     if (!authHeader.empty()) {
         OPENSSL_cleanse(authHeader.data(), authHeader.size());
     }
     if (rc != CURLE_OK) {
-        const std::string why = errbuf[0] != '\0' ? std::string(errbuf) : std::string(curl_easy_strerror(rc));
+        const std::string why = errbuf[0] != '\0' ? std::string(errbuf) : std::string(api.easyStrerror(rc));
         return unexpected(rc == CURLE_OPERATION_TIMEDOUT ? ErrorCode::Timeout : ErrorCode::Io,
                           "EST " + operation + " at " + url + " failed: " + why);
     }
     char* ctype = nullptr;
-    curl_easy_getinfo(c.get(), CURLINFO_CONTENT_TYPE, &ctype);
+    api.easyGetinfo(c.get(), CURLINFO_CONTENT_TYPE, &ctype);
     reply.contentType = ctype != nullptr ? ctype : "";
-    curl_easy_getinfo(c.get(), CURLINFO_RESPONSE_CODE, &reply.status);
+    api.easyGetinfo(c.get(), CURLINFO_RESPONSE_CODE, &reply.status);
     return reply;
 }
 

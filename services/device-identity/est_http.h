@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The HTTP exchange of EST (RFC 7030 §3.2, §4.2): one POST over TLS with libcurl,
-// the server checked against the configured CA, the client authenticated by a
-// factory certificate, an HTTP credential, or the device's current certificate
-// with the device key (which stays in this process: the handshake signs with it
-// here, the key is never written anywhere for curl). No bus code here.
+// loaded for the request and unloaded after it (mbl/curl_loader.h: the idle
+// service maps none of it), the server checked against the configured CA, the
+// client authenticated by a factory certificate, an HTTP credential, or the
+// device's current certificate with the device key (which stays in this
+// process: the handshake signs with it here, the key is never written anywhere
+// for curl). No bus code here.
 
 #include "device_key.h"
 #include "est.h"

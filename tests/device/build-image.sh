@@ -107,7 +107,7 @@ fi
 # --- 3. the project, installed; the slot image --------------------------------
 if [ ! -f "$BUILD/build.ninja" ]; then
   say "release build in $BUILD"
-  meson setup "$BUILD" "$SRC" --buildtype=release -Db_sanitize=none -Dtests=false --prefix=/usr >"$work/setup.log" 2>&1 ||
+  meson setup "$BUILD" "$SRC" --buildtype=release -Doptimization=s -Db_sanitize=none -Dtests=false --prefix=/usr >"$work/setup.log" 2>&1 ||
     { cat "$work/setup.log" >&2; exit 1; }
 fi
 # Another ninja on the same folder (a build by hand) would race this one.

@@ -296,6 +296,39 @@ TEST_CASE("renewal refused by the server: the old certificate is kept and works,
     CHECK(f.client->LastRenewalError().empty());
 }
 
+TEST_CASE("libcurl is in the service only while an EST exchange runs: not mapped at start, loaded for Enroll and "
+          "Renew, unmapped again after each (issue 18: Debian's libcurl brings ~30 libraries)")
+{
+    Fixture f;
+    f.configure();
+    f.start();
+    // The libraries mapped into the running service, as /proc shows them.
+    auto mapsCurl = [&] {
+        auto maps = fs::readFile("/proc/" + std::to_string(f.stack.pid("device-identity")) + "/maps", 1u << 24);
+        REQUIRE(maps);
+        return contains(*maps, "/libcurl");
+    };
+    CHECK(f.client->RenewalState() == "no-certificate");
+    CHECK_FALSE(mapsCurl());
+    f.client->Enroll();
+    CHECK(f.client->RenewalState() == "valid");
+    CHECK_FALSE(mapsCurl());
+    const std::string first = f.chain();
+    f.client->Renew(); // TLS client authentication with the device key, in the service
+    CHECK(f.chain() != first);
+    CHECK(f.client->LastRenewalError().empty());
+    CHECK_FALSE(mapsCurl());
+    f.client->Renew(); // and once more: loading again after an unload works
+    CHECK(f.client->RenewalState() == "valid");
+    CHECK_FALSE(mapsCurl());
+    // Its threads (the worker ran the exchanges) end cleanly with nothing of
+    // libcurl's left behind.
+    f.client.reset();
+    const auto stopped = f.stack.stop("device-identity").first;
+    INFO(stopped.describe() << "\n" << f.log());
+    CHECK(stopped.success());
+}
+
 TEST_CASE("CA rotation (RFC 7030 §4.1.3): the server's new fleet CA comes with NewWithOld in /cacerts; the old "
           "certificate authenticates the renewal, the new certificate is from the new CA, and a restart keeps the trust")
 {
