@@ -312,7 +312,9 @@ void Coordinator::finish(State final, const std::string& message)
         op_->progress = 100;
     }
     if (final != State::Cancelled) {
-        feedback("closed", success ? "success" : "failure", {message});
+        // A failure names its error for the server as for the bus ("NoSpace: ...").
+        feedback("closed", success ? "success" : "failure",
+                 {success ? message : std::string(errorCodeName(e.code)) + ": " + message});
     }
     if (!op_->storedDir.empty()) {
         (void)fs::removeTree(op_->storedDir);
