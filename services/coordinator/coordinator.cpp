@@ -314,7 +314,7 @@ void Coordinator::finish(State final, const std::string& message)
     if (final != State::Cancelled) {
         // A failure names its error for the server as for the bus ("NoSpace: ...").
         feedback("closed", success ? "success" : "failure",
-                 {success ? message : std::string(errorCodeName(e.code)) + ": " + message});
+                 {success ? message : Error{e.code, message}.describe()});
     }
     if (!op_->storedDir.empty()) {
         (void)fs::removeTree(op_->storedDir);

@@ -732,6 +732,17 @@ json coordinatorHistory(DeviceWorld& w)
     return h.is_discarded() ? json::array() : h;
 }
 
+// A reboot the guest asks for itself; returns once the next boot reached
+// multi-user, with the console printed meanwhile (the bootloader's lines).
+std::string rebootFromGuest(DeviceWorld& w)
+{
+    const std::string bootId = w.m->bootId();
+    const std::size_t from = w.m->consoleSize();
+    w.guest("systemctl --no-block reboot");
+    w.waitReboot(bootId, 600s);
+    return w.m->console().substr(from);
+}
+
 std::string slotState(const json& us, const std::string& slot)
 {
     for (const auto& s : us.value("slots", json::array())) {
@@ -865,9 +876,7 @@ TEST_CASE("factory data reset during a trial boot and after a commit", "[data-wi
         CHECK(env["BOOT_ORDER"].find('B') != std::string::npos);
         CHECK(us.value("security_version_floor", 0) == 2);
         // And the next boot falls back to B, the committed 2.0.0.
-        bootId = w.m->bootId();
-        w.guest("systemctl --no-block reboot");
-        w.waitReboot(bootId, 600s);
+        rebootFromGuest(w);
         CHECK(w.bootedSlot() == "B");
         us = w.updateStatus();
         CHECK(us.value("firmware_version", "") == "2.0.0");
@@ -962,9 +971,7 @@ TEST_CASE("bad input on the device: foreign or truncated image, corrupted enviro
         w.guest("printf 'garbage' | dd of=/boot/mbl/grub/grubenv bs=1 seek=0 conv=notrunc 2>/dev/null; sync");
         auto r = w.guestTry("systemctl restart mbl-update && mblctl update status", 120s);
         std::cout << r.out << r.err;
-        const std::string bid = w.m->bootId();
-        w.guest("systemctl --no-block reboot");
-        w.waitReboot(bid, 600s);
+        rebootFromGuest(w);
         CHECK(w.m->console().find("mbl: cannot read the environment block") != std::string::npos);
         CHECK(w.bootedSlot() == "A");
         w.say("with a corrupted grubenv the device booted slot " + w.bootedSlot() + " (it ran " + good + ")");
@@ -987,19 +994,12 @@ TEST_CASE("bad input on the U-Boot device: one copy of the environment corrupted
         auto corrupt = [&](const std::string& file) {
             w.guest("printf 'garbage' | dd of=" + file + " bs=1 seek=16 conv=notrunc 2>/dev/null && sync");
         };
-        auto reboot = [&] {
-            const std::string bid = w.m->bootId();
-            const std::size_t from = w.m->consoleSize();
-            w.guest("systemctl --no-block reboot");
-            w.waitReboot(bid, 600s);
-            return w.m->console().substr(from);
-        };
 
         // 1. The current copy corrupted: the boot script takes the other one
         // (as a power cut in the middle of a write would leave them), boots
         // slot A, and writes a good copy in place of the bad one.
         corrupt(current);
-        std::string console = reboot();
+        std::string console = rebootFromGuest(w);
         const std::string base = current.substr(current.rfind('/') + 1);
         CHECK(console.find("mbl: " + base + " is missing or corrupted: using " + other) != std::string::npos);
         CHECK(w.bootedSlot() == "A");
@@ -1016,7 +1016,7 @@ TEST_CASE("bad input on the U-Boot device: one copy of the environment corrupted
         // the environment the script wrote back.
         corrupt("/boot/mbl/uboot.env");
         corrupt("/boot/mbl/uboot-redund.env");
-        console = reboot();
+        console = rebootFromGuest(w);
         CHECK(console.find("are missing or corrupted: using the factory environment") != std::string::npos);
         CHECK(w.bootedSlot() == "A");
         env = w.bootEnv();
