@@ -8,6 +8,17 @@
 //           generated config with seccomp). Not timed: the StopApp after it.
 //     bare: `runc run -d` of the same bundle and the same generated config.json
 //           until it returns (the process runs). Not timed: `runc delete --force`.
+//     CLI clients, each a process timed from its exec to its exit (the client's
+//     own start-up included, as a person at a shell or a script sees it):
+//       `mblctl app start` (connects to the bus, StartApp, its reply once the
+//           app runs; not timed: the StopApp after it);
+//       `ctr run -d` (when containerd is installed; the same image, ctr's
+//           default config) until it returns with the task running; not timed:
+//           `ctr task delete --force` and `ctr container delete`;
+//       `podman run -d` (when podman is installed; the confinement of side 2
+//           below) until it returns with the container running; not timed:
+//           `podman rm -f -t 0`.
+//     All sides of a round rotate which goes first.
 //  2. start to removed, for a /bin/true app (a short-lived job).
 //     ours: StartApp until the container is gone from the manager's runc root
 //           (inotify: the runtime's state directory deleted), i.e. after the
@@ -35,7 +46,7 @@
 //           Go binary: it is also the engine). One untimed warm-up run first
 //           (the image's layer is copied for the id mapping then, once).
 //     Between rounds nothing sleeps: the next round starts once the removal was seen.
-//     The three sides rotate which goes first.
+//     The sides rotate which goes first.
 //  3. install of a ~50 MiB image (an OCI layout archive, one gzip layer).
 //     ours: InstallApp until InstallCompleted: reads the archive, checks the
 //           manifest, config and layer digests, unpacks the layer, writes the
@@ -274,46 +285,8 @@ int main(int argc, char** argv)
         }
         const std::string bundleSleep = stack.root() + "/var/lib/mbl/apps/sleeper/versions/" +
                                         cm.prop("sleeper", "Version").get<std::string>();
-        std::vector<double> startOurs, startBare;
-        for (int i = 0; i < rounds; ++i) {
-            auto oursRun = [&] {
-                auto t0 = Clock::now();
-                cm.call("StartApp", "sleeper");
-                startOurs.push_back(ms(Clock::now() - t0));
-                cm.call("StopApp", "sleeper");
-            };
-            auto bareRun = [&] {
-                auto t0 = Clock::now();
-                bool b = runQuiet({"runc", "--root", runcRoot, "run", "-d", "--bundle", bundleSleep, "bare-sleep"}, quiet);
-                startBare.push_back(ms(Clock::now() - t0));
-                if (!b) {
-                    throw std::runtime_error("bare runc run -d failed");
-                }
-                (void)mbl::run({"runc", "--root", runcRoot, "delete", "--force", "bare-sleep"});
-            };
-            if (i % 2 == 0) {
-                oursRun();
-                bareRun();
-            } else {
-                bareRun();
-                oursRun();
-            }
-        }
-
-        // 2. StartApp -> exit, /bin/true.
-        r = cm.install(sleepTar, R"({"name": "truth", "autostart": false, "restart": "no", "image": "sleep",
-                                     "args": ["/bin/true"]})");
-        if (!r.success) {
-            std::cerr << "install failed: " << r.message << "\n";
-            return 1;
-        }
-        const std::string bundleTrue = stack.root() + "/var/lib/mbl/apps/truth/versions/" +
-                                       cm.prop("truth", "Version").get<std::string>();
-        const std::string managerRuncRoot = stack.root() + "/run/mbl/apps/runc";
-        RemovalWatch removal(managerRuncRoot);
-        std::vector<double> exitOurs, removedOurs, exitBare, exitCtr, exitPodman;
         // The other peer: podman, daemonless, with a storage of our own, if installed.
-        std::vector<std::string> podman;
+        std::vector<std::string> podman, podmanBase, podmanDetached;
         std::string podmanImage;
         if (test::haveTool("podman")) {
             podman = {"podman", "--root", work.path() + "/podman-root", "--runroot", work.path() + "/podman-run",
@@ -330,17 +303,22 @@ int main(int argc, char** argv)
                 throw std::runtime_error("podman load printed no image name: " + out);
             }
             podmanImage = str::trim(out.substr(at + 14, out.find('\n', at) - at - 14));
-            for (const char* a : {"run", "--rm", "--network", "none", "--read-only", "--uidmap", "0:2000000000:65536",
-                                  "--gidmap", "0:2000000000:65536", "--cap-drop", "all", "--cap-add",
-                                  "KILL,SETGID,SETUID,NET_BIND_SERVICE", "--security-opt", "no-new-privileges",
-                                  "--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:1024"}) {
-                podman.emplace_back(a);
-            }
-            podman.push_back(podmanImage);
-            podman.emplace_back("/bin/true");
+            podmanBase = podman;
+            // Our app's confinement, as podman run options.
+            const std::vector<std::string> confine = {
+                "--network", "none", "--read-only", "--uidmap", "0:2000000000:65536", "--gidmap",
+                "0:2000000000:65536", "--cap-drop", "all", "--cap-add", "KILL,SETGID,SETUID,NET_BIND_SERVICE",
+                "--security-opt", "no-new-privileges", "--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:1024"};
+            podman.insert(podman.end(), {"run", "--rm"});
+            podman.insert(podman.end(), confine.begin(), confine.end());
+            podman.insert(podman.end(), {podmanImage, "/bin/true"});
             if (!runQuiet(podman, quiet)) { // warm-up, untimed
                 throw std::runtime_error("podman run --rm failed");
             }
+            podmanDetached = podmanBase;
+            podmanDetached.insert(podmanDetached.end(), {"run", "-d", "--name", "mblbench-sleep"});
+            podmanDetached.insert(podmanDetached.end(), confine.begin(), confine.end());
+            podmanDetached.insert(podmanDetached.end(), {podmanImage, "/bin/sleep", "1000"});
         }
         // The peer: a containerd of our own, if installed.
         std::optional<Child> containerd;
@@ -374,6 +352,87 @@ int main(int argc, char** argv)
             imp.push_back(sleepTar);
             test::mustRun(imp);
         }
+        std::vector<double> startOurs, startBare, startCli, startPodman, startCtr;
+        const std::string mblctl = test::buildRoot() + "/services/mblctl/mblctl";
+        for (int i = 0; i < rounds; ++i) {
+            auto oursRun = [&] {
+                auto t0 = Clock::now();
+                cm.call("StartApp", "sleeper");
+                startOurs.push_back(ms(Clock::now() - t0));
+                cm.call("StopApp", "sleeper");
+            };
+            auto bareRun = [&] {
+                auto t0 = Clock::now();
+                bool b = runQuiet({"runc", "--root", runcRoot, "run", "-d", "--bundle", bundleSleep, "bare-sleep"}, quiet);
+                startBare.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("bare runc run -d failed");
+                }
+                (void)mbl::run({"runc", "--root", runcRoot, "delete", "--force", "bare-sleep"});
+            };
+            // The same StartApp from a CLI client: mblctl's own start-up and bus
+            // connection are timed, as podman's and ctr's are.
+            auto cliRun = [&] {
+                auto t0 = Clock::now();
+                bool b = runQuiet({mblctl, "--root", stack.root(), "app", "start", "sleeper"}, quiet);
+                startCli.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("mblctl app start failed");
+                }
+                cm.call("StopApp", "sleeper");
+            };
+            auto podmanRun = [&] {
+                auto t0 = Clock::now();
+                bool b = runQuiet(podmanDetached, quiet);
+                startPodman.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("podman run -d failed");
+                }
+                auto rm = podmanBase;
+                rm.insert(rm.end(), {"rm", "-f", "-t", "0", "mblbench-sleep"});
+                test::mustRun(rm);
+            };
+            auto ctrRun = [&] {
+                auto argv = ctr;
+                argv.insert(argv.end(), {"run", "-d", "docker.io/library/mblbench:sleep", "mblbench-sleep", "/bin/sleep",
+                                         "1000"});
+                auto t0 = Clock::now();
+                bool b = runQuiet(argv, quiet);
+                startCtr.push_back(ms(Clock::now() - t0));
+                if (!b) {
+                    throw std::runtime_error("ctr run -d failed");
+                }
+                auto del = ctr;
+                del.insert(del.end(), {"task", "delete", "--force", "mblbench-sleep"});
+                test::mustRun(del);
+                del = ctr;
+                del.insert(del.end(), {"container", "delete", "mblbench-sleep"});
+                test::mustRun(del);
+            };
+            std::vector<std::function<void()>> sides = {oursRun, bareRun, cliRun};
+            if (containerd) {
+                sides.push_back(ctrRun);
+            }
+            if (!podmanDetached.empty()) {
+                sides.push_back(podmanRun);
+            }
+            for (std::size_t k = 0; k < sides.size(); ++k) {
+                sides[(k + static_cast<std::size_t>(i)) % sides.size()]();
+            }
+        }
+
+        // 2. StartApp -> exit, /bin/true.
+        r = cm.install(sleepTar, R"({"name": "truth", "autostart": false, "restart": "no", "image": "sleep",
+                                     "args": ["/bin/true"]})");
+        if (!r.success) {
+            std::cerr << "install failed: " << r.message << "\n";
+            return 1;
+        }
+        const std::string bundleTrue = stack.root() + "/var/lib/mbl/apps/truth/versions/" +
+                                       cm.prop("truth", "Version").get<std::string>();
+        const std::string managerRuncRoot = stack.root() + "/run/mbl/apps/runc";
+        RemovalWatch removal(managerRuncRoot);
+        std::vector<double> exitOurs, removedOurs, exitBare, exitCtr, exitPodman;
         for (int i = 0; i < rounds; ++i) {
             auto oursRun = [&] {
                 watch.clear();
@@ -503,6 +562,15 @@ int main(int argc, char** argv)
         std::printf("container manager benchmark, %d rounds (install %d), order alternating\n", rounds,
                     std::max(3, rounds / 3));
         report("StartApp -> running (sleep)", startOurs, startBare, "runc run -d");
+        report("CLI: mblctl app start", startCli, startBare, "runc run -d", "mblctl");
+        if (!startCtr.empty()) {
+            report("CLI: ctr run -d (sleep)", startCtr, startBare, "runc run -d", "ctr run -d");
+            report("CLI: mblctl vs ctr run -d", startCli, startCtr, "ctr run -d", "mblctl");
+        }
+        if (!startPodman.empty()) {
+            report("CLI: podman run -d (sleep)", startPodman, startBare, "runc run -d", "podman run -d");
+            report("CLI: mblctl vs podman run -d", startCli, startPodman, "podman run -d", "mblctl");
+        }
         report("StartApp -> removed (/bin/true)", removedOurs, exitBare, "runc run");
         std::printf("  (for reference, StartApp -> \"exited\" signal: %.2f ms; the delete comes after it)\n",
                     median(exitOurs));
