@@ -73,9 +73,12 @@
 # poll k+POLLS appears (checked every 0.2 s), so it holds POLLS whole poll cycles
 # and their closing packets. Ethernet would add 14 B per packet, not counted on lo.
 # kB/day at a 5-minute sleep = bytes/poll × 288 / 1000: it assumes a poll costs
-# at 300 s what it costs at POLL_SLEEP (the connection counts printed say whether
-# a client kept its connection between polls; a kept connection may behave
-# otherwise over 300 s: TCP keep-alive probes, libcurl's 118 s connection age limit).
+# at 300 s what it costs at POLL_SLEEP, which holds only when POLL_SLEEP is 300.
+# At a short sleep both clients keep one connection; at 300 s suricatta opens a
+# new one for every poll (libcurl's default 118 s connection age limit; ours sets
+# its own to a day), with a resumed TLS session: run POLL_SLEEP=300 WARMUP=1
+# idle.sh BUILD_DIR 2 (about 20 minutes) for the 5-minute figure. The connection
+# counts printed say what each client did in its window.
 set -euo pipefail
 # mb
 . "$(dirname "$0")/stats.sh"
