@@ -10,50 +10,20 @@
 
 #include "world.h"
 
+#include "unit_environment.h"
+
 #include "mbl/process.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <map>
-#include <sstream>
-#include <stdexcept>
 #include <thread>
 
 using namespace mbl;
 using namespace mbl::test::e2e;
-
-namespace {
-// The KEY=VALUE words of the unit's Environment= lines (the units use no quoting;
-// a quoted one is refused rather than misread).
-std::vector<std::string> unitEnvironment(const std::string& unit)
-{
-    const std::string path = std::string(MBL_SYSTEMD_UNIT_DIR) + "/" + unit + ".service.in";
-    std::ifstream in(path);
-    if (!in) {
-        throw std::runtime_error("cannot read " + path);
-    }
-    std::vector<std::string> env;
-    std::string line;
-    while (std::getline(in, line)) {
-        const std::string key = "Environment=";
-        if (line.compare(0, key.size(), key) != 0) {
-            continue;
-        }
-        if (line.find_first_of("\"'") != std::string::npos) {
-            throw std::runtime_error(path + ": quoted Environment= is not understood here: " + line);
-        }
-        std::istringstream words(line.substr(key.size()));
-        for (std::string w; words >> w;) {
-            env.push_back(w);
-        }
-    }
-    return env;
-}
-} // namespace
 
 int main(int argc, char** argv)
 {
@@ -63,7 +33,7 @@ int main(int argc, char** argv)
                                                  "coordinator"};
         std::map<std::string, mbl::test::TestStack::StartOptions> opts;
         for (const auto& label : labels) {
-            opts[label].env = unitEnvironment("mbl-" + label);
+            opts[label].env = bench::unitEnvironment(MBL_SYSTEMD_UNIT_DIR, "mbl-" + label);
         }
         World w;
         w.startAll(opts);
