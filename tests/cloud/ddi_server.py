@@ -236,7 +236,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE.requests.append({"method": self.command, "path": self.path, "status": status,
                                    "time": time.time(), "cn": self.headers.get("X-Ssl-Client-Cn", ""),
-                                   "auth": (self.headers.get("Authorization") or "").split(" ")[0]})
+                                   "auth": (self.headers.get("Authorization") or "").split(" ")[0],
+                                   "if_none_match": self.headers.get("If-None-Match", "")})
 
     def send_json(self, status, obj, extra=None):
         body = json.dumps(obj).encode()
