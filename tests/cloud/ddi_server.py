@@ -457,8 +457,13 @@ class Handler(BaseHTTPRequestHandler):
             if links:
                 body["_links"] = links
         data = json.dumps(body).encode()
-        # Spring's ShallowEtagHeaderFilter covers every non-download response.
-        etag = '"%s"' % hashlib.md5(data).hexdigest()
+        # Spring's ShallowEtagHeaderFilter covers every non-download response (hawkBit's
+        # ExcludePathAwareShallowETagFilter leaves out the artifact downloads). Its
+        # generateETagHeaderValue (spring-framework, spring-web
+        # org/springframework/web/filter/ShallowEtagHeaderFilter.java) writes a 0 and the
+        # body's MD5 in hex inside the quotes; "W/" only with setWriteWeakETag, which
+        # hawkBit does not set.
+        etag = '"0%s"' % hashlib.md5(data).hexdigest()
         if self.headers.get("If-None-Match") == etag:
             self.record(304)
             self.send_response(304)
