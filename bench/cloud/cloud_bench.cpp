@@ -26,6 +26,8 @@
 //     whole. The default is of the form a product device has by default (64 hex
 //     digits, the SHA-256 of its key's SPKI: DeviceKey::derivedDeviceId), here
 //     the SHA-256 of a fixed string; --device-id dev-01 gives the tests' short id.
+//     The ETag the device sends back is hawkBit's form (Spring's "0<md5 hex>", 35
+//     characters, tests/cloud/ddi_server.py), in the request and in each 304.
 //  3. idle RSS/PSS of the daemon; 4. wake-ups (context switches of all its threads)
 //     per idle minute (no bare side).
 // Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--poll-sleep S] [--idle-sec N]
