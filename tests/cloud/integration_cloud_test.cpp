@@ -861,6 +861,9 @@ TEST_CASE("a user that is neither privileged nor an app may not write attributes
           "admin group may write attributes")
 {
     CloudEnv env;
+    // The client adds the fixed attribute device_id once it has a session: wait for it,
+    // or `before` may miss it and differ from `after` for that reason alone.
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
     auto before = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
                                     "GetAttributes"});
     REQUIRE(before.status.success());
