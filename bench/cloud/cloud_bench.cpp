@@ -20,10 +20,19 @@
 //     none (before, idle 120 s: two probes and their ACKs per 5-minute sleep); run
 //     with --poll-sleep 300 for the 5-minute figure. Ethernet adds 14 B per packet
 //     (or 38 B with preamble and gap), not counted on lo.
+//     The device id is the hawkBit controllerId, in every poll's path
+//     (/DEFAULT/controller/v1/<id>), and neither HTTP/1.1 nor HTTP/2 compresses it
+//     (nghttp2 never puts :path into the HPACK table), so each poll carries it
+//     whole. The default is of the form a product device has by default (64 hex
+//     digits, the SHA-256 of its key's SPKI: DeviceKey::derivedDeviceId), here
+//     the SHA-256 of a fixed string; --device-id dev-01 gives the tests' short id.
+//     The ETag the device sends back is hawkBit's form (Spring's "0<md5 hex>", 35
+//     characters, tests/cloud/ddi_server.py), in the request and in each 304.
 //  3. idle RSS/PSS of the daemon; 4. wake-ups (context switches of all its threads)
 //     per idle minute (no bare side).
 // Usage: cloud-bench [--size-mib N] [--runs N] [--polls N] [--poll-sleep S] [--idle-sec N]
 //                    [--load N] [--modes python,static,link|none] [--link-mbit N] [--server-http 1.1|2]
+//                    [--device-id ID]
 //                    (root; needs nginx, iptables)
 // --server-http 2: nginx offers HTTP/2 (ALPN h2) on the device's server port; the
 // daemon's control requests (polls, feedback) then use it, downloads stay HTTP/1.1.
@@ -280,6 +289,8 @@ int main(int argc, char** argv)
     std::string modes = "python,static,link";
     int linkMbit = 1000;
     bool http2 = false;
+    // 64 hex digits, as the product's default id (see the header comment).
+    std::string deviceId = crypto::sha256Hex(std::string("mbl cloud-bench device"));
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "--size-mib") {
@@ -300,11 +311,14 @@ int main(int argc, char** argv)
             linkMbit = std::max(1, std::stoi(argv[i + 1]));
         } else if (a == "--server-http") {
             http2 = std::string(argv[i + 1]) == "2";
+        } else if (a == "--device-id") {
+            deviceId = argv[i + 1];
         }
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CloudEnvOptions o;
     o.http2 = http2;
+    o.deviceId = deviceId;
     CloudEnv env(o);
     const std::string serverUrl = http2 ? env.cloud.http2Url() : env.cloud.serverUrl();
     env.cloud.admin("POST", "/admin/config", {{"sleep", "00:01:00"}});
@@ -336,8 +350,8 @@ int main(int argc, char** argv)
     const pid_t daemonPid = env.stack.pid("cloud-client");
     const std::string pki = env.cloud.dir() + "/pki";
     const std::vector<std::string> curlArgv = {"curl", "-sS", "--fail", "--http1.1", "--tlsv1.2", "--cacert", pki + "/test-ca.pem",
-                                               "--cert", pki + "/device-dev-01.pem", "--key",
-                                               pki + "/device-dev-01.key", "-o", "/dev/null", url};
+                                               "--cert", pki + "/device-" + env.deviceId + ".pem",
+                                               "--key", pki + "/device-" + env.deviceId + ".key", "-o", "/dev/null", url};
     // curl --http1.1: the daemon fetches artifacts over HTTP/1.1 even where the
     // server offers h2 (--server-http 2), so both sides do the same job.
     // The daemon's stream: Download → pipe → spliced into /dev/null, so the consumer
@@ -563,9 +577,9 @@ int main(int argc, char** argv)
             const double perHttp = static_cast<double>(http) / polls;
             const double perIp = static_cast<double>(c1.bytes() - c0.bytes()) / polls;
             const double perPk = static_cast<double>(c1.packets() - c0.packets()) / polls;
-            std::printf("idle poll, the daemon at a %d s sleep, %d polls: %d answered 304 (If-None-Match), %zu TCP "
-                        "connection(s)\n",
-                        pollSleep, polls, notModified, connections.size());
+            std::printf("idle poll, the daemon at a %d s sleep, %d polls, device id %s (%zu characters): %d answered "
+                        "304 (If-None-Match), %zu TCP connection(s)\n",
+                        pollSleep, polls, env.deviceId.c_str(), env.deviceId.size(), notModified, connections.size());
             std::printf("  HTTP (nginx $request_length + $bytes_sent): %.0f B/poll, %.1f kB/day at 5 min\n", perHttp,
                         perHttp * 288 / 1000);
             std::printf("  IP level (iptables on lo, both directions): %.0f B/poll in %.1f packets, %.1f kB/day at 5 min"

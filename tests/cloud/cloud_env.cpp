@@ -191,7 +191,7 @@ CloudFixture::DeviceCreds provisionIdentity(TestStack& stack, CloudFixture& clou
     }
 }
 
-CloudEnv::CloudEnv(const CloudEnvOptions& opts)
+CloudEnv::CloudEnv(const CloudEnvOptions& opts) : deviceId(opts.deviceId)
 {
     // Tests start one device: its first poll goes at once (a fleet spreads it, poll.first_poll_spread_sec).
     json cfg = {{"poll", {{"backoff_base_ms", 200}, {"backoff_cap_ms", 2000}, {"auth_retry_sec", 1},

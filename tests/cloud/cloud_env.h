@@ -76,6 +76,10 @@ CloudFixture::DeviceCreds provisionIdentity(TestStack& stack, CloudFixture& clou
 nlohmann::json identityProvisioningDoc(const CloudFixture& cloud, const IdentitySetup& setup);
 
 struct CloudEnvOptions {
+    // The controllerId and the certificate's CN. The tests use a short fixed one; a
+    // product device derives 64 hex digits from its key (DeviceKey::derivedDeviceId),
+    // which the benchmarks use because every poll's path carries it.
+    std::string deviceId = "dev-01";
     std::string authMode = "mtls"; // mtls, target-token, gateway-token
     std::string token;
     std::string serverUrl;          // default: the fixture's mTLS URL
@@ -95,7 +99,7 @@ public:
 
     TestStack stack;
     CloudFixture cloud;
-    const std::string deviceId = "dev-01";
+    const std::string deviceId; // CloudEnvOptions::deviceId
     CloudFixture::DeviceCreds creds;
     TestStack::StartOptions identityStart; // how the identity service was started
 

@@ -236,7 +236,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE.requests.append({"method": self.command, "path": self.path, "status": status,
                                    "time": time.time(), "cn": self.headers.get("X-Ssl-Client-Cn", ""),
-                                   "auth": (self.headers.get("Authorization") or "").split(" ")[0]})
+                                   "auth": (self.headers.get("Authorization") or "").split(" ")[0],
+                                   "if_none_match": self.headers.get("If-None-Match", "")})
 
     def send_json(self, status, obj, extra=None):
         body = json.dumps(obj).encode()
@@ -456,8 +457,13 @@ class Handler(BaseHTTPRequestHandler):
             if links:
                 body["_links"] = links
         data = json.dumps(body).encode()
-        # Spring's ShallowEtagHeaderFilter covers every non-download response.
-        etag = '"%s"' % hashlib.md5(data).hexdigest()
+        # Spring's ShallowEtagHeaderFilter covers every non-download response (hawkBit's
+        # ExcludePathAwareShallowETagFilter leaves out the artifact downloads). Its
+        # generateETagHeaderValue (spring-framework, spring-web
+        # org/springframework/web/filter/ShallowEtagHeaderFilter.java) writes a 0 and the
+        # body's MD5 in hex inside the quotes; "W/" only with setWriteWeakETag, which
+        # hawkBit does not set.
+        etag = '"0%s"' % hashlib.md5(data).hexdigest()
         if self.headers.get("If-None-Match") == etag:
             self.record(304)
             self.send_response(304)

@@ -64,6 +64,33 @@ TEST_CASE("polls reuse one keep-alive TLS connection")
     CHECK(connections.size() == 1);
 }
 
+TEST_CASE("an unchanged poll is answered 304: the device sends back hawkBit's ETag, Spring's \"0<md5 hex>\", as it came")
+{
+    // hawkBit's ETag is Spring's ShallowEtagHeaderFilter's: a 0, then the body's MD5
+    // in hex, in quotes (35 characters). Its length is in every idle poll's bytes.
+    CloudEnv env;
+    auto notModified = [&] {
+        std::vector<json> out;
+        const std::string poll = "/DEFAULT/controller/v1/" + env.deviceId;
+        for (const auto& r : env.requests(poll)) {
+            if (r["method"] == "GET" && r["path"] == poll && r["status"] == 304) {
+                out.push_back(r);
+            }
+        }
+        return out;
+    };
+    REQUIRE(CloudEnv::waitUntil([&] { return notModified().size() >= 2; }, 30s));
+    for (const auto& r : notModified()) {
+        const std::string tag = r["if_none_match"].get<std::string>();
+        INFO("If-None-Match: " << tag);
+        REQUIRE(tag.size() == 35);
+        CHECK(str::startsWith(tag, "\"0"));
+        CHECK(str::endsWith(tag, "\""));
+        CHECK(std::all_of(tag.begin() + 2, tag.end() - 1,
+                          [](char c) { return std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f'); }));
+    }
+}
+
 TEST_CASE("where the server offers HTTP/2, polls go over it on one kept connection; artifacts stay on HTTP/1.1")
 {
     // Issue 18: HPACK makes a repeated poll's headers a few bytes; downloads keep
@@ -834,6 +861,9 @@ TEST_CASE("a user that is neither privileged nor an app may not write attributes
           "admin group may write attributes")
 {
     CloudEnv env;
+    // The client adds the fixed attribute device_id once it has a session: wait for it,
+    // or `before` may miss it and differ from `after` for that reason alone.
+    REQUIRE(CloudEnv::waitUntil([&] { return env.stringProp("ConnectionState") == "connected"; }));
     auto before = env.stack.busctl({"call", "org.mbl.CloudClient1", "/org/mbl/CloudClient1", "org.mbl.CloudClient1",
                                     "GetAttributes"});
     REQUIRE(before.status.success());
