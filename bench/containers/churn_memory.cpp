@@ -7,7 +7,7 @@
 //  - warm-up: the three apps below are installed, one start of each is made and
 //    one install of each kind (only of the phases asked for); then the first sample;
 //  - STARTS StartApp→StopApp cycles, alternating two apps: "sleeper" (`sleep`,
-//    stopped by StopApp: SIGTERM, runc delete) and, every other cycle, "truth"
+//    stopped by StopApp: SIGTERM, grace, SIGKILL, runc delete) and, every other cycle, "truth"
 //    (`/bin/true`, restart "no": it exits by itself, the manager reaps it through
 //    its shim and deletes the container; the cycle waits for "exited");
 //  - INSTALLS installs, alternating two kinds: a new version ("v<i>") of the
@@ -18,9 +18,12 @@
 // the manager answers a call (it is idle). Prints the series and, per figure,
 // the growth (last − first). No figure is asserted.
 // Needs root, runc, umoci and busybox-static (only to build the test image).
-// Run as root from a release build dir:
-//   cd build-rel && MBL_BUILD_ROOT=$PWD MBL_SOURCE_ROOT=.. MBL_POLICY_DIR=$PWD/dbus-policy
-//     ./bench/containers/bench-containers-churn [STARTS] [INSTALLS]
+// The manager inherits this process's environment: its unit sets
+// GLIBC_TUNABLES=glibc.malloc.tcache_count=0 (no per-thread malloc cache), so
+// set it here too to measure the daemon as the device runs it (the value used
+// is printed). Run as root from a release build dir:
+//   cd build-rel && GLIBC_TUNABLES=glibc.malloc.tcache_count=0 MBL_BUILD_ROOT=$PWD MBL_SOURCE_ROOT=..
+//     MBL_POLICY_DIR=$PWD/dbus-policy ./bench/containers/bench-containers-churn [STARTS] [INSTALLS]
 
 #include "cm_client.h"
 #include "harness.h"
@@ -31,6 +34,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -131,8 +135,10 @@ int main(int argc, char** argv)
                         m.heap);
             std::fflush(stdout);
         };
-        std::printf("container manager memory across %d starts and %d installs (kB, smaps, median of 3 readings)\n",
-                    starts, installs);
+        const char* tunables = std::getenv("GLIBC_TUNABLES");
+        std::printf("container manager memory across %d starts and %d installs (kB, smaps, median of 3 readings;"
+                    " GLIBC_TUNABLES=%s)\n",
+                    starts, installs, tunables != nullptr ? tunables : "(unset)");
         sample("fresh");
 
         auto layout = test::umociBusyboxImage(work.path(), "churn", "sleep", {"/bin/sleep", "100000"});
