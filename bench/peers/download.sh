@@ -54,6 +54,7 @@
 set -euo pipefail
 # median, ratios, mb, print_medians
 . "$(dirname "$0")/stats.sh"
+. "$(dirname "$0")/peer_config.sh"
 
 want_install=0
 if [ "${1:-}" = "--install" ]; then
@@ -154,26 +155,7 @@ admin() {   # METHOD PATH [JSON]
 # --- suricatta: its own config, its own temporary folder (IPC sockets) ---
 sw_start() {
     mkdir -p "$W/swtmp"
-    cat >"$W/swupdate.cfg" <<EOF
-globals :
-{
-	loglevel = 3;
-	verbose = false;
-	public-key-file = "$W/ca.pem";
-};
-suricatta :
-{
-	tenant = "DEFAULT";
-	id = "dev-02";
-	url = "${info[server]}";
-	polldelay = 2;
-	retry = 1;
-	retrywait = 1;
-	cafile = "${info[ca]}";
-	sslcert = "${info[cert02]}";
-	sslkey = "${info[key02]}";
-};
-EOF
+    write_swupdate_conf "$W/swupdate.cfg" "$W" dev-02 "${info[server]}" 2 "${info[ca]}" "${info[cert02]}" "${info[key02]}"
     TMPDIR=$W/swtmp setsid swupdate -f "$W/swupdate.cfg" -k "$W/ca.pem" --cert-purpose codeSigning \
         -H bench-board:1.0 -u "$*" >>"$W/swupdate.log" 2>&1 &
     sw_pid=$!

@@ -70,6 +70,7 @@
 set -euo pipefail
 # median, ratios, mb, print_medians
 . "$(dirname "$0")/stats.sh"
+. "$(dirname "$0")/peer_config.sh"
 
 want_install=0
 if [ "${1:-}" = "--install" ]; then
@@ -166,28 +167,7 @@ rauc_start() {
   </policy>
 </busconfig>
 EOF
-    cat >"$W/rauc/system.conf" <<EOF
-[system]
-compatible=bench-board
-bootloader=noop
-mountprefix=$W/rauc/mnt
-statusfile=$W/rauc/status.raucs
-bundle-formats=plain
-
-[keyring]
-path=$W/ca.pem
-check-purpose=codesign
-
-[slot.rootfs.0]
-device=$W/rauc-a.img
-type=raw
-bootname=A
-
-[slot.rootfs.1]
-device=$W/rauc-b.img
-type=raw
-bootname=B
-EOF
+    write_rauc_conf "$W/rauc" "$W"
     if [ -z "$rauc_bus_pid" ]; then
         dbus-daemon --config-file="$W/rauc/bus.conf" --fork --print-pid >"$W/rauc/bus.pid" </dev/null
         rauc_bus_pid=$(cat "$W/rauc/bus.pid")

@@ -82,6 +82,7 @@
 set -euo pipefail
 # mb
 . "$(dirname "$0")/stats.sh"
+. "$(dirname "$0")/peer_config.sh"
 
 want_install=0
 if [ "${1:-}" = "--install" ]; then
@@ -215,28 +216,7 @@ fi
 # --- rauc: its service ---
 if has rauc; then
     mkdir -p "$W/rauc/mnt"
-    cat >"$W/rauc/system.conf" <<EOF
-[system]
-compatible=bench-board
-bootloader=noop
-mountprefix=$W/rauc/mnt
-statusfile=$W/rauc/status.raucs
-bundle-formats=plain
-
-[keyring]
-path=$W/ca.pem
-check-purpose=codesign
-
-[slot.rootfs.0]
-device=$W/rauc-a.img
-type=raw
-bootname=A
-
-[slot.rootfs.1]
-device=$W/rauc-b.img
-type=raw
-bootname=B
-EOF
+    write_rauc_conf "$W/rauc" "$W"
 fi
 # One code-signing CA for the peers that want a trust anchor (RAUC's keyring,
 # swupdate's -k): nothing is installed, it is only loaded.
@@ -258,26 +238,8 @@ fi
 # --- suricatta: its own config and temporary folder (IPC sockets) ---
 if has suricatta; then
     mkdir -p "$W/swtmp"
-    cat >"$W/swupdate.cfg" <<EOF
-globals :
-{
-	loglevel = 3;
-	verbose = false;
-	public-key-file = "$W/ca.pem";
-};
-suricatta :
-{
-	tenant = "DEFAULT";
-	id = "${info[peerid]}";
-	url = "${info[server]}";
-	polldelay = $sleep_s;
-	retry = 1;
-	retrywait = 1;
-	cafile = "${info[ca]}";
-	sslcert = "${info[peercert]}";
-	sslkey = "${info[peerkey]}";
-};
-EOF
+    write_swupdate_conf "$W/swupdate.cfg" "$W" "${info[peerid]}" "${info[server]}" "$sleep_s" "${info[ca]}" \
+        "${info[peercert]}" "${info[peerkey]}"
     TMPDIR=$W/swtmp setsid swupdate -f "$W/swupdate.cfg" -k "$W/ca.pem" --cert-purpose codeSigning \
         -H bench-board:1.0 -u "" >>"$W/swupdate.log" 2>&1 &
     sw_pid=$!
