@@ -29,11 +29,11 @@ int main(int argc, char** argv)
 {
     const int settle = argc > 1 ? std::max(0, std::atoi(argv[1])) : 5;
     try {
-        const std::vector<std::string> labels = {"device-identity", "update", "container-manager", "cloud-client",
-                                                 "coordinator"};
         std::map<std::string, mbl::test::TestStack::StartOptions> opts;
-        for (const auto& label : labels) {
-            opts[label].env = bench::unitEnvironment(MBL_SYSTEMD_UNIT_DIR, "mbl-" + label);
+        std::vector<std::string> labels;
+        for (const auto& [label, env] : bench::shippedEnvironments(MBL_SYSTEMD_UNIT_DIR)) {
+            labels.push_back(label);
+            opts[label].env = env;
         }
         World w;
         w.startAll(opts);

@@ -4,6 +4,7 @@
 // daemons as shipped (footprint-idle, peer-idle) outside systemd.
 
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -36,6 +37,17 @@ inline std::vector<std::string> unitEnvironment(const std::string& unitDir, cons
         }
     }
     return env;
+}
+
+// The five daemons, by the test stack's labels, each with its unit's
+// Environment= (unit mbl-<label>), to start them as shipped.
+inline std::map<std::string, std::vector<std::string>> shippedEnvironments(const std::string& unitDir)
+{
+    std::map<std::string, std::vector<std::string>> out;
+    for (const char* label : {"device-identity", "update", "container-manager", "cloud-client", "coordinator"}) {
+        out[label] = unitEnvironment(unitDir, std::string("mbl-") + label);
+    }
+    return out;
 }
 
 } // namespace mbl::bench

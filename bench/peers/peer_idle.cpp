@@ -34,11 +34,11 @@ using namespace mbl::test::e2e;
 int main()
 {
     try {
-        const std::vector<std::string> labels = {"device-identity", "update", "container-manager", "cloud-client",
-                                                 "coordinator"};
         std::map<std::string, mbl::test::TestStack::StartOptions> opts;
-        for (const auto& label : labels) {
-            opts[label].env = bench::unitEnvironment(MBL_SYSTEMD_UNIT_DIR, "mbl-" + label);
+        std::vector<std::string> labels;
+        for (const auto& [label, env] : bench::shippedEnvironments(MBL_SYSTEMD_UNIT_DIR)) {
+            labels.push_back(label);
+            opts[label].env = env;
         }
         World w;
         w.startAll(opts);
