@@ -94,6 +94,23 @@ bool runQuiet(const std::vector<std::string>& argv, const SpawnOptions& quiet)
     return c && c->wait().success();
 }
 
+// An untimed clean-up between rounds: `podman rm -f` now and then fails to
+// remove the root file system of a container it has just killed (the overlay
+// still busy); it removes it when asked again. Tries a few times, then gives up
+// with the tool's own message.
+void cleanUp(const std::vector<std::string>& argv)
+{
+    std::string err;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        auto r = mbl::run(argv);
+        if (r && r->status.success()) {
+            return;
+        }
+        err = r ? r->err : r.error().message;
+    }
+    throw std::runtime_error("clean-up failed 5 times: " + str::join(argv, " ") + ": " + err);
+}
+
 double ms(Clock::duration d)
 {
     return std::chrono::duration<double, std::milli>(d).count();
@@ -390,7 +407,7 @@ int main(int argc, char** argv)
                 }
                 auto rm = podmanBase;
                 rm.insert(rm.end(), {"rm", "-f", "-t", "0", "mblbench-sleep"});
-                test::mustRun(rm);
+                cleanUp(rm);
             };
             auto ctrRun = [&] {
                 auto argv = ctr;
@@ -404,10 +421,10 @@ int main(int argc, char** argv)
                 }
                 auto del = ctr;
                 del.insert(del.end(), {"task", "delete", "--force", "mblbench-sleep"});
-                test::mustRun(del);
+                cleanUp(del);
                 del = ctr;
                 del.insert(del.end(), {"container", "delete", "mblbench-sleep"});
-                test::mustRun(del);
+                cleanUp(del);
             };
             std::vector<std::function<void()>> sides = {oursRun, bareRun, cliRun};
             if (containerd) {
