@@ -28,6 +28,7 @@
 #include "cm_client.h"
 #include "harness.h"
 #include "image_tools.h"
+#include "manager_memory.h"
 
 #include "mbl/fs.h"
 #include "mbl/strings.h"
@@ -46,58 +47,9 @@ using namespace mbl;
 
 namespace {
 
-struct Mem {
-    long rss = 0;
-    long pss = 0;
-    long uss = 0;
-    long heap = 0; // Rss of the [heap] mapping
-};
-
-long field(const std::string& line, const char* name)
-{
-    return std::atol(line.c_str() + std::string(name).size());
-}
-
-Mem memOf(pid_t pid)
-{
-    Mem m;
-    auto text = fs::readFile("/proc/" + std::to_string(pid) + "/smaps");
-    if (!text) {
-        return m;
-    }
-    bool inHeap = false;
-    for (const auto& line : str::split(*text, '\n')) {
-        // A mapping's header: "start-end perms offset dev inode [path]".
-        if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) != 0 &&
-            line.find('-') < line.find(' ')) {
-            inHeap = line.size() >= 6 && line.compare(line.size() - 6, 6, "[heap]") == 0;
-            continue;
-        }
-        if (str::startsWith(line, "Rss:")) {
-            m.rss += field(line, "Rss:");
-            if (inHeap) {
-                m.heap += field(line, "Rss:");
-            }
-        } else if (str::startsWith(line, "Pss:")) {
-            m.pss += field(line, "Pss:");
-        } else if (str::startsWith(line, "Private_Clean:")) {
-            m.uss += field(line, "Private_Clean:");
-        } else if (str::startsWith(line, "Private_Dirty:")) {
-            m.uss += field(line, "Private_Dirty:");
-        }
-    }
-    return m;
-}
-
-long median(std::vector<long> v)
-{
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0 : v[v.size() / 2];
-}
-
 struct Sample {
     std::string label;
-    Mem mem;
+    bench::ProcMem mem;
 };
 
 } // namespace
@@ -109,28 +61,21 @@ int main(int argc, char** argv)
     try {
         test::TestStack stack;
         test::TempDir work{"mbl-cm-churn"};
-        // No user records: this stack's apps need no bus.
-        (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json",
-                                  R"({"stop_grace_ms": 500, "userns": {"userdb_dir": ""}})");
-        if (auto st = stack.start("container-manager"); !st) {
-            std::cerr << st.error().describe() << "\n";
-            return 1;
-        }
-        const pid_t daemon = stack.pid("container-manager");
+        const pid_t daemon = bench::startManagerAlone(stack);
         test::CmClient cm;
         std::vector<Sample> series;
         auto sample = [&](const std::string& label) {
             (void)cm.list(); // the manager answers: its queued work is done
             std::vector<long> rss, pss, uss, heap;
             for (int i = 0; i < 3; ++i) {
-                const Mem m = memOf(daemon);
+                const bench::ProcMem m = bench::procMem(daemon);
                 rss.push_back(m.rss);
                 pss.push_back(m.pss);
                 uss.push_back(m.uss);
                 heap.push_back(m.heap);
             }
-            series.push_back({label, {median(rss), median(pss), median(uss), median(heap)}});
-            const Mem& m = series.back().mem;
+            series.push_back({label, {bench::median(rss), bench::median(pss), bench::median(uss), bench::median(heap)}});
+            const bench::ProcMem& m = series.back().mem;
             std::printf("  %-22s RSS %6ld  PSS %6ld  USS %6ld  heap %6ld\n", label.c_str(), m.rss, m.pss, m.uss,
                         m.heap);
             std::fflush(stdout);
@@ -212,11 +157,11 @@ int main(int argc, char** argv)
             }
         }
 
-        const Mem& first = series[1].mem; // after the warm-up
-        const Mem& last = series.back().mem;
+        const bench::ProcMem& first = series[1].mem; // after the warm-up
+        const bench::ProcMem& last = series.back().mem;
         std::printf("growth from the warm sample to the last (kB): RSS %+ld  PSS %+ld  USS %+ld  heap %+ld\n",
                     last.rss - first.rss, last.pss - first.pss, last.uss - first.uss, last.heap - first.heap);
-        const Mem& fresh = series[0].mem;
+        const bench::ProcMem& fresh = series[0].mem;
         std::printf("growth from fresh to the last (kB):          RSS %+ld  PSS %+ld  USS %+ld  heap %+ld\n",
                     last.rss - fresh.rss, last.pss - fresh.pss, last.uss - fresh.uss, last.heap - fresh.heap);
         for (const char* app : {"sleeper", "truth", "upd"}) {

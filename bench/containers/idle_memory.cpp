@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Idle memory of the container manager and of its per-app shims (no peer: a
-// footprint, not a race). Figures are Rss and Pss from /proc/PID/smaps_rollup,
+// footprint, not a race). Figures are Rss and Pss from /proc/PID/smaps (summed),
 // in kB; Pss charges each shared page to its sharers, so the shims' sum is what
 // they cost together.
 //  1. the manager, started on the test stack's private bus, with no app;
@@ -16,6 +16,7 @@
 #include "cm_client.h"
 #include "harness.h"
 #include "image_tools.h"
+#include "manager_memory.h"
 
 #include "mbl/fs.h"
 #include "mbl/strings.h"
@@ -37,28 +38,6 @@ struct Mem {
     long pss = 0;
 };
 
-Mem memOf(pid_t pid)
-{
-    Mem m;
-    auto text = fs::readFile("/proc/" + std::to_string(pid) + "/smaps_rollup");
-    if (text) {
-        for (const auto& line : str::split(*text, '\n')) {
-            if (str::startsWith(line, "Rss:")) {
-                m.rss = std::atol(line.c_str() + 4);
-            } else if (str::startsWith(line, "Pss:")) {
-                m.pss = std::atol(line.c_str() + 4);
-            }
-        }
-    }
-    return m;
-}
-
-long median(std::vector<long> v)
-{
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0 : v[v.size() / 2];
-}
-
 // Median over `samples` readings of the sum over `pids`.
 Mem sampled(const std::vector<pid_t>& pids, int samples)
 {
@@ -66,14 +45,14 @@ Mem sampled(const std::vector<pid_t>& pids, int samples)
     for (int i = 0; i < samples; ++i) {
         Mem sum;
         for (pid_t p : pids) {
-            const Mem m = memOf(p);
+            const bench::ProcMem m = bench::procMem(p);
             sum.rss += m.rss;
             sum.pss += m.pss;
         }
         rss.push_back(sum.rss);
         pss.push_back(sum.pss);
     }
-    return {median(rss), median(pss)};
+    return {bench::median(rss), bench::median(pss)};
 }
 
 std::string exeName(pid_t pid)
@@ -104,14 +83,7 @@ int main(int argc, char** argv)
     try {
         test::TestStack stack;
         test::TempDir work{"mbl-cm-idle"};
-        // No user records: this stack's apps need no bus.
-        (void)fs::writeFileAtomic(stack.root() + "/etc/mbl/containers.json",
-                                  R"({"stop_grace_ms": 500, "userns": {"userdb_dir": ""}})");
-        if (auto st = stack.start("container-manager"); !st) {
-            std::cerr << st.error().describe() << "\n";
-            return 1;
-        }
-        const pid_t daemon = stack.pid("container-manager");
+        const pid_t daemon = bench::startManagerAlone(stack);
         test::CmClient cm;
         // Idle: the manager answers a call (its start-up work is done).
         (void)cm.list();
@@ -158,17 +130,17 @@ int main(int argc, char** argv)
         const Mem shims = sampled(appShims, samples);
         std::vector<long> each;
         for (pid_t p : appShims) {
-            each.push_back(memOf(p).pss);
+            each.push_back(bench::procMem(p).pss);
         }
         const Mem spareMem = sampled(spare, samples);
 
-        std::printf("container manager idle memory (kB, median of %d readings of smaps_rollup)\n", samples);
+        std::printf("container manager idle memory (kB, median of %d readings of smaps)\n", samples);
         std::printf("  manager, 0 apps:                 RSS %6ld  PSS %6ld\n", idle0.rss, idle0.pss);
         std::printf("  manager, %2d apps running:        RSS %6ld  PSS %6ld  (PSS +%ld, %.1f per app)\n", apps,
                     idleN.rss, idleN.pss, idleN.pss - idle0.pss,
                     apps > 0 ? static_cast<double>(idleN.pss - idle0.pss) / apps : 0.0);
         std::printf("  shims, %2zu found, together:       RSS %6ld  PSS %6ld  (PSS per shim: median %ld, %.1f mean)\n",
-                    appShims.size(), shims.rss, shims.pss, median(each),
+                    appShims.size(), shims.rss, shims.pss, bench::median(each),
                     appShims.empty() ? 0.0 : static_cast<double>(shims.pss) / static_cast<double>(appShims.size()));
         std::printf("  spare shim(s) waiting, %zu:        RSS %6ld  PSS %6ld\n", spare.size(), spareMem.rss,
                     spareMem.pss);

@@ -29,14 +29,8 @@ int main(int argc, char** argv)
 {
     const int settle = argc > 1 ? std::max(0, std::atoi(argv[1])) : 5;
     try {
-        std::map<std::string, mbl::test::TestStack::StartOptions> opts;
-        std::vector<std::string> labels;
-        for (const auto& [label, env] : bench::shippedEnvironments(MBL_SYSTEMD_UNIT_DIR)) {
-            labels.push_back(label);
-            opts[label].env = env;
-        }
         World w;
-        w.startAll(opts);
+        const std::vector<std::string> labels = bench::startAsShipped(w, MBL_SYSTEMD_UNIT_DIR);
         std::this_thread::sleep_for(std::chrono::seconds(settle)); // idle is the state measured, not a wait for an event
         std::vector<std::string> argvPy = {"python3", MBL_FOOTPRINT_PY};
         for (int i = 2; i < argc; ++i) {

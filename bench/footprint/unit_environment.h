@@ -3,6 +3,8 @@
 // The Environment= of a daemon's systemd unit, for the benchmarks that start the
 // daemons as shipped (footprint-idle, peer-idle) outside systemd.
 
+#include "world.h"
+
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -39,15 +41,18 @@ inline std::vector<std::string> unitEnvironment(const std::string& unitDir, cons
     return env;
 }
 
-// The five daemons, by the test stack's labels, each with its unit's
-// Environment= (unit mbl-<label>), to start them as shipped.
-inline std::map<std::string, std::vector<std::string>> shippedEnvironments(const std::string& unitDir)
+// Starts the five daemons of `w` as shipped: each with the Environment= of its
+// unit (mbl-<label>) under `unitDir`. Returns their labels.
+inline std::vector<std::string> startAsShipped(test::e2e::World& w, const std::string& unitDir)
 {
-    std::map<std::string, std::vector<std::string>> out;
+    std::map<std::string, test::TestStack::StartOptions> opts;
+    std::vector<std::string> labels;
     for (const char* label : {"device-identity", "update", "container-manager", "cloud-client", "coordinator"}) {
-        out[label] = unitEnvironment(unitDir, std::string("mbl-") + label);
+        labels.emplace_back(label);
+        opts[label].env = unitEnvironment(unitDir, std::string("mbl-") + label);
     }
-    return out;
+    w.startAll(opts);
+    return labels;
 }
 
 } // namespace mbl::bench

@@ -34,14 +34,8 @@ using namespace mbl::test::e2e;
 int main()
 {
     try {
-        std::map<std::string, mbl::test::TestStack::StartOptions> opts;
-        std::vector<std::string> labels;
-        for (const auto& [label, env] : bench::shippedEnvironments(MBL_SYSTEMD_UNIT_DIR)) {
-            labels.push_back(label);
-            opts[label].env = env;
-        }
         World w;
-        w.startAll(opts);
+        const std::vector<std::string> labels = bench::startAsShipped(w, MBL_SYSTEMD_UNIT_DIR);
         std::string peerId = w.deviceId; // "mbl-device-0001" -> "mbl-device-0002"
         peerId.back() = peerId.back() == '2' ? '3' : '2';
         const auto creds = w.cloud.makeDevice(peerId);
