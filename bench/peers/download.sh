@@ -148,9 +148,6 @@ done
 [ -n "${info[url]:-}" ] || { echo "download.sh: peer-cloud did not start:"; cat "$W/ours.log"; exit 1; }
 size=${info[size]}
 helper_ask() { echo "$1" >&8; local line; read -r line <&9; echo "$line"; }
-admin() {   # METHOD PATH [JSON]
-    curl -sS --fail -X "$1" -H 'Content-Type: application/json' ${3:+--data "$3"} "${info[admin]}$2"
-}
 
 # --- suricatta: its own config, its own temporary folder (IPC sockets) ---
 sw_start() {

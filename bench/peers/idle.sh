@@ -184,9 +184,6 @@ while read -r k v <&9; do
 done
 [ -n "${info[server]:-}" ] || { echo "idle.sh: peer-idle did not start:"; cat "$W/ours.log"; exit 1; }
 helper_ask() { echo "$1" >&8; local line; read -r line <&9; echo "$line"; }
-admin() {   # METHOD PATH [JSON]
-    curl -sS --fail -X "$1" -H 'Content-Type: application/json' ${3:+--data "$3"} "${info[admin]}$2"
-}
 admin POST /admin/config "$(printf '{"sleep": "%02d:%02d:%02d"}' $((sleep_s / 3600)) $((sleep_s / 60 % 60)) $((sleep_s % 60)))" >/dev/null
 labels="device-identity update container-manager cloud-client coordinator"
 ours_uid=$(awk '/^Uid:/ {print $2}' /proc/"${info[pid-cloud-client]}"/status)

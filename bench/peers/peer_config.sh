@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-# shellcheck shell=sh
+# shellcheck shell=bash
 # The peers' configuration files, written the same way by every script that
-# runs them (sourced by firmware.sh, download.sh and idle.sh).
+# runs them, and the DDI test server's control API (sourced by firmware.sh,
+# download.sh and idle.sh).
 
 # RAUC's system.conf in DIR/system.conf: two raw slots that are plain files
 # (W/rauc-a.img, W/rauc-b.img), the noop bootloader, plain bundles (verity needs
@@ -55,4 +56,12 @@ suricatta :
 	sslkey = "$8";
 };
 EOC
+}
+
+# A call to the DDI test server's control API (tests/cloud/ddi_server.py) at
+# ${info[admin]}, the address the script read from its helper (the caller's
+# associative array).
+# shellcheck disable=SC2154
+admin() {   # METHOD PATH [JSON]
+    curl -sS --fail -X "$1" -H 'Content-Type: application/json' ${3:+--data "$3"} "${info[admin]}$2"
 }
